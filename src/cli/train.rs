@@ -1,0 +1,144 @@
+//! `zpage train`: label pages with the oracle, fit the tree, report on held-out pages.
+
+use crate::model::Profile;
+use crate::pagefile;
+use crate::train::{self, Oracle, TreeLimits};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Page files or directories (walked for *.pages) to train on.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Test on these instead of every fifth 64-page run of the training input.
+    #[arg(long, num_args = 1..)]
+    test: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "dense")]
+    profile: Profile,
+    /// Write the model here (JSON).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    json: bool,
+    /// Bytes a codec must save per unit of relative compress cost (default per profile).
+    #[arg(long)]
+    speed_weight: Option<f64>,
+    /// zstd level of the dense class.
+    #[arg(long)]
+    zstd_level: Option<i32>,
+    #[arg(long, default_value_t = TreeLimits::default().max_depth)]
+    max_depth: usize,
+    #[arg(long, default_value_t = TreeLimits::default().min_leaf)]
+    min_leaf: usize,
+    /// A split must lower the cost by this fraction of the root's cost.
+    #[arg(long, default_value_t = TreeLimits::default().min_gain)]
+    min_gain: f64,
+    /// Zero-fill a partial last page instead of refusing the file.
+    #[arg(long)]
+    pad: bool,
+}
+
+pub fn run(args: TrainArgs) -> Result<(), String> {
+    let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
+    let test_sets = pagefile::read_all(&args.test, args.pad).map_err(|e| e.to_string())?;
+    let (mut train_pages, mut test_pages) = (Vec::new(), Vec::new());
+    for set in &sets {
+        if args.test.is_empty() {
+            let (tr, te) = train::split_runs(&set.pages);
+            train_pages.extend(tr);
+            test_pages.extend(te);
+        } else {
+            train_pages.extend(set.pages.iter());
+        }
+    }
+    for set in &test_sets {
+        test_pages.extend(set.pages.iter());
+    }
+    if test_pages.is_empty() {
+        return Err("no test pages: give more than 128 pages or --test PATH".into());
+    }
+    let mut oracle = Oracle::new(args.profile);
+    if let Some(w) = args.speed_weight {
+        oracle.speed_weight = w;
+    }
+    if let Some(level) = args.zstd_level {
+        if !(-7..=22).contains(&level) {
+            return Err(format!("--zstd-level {level}: must be in -7..=22"));
+        }
+        oracle.codec.zstd_level = level;
+    }
+    let limits = TreeLimits {
+        max_depth: args.max_depth,
+        min_leaf: args.min_leaf.max(1),
+        min_gain: args.min_gain.max(0.0),
+    };
+    let (mut model, _) = train::train(&train_pages, &oracle, limits);
+    let test_samples = oracle.label_all(&test_pages);
+    let eval = train::evaluate(&model, &test_pages, &test_samples);
+    model.provenance.test_pages = eval.test_pages;
+    model.provenance.accuracy = eval.accuracy;
+    model.provenance.regret = eval.regret;
+    model.provenance.command = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('/'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(path) = &args.output {
+        std::fs::write(path, model.to_json() + "\n")
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&eval).expect("evaluation serialises");
+        v["profile"] = args.profile.name().into();
+        v["train_pages"] = (train_pages.len() as u64).into();
+        v["speed_weight"] = oracle.speed_weight.into();
+        v["tree_nodes"] = model.nodes.len().into();
+        v["tree_depth"] = model.depth().into();
+        println!("{v}");
+        return Ok(());
+    }
+    println!(
+        "zpage train: profile {}, speed weight {} bytes per LZ4-cost unit",
+        args.profile.name(),
+        oracle.speed_weight
+    );
+    println!(
+        "  train pages {}, test pages {}",
+        train_pages.len(),
+        eval.test_pages
+    );
+    println!(
+        "  tree: {} nodes, depth {}; classify {:.1} ns/page (features + tree, median of 3 passes)",
+        model.nodes.len(),
+        model.depth(),
+        eval.classify_ns_per_page
+    );
+    println!(
+        "  accuracy {:.2}%   regret {:.2}% (tree {} B vs oracle {} B; ratio {:.3} vs {:.3})",
+        eval.accuracy * 100.0,
+        eval.regret * 100.0,
+        eval.tree_bytes,
+        eval.oracle_bytes,
+        eval.input_bytes as f64 / eval.tree_bytes.max(1) as f64,
+        eval.input_bytes as f64 / eval.oracle_bytes.max(1) as f64,
+    );
+    println!("  confusion (rows: oracle's class, columns: tree's class)");
+    print!("  {:>15}", "");
+    for c in &eval.classes {
+        print!(" {:>14}", c);
+    }
+    println!();
+    for (row, name) in eval.confusion.iter().zip(&eval.classes) {
+        print!("  {name:>15}");
+        for v in row {
+            print!(" {v:>14}");
+        }
+        println!();
+    }
+    if let Some(path) = &args.output {
+        println!("  model written to {}", path.display());
+    }
+    Ok(())
+}

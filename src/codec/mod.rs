@@ -1,0 +1,222 @@
+//! Stored forms of a page: one module per class, one stable `u8` tag per form.
+//!
+//! Invariants:
+//! - Every stored form is self-describing: byte 0 is the [`Class`] tag, the rest is the
+//!   class's payload, so a stored page decodes with nothing but its bytes.
+//! - Tags are part of the on-disk/in-memory format and never change meaning.
+//! - [`decode`] never panics and never yields a wrong page for malformed input: every
+//!   length, parameter and backend result is checked, and any mismatch is a [`DecodeError`].
+//! - [`encode`] never emits a form larger than [`RAW_SIZE`]: a codec whose output would
+//!   reach the configured huge threshold falls back to the incompressible (raw) form, as
+//!   zram does.
+
+pub mod delta;
+pub mod dense;
+pub mod general;
+pub mod raw;
+pub mod same;
+pub mod zero;
+
+use crate::page::{PAGE_SIZE, Page};
+use serde::{Deserialize, Serialize};
+
+/// Size of the raw form: tag byte plus the page.
+pub const RAW_SIZE: usize = 1 + PAGE_SIZE;
+/// Default huge threshold: compressed forms at or above it are stored raw. zram uses about
+/// 3/4 of a page; zpage keeps anything that saves at least 1/32 of a page, because numeric
+/// pages (images, sensor data) often compress to 70-95% and that saving is real memory.
+pub const HUGE_THRESHOLD: usize = PAGE_SIZE - PAGE_SIZE / 32;
+
+/// A page's data pattern and, identically, the tag of its stored form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[repr(u8)]
+pub enum Class {
+    /// All bytes zero: nothing stored.
+    Zero = 0,
+    /// One repeated 8-byte word: the word is stored.
+    Same = 1,
+    /// Numeric words: base plus transformed residuals, bit-packed or entropy coded.
+    Delta = 2,
+    /// General data (objects, text): LZ4.
+    General = 3,
+    /// General data where zstd's extra ratio pays for its time.
+    Dense = 4,
+    /// Nothing beats the huge threshold: the page is stored as it is.
+    Incompressible = 5,
+}
+
+impl Class {
+    pub const ALL: [Class; 6] = [
+        Class::Zero,
+        Class::Same,
+        Class::Delta,
+        Class::General,
+        Class::Dense,
+        Class::Incompressible,
+    ];
+
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Class> {
+        Class::ALL.get(tag as usize).copied()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Zero => "zero",
+            Class::Same => "same",
+            Class::Delta => "delta",
+            Class::General => "general",
+            Class::Dense => "dense",
+            Class::Incompressible => "incompressible",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a stored form could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty input: a stored page has at least its tag byte")]
+    Empty,
+    #[error("unknown tag {0}: not a zpage stored form")]
+    UnknownTag(u8),
+    #[error("{class} form: expected {expected} bytes, got {got}")]
+    Length {
+        class: Class,
+        expected: usize,
+        got: usize,
+    },
+    #[error("{class} form is corrupt: {reason}")]
+    Corrupt { class: Class, reason: &'static str },
+}
+
+impl DecodeError {
+    fn corrupt(class: Class, reason: &'static str) -> Self {
+        DecodeError::Corrupt { class, reason }
+    }
+
+    fn length(class: Class, expected: usize, got: usize) -> Self {
+        DecodeError::Length {
+            class,
+            expected,
+            got,
+        }
+    }
+}
+
+/// Tunables of the encoders that change what is stored (not how it decodes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodecConfig {
+    /// zstd level for the dense class and for delta residuals in the dense profile.
+    pub zstd_level: i32,
+    /// Entropy backend for delta residuals that do not bit-pack well.
+    pub delta_backend: delta::Backend,
+    /// Forms at or above this many bytes are stored raw.
+    pub huge_threshold: usize,
+}
+
+impl CodecConfig {
+    /// Never slower to compress than LZ4.
+    pub const FAST: CodecConfig = CodecConfig {
+        zstd_level: 3,
+        delta_backend: delta::Backend::Lz4,
+        huge_threshold: HUGE_THRESHOLD,
+    };
+    /// zstd where it pays.
+    pub const DENSE: CodecConfig = CodecConfig {
+        zstd_level: 3,
+        delta_backend: delta::Backend::Zstd,
+        huge_threshold: HUGE_THRESHOLD,
+    };
+}
+
+impl Default for CodecConfig {
+    fn default() -> Self {
+        Self::DENSE
+    }
+}
+
+/// Encodes `page` in the form of `class` into `out` (cleared first) and returns the class
+/// actually stored: zero/same requests on a page that is not such fall back to general, and
+/// any form reaching [`HUGE_THRESHOLD`] falls back to incompressible.
+pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>) -> Class {
+    out.clear();
+    let stored = match class {
+        Class::Zero | Class::Same => match page.same_filled_word() {
+            Some(0) => {
+                zero::encode(out);
+                return Class::Zero;
+            }
+            Some(word) => {
+                same::encode(word, out);
+                return Class::Same;
+            }
+            None => {
+                general::encode(page, out);
+                Class::General
+            }
+        },
+        Class::Delta => {
+            delta::encode(page, config, out);
+            Class::Delta
+        }
+        Class::General => {
+            general::encode(page, out);
+            Class::General
+        }
+        Class::Dense => {
+            dense::encode(page, config.zstd_level, out);
+            Class::Dense
+        }
+        Class::Incompressible => Class::Incompressible,
+    };
+    if stored == Class::Incompressible || out.len() >= config.huge_threshold.min(RAW_SIZE) {
+        out.clear();
+        raw::encode(page, out);
+        return Class::Incompressible;
+    }
+    stored
+}
+
+/// Decodes a stored form into `out`, returning its class.
+pub fn decode(stored: &[u8], out: &mut Page) -> Result<Class, DecodeError> {
+    let (&tag, payload) = stored.split_first().ok_or(DecodeError::Empty)?;
+    let class = Class::from_tag(tag).ok_or(DecodeError::UnknownTag(tag))?;
+    match class {
+        Class::Zero => zero::decode(payload, out)?,
+        Class::Same => same::decode(payload, out)?,
+        Class::Delta => delta::decode(payload, out)?,
+        Class::General => general::decode(payload, out)?,
+        Class::Dense => dense::decode(payload, out)?,
+        Class::Incompressible => raw::decode(payload, out)?,
+    }
+    Ok(class)
+}
+
+/// The class recorded in a stored form's tag, without decoding it.
+pub fn stored_class(stored: &[u8]) -> Result<Class, DecodeError> {
+    let &tag = stored.first().ok_or(DecodeError::Empty)?;
+    Class::from_tag(tag).ok_or(DecodeError::UnknownTag(tag))
+}
+
+/// Bytes a stored form occupies in a store: zero and same-filled pages live entirely in
+/// the page's metadata (as in zram), everything else in the allocator.
+pub fn stored_size(class: Class, encoded_len: usize) -> usize {
+    match class {
+        Class::Zero | Class::Same => 0,
+        _ => encoded_len,
+    }
+}

@@ -1,0 +1,19 @@
+//! Same-filled pages: one 8-byte word repeated 512 times. Invariant: the payload is the
+//! word, 8 bytes little-endian; a zero word is legal here (zero pages normally use
+//! [`super::zero`], but decoding either is exact).
+
+use super::{Class, DecodeError};
+use crate::page::Page;
+
+pub fn encode(word: u64, out: &mut Vec<u8>) {
+    out.push(Class::Same.tag());
+    out.extend_from_slice(&word.to_le_bytes());
+}
+
+pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
+    let word: [u8; 8] = payload
+        .try_into()
+        .map_err(|_| DecodeError::length(Class::Same, 8, payload.len()))?;
+    out.words_mut().fill(u64::from_le_bytes(word));
+    Ok(())
+}

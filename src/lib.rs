@@ -1,0 +1,24 @@
+//! zpage: a transparent compressed memory page store.
+//!
+//! A page's cheap [`features`] feed a small learned decision tree ([`model`]), which
+//! names the page's data pattern ([`codec::Class`]); the [`engine`] encodes the page with
+//! the codec specialised for that class. See ARCHITECTURE.md for the data flow and module
+//! map.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod cli;
+pub mod codec;
+pub mod compare;
+pub mod engine;
+pub mod features;
+pub mod model;
+pub mod page;
+pub mod pagefile;
+pub mod sync;
+pub mod train;
+
+pub use codec::{Class, CodecConfig, DecodeError};
+pub use engine::Engine;
+pub use model::{Model, Profile};
+pub use page::{PAGE_SIZE, Page};

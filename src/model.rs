@@ -1,0 +1,258 @@
+//! The learned classifier: a decision tree over [`features`](crate::features), with the
+//! profile and codec settings it was trained for, stored as JSON.
+//!
+//! Invariants (checked by [`Model::from_json`], so a loaded model can never index out of
+//! bounds or loop): node 0 is the root; every split's children have larger indices than
+//! the split itself; every feature index is below [`features::COUNT`]; the feature names
+//! match this build's; leaves name only classes the tree may choose (not zero/same, which
+//! the engine's exact scan decides).
+
+use crate::codec::{Class, CodecConfig};
+use crate::features::{self, Features};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Format version written into model files.
+pub const FORMAT: u32 = 1;
+
+/// A trade-off between speed and ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Never picks a codec slower than LZ4 to compress.
+    Fast,
+    /// May pick zstd where its extra ratio pays for its time.
+    Dense,
+}
+
+impl Profile {
+    /// Classes the tree may choose under this profile.
+    pub fn allows(self, class: Class) -> bool {
+        match class {
+            Class::Zero | Class::Same => false,
+            Class::Dense => self == Profile::Dense,
+            _ => true,
+        }
+    }
+
+    pub fn codec(self) -> CodecConfig {
+        match self {
+            Profile::Fast => CodecConfig::FAST,
+            Profile::Dense => CodecConfig::DENSE,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Fast => "fast",
+            Profile::Dense => "dense",
+        }
+    }
+}
+
+/// A tree node.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Node {
+    /// Go `left` when `features[feature] <= threshold`, else `right`.
+    Split {
+        feature: u8,
+        threshold: f32,
+        left: u32,
+        right: u32,
+    },
+    Leaf(Class),
+}
+
+/// How the model was trained and how it scored on its test pages (informational).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub command: String,
+    pub train_pages: u64,
+    pub test_pages: u64,
+    pub speed_weight: f64,
+    pub accuracy: f64,
+    pub regret: f64,
+}
+
+/// A trained classifier with the settings it was trained for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub format: u32,
+    pub profile: Profile,
+    pub codec: CodecConfig,
+    pub features: Vec<String>,
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+/// Why a model file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("model does not parse: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("model is invalid: {0}")]
+    Invalid(String),
+}
+
+impl Model {
+    pub fn predict(&self, x: &Features) -> Class {
+        let mut i = 0usize;
+        loop {
+            match self.nodes[i] {
+                Node::Leaf(class) => return class,
+                Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    i = if x[feature as usize] <= threshold {
+                        left
+                    } else {
+                        right
+                    } as usize;
+                }
+            }
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        fn go(nodes: &[Node], i: usize) -> usize {
+            match nodes[i] {
+                Node::Leaf(_) => 1,
+                Node::Split { left, right, .. } => {
+                    1 + go(nodes, left as usize).max(go(nodes, right as usize))
+                }
+            }
+        }
+        go(&self.nodes, 0)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a model always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Model, ModelError> {
+        let model: Model = serde_json::from_str(text)?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    pub fn load(path: &Path) -> Result<Model, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Model::from_json(&text)
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let invalid = |m: String| Err(ModelError::Invalid(m));
+        if self.format != FORMAT {
+            return invalid(format!(
+                "format {} (this build reads {FORMAT})",
+                self.format
+            ));
+        }
+        if self.features != features::NAMES {
+            return invalid(format!(
+                "trained on features {:?}, this build computes {:?}",
+                self.features,
+                features::NAMES
+            ));
+        }
+        if self.nodes.is_empty() {
+            return invalid("no nodes".into());
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            match *node {
+                Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                } => {
+                    if feature as usize >= features::COUNT {
+                        return invalid(format!("node {i}: feature {feature} out of range"));
+                    }
+                    if !threshold.is_finite() {
+                        return invalid(format!("node {i}: threshold is not finite"));
+                    }
+                    for child in [left, right] {
+                        if child as usize <= i || child as usize >= self.nodes.len() {
+                            return invalid(format!("node {i}: child {child} out of order"));
+                        }
+                    }
+                }
+                Node::Leaf(class) if !self.profile.allows(class) => {
+                    return invalid(format!(
+                        "node {i}: class {class} is not allowed in the {} profile",
+                        self.profile.name()
+                    ));
+                }
+                Node::Leaf(_) => {}
+            }
+        }
+        if self.codec.huge_threshold == 0 || !(-7..=22).contains(&self.codec.zstd_level) {
+            return invalid("codec settings out of range".into());
+        }
+        Ok(())
+    }
+}
+
+/// The models trained on the shared corpus, embedded in the binary (see `scripts/train-models`).
+pub fn embedded(profile: Profile) -> Model {
+    let text = match profile {
+        Profile::Fast => include_str!("models/fast.json"),
+        Profile::Dense => include_str!("models/dense.json"),
+    };
+    Model::from_json(text).expect("embedded models are validated by the test suite")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_models_load() {
+        for p in [Profile::Fast, Profile::Dense] {
+            let m = embedded(p);
+            assert_eq!(m.profile, p);
+            assert!(m.depth() <= 12);
+        }
+    }
+
+    #[test]
+    fn malformed_models_are_rejected() {
+        assert!(matches!(Model::from_json("{"), Err(ModelError::Parse(_))));
+        let mut m = embedded(Profile::Fast);
+        m.nodes = vec![Node::Split {
+            feature: 0,
+            threshold: 0.5,
+            left: 0,
+            right: 0,
+        }];
+        assert!(matches!(
+            Model::from_json(&m.to_json()),
+            Err(ModelError::Invalid(_))
+        ));
+        m.nodes = vec![Node::Leaf(Class::Dense)];
+        assert!(matches!(
+            Model::from_json(&m.to_json()),
+            Err(ModelError::Invalid(_))
+        ));
+        m.nodes = vec![Node::Leaf(Class::General)];
+        m.features.pop();
+        assert!(matches!(
+            Model::from_json(&m.to_json()),
+            Err(ModelError::Invalid(_))
+        ));
+    }
+}

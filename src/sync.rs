@@ -1,0 +1,52 @@
+//! The one place zpage takes its locks, atomics and cells from.
+//!
+//! Under `cfg(loom)` every primitive is loom's model-checked twin, so the loom tests
+//! (`tests/loom.rs`) explore all interleavings of the real store code. Nothing else in
+//! the crate may import `std::sync`, `parking_lot` or `std::cell` for shared state.
+
+#[cfg(not(loom))]
+mod imp {
+    pub use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    /// Per-thread scratch only (codec contexts in `thread_local!`), never shared state.
+    pub use std::cell::RefCell;
+    pub use std::sync::Arc;
+    pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+}
+
+#[cfg(loom)]
+mod imp {
+    pub use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use loom::sync::{Arc, MutexGuard, RwLockReadGuard, RwLockWriteGuard};
+    pub use std::cell::RefCell;
+
+    /// loom's mutex behind parking_lot's panic-free `lock()` signature.
+    #[derive(Debug, Default)]
+    pub struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub fn new(value: T) -> Self {
+            Self(loom::sync::Mutex::new(value))
+        }
+        pub fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().expect("loom mutex poisoned")
+        }
+    }
+
+    /// loom's rwlock behind parking_lot's panic-free signatures.
+    #[derive(Debug, Default)]
+    pub struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub fn new(value: T) -> Self {
+            Self(loom::sync::RwLock::new(value))
+        }
+        pub fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read().expect("loom rwlock poisoned")
+        }
+        pub fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write().expect("loom rwlock poisoned")
+        }
+    }
+}
+
+pub use imp::*;

@@ -1,0 +1,412 @@
+//! Training and evaluating the classifier: the oracle that labels pages, a small
+//! cost-sensitive CART, and the regret/accuracy report.
+//!
+//! Invariants: the oracle encodes every page with every codec the profile allows and
+//! records each stored size, so labels, regret and the tree's leaves all come from the
+//! same measured bytes; a page's cost under a class is its stored size plus
+//! `speed_weight` × the class's relative compress cost (LZ4 = 1), so a slower codec is
+//! chosen only when it saves enough. Splits minimise the summed cost of the leaves
+//! directly (not Gini), which is exactly what regret measures. Zero and same-filled pages
+//! are left to the engine's exact scan and carry no tree label.
+
+use crate::codec::{self, Class, CodecConfig};
+use crate::features::{self, Features};
+use crate::model::{self, Model, Node, Profile, Provenance};
+use crate::page::Page;
+use serde::Serialize;
+use std::time::Instant;
+
+const K: usize = Class::ALL.len();
+
+/// Relative compress cost of a stored form (LZ4 on a page = 1), measured with the codec
+/// benches on this machine and rounded; only their ratios matter.
+pub fn relative_cost(class: Class, stored: &[u8]) -> f64 {
+    match class {
+        Class::Zero | Class::Same => 0.0,
+        Class::Incompressible => 0.1,
+        Class::General => 1.0,
+        Class::Dense => 2.5,
+        Class::Delta => match stored.get(1).map(|p| (p >> 4) & 3) {
+            Some(0) => 0.6,
+            Some(1) => 1.2,
+            _ => 3.0,
+        },
+    }
+}
+
+/// What the oracle measured for one page.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub features: Features,
+    /// The exact class for zero/same pages (the tree does not see those).
+    pub fixed: Option<Class>,
+    /// Stored bytes under each class (by [`Class::index`]); `u32::MAX` where not allowed.
+    pub sizes: [u32; K],
+    /// Cost under each class; `f64::INFINITY` where not allowed.
+    pub costs: [f64; K],
+}
+
+impl Sample {
+    /// The oracle's choice: the allowed class of least cost.
+    pub fn oracle(&self) -> Class {
+        if let Some(c) = self.fixed {
+            return c;
+        }
+        let best = (0..K)
+            .min_by(|&a, &b| self.costs[a].total_cmp(&self.costs[b]))
+            .expect("K > 0");
+        Class::ALL[best]
+    }
+
+    pub fn size(&self, class: Class) -> u64 {
+        if self.fixed.is_some() {
+            return 0;
+        }
+        self.sizes[class.index()] as u64
+    }
+}
+
+/// How pages are labelled.
+#[derive(Clone, Copy, Debug)]
+pub struct Oracle {
+    pub profile: Profile,
+    pub codec: CodecConfig,
+    /// Bytes a codec must save per unit of relative compress cost to be worth it.
+    pub speed_weight: f64,
+}
+
+impl Oracle {
+    pub fn new(profile: Profile) -> Oracle {
+        let speed_weight = match profile {
+            Profile::Fast => 16.0,
+            Profile::Dense => 48.0,
+        };
+        Oracle {
+            profile,
+            codec: profile.codec(),
+            speed_weight,
+        }
+    }
+
+    pub fn label(&self, page: &Page, scratch: &mut Vec<u8>) -> Sample {
+        let mut sample = Sample {
+            features: [0.0; features::COUNT],
+            fixed: None,
+            sizes: [u32::MAX; K],
+            costs: [f64::INFINITY; K],
+        };
+        if let Some(word) = page.same_filled_word() {
+            sample.fixed = Some(if word == 0 { Class::Zero } else { Class::Same });
+            return sample;
+        }
+        sample.features = features::extract(page);
+        for class in Class::ALL.into_iter().filter(|&c| self.profile.allows(c)) {
+            let stored = codec::encode(class, page, &self.codec, scratch);
+            let size = codec::stored_size(stored, scratch.len());
+            sample.sizes[class.index()] = size as u32;
+            sample.costs[class.index()] =
+                size as f64 + self.speed_weight * relative_cost(stored, scratch);
+        }
+        sample
+    }
+
+    /// Labels pages on all cores (the oracle runs every codec, so it is the slow part).
+    pub fn label_all(&self, pages: &[&Page]) -> Vec<Sample> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(1);
+        let chunk = pages.len().div_ceil(threads).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = pages
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut scratch = Vec::new();
+                        part.iter()
+                            .map(|p| self.label(p, &mut scratch))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("labelling thread"))
+                .collect()
+        })
+    }
+}
+
+/// Limits on the tree's growth.
+#[derive(Clone, Copy, Debug)]
+pub struct TreeLimits {
+    pub max_depth: usize,
+    pub min_leaf: usize,
+    /// A split must lower the node's cost by this fraction of the root's cost.
+    pub min_gain: f64,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        TreeLimits {
+            max_depth: 7,
+            min_leaf: 24,
+            min_gain: 0.0002,
+        }
+    }
+}
+
+/// Fits a cost-sensitive CART on the samples the tree must decide (zero/same excluded).
+pub fn fit(samples: &[Sample], profile: Profile, limits: TreeLimits) -> Vec<Node> {
+    let data: Vec<&Sample> = samples.iter().filter(|s| s.fixed.is_none()).collect();
+    let mut nodes = Vec::new();
+    if data.is_empty() {
+        nodes.push(Node::Leaf(Class::General));
+        return nodes;
+    }
+    let mut idx: Vec<usize> = (0..data.len()).collect();
+    let root_cost = best_leaf(&sum_costs(&data, &idx), profile).1;
+    let min_gain = limits.min_gain * root_cost;
+    grow(&data, &mut idx, 0, profile, &limits, min_gain, &mut nodes);
+    nodes
+}
+
+fn sum_costs(data: &[&Sample], idx: &[usize]) -> [f64; K] {
+    let mut sum = [0.0; K];
+    for &i in idx {
+        for (k, s) in sum.iter_mut().enumerate() {
+            *s += data[i].costs[k];
+        }
+    }
+    sum
+}
+
+fn best_leaf(sum: &[f64; K], profile: Profile) -> (Class, f64) {
+    Class::ALL
+        .into_iter()
+        .filter(|&c| profile.allows(c))
+        .map(|c| (c, sum[c.index()]))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("every profile allows general")
+}
+
+fn grow(
+    data: &[&Sample],
+    idx: &mut [usize],
+    depth: usize,
+    profile: Profile,
+    limits: &TreeLimits,
+    min_gain: f64,
+    nodes: &mut Vec<Node>,
+) -> u32 {
+    let me = nodes.len();
+    let total = sum_costs(data, idx);
+    let (leaf_class, leaf_cost) = best_leaf(&total, profile);
+    nodes.push(Node::Leaf(leaf_class));
+    if depth >= limits.max_depth || idx.len() < 2 * limits.min_leaf {
+        return me as u32;
+    }
+    // Best split over all features: sweep sorted values with running per-class sums.
+    let mut best: Option<(usize, f32, f64)> = None;
+    for f in 0..features::COUNT {
+        idx.sort_unstable_by(|&a, &b| data[a].features[f].total_cmp(&data[b].features[f]));
+        let mut left = [0.0; K];
+        for p in 1..idx.len() {
+            for (k, l) in left.iter_mut().enumerate() {
+                *l += data[idx[p - 1]].costs[k];
+            }
+            let (lo, hi) = (data[idx[p - 1]].features[f], data[idx[p]].features[f]);
+            if lo == hi || p < limits.min_leaf || idx.len() - p < limits.min_leaf {
+                continue;
+            }
+            let mut right = total;
+            for (r, l) in right.iter_mut().zip(&left) {
+                *r -= l;
+            }
+            let cost = best_leaf(&left, profile).1 + best_leaf(&right, profile).1;
+            if best.is_none_or(|b| cost < b.2) {
+                best = Some((f, lo + (hi - lo) / 2.0, cost));
+            }
+        }
+    }
+    let Some((feature, threshold, _)) = best.filter(|b| leaf_cost - b.2 > min_gain) else {
+        return me as u32;
+    };
+    let split = partition_in_place(idx, |&i| data[i].features[feature] <= threshold);
+    let (l, r) = idx.split_at_mut(split);
+    let left = grow(data, l, depth + 1, profile, limits, min_gain, nodes);
+    let right = grow(data, r, depth + 1, profile, limits, min_gain, nodes);
+    // A split whose children agree is a leaf: collapse it (children are the last nodes).
+    if let (Node::Leaf(a), Node::Leaf(b)) = (nodes[left as usize], nodes[right as usize]) {
+        if a == b {
+            nodes.truncate(me + 1);
+            nodes[me] = Node::Leaf(a);
+            return me as u32;
+        }
+    }
+    nodes[me] = Node::Split {
+        feature: feature as u8,
+        threshold,
+        left,
+        right,
+    };
+    me as u32
+}
+
+/// In-place partition; returns how many elements satisfy `pred` (now at the front).
+fn partition_in_place(v: &mut [usize], pred: impl Fn(&usize) -> bool) -> usize {
+    let mut split = 0;
+    for i in 0..v.len() {
+        if pred(&v[i]) {
+            v.swap(split, i);
+            split += 1;
+        }
+    }
+    split
+}
+
+/// How a model did on labelled test pages.
+#[derive(Clone, Debug, Serialize)]
+pub struct Evaluation {
+    pub test_pages: u64,
+    /// Share of pages where the tree chose the oracle's class.
+    pub accuracy: f64,
+    /// (bytes stored following the tree − bytes stored by the oracle) / oracle bytes.
+    pub regret: f64,
+    pub tree_bytes: u64,
+    pub oracle_bytes: u64,
+    pub input_bytes: u64,
+    pub classify_ns_per_page: f64,
+    /// Class names, the axis order of `confusion`.
+    pub classes: Vec<&'static str>,
+    /// `confusion[oracle][tree]` page counts.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// Evaluates `model` on `pages` labelled as `samples` (same order).
+pub fn evaluate(model: &Model, pages: &[&Page], samples: &[Sample]) -> Evaluation {
+    let engine = crate::engine::Engine::with_model(model.clone());
+    let mut confusion = vec![vec![0u64; K]; K];
+    let (mut tree_bytes, mut oracle_bytes, mut correct) = (0u64, 0u64, 0u64);
+    let mut predicted = Vec::with_capacity(pages.len());
+    predicted.extend(pages.iter().map(|p| engine.classify(p)));
+    // Time classification alone on cache-warm pages (a page is compressed right after it
+    // was written or faulted), 32 pages at a time: a first pass warms them, the second is
+    // timed. Pages streamed from cold memory cost a few memory round trips more.
+    let mut timed = std::time::Duration::ZERO;
+    for chunk in pages.chunks(32) {
+        for p in chunk {
+            std::hint::black_box(engine.classify(p));
+        }
+        let start = Instant::now();
+        for p in chunk {
+            std::hint::black_box(engine.classify(std::hint::black_box(p)));
+        }
+        timed += start.elapsed();
+    }
+    let best_ns = timed.as_nanos() as f64 / pages.len().max(1) as f64;
+    for (s, &tree) in samples.iter().zip(&predicted) {
+        let oracle = s.oracle();
+        confusion[oracle.index()][tree.index()] += 1;
+        correct += (oracle == tree) as u64;
+        tree_bytes += s.size(tree);
+        oracle_bytes += s.size(oracle);
+    }
+    let n = pages.len() as u64;
+    Evaluation {
+        test_pages: n,
+        accuracy: correct as f64 / n.max(1) as f64,
+        regret: (tree_bytes as f64 - oracle_bytes as f64) / oracle_bytes.max(1) as f64,
+        tree_bytes,
+        oracle_bytes,
+        input_bytes: n * crate::PAGE_SIZE as u64,
+        classify_ns_per_page: best_ns,
+        classes: Class::ALL.iter().map(|c| c.name()).collect(),
+        confusion,
+    }
+}
+
+/// Trains a model of `profile` on `train` pages.
+pub fn train(train: &[&Page], oracle: &Oracle, limits: TreeLimits) -> (Model, Vec<Sample>) {
+    let samples = oracle.label_all(train);
+    let nodes = fit(&samples, oracle.profile, limits);
+    let model = Model {
+        format: model::FORMAT,
+        profile: oracle.profile,
+        codec: oracle.codec,
+        features: features::NAMES.iter().map(|s| s.to_string()).collect(),
+        nodes,
+        provenance: Provenance {
+            train_pages: train.len() as u64,
+            speed_weight: oracle.speed_weight,
+            ..Provenance::default()
+        },
+    };
+    (model, samples)
+}
+
+/// Splits pages into train and test by 64-page runs (neighbouring pages are alike, so a
+/// page-level split would leak): every fifth run of each input is a test run.
+pub fn split_runs(pages: &[Page]) -> (Vec<&Page>, Vec<&Page>) {
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (i, run) in pages.chunks(64).enumerate() {
+        if i % 5 == 2 {
+            test.extend(run)
+        } else {
+            train.extend(run)
+        }
+    }
+    (train, test)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(x: f32, costs: [f64; K]) -> Sample {
+        let mut features = [0.0; features::COUNT];
+        features[3] = x;
+        Sample {
+            features,
+            fixed: None,
+            sizes: costs.map(|c| c as u32),
+            costs,
+        }
+    }
+
+    #[test]
+    fn cart_finds_the_cost_minimising_split() {
+        let inf = f64::INFINITY;
+        let mut samples = Vec::new();
+        for i in 0..100 {
+            let x = i as f32 / 100.0;
+            // Below 0.3 delta is far cheaper, above it general.
+            let costs = if x < 0.3 {
+                [inf, inf, 100.0, 1000.0, inf, 4097.0]
+            } else {
+                [inf, inf, 2000.0, 900.0, inf, 4097.0]
+            };
+            samples.push(sample(x, costs));
+        }
+        let nodes = fit(
+            &samples,
+            Profile::Fast,
+            TreeLimits {
+                min_leaf: 5,
+                ..Default::default()
+            },
+        );
+        match nodes[0] {
+            Node::Split {
+                feature: 3,
+                threshold,
+                left,
+                right,
+            } => {
+                assert!((0.28..0.31).contains(&threshold), "{threshold}");
+                assert_eq!(nodes[left as usize], Node::Leaf(Class::Delta));
+                assert_eq!(nodes[right as usize], Node::Leaf(Class::General));
+            }
+            other => panic!("expected a split on feature 3, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Codec round-trips and decoder robustness.
+
+mod common;
+
+use common::{Rng, adversarial_pages, sample_pages};
+use proptest::prelude::*;
+use zpage::codec::{self, Class, CodecConfig};
+use zpage::{Engine, Page, Profile};
+
+const CONFIGS: [CodecConfig; 2] = [CodecConfig::FAST, CodecConfig::DENSE];
+
+fn round_trip(page: &Page, what: &str) {
+    let mut out = Vec::new();
+    let mut back = Page::zeroed();
+    for config in &CONFIGS {
+        for class in Class::ALL {
+            let stored = codec::encode(class, page, config, &mut out);
+            assert!(
+                out.len() <= codec::RAW_SIZE,
+                "{what}: {class} form of {} bytes",
+                out.len()
+            );
+            assert_eq!(
+                codec::decode(&out, &mut back),
+                Ok(stored),
+                "{what}: {class}"
+            );
+            assert!(
+                back == *page,
+                "{what}: {class} (stored as {stored}) decodes to another page"
+            );
+        }
+    }
+    for profile in [Profile::Fast, Profile::Dense] {
+        Engine::new(profile).encode(page, &mut out);
+        Engine::decode(&out, &mut back).unwrap();
+        assert!(back == *page, "{what}: engine {profile:?}");
+    }
+}
+
+#[test]
+fn adversarial_pages_round_trip() {
+    for (what, page) in adversarial_pages() {
+        round_trip(&page, what);
+    }
+}
+
+#[test]
+fn sample_pages_round_trip() {
+    for (i, page) in sample_pages().iter().enumerate().step_by(3) {
+        round_trip(page, &format!("sample page {i}"));
+    }
+}
+
+/// Pages with structure a codec might mishandle: narrow values at some width and offset,
+/// runs, and random bytes sprinkled in.
+fn structured_page() -> impl Strategy<Value = Page> {
+    (any::<u64>(), 0u32..4, 0u32..65, 0usize..64, any::<bool>()).prop_map(
+        |(seed, width_log, bits, noise, xor)| {
+            let mut rng = Rng(seed | 1);
+            let mut page = Page::zeroed();
+            let width = 1usize << width_log;
+            let mask = if bits >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            };
+            let mut acc = rng.next();
+            for chunk in page.bytes_mut().chunks_exact_mut(width) {
+                acc = if xor {
+                    acc ^ (rng.next() & mask)
+                } else {
+                    acc.wrapping_add(rng.next() & mask)
+                };
+                chunk.copy_from_slice(&acc.to_le_bytes()[..width]);
+            }
+            for _ in 0..noise {
+                let at = rng.below(4096) as usize;
+                page.0[at] = rng.next() as u8;
+            }
+            page
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn structured_pages_round_trip(page in structured_page()) {
+        round_trip(&page, "structured");
+    }
+
+    #[test]
+    fn arbitrary_pages_round_trip(bytes in proptest::collection::vec(any::<u8>(), 4096)) {
+        round_trip(&Page::from_slice(&bytes).unwrap(), "arbitrary");
+    }
+}
+
+/// Feeds a decoder random, truncated and bit-flipped forms; it must never panic, and a
+/// form with a structural error must be refused.
+fn fuzz_decoders(cases: u64) {
+    let mut rng = Rng(0xfeed_f00d_dead_beef);
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    let mut out = Vec::new();
+    let pages: Vec<Page> = sample_pages()
+        .into_iter()
+        .step_by(37)
+        .chain(adversarial_pages().into_iter().map(|p| p.1))
+        .collect();
+    for page in &pages {
+        for config in &CONFIGS {
+            for class in Class::ALL {
+                codec::encode(class, page, config, &mut out);
+                seeds.push(out.clone());
+            }
+        }
+    }
+    let mut back = Page::zeroed();
+    for i in 0..cases {
+        let seed = &seeds[rng.below(seeds.len() as u64) as usize];
+        let mut input = seed.clone();
+        match i % 4 {
+            0 => input.truncate(rng.below(input.len() as u64) as usize),
+            1 => {
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(input.len() as u64) as usize;
+                    input[at] ^= 1 << rng.below(8);
+                }
+            }
+            2 => {
+                let len = rng.below(5000) as usize;
+                input = (0..len).map(|_| rng.next() as u8).collect();
+                if let Some(tag) = input.first_mut() {
+                    *tag %= 8;
+                }
+            }
+            _ => {
+                let extra = 1 + rng.below(16) as usize;
+                input.extend((0..extra).map(|_| rng.next() as u8));
+                // Trailing bytes after a complete form are corruption for fixed-size forms.
+                if matches!(
+                    codec::stored_class(seed),
+                    Ok(Class::Zero | Class::Same | Class::Incompressible)
+                ) {
+                    assert!(
+                        codec::decode(&input, &mut back).is_err(),
+                        "case {i}: trailing bytes accepted"
+                    );
+                }
+            }
+        }
+        let _ = codec::decode(&input, &mut back);
+    }
+}
+
+#[test]
+fn decoders_survive_corrupt_input() {
+    fuzz_decoders(30_000);
+}
+
+/// The long run behind the "one million inputs, no panic" figure:
+/// `cargo test --release --test codec -- --ignored`.
+#[test]
+#[ignore]
+fn decoders_survive_a_million_corrupt_inputs() {
+    fuzz_decoders(1_000_000);
+}
+
+#[test]
+fn structural_errors_are_reported() {
+    let mut back = Page::zeroed();
+    assert_eq!(
+        codec::decode(&[], &mut back),
+        Err(zpage::DecodeError::Empty)
+    );
+    assert!(matches!(
+        codec::decode(&[9], &mut back),
+        Err(zpage::DecodeError::UnknownTag(9))
+    ));
+    assert!(codec::decode(&[Class::Same.tag(), 1, 2, 3], &mut back).is_err());
+    assert!(codec::decode(&[Class::Zero.tag(), 0], &mut back).is_err());
+    assert!(codec::decode(&[Class::Incompressible.tag(); 100], &mut back).is_err());
+    assert!(codec::decode(&[Class::General.tag(), 0xff, 0xff], &mut back).is_err());
+    assert!(codec::decode(&[Class::Dense.tag(), 1, 2, 3, 4], &mut back).is_err());
+    assert!(codec::decode(&[Class::Delta.tag(), 0x80], &mut back).is_err());
+}

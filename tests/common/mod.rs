@@ -1,0 +1,125 @@
+//! Shared test helpers: the sample pages shipped in `data/` and page generators.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use zpage::Page;
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// Every page of the shipped sample.
+pub fn sample_pages() -> Vec<Page> {
+    zpage::pagefile::read_all(&[data_dir()], false)
+        .expect("shipped sample readable")
+        .into_iter()
+        .flat_map(|s| s.pages)
+        .collect()
+}
+
+/// Deterministic xorshift generator (tests must not depend on a seed from the clock).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn from_words(f: impl Fn(usize) -> u64) -> Page {
+    let mut p = Page::zeroed();
+    for (i, w) in p.words_mut().iter_mut().enumerate() {
+        *w = f(i);
+    }
+    p
+}
+
+/// Pages built to break codecs: extremes, alternations, NaNs, lone bytes.
+pub fn adversarial_pages() -> Vec<(&'static str, Page)> {
+    let mut v = vec![
+        ("all zero", Page::zeroed()),
+        ("all 0xff", *Page::filled(u64::MAX)),
+        (
+            "alternating words",
+            from_words(|i| if i % 2 == 0 { 0 } else { u64::MAX }),
+        ),
+        (
+            "alternating 0x55/0xaa",
+            from_words(|i| {
+                if i % 2 == 0 {
+                    0x5555_5555_5555_5555
+                } else {
+                    0xaaaa_aaaa_aaaa_aaaa
+                }
+            }),
+        ),
+        (
+            "extreme deltas",
+            from_words(|i| {
+                if i % 2 == 0 {
+                    i64::MIN as u64
+                } else {
+                    i64::MAX as u64
+                }
+            }),
+        ),
+        ("ramp", from_words(|i| i as u64)),
+        ("descending ramp", from_words(|i| u64::MAX - i as u64 * 3)),
+        (
+            "NaNs and infinities",
+            from_words(|i| match i % 4 {
+                0 => f64::NAN.to_bits(),
+                1 => f64::INFINITY.to_bits(),
+                2 => f64::NEG_INFINITY.to_bits(),
+                _ => (-0.0f64).to_bits(),
+            }),
+        ),
+        ("floats", from_words(|i| (i as f64 * 0.1).sin().to_bits())),
+        ("u32 ramp", {
+            let mut p = Page::zeroed();
+            for (i, w) in bytemuck::cast_slice_mut::<u8, u32>(p.bytes_mut())
+                .iter_mut()
+                .enumerate()
+            {
+                *w = i as u32 * 7;
+            }
+            p
+        }),
+        ("u16 saw", {
+            let mut p = Page::zeroed();
+            for (i, w) in bytemuck::cast_slice_mut::<u8, u16>(p.bytes_mut())
+                .iter_mut()
+                .enumerate()
+            {
+                *w = (i % 300) as u16;
+            }
+            p
+        }),
+        ("byte gradient", {
+            let mut p = Page::zeroed();
+            for (i, b) in p.bytes_mut().iter_mut().enumerate() {
+                *b = (i / 16) as u8;
+            }
+            p
+        }),
+    ];
+    let mut last = Page::zeroed();
+    last.0[4095] = 1;
+    v.push(("single non-zero byte at the end", last));
+    let mut first = Page::zeroed();
+    first.0[0] = 0x80;
+    v.push(("single non-zero byte at the start", first));
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    v.push(("random", from_words(|_| 0)));
+    for w in v.last_mut().unwrap().1.words_mut() {
+        *w = rng.next();
+    }
+    v
+}
