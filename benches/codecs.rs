@@ -8,27 +8,31 @@ use std::hint::black_box;
 use zpage::codec::{self, Class, CodecConfig};
 use zpage::{Engine, Page, Profile, features};
 
+/// Classification per page. `warm`: 32 pages that stay in cache, as a page being
+/// compressed was just written or faulted; `cold`: 640 pages (2.5 MiB) streamed from
+/// memory, where each sampled cache line is a memory round trip.
 fn classify(c: &mut Criterion) {
-    let pages = common::mixed(64);
     let engine = Engine::new(Profile::Dense);
     let mut g = c.benchmark_group("classify");
-    g.throughput(Throughput::Elements(pages.len() as u64));
-    g.bench_function("features", |b| {
-        b.iter(|| {
-            pages
-                .iter()
-                .map(|p| features::extract(black_box(p))[0])
-                .sum::<f32>()
-        })
-    });
-    g.bench_function("features+tree", |b| {
-        b.iter(|| {
-            pages
-                .iter()
-                .filter(|p| engine.classify(black_box(p)) == Class::Delta)
-                .count()
-        })
-    });
+    for (name, pages) in [("warm", common::mixed(4)), ("cold", common::mixed(64))] {
+        g.throughput(Throughput::Elements(pages.len() as u64));
+        g.bench_function(format!("{name}/features"), |b| {
+            b.iter(|| {
+                pages
+                    .iter()
+                    .map(|p| features::extract(black_box(p))[0])
+                    .sum::<f32>()
+            })
+        });
+        g.bench_function(format!("{name}/features+tree"), |b| {
+            b.iter(|| {
+                pages
+                    .iter()
+                    .filter(|p| engine.classify(black_box(p)) == Class::Delta)
+                    .count()
+            })
+        });
+    }
     g.finish();
 }
 

@@ -121,11 +121,17 @@ pub fn extract(page: &Page) -> Features {
             v8 += bits(w);
             zero_b += zero_lanes(w) >> 7;
             high_b += (w & H8) >> 7;
-            d1_small += small_byte_delta_lanes(w) >> 7;
-            d2_small += small_u16_delta_lanes(w) >> 15;
-            // Deltas between the two u32 halves of the word.
-            let d = ((w >> 32) as u32).wrapping_sub(w as u32) as i32;
-            d4 += 32 - ((d << 1) ^ (d >> 31)).leading_zeros();
+        }
+        // Narrow-width deltas are the costliest features (about 50 operations a word) and
+        // describe pages that are uniform arrays: one line, the middle one, is enough.
+        if line == LINES / 2 {
+            for &w in run {
+                d1_small += small_byte_delta_lanes(w) >> 7;
+                d2_small += small_u16_delta_lanes(w) >> 15;
+                // Deltas between the two u32 halves of the word.
+                let d = ((w >> 32) as u32).wrapping_sub(w as u32) as i32;
+                d4 += 32 - ((d << 1) ^ (d >> 31)).leading_zeros();
+            }
         }
         for pair in run.windows(2) {
             let (a, b) = (pair[0], pair[1]);
@@ -135,22 +141,22 @@ pub fn extract(page: &Page) -> Features {
             high32 += (a >> 32 == b >> 32) as u32;
         }
     }
-    let sampled = (LINES * LINE_WORDS) as u32;
     let (zero_b, high_b) = (sum_bytes(zero_b), sum_bytes(high_b));
-    let d1_small = sum_bytes(d1_small) - sampled;
-    let d2_small = sum_u16s(d2_small) - sampled;
+    let d1_small = sum_bytes(d1_small) - LINE_WORDS as u32;
+    let d2_small = sum_u16s(d2_small) - LINE_WORDS as u32;
     // Normalise by multiplying with constant reciprocals: a division per feature would
     // cost more than the rest of the tail.
     const WORDS: f32 = 1.0 / (LINES * LINE_WORDS) as f32;
     const PAIRS_F: f32 = 1.0 / PAIRS as f32;
+    const LINE: f32 = 1.0 / LINE_WORDS as f32;
     [
         zero_w as f32 * WORDS,
         equal as f32 * PAIRS_F,
         d8 as f32 * (PAIRS_F / 64.0),
         v8 as f32 * (WORDS / 64.0),
-        d4 as f32 * (WORDS / 32.0),
-        d2_small as f32 * (WORDS / 3.0),
-        d1_small as f32 * (WORDS / 7.0),
+        d4 as f32 * (LINE / 32.0),
+        d2_small as f32 * (LINE / 3.0),
+        d1_small as f32 * (LINE / 7.0),
         zero_b as f32 * (WORDS / 8.0),
         high_b as f32 * (WORDS / 8.0),
         high16 as f32 * PAIRS_F,

@@ -110,7 +110,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         eval.test_pages
     );
     println!(
-        "  tree: {} nodes, depth {}; classify {:.1} ns/page (features + tree, median of 3 passes)",
+        "  tree: {} nodes, depth {}; classify {:.1} ns/page (features + tree, cache-warm pages)",
         model.nodes.len(),
         model.depth(),
         eval.classify_ns_per_page
