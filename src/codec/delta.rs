@@ -198,6 +198,36 @@ fn inverse<W: Word>(base: W, t: Transform, res: &[W], words: &mut [W]) {
 const SAMPLE_RUNS: usize = 8;
 const SAMPLE_RUN_WORDS: usize = 16;
 
+/// Calls `visit` with the residual of every sampled word under (W, t): `runs` runs of
+/// `run_words` consecutive words, spread over the page from `offset` bytes into each
+/// stretch. Returns how many residuals were visited.
+fn for_sampled_residuals<W: Word>(
+    page: &Page,
+    t: Transform,
+    runs: usize,
+    run_words: usize,
+    offset: usize,
+    mut visit: impl FnMut(u64),
+) -> u32 {
+    let width = std::mem::size_of::<W>();
+    let skip = (t != Transform::Identity) as usize;
+    let mut n = 0;
+    for run in 0..runs {
+        let start = run * (PAGE_SIZE / runs) + offset;
+        let words: &[W] = bytemuck::cast_slice(&page.bytes()[start..start + run_words * width]);
+        for i in skip..words.len() {
+            let prev = if skip == 1 {
+                words[i - 1]
+            } else {
+                W::from_u64(0)
+            };
+            visit(residual(t, prev, words[i]).to_u64());
+            n += 1;
+        }
+    }
+    n
+}
+
 /// `c * log2(c)` for every count a sampled plane can reach.
 fn clogc(c: u16) -> f32 {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
@@ -222,28 +252,14 @@ fn estimate<W: Word>(page: &Page, t: Transform) -> u64 {
     let mut counts = [[0u16; 256]; 8];
     let mut sum = [0f32; 8];
     let mut distinct = [0u32; 8];
-    let mut n = 0u32;
-    for run in 0..SAMPLE_RUNS {
-        let start = run * (PAGE_SIZE / SAMPLE_RUNS) + 256;
-        let run_bytes = SAMPLE_RUN_WORDS * width;
-        let words: &[W] = bytemuck::cast_slice(&page.bytes()[start..start + run_bytes]);
-        let skip = (t != Transform::Identity) as usize;
-        for i in skip..words.len() {
-            let prev = if skip == 1 {
-                words[i - 1]
-            } else {
-                W::from_u64(0)
-            };
-            let r = residual(t, prev, words[i]).to_u64();
-            for (j, plane) in counts.iter_mut().enumerate().take(width) {
-                let c = &mut plane[(r >> (8 * j)) as u8 as usize];
-                sum[j] += clogc(*c + 1) - clogc(*c);
-                distinct[j] += (*c == 0) as u32;
-                *c += 1;
-            }
-            n += 1;
+    let n = for_sampled_residuals::<W>(page, t, SAMPLE_RUNS, SAMPLE_RUN_WORDS, 256, |r| {
+        for (j, plane) in counts.iter_mut().enumerate().take(width) {
+            let c = &mut plane[(r >> (8 * j)) as u8 as usize];
+            sum[j] += clogc(*c + 1) - clogc(*c);
+            distinct[j] += (*c == 0) as u32;
+            *c += 1;
         }
-    }
+    });
     let nf = n as f32;
     let bits: f32 = (0..width)
         .map(|j| {
@@ -258,25 +274,11 @@ fn estimate<W: Word>(page: &Page, t: Transform) -> u64 {
 /// residual) models it well, and it costs a few instructions a residual instead of a
 /// histogram update per byte. Sampled on 4 runs of 32 bytes.
 fn estimate_bits<W: Word>(page: &Page, t: Transform) -> u64 {
-    const RUNS: usize = 4;
-    const RUN_BYTES: usize = 32;
     let mut bits = 0u64;
-    let mut n = 0u64;
-    for run in 0..RUNS {
-        let start = run * (PAGE_SIZE / RUNS) + 512;
-        let words: &[W] = bytemuck::cast_slice(&page.bytes()[start..start + RUN_BYTES]);
-        let skip = (t != Transform::Identity) as usize;
-        for i in skip..words.len() {
-            let prev = if skip == 1 {
-                words[i - 1]
-            } else {
-                W::from_u64(0)
-            };
-            let r = residual(t, prev, words[i]).to_u64();
-            bits += (64 - r.leading_zeros()) as u64 + 1;
-            n += 1;
-        }
-    }
+    let run_words = 32 / std::mem::size_of::<W>();
+    let n = for_sampled_residuals::<W>(page, t, 4, run_words, 512, |r| {
+        bits += (64 - r.leading_zeros()) as u64 + 1;
+    }) as u64;
     bits * (PAGE_SIZE / std::mem::size_of::<W>()) as u64 / n
 }
 
