@@ -8,9 +8,10 @@ use std::hint::black_box;
 use zpage::codec::{self, Class, CodecConfig};
 use zpage::{Engine, Page, Profile, features};
 
-/// Classification per page. `warm`: 32 pages that stay in cache, as a page being
-/// compressed was just written or faulted; `cold`: 640 pages (2.5 MiB) streamed from
-/// memory, where each sampled cache line is a memory round trip.
+/// Classification per page. `warm`: 4 pages of each corpus file, few enough to stay in
+/// cache, as a page being compressed was just written or faulted; `cold`: 64 pages of
+/// each file (2.5 MiB on the shared corpus) streamed from memory, where each sampled cache
+/// line is a memory round trip.
 fn classify(c: &mut Criterion) {
     let engine = Engine::new(Profile::Dense);
     let mut g = c.benchmark_group("classify");

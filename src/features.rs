@@ -123,7 +123,9 @@ pub fn extract(page: &Page) -> Features {
             high_b += (w & H8) >> 7;
         }
         // Narrow-width deltas are the costliest features (about 50 operations a word) and
-        // describe pages that are uniform arrays: one line, the middle one, is enough.
+        // describe pages that are uniform arrays: one line, the middle one, is enough. The
+        // pass stays inside this loop, while the line is in registers: hoisting it after the
+        // loop measured ~10% slower (classify/warm bench).
         if line == LINES / 2 {
             for &w in run {
                 d1_small += small_byte_delta_lanes(w) >> 7;

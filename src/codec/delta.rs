@@ -197,6 +197,11 @@ fn inverse<W: Word>(base: W, t: Transform, res: &[W], words: &mut [W]) {
 /// fairly.
 const SAMPLE_RUNS: usize = 8;
 const SAMPLE_RUN_WORDS: usize = 16;
+const SAMPLE_OFFSET: usize = 256;
+/// The LZ4 estimate's cheaper sample: 4 runs of 32 bytes.
+const BITS_RUNS: usize = 4;
+const BITS_RUN_BYTES: usize = 32;
+const BITS_OFFSET: usize = 512;
 
 /// Calls `visit` with the residual of every sampled word under (W, t): `runs` runs of
 /// `run_words` consecutive words, spread over the page from `offset` bytes into each
@@ -228,8 +233,9 @@ fn for_sampled_residuals<W: Word>(
     n
 }
 
-/// `c * log2(c)` for every count a sampled plane can reach.
-fn clogc(c: u16) -> f32 {
+/// `c * log2(c)` for every count a sampled plane can reach (fetch once per estimate:
+/// it is read twice per sampled residual byte).
+fn clogc_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         (0..=SAMPLE_RUNS * SAMPLE_RUN_WORDS)
@@ -241,7 +247,7 @@ fn clogc(c: u16) -> f32 {
                 }
             })
             .collect()
-    })[c as usize]
+    })
 }
 
 /// Estimated bits a page costs under (W, t) for zstd: order-0 entropy of each byte plane of the
@@ -252,14 +258,16 @@ fn estimate<W: Word>(page: &Page, t: Transform) -> u64 {
     let mut counts = [[0u16; 256]; 8];
     let mut sum = [0f32; 8];
     let mut distinct = [0u32; 8];
-    let n = for_sampled_residuals::<W>(page, t, SAMPLE_RUNS, SAMPLE_RUN_WORDS, 256, |r| {
-        for (j, plane) in counts.iter_mut().enumerate().take(width) {
-            let c = &mut plane[(r >> (8 * j)) as u8 as usize];
-            sum[j] += clogc(*c + 1) - clogc(*c);
-            distinct[j] += (*c == 0) as u32;
-            *c += 1;
-        }
-    });
+    let clogc = clogc_table();
+    let n =
+        for_sampled_residuals::<W>(page, t, SAMPLE_RUNS, SAMPLE_RUN_WORDS, SAMPLE_OFFSET, |r| {
+            for (j, plane) in counts.iter_mut().enumerate().take(width) {
+                let c = &mut plane[(r >> (8 * j)) as u8 as usize];
+                sum[j] += clogc[*c as usize + 1] - clogc[*c as usize];
+                distinct[j] += (*c == 0) as u32;
+                *c += 1;
+            }
+        });
     let nf = n as f32;
     let bits: f32 = (0..width)
         .map(|j| {
@@ -272,11 +280,11 @@ fn estimate<W: Word>(page: &Page, t: Transform) -> u64 {
 /// Estimated bits a page costs under (W, t) for LZ4: LZ4 gains on byte-shuffled residuals
 /// mostly from their all-zero high bytes, so the count of significant bits (plus one per
 /// residual) models it well, and it costs a few instructions a residual instead of a
-/// histogram update per byte. Sampled on 4 runs of 32 bytes.
+/// histogram update per byte.
 fn estimate_bits<W: Word>(page: &Page, t: Transform) -> u64 {
     let mut bits = 0u64;
-    let run_words = 32 / std::mem::size_of::<W>();
-    let n = for_sampled_residuals::<W>(page, t, 4, run_words, 512, |r| {
+    let run_words = BITS_RUN_BYTES / std::mem::size_of::<W>();
+    let n = for_sampled_residuals::<W>(page, t, BITS_RUNS, run_words, BITS_OFFSET, |r| {
         bits += (64 - r.leading_zeros()) as u64 + 1;
     }) as u64;
     bits * (PAGE_SIZE / std::mem::size_of::<W>()) as u64 / n
