@@ -2,7 +2,7 @@
 //!
 //! A page's cheap [`features`] feed a small learned decision tree ([`model`]), which
 //! names the page's data pattern ([`codec::Class`]); the [`engine`] encodes the page with
-//! the codec specialised for that class. See ARCHITECTURE.md for the data flow and module
+//! the codec specialised for that class, and a [`store::PageStore`] keeps the result. See ARCHITECTURE.md for the data flow and module
 //! map.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -15,6 +15,7 @@ pub mod features;
 pub mod model;
 pub mod page;
 pub mod pagefile;
+pub mod store;
 pub mod sync;
 pub mod train;
 
@@ -22,3 +23,4 @@ pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;
 pub use model::{Model, Profile};
 pub use page::{PAGE_SIZE, Page};
+pub use store::{PageStore, Stats, StoreBuilder, StoreError};

@@ -193,17 +193,22 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
 
 /// Decodes a stored form into `out`, returning its class.
 pub fn decode(stored: &[u8], out: &mut Page) -> Result<Class, DecodeError> {
-    let (&tag, payload) = stored.split_first().ok_or(DecodeError::Empty)?;
-    let class = Class::from_tag(tag).ok_or(DecodeError::UnknownTag(tag))?;
-    match class {
-        Class::Zero => zero::decode(payload, out)?,
-        Class::Same => same::decode(payload, out)?,
-        Class::Delta => delta::decode(payload, out)?,
-        Class::General => general::decode(payload, out)?,
-        Class::Dense => dense::decode(payload, out)?,
-        Class::Incompressible => raw::decode(payload, out)?,
-    }
+    let class = stored_class(stored)?;
+    decode_payload(class, &stored[1..], out)?;
     Ok(class)
+}
+
+/// Decodes a form whose tag is kept elsewhere (the store keeps the class in its
+/// per-page metadata and only the payload in the allocator).
+pub fn decode_payload(class: Class, payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
+    match class {
+        Class::Zero => zero::decode(payload, out),
+        Class::Same => same::decode(payload, out),
+        Class::Delta => delta::decode(payload, out),
+        Class::General => general::decode(payload, out),
+        Class::Dense => dense::decode(payload, out),
+        Class::Incompressible => raw::decode(payload, out),
+    }
 }
 
 /// The class recorded in a stored form's tag, without decoding it.
@@ -212,11 +217,12 @@ pub fn stored_class(stored: &[u8]) -> Result<Class, DecodeError> {
     Class::from_tag(tag).ok_or(DecodeError::UnknownTag(tag))
 }
 
-/// Bytes a stored form occupies in a store: zero and same-filled pages live entirely in
-/// the page's metadata (as in zram), everything else in the allocator.
+/// Bytes a stored form occupies in a store's allocator: zero and same-filled pages live
+/// entirely in the page's metadata (as in zram), and the tag byte lives there too, so an
+/// incompressible page costs exactly one page.
 pub fn stored_size(class: Class, encoded_len: usize) -> usize {
     match class {
         Class::Zero | Class::Same => 0,
-        _ => encoded_len,
+        _ => encoded_len.saturating_sub(1),
     }
 }

@@ -1,0 +1,643 @@
+//! `PageStore`: a concurrent, memory-limited store of 4 KiB pages, compressed by the
+//! pattern engine, with a hot tier of decoded pages.
+//!
+//! # Per-page state machine
+//!
+//! ```text
+//!            insert (no hot room / zero, same)        read miss (hot tier on)
+//!   Absent ──────────────────────────────────▶ Stored ─────────────────────▶ HotClean
+//!     │  ▲                                      ▲  ▲                            │
+//!     │  │ remove (from any state)              │  └──── evict (drop copy) ─────┘
+//!     │  └──────────────────────────────────    │
+//!     │ insert (hot tier on)                    │ evict (compress; may fail on the limit)
+//!     └──────────────────────────▶ HotDirty ────┘
+//!                   insert on HotClean/Stored ──▶ HotDirty (old form freed)
+//! ```
+//!
+//! - **Absent**: no metadata.
+//! - **Stored**: a compressed form in the allocator (or, for zero and same-filled pages,
+//!   the value in the metadata word).
+//! - **HotClean**: stored, plus a decoded copy in the shard's LRU.
+//! - **HotDirty**: only a decoded copy; it is compressed when the LRU evicts it.
+//!
+//! Every transition of a page happens entirely under its shard's write lock, so no other
+//! thread ever sees a page "in transition": readers of a page hold the shard's read lock
+//! (write lock when the hot tier is on, since a hit reorders the LRU) until its bytes are
+//! copied out. Inserts compress *before* taking the lock and install atomically; of two
+//! racing inserts of one id, the later install wins.
+//!
+//! # Invariants
+//! - Lock order is shard, then allocator; compaction follows it too.
+//! - Accessors copy decoded bytes out (into the caller's buffer, an owned page, or a
+//!   stack page lent to a closure); no reference into the store ever leaves a lock.
+//! - An operation that fails (memory limit, corrupt form) changes no page's content.
+//! - Stored bytes carry a CRC-32, checked on every read: corruption is an error, never
+//!   wrong data.
+
+mod heap;
+mod stats;
+mod table;
+
+pub use heap::{AllocError, SLAB_BYTES};
+pub use stats::{ClassStats, Stats};
+
+use crate::codec::{self, Class, DecodeError, RAW_SIZE};
+use crate::engine::Engine;
+use crate::model::{Model, Profile};
+use crate::page::{PAGE_SIZE, Page};
+use crate::sync::{AtomicU64, Ordering, RwLock};
+use heap::{Handle, Heap};
+use lru::LruCache;
+use table::{Meta, Table};
+
+/// What can go wrong with a store operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("page {0} is not in the store")]
+    NotFound(u64),
+    #[error(
+        "memory limit reached: storing needs {needed} bytes of compressed memory, the limit is {limit}"
+    )]
+    MemoryLimit { needed: u64, limit: u64 },
+    #[error("out of memory: the kernel refused a new slab")]
+    OutOfMemory,
+    #[error("page {id}: stored form is corrupt: {source}")]
+    Corrupt { id: u64, source: DecodeError },
+    #[error("page {id}: stored bytes do not match their checksum")]
+    Checksum { id: u64 },
+}
+
+impl From<AllocError> for StoreError {
+    fn from(error: AllocError) -> Self {
+        match error {
+            AllocError::Limit { needed, limit } => StoreError::MemoryLimit { needed, limit },
+            AllocError::OutOfMemory => StoreError::OutOfMemory,
+        }
+    }
+}
+
+/// Configures a [`PageStore`].
+#[derive(Clone, Debug)]
+pub struct StoreBuilder {
+    shards: usize,
+    hot_budget: usize,
+    mem_limit: Option<u64>,
+    engine: Engine,
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        // Four shards per core keep two threads on different pages apart nearly always;
+        // more would only spread small stores' metadata blocks thinner.
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        StoreBuilder {
+            shards: (4 * cores).clamp(4, 64).next_power_of_two(),
+            hot_budget: 0,
+            mem_limit: None,
+            engine: Engine::default(),
+        }
+    }
+}
+
+impl StoreBuilder {
+    /// Number of shards, rounded up to a power of two, at most 64 (default: four per
+    /// core).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.clamp(1, 64).next_power_of_two();
+        self
+    }
+
+    /// Bytes of decoded pages the hot tier may hold, split evenly over the shards
+    /// (default 0: every page is kept compressed, as zram does).
+    pub fn hot_budget(mut self, bytes: usize) -> Self {
+        self.hot_budget = bytes;
+        self
+    }
+
+    /// Most memory the compressed-object allocator may take (`mem_used_total`).
+    pub fn mem_limit(mut self, bytes: u64) -> Self {
+        self.mem_limit = Some(bytes);
+        self
+    }
+
+    /// The embedded model of a profile (default: dense).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.engine = Engine::new(profile);
+        self
+    }
+
+    pub fn model(mut self, model: Model) -> Self {
+        self.engine = Engine::with_model(model);
+        self
+    }
+
+    pub fn engine(mut self, engine: Engine) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    pub fn build(self) -> PageStore {
+        let pages = self.hot_budget / PAGE_SIZE;
+        let shards = (0..self.shards)
+            .map(|index| {
+                // The remainder goes to the first shards, so the budget is used exactly.
+                let capacity = pages / self.shards + usize::from(index < pages % self.shards);
+                ShardSlot {
+                    shard: RwLock::new(Shard {
+                        table: Table::new(self.shards.trailing_zeros()),
+                        hot: LruCache::unbounded(),
+                        hot_capacity: capacity,
+                        hot_dirty: 0,
+                        classes: [ClassStats::default(); Class::ALL.len()],
+                    }),
+                    hits: AtomicU64::new(0),
+                    misses: AtomicU64::new(0),
+                    failed_reads: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        PageStore {
+            engine: self.engine,
+            shards,
+            shard_bits: self.shards.trailing_zeros(),
+            hot_enabled: pages > 0,
+            heap: RwLock::new(Heap::new(self.mem_limit)),
+        }
+    }
+}
+
+struct Shard {
+    table: Table,
+    /// Decoded copies, most recently used first; the table's `hot` bit mirrors membership.
+    hot: LruCache<u64, Box<Page>>,
+    hot_capacity: usize,
+    hot_dirty: usize,
+    classes: [ClassStats; Class::ALL.len()],
+}
+
+/// A shard and its read-side counters, on their own cache lines so that threads working
+/// in different shards share nothing.
+#[repr(align(128))]
+struct ShardSlot {
+    shard: RwLock<Shard>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    failed_reads: AtomicU64,
+}
+
+/// A concurrent compressed page store. See the module docs for its state machine.
+pub struct PageStore {
+    engine: Engine,
+    shards: Box<[ShardSlot]>,
+    shard_bits: u32,
+    hot_enabled: bool,
+    heap: RwLock<Heap>,
+}
+
+impl PageStore {
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// A store with the default configuration (dense profile, no hot tier, no limit).
+    pub fn new() -> PageStore {
+        StoreBuilder::default().build()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stores (or overwrites) page `id`. On error nothing changed.
+    pub fn insert(&self, id: u64, page: &Page) -> Result<(), StoreError> {
+        let slot = self.slot(id);
+        if self.hot_enabled && page.same_filled_word().is_none() {
+            let mut shard = slot.shard.write();
+            if shard.hot_capacity > 0 {
+                return self.insert_hot(&mut shard, id, page);
+            }
+        }
+        let mut encoded = Vec::with_capacity(RAW_SIZE);
+        let class = self.engine.encode(page, &mut encoded);
+        let mut shard = slot.shard.write();
+        let old = shard.table.get(id);
+        let meta = {
+            let mut heap = self.heap.write();
+            let meta = store_form(&mut heap, class, page, &encoded)?;
+            if let Some(old) = old {
+                free_form(&mut heap, old);
+            }
+            meta
+        };
+        if let Some(old) = old {
+            shard.forget(id, old);
+        }
+        shard.record(meta);
+        shard.table.set(id, meta);
+        Ok(())
+    }
+
+    /// Copies page `id` into `out`.
+    pub fn read_into(&self, id: u64, out: &mut Page) -> Result<(), StoreError> {
+        let slot = self.slot(id);
+        let result = if self.hot_enabled {
+            self.read_hot(slot, id, out)
+        } else {
+            let shard = slot.shard.read();
+            let meta = shard.table.get(id).ok_or(StoreError::NotFound(id))?;
+            slot.misses.fetch_add(1, Ordering::Relaxed);
+            self.decode(id, meta, out)
+        };
+        if matches!(
+            result,
+            Err(StoreError::Corrupt { .. } | StoreError::Checksum { .. })
+        ) {
+            slot.failed_reads.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Page `id` as an owned page.
+    pub fn read(&self, id: u64) -> Result<Box<Page>, StoreError> {
+        let mut page = Page::boxed();
+        self.read_into(id, &mut page)?;
+        Ok(page)
+    }
+
+    /// Runs `f` on a decoded copy of page `id`; the copy lives only for the call, so `f`
+    /// may use the store freely (no lock is held while it runs).
+    pub fn with_page<R>(&self, id: u64, f: impl FnOnce(&Page) -> R) -> Result<R, StoreError> {
+        let mut page = Page::zeroed();
+        self.read_into(id, &mut page)?;
+        Ok(f(&page))
+    }
+
+    /// Removes page `id`; returns whether it was present.
+    pub fn remove(&self, id: u64) -> bool {
+        let mut shard = self.slot(id).shard.write();
+        let Some(meta) = shard.table.remove(id) else {
+            return false;
+        };
+        free_form(&mut self.heap.write(), meta);
+        shard.forget(id, meta);
+        true
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.slot(id).shard.read().table.get(id).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.shard.read().table.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every page id present, sorted.
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.shard
+                    .read()
+                    .table
+                    .iter()
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Changes the memory limit (None: unlimited). Memory already used above a lower
+    /// limit stays; only growth is refused.
+    pub fn set_mem_limit(&self, limit: Option<u64>) {
+        self.heap.write().set_limit(limit);
+    }
+
+    /// Compresses every dirty page of the hot tier (they stay hot, now clean).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for slot in self.shards.iter() {
+            let mut shard = slot.shard.write();
+            let dirty: Vec<u64> = shard
+                .table
+                .iter()
+                .filter(|(_, meta)| meta.stored.is_none())
+                .map(|(id, _)| id)
+                .collect();
+            for id in dirty {
+                let page = shard.hot.peek(&id).expect("dirty page is hot").clone();
+                self.clean(&mut shard, id, &page)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves objects out of slabs with garbage and unmaps the emptied slabs; returns the
+    /// pages of memory given back. Readers keep going during compaction: each shard is
+    /// locked only while its own objects move.
+    pub fn compact(&self) -> u64 {
+        let before = {
+            let mut heap = self.heap.write();
+            let before = heap.stats().pages_compacted;
+            if !heap.begin_compaction() {
+                return 0;
+            }
+            before
+        };
+        for slot in self.shards.iter() {
+            let mut shard = slot.shard.write();
+            let mut heap = self.heap.write();
+            let movable: Vec<(u64, Meta)> = shard
+                .table
+                .iter()
+                .filter(|(_, meta)| {
+                    in_allocator(meta.stored) && heap.is_evacuating(Handle::from_bits(meta.word))
+                })
+                .collect();
+            for (id, meta) in movable {
+                if let Some(moved) = heap.relocate(Handle::from_bits(meta.word)) {
+                    let word = moved.bits();
+                    shard.table.set(id, Meta { word, ..meta });
+                }
+            }
+        }
+        let mut heap = self.heap.write();
+        heap.end_compaction();
+        heap.stats().pages_compacted - before
+    }
+
+    /// A consistent snapshot of the store's statistics.
+    pub fn stats(&self) -> Stats {
+        let shards: Vec<_> = self.shards.iter().map(|s| s.shard.write()).collect();
+        let heap = self.heap.read();
+        let heap_stats = heap.stats();
+        let mut classes = [ClassStats::default(); Class::ALL.len()];
+        let mut stats = Stats {
+            compr_data_size: heap_stats.live,
+            mem_used_total: heap_stats.resident,
+            mem_limit: heap_stats.limit.unwrap_or(0),
+            mem_used_max: heap_stats.resident_max,
+            pages_compacted: heap_stats.pages_compacted,
+            bookkeeping_bytes: heap_stats.bookkeeping,
+            ..Stats::default()
+        };
+        for (shard, slot) in shards.iter().zip(self.shards.iter()) {
+            for (total, class) in classes.iter_mut().zip(&shard.classes) {
+                total.merge(class);
+            }
+            stats.pages += shard.table.len() as u64;
+            stats.metadata_bytes += shard.table.memory_bytes() as u64;
+            stats.hot_pages += shard.hot.len() as u64;
+            stats.hot_dirty_pages += shard.hot_dirty as u64;
+            stats.hot_hits += slot.hits.load(Ordering::Relaxed);
+            stats.hot_misses += slot.misses.load(Ordering::Relaxed);
+            stats.failed_reads += slot.failed_reads.load(Ordering::Relaxed);
+        }
+        stats.orig_data_size = classes.iter().map(|c| c.orig_bytes).sum();
+        stats.same_pages = classes[Class::Zero.index()].pages + classes[Class::Same.index()].pages;
+        stats.huge_pages = classes[Class::Incompressible.index()].pages;
+        stats.classes = Class::ALL
+            .iter()
+            .map(|class| (class.name(), classes[class.index()]))
+            .collect();
+        stats
+    }
+
+    fn slot(&self, id: u64) -> &ShardSlot {
+        // Consecutive ids go to consecutive shards, rotated per group of
+        // `64 << shard_bits` ids by a Fibonacci hash of the group, so that strided ids
+        // do not all meet in one shard (see `Table::locate` for the metadata side).
+        if self.shard_bits == 0 {
+            return &self.shards[0];
+        }
+        let group = id >> (table::BLOCK_PAGES.trailing_zeros() + self.shard_bits);
+        let rotation = group.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.shard_bits);
+        &self.shards[(id.wrapping_add(rotation) & ((1 << self.shard_bits) - 1)) as usize]
+    }
+
+    /// Decodes a page's stored form (the caller holds its shard lock).
+    fn decode(&self, id: u64, meta: Meta, out: &mut Page) -> Result<(), StoreError> {
+        let class = meta.stored.expect("decode of a page with a stored form");
+        match class {
+            Class::Zero | Class::Same => {
+                out.words_mut().fill(meta.word);
+                Ok(())
+            }
+            _ => {
+                let heap = self.heap.read();
+                let bytes = heap.get(Handle::from_bits(meta.word));
+                if crc32fast::hash(bytes) != meta.checksum {
+                    return Err(StoreError::Checksum { id });
+                }
+                codec::decode_payload(class, bytes, out)
+                    .map_err(|source| StoreError::Corrupt { id, source })
+            }
+        }
+    }
+
+    fn read_hot(&self, slot: &ShardSlot, id: u64, out: &mut Page) -> Result<(), StoreError> {
+        let mut shard = slot.shard.write();
+        let meta = shard.table.get(id).ok_or(StoreError::NotFound(id))?;
+        if meta.hot {
+            let page = shard.hot.get(&id).expect("hot bit mirrors the LRU");
+            out.bytes_mut().copy_from_slice(page.bytes());
+            slot.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        slot.misses.fetch_add(1, Ordering::Relaxed);
+        self.decode(id, meta, out)?;
+        // Zero and same-filled pages decode faster than a copy: not worth a hot slot.
+        if in_allocator(meta.stored)
+            && shard.hot_capacity > 0
+            && let Ok(mut copy) = self.make_room(&mut shard)
+        {
+            copy.bytes_mut().copy_from_slice(out.bytes());
+            shard.hot.put(id, copy);
+            shard.table.set(id, Meta { hot: true, ..meta });
+        }
+        Ok(())
+    }
+
+    fn insert_hot(&self, shard: &mut Shard, id: u64, page: &Page) -> Result<(), StoreError> {
+        let old = shard.table.get(id);
+        let mut copy = match old {
+            Some(meta) if meta.hot => shard.hot.pop(&id).expect("hot bit mirrors the LRU"),
+            _ => self.make_room(shard)?,
+        };
+        copy.bytes_mut().copy_from_slice(page.bytes());
+        shard.hot.put(id, copy);
+        if let Some(old) = old {
+            free_form(&mut self.heap.write(), old);
+            shard.forget(id, Meta { hot: false, ..old });
+        }
+        shard.hot_dirty += 1;
+        shard.table.set(
+            id,
+            Meta {
+                word: 0,
+                checksum: 0,
+                stored: None,
+                hot: true,
+            },
+        );
+        Ok(())
+    }
+
+    /// Evicts the least recently used hot page if the shard's tier is full, compressing
+    /// it first if dirty; returns a page buffer for the caller to fill.
+    fn make_room(&self, shard: &mut Shard) -> Result<Box<Page>, StoreError> {
+        if shard.hot.len() < shard.hot_capacity {
+            return Ok(Page::boxed());
+        }
+        let (&victim, page) = shard.hot.peek_lru().expect("a full tier has pages");
+        let meta = shard.table.get(victim).expect("hot pages are present");
+        if meta.stored.is_none() {
+            let page = page.clone();
+            self.clean(shard, victim, &page)?;
+        }
+        let (_, buffer) = shard.hot.pop_lru().expect("a full tier has pages");
+        let meta = shard.table.get(victim).expect("hot pages are present");
+        shard.table.set(victim, Meta { hot: false, ..meta });
+        Ok(buffer)
+    }
+
+    /// Gives a dirty hot page its compressed form.
+    fn clean(&self, shard: &mut Shard, id: u64, page: &Page) -> Result<(), StoreError> {
+        let mut encoded = Vec::with_capacity(RAW_SIZE);
+        let class = self.engine.encode(page, &mut encoded);
+        let meta = store_form(&mut self.heap.write(), class, page, &encoded)?;
+        shard.hot_dirty -= 1;
+        shard.record(meta);
+        shard.table.set(id, Meta { hot: true, ..meta });
+        Ok(())
+    }
+}
+
+impl Default for PageStore {
+    fn default() -> Self {
+        PageStore::new()
+    }
+}
+
+impl Shard {
+    /// Counts a newly stored form.
+    fn record(&mut self, meta: Meta) {
+        if let Some(class) = meta.stored {
+            self.classes[class.index()].add(stored_len(meta));
+        }
+    }
+
+    /// Uncounts a page's old state (its stored form, its hot copy).
+    fn forget(&mut self, id: u64, meta: Meta) {
+        if let Some(class) = meta.stored {
+            self.classes[class.index()].sub(stored_len(meta));
+        } else {
+            self.hot_dirty -= 1;
+        }
+        if meta.hot {
+            self.hot.pop(&id);
+        }
+    }
+}
+
+fn in_allocator(stored: Option<Class>) -> bool {
+    matches!(stored, Some(class) if class != Class::Zero && class != Class::Same)
+}
+
+fn stored_len(meta: Meta) -> usize {
+    if in_allocator(meta.stored) {
+        Handle::from_bits(meta.word).len()
+    } else {
+        0
+    }
+}
+
+/// Puts an encoded page where its class keeps it: the metadata word for zero and
+/// same-filled pages, the allocator for the rest.
+fn store_form(
+    heap: &mut Heap,
+    class: Class,
+    page: &Page,
+    encoded: &[u8],
+) -> Result<Meta, StoreError> {
+    let (word, checksum) = match class {
+        Class::Zero | Class::Same => (page.words()[0], 0),
+        _ => {
+            let payload = &encoded[1..];
+            (heap.alloc(payload)?.bits(), crc32fast::hash(payload))
+        }
+    };
+    Ok(Meta {
+        word,
+        checksum,
+        stored: Some(class),
+        hot: false,
+    })
+}
+
+fn free_form(heap: &mut Heap, meta: Meta) {
+    if in_allocator(meta.stored) {
+        heap.free(Handle::from_bits(meta.word));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store holding one general (LZ4) page, and that page's metadata.
+    fn store_with_text_page() -> (PageStore, Page, Meta) {
+        let store = PageStore::builder()
+            .shards(1)
+            .profile(Profile::Fast)
+            .build();
+        let mut page = Page::zeroed();
+        for (i, byte) in page.bytes_mut().iter_mut().enumerate() {
+            *byte = b"the quick brown fox jumps over the lazy dog "[i % 44] ^ (i / 512) as u8;
+        }
+        store.insert(5, &page).unwrap();
+        let meta = store.shards[0].shard.read().table.get(5).unwrap();
+        assert!(in_allocator(meta.stored));
+        (store, page, meta)
+    }
+
+    #[test]
+    fn corrupt_bytes_fail_their_checksum() {
+        let (store, _, meta) = store_with_text_page();
+        let handle = Handle::from_bits(meta.word);
+        let mut bytes = store.heap.read().get(handle).to_vec();
+        bytes[handle.len() / 2] ^= 0x10;
+        store.heap.write().overwrite(handle, &bytes);
+        assert_eq!(store.read(5).unwrap_err(), StoreError::Checksum { id: 5 });
+        assert_eq!(store.stats().failed_reads, 1);
+    }
+
+    #[test]
+    fn malformed_form_with_a_matching_checksum_is_a_decode_error() {
+        let (store, _, meta) = store_with_text_page();
+        let handle = Handle::from_bits(meta.word);
+        let garbage = vec![0xff; handle.len()];
+        store.heap.write().overwrite(handle, &garbage);
+        let forged = Meta {
+            checksum: crc32fast::hash(&garbage),
+            ..meta
+        };
+        store.shards[0].shard.write().table.set(5, forged);
+        assert!(matches!(
+            store.read(5),
+            Err(StoreError::Corrupt { id: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn untouched_store_reads_back() {
+        let (store, page, _) = store_with_text_page();
+        assert!(*store.read(5).unwrap() == page);
+        assert_eq!(store.stats().failed_reads, 0);
+    }
+}

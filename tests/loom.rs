@@ -1,0 +1,158 @@
+//! loom models of the store's page state machine. Run with
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release --test loom`
+//! (`.ci/run` does); under `cfg(loom)` every lock and atomic of the store is loom's, so
+//! these explore the interleavings of the real code.
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use zpage::store::StoreError;
+use zpage::{Engine, PAGE_SIZE, Page, PageStore, Profile};
+
+/// A page that compresses (general class) and carries `tag` in every word.
+fn text_page(tag: u64) -> Page {
+    let mut page = Page::zeroed();
+    for (i, word) in page.words_mut().iter_mut().enumerate() {
+        *word = tag << 32 | (i as u64 % 7);
+    }
+    page
+}
+
+/// A page stored raw (incompressible): 4096 bytes in the allocator.
+fn noise_page(tag: u64) -> Page {
+    let mut page = Page::zeroed();
+    let mut x = tag | 1;
+    for word in page.words_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *word = x;
+    }
+    page
+}
+
+fn engine() -> Engine {
+    Engine::new(Profile::Fast)
+}
+
+/// Runs a loom model whose body and threads have room for codec stacks (LZ4's hash
+/// table, pages on the stack); the preemption bound comes from `LOOM_MAX_PREEMPTIONS`.
+fn model(body: impl Fn() + Sync + Send + 'static) {
+    let body = std::sync::Arc::new(body);
+    loom::model(move || {
+        let body = body.clone();
+        spawn(move || body()).join().unwrap();
+    });
+}
+
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::Builder::new()
+        .stack_size(4 << 20)
+        .spawn(f)
+        .expect("loom thread")
+}
+
+/// Insert, read and remove race on one page: the reader sees the old version, the new
+/// one or nothing, and the final state is the one of the last linearised writer.
+#[test]
+fn insert_read_remove_on_one_page() {
+    let engine = engine();
+    model(move || {
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(1)
+                .engine(engine.clone())
+                .build(),
+        );
+        store.insert(0, &text_page(1)).unwrap();
+        let writer = {
+            let store = store.clone();
+            spawn(move || store.insert(0, &text_page(2)).unwrap())
+        };
+        let remover = {
+            let store = store.clone();
+            spawn(move || store.remove(0))
+        };
+        match store.read(0) {
+            Ok(page) => assert!(*page == text_page(1) || *page == text_page(2)),
+            Err(error) => assert_eq!(error, StoreError::NotFound(0)),
+        }
+        writer.join().unwrap();
+        let removed = remover.join().unwrap();
+        assert!(removed, "page 0 existed throughout until the remove");
+        let stats = store.stats();
+        match store.read(0) {
+            Ok(page) => {
+                assert!(*page == text_page(2), "remove ran first, insert last");
+                assert_eq!(stats.orig_data_size, PAGE_SIZE as u64);
+            }
+            Err(_) => assert_eq!((stats.orig_data_size, stats.compr_data_size), (0, 0)),
+        }
+    });
+}
+
+/// A hot tier of one page: inserting page 1 evicts dirty page 0 (compressing it) while
+/// page 0 is overwritten and read; the reader gets one of page 0's versions, and the
+/// overwrite is never lost to the eviction.
+#[test]
+fn eviction_of_a_dirty_page_against_a_reader_and_a_writer() {
+    let engine = engine();
+    model(move || {
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(1)
+                .hot_budget(PAGE_SIZE)
+                .engine(engine.clone())
+                .build(),
+        );
+        store.insert(0, &text_page(10)).unwrap();
+        let inserter = {
+            let store = store.clone();
+            spawn(move || store.insert(1, &text_page(11)).unwrap())
+        };
+        let overwriter = {
+            let store = store.clone();
+            spawn(move || store.insert(0, &text_page(12)).unwrap())
+        };
+        let page = store.read(0).unwrap();
+        assert!(*page == text_page(10) || *page == text_page(12));
+        inserter.join().unwrap();
+        overwriter.join().unwrap();
+        assert!(*store.read(1).unwrap() == text_page(11));
+        assert!(*store.read(0).unwrap() == text_page(12));
+        let stats = store.stats();
+        assert_eq!(stats.pages, 2);
+        assert_eq!(stats.hot_pages, 1);
+    });
+}
+
+/// Compaction moves the surviving objects out of a slab with garbage while a reader
+/// reads them: the reader always decodes the right bytes, and the memory comes back.
+#[test]
+fn compaction_against_a_reader() {
+    let engine = engine();
+    model(move || {
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(2)
+                .engine(engine.clone())
+                .build(),
+        );
+        for id in 0..4 {
+            store.insert(id, &noise_page(id + 1)).unwrap();
+        }
+        store.remove(1);
+        store.remove(2);
+        let compactor = {
+            let store = store.clone();
+            spawn(move || store.compact())
+        };
+        assert!(*store.read(3).unwrap() == noise_page(4));
+        assert!(*store.read(0).unwrap() == noise_page(1));
+        compactor.join().unwrap();
+        let stats = store.stats();
+        assert_eq!(stats.compr_data_size, 2 * PAGE_SIZE as u64);
+        assert!(stats.pages_compacted > 0);
+        assert!(stats.allocator_overhead() <= 0.03);
+    });
+}

@@ -1,0 +1,390 @@
+//! PageStore behaviour: round trips, statistics, hot tier, memory limit, compaction, and a
+//! multi-threaded stress run checked against a reference model.
+
+mod common;
+
+use common::{Rng, sample_pages};
+use std::collections::HashMap;
+use std::sync::Arc;
+use zpage::store::StoreError;
+use zpage::{Class, PAGE_SIZE, Page, PageStore, Profile};
+
+/// A page whose content is a function of (id, version), in every class zpage has.
+/// Pages other than zero/same carry id and version in their first two words, so any
+/// reader can tell which write it is looking at.
+fn make_page(id: u64, version: u64, samples: &[Page]) -> Page {
+    let mut rng = Rng(id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version.wrapping_add(1) << 20 | 1);
+    let mut page = match (id + version) % 6 {
+        0 => return Page::zeroed(),
+        1 => return *Page::filled(same_word(id)),
+        2 | 3 => samples[rng.below(samples.len() as u64) as usize],
+        4 => {
+            let mut p = Page::zeroed();
+            let (base, step) = (rng.next() >> 8, rng.below(1000));
+            for (i, w) in p.words_mut().iter_mut().enumerate() {
+                *w = base + i as u64 * step + rng.below(16);
+            }
+            p
+        }
+        _ => {
+            let mut p = Page::zeroed();
+            p.words_mut().iter_mut().for_each(|w| *w = rng.next());
+            p
+        }
+    };
+    page.words_mut()[0] = id;
+    page.words_mut()[1] = version;
+    page
+}
+
+fn same_word(id: u64) -> u64 {
+    id << 16 | 0xabcd
+}
+
+/// Whether `page` is some write of `id` (for readers racing with writers).
+fn is_some_version_of(id: u64, page: &Page, samples: &[Page]) -> bool {
+    match page.same_filled_word() {
+        Some(0) => true,
+        Some(word) => word == same_word(id),
+        None => page.words()[0] == id && *page == make_page(id, page.words()[1], samples),
+    }
+}
+
+fn samples() -> Vec<Page> {
+    sample_pages().into_iter().step_by(7).collect()
+}
+
+#[test]
+fn every_sample_page_round_trips_with_zram_accounting() {
+    let pages = sample_pages();
+    let store = PageStore::new();
+    for (id, page) in pages.iter().enumerate() {
+        store.insert(id as u64, page).unwrap();
+    }
+    let mut out = Page::zeroed();
+    for (id, page) in pages.iter().enumerate() {
+        store.read_into(id as u64, &mut out).unwrap();
+        assert!(out == *page, "page {id}");
+    }
+    let stats = store.stats();
+    assert_eq!(stats.pages, pages.len() as u64);
+    assert_eq!(stats.orig_data_size, (pages.len() * PAGE_SIZE) as u64);
+    let class_pages: u64 = stats.classes.values().map(|c| c.pages).sum();
+    let class_bytes: u64 = stats.classes.values().map(|c| c.stored_bytes).sum();
+    assert_eq!(class_pages, pages.len() as u64);
+    assert_eq!(class_bytes, stats.compr_data_size);
+    assert_eq!(
+        stats.same_pages,
+        stats.class(Class::Zero).pages + stats.class(Class::Same).pages
+    );
+    assert_eq!(stats.huge_pages, stats.class(Class::Incompressible).pages);
+    assert!(stats.ratio() > 2.0, "sample compresses: {}", stats.ratio());
+    assert!(
+        stats.allocator_overhead() <= 0.03,
+        "overhead {:.4}",
+        stats.allocator_overhead()
+    );
+    assert_eq!(stats.mm_stat().split(' ').count(), 8);
+}
+
+/// Per-page metadata on a store the size of a corpus snapshot (16 MiB, dense ids), with
+/// the most shards a store can have (the sparsest blocks).
+#[test]
+fn metadata_is_at_most_sixteen_bytes_a_page() {
+    let pages = sample_pages();
+    let store = PageStore::builder().shards(64).build();
+    for id in 0..4096 {
+        store.insert(id, &pages[id as usize % pages.len()]).unwrap();
+    }
+    let stats = store.stats();
+    let per_page = stats.metadata_bytes as f64 / stats.pages as f64;
+    assert!(per_page <= 16.0, "metadata {per_page:.2} B/page");
+}
+
+#[test]
+fn overwrite_remove_ids_contains() {
+    let samples = samples();
+    let store = PageStore::builder().shards(4).build();
+    for id in 0..200 {
+        store
+            .insert(id * 3, &make_page(id * 3, 0, &samples))
+            .unwrap();
+    }
+    for id in 0..200 {
+        store
+            .insert(id * 3, &make_page(id * 3, 1, &samples))
+            .unwrap();
+    }
+    for id in (0..200).step_by(2) {
+        assert!(store.remove(id * 3));
+        assert!(!store.remove(id * 3));
+    }
+    assert_eq!(store.len(), 100);
+    assert_eq!(
+        store.ids(),
+        (0..200)
+            .filter(|i| i % 2 == 1)
+            .map(|i| i * 3)
+            .collect::<Vec<_>>()
+    );
+    for id in 0..600 {
+        let expected = (id % 6 == 3).then(|| make_page(id, 1, &samples));
+        assert_eq!(store.contains(id), expected.is_some());
+        match (store.read(id), expected) {
+            (Ok(page), Some(expected)) => assert!(*page == expected, "page {id}"),
+            (Err(StoreError::NotFound(missing)), None) => assert_eq!(missing, id),
+            (other, expected) => panic!("page {id}: {other:?} vs {}", expected.is_some()),
+        }
+    }
+    let words = store
+        .with_page(9, |page| page.words()[..2].to_vec())
+        .unwrap();
+    assert_eq!(words, vec![9, 1]);
+    let stats = store.stats();
+    assert_eq!(stats.pages, 100);
+    assert_eq!(stats.orig_data_size, 100 * PAGE_SIZE as u64);
+    for id in store.ids() {
+        store.remove(id);
+    }
+    let empty = store.stats();
+    assert_eq!(
+        (
+            empty.compr_data_size,
+            empty.mem_used_total,
+            empty.orig_data_size
+        ),
+        (0, 0, 0),
+        "an empty store gives all its memory back"
+    );
+}
+
+#[test]
+fn hot_tier_counts_hits_and_compresses_dirty_pages_on_eviction() {
+    let samples = samples();
+    let store = PageStore::builder()
+        .shards(1)
+        .hot_budget(8 * PAGE_SIZE)
+        .build();
+    // Non-trivial pages only (ids where make_page is not zero/same).
+    let ids: Vec<u64> = (0..64).filter(|id| id % 6 >= 2).collect();
+    for &id in &ids {
+        store.insert(id, &make_page(id, 0, &samples)).unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(stats.hot_pages, 8);
+    assert_eq!(stats.hot_dirty_pages, 8);
+    assert_eq!(stats.orig_data_size, ((ids.len() - 8) * PAGE_SIZE) as u64);
+    // The 8 most recent are hot: reading them hits.
+    for &id in &ids[ids.len() - 8..] {
+        assert!(*store.read(id).unwrap() == make_page(id, 0, &samples));
+    }
+    assert_eq!(store.stats().hot_hits, 8);
+    // The oldest are compressed: reading them misses and brings them in clean.
+    for &id in &ids[..4] {
+        assert!(*store.read(id).unwrap() == make_page(id, 0, &samples));
+    }
+    let stats = store.stats();
+    assert_eq!((stats.hot_misses, stats.hot_pages), (4, 8));
+    assert_eq!(stats.hot_dirty_pages, 4);
+    store.flush().unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.hot_dirty_pages, 0);
+    assert_eq!(stats.orig_data_size, (ids.len() * PAGE_SIZE) as u64);
+    for &id in &ids {
+        assert!(*store.read(id).unwrap() == make_page(id, 0, &samples));
+    }
+}
+
+#[test]
+fn memory_limit_is_never_exceeded_and_a_refused_insert_changes_nothing() {
+    let samples = samples();
+    let limit = 96 * 1024;
+    for hot in [0, 4 * PAGE_SIZE] {
+        let store = PageStore::builder()
+            .shards(2)
+            .hot_budget(hot)
+            .mem_limit(limit)
+            .build();
+        let mut reference: HashMap<u64, Page> = HashMap::new();
+        let mut refused = 0;
+        for step in 0..400u64 {
+            let id = step % 150;
+            let page = make_page(id, step, &samples);
+            match store.insert(id, &page) {
+                Ok(()) => {
+                    reference.insert(id, page);
+                }
+                Err(StoreError::MemoryLimit { needed, limit: l }) => {
+                    assert!(needed > l && l == limit);
+                    refused += 1;
+                }
+                Err(other) => panic!("{other}"),
+            }
+            let stats = store.stats();
+            assert!(stats.mem_used_total <= limit && stats.mem_used_max <= limit);
+        }
+        assert!(refused > 0, "the limit was reached (hot {hot})");
+        for (id, page) in &reference {
+            assert!(*store.read(*id).unwrap() == *page, "page {id} (hot {hot})");
+        }
+        assert_eq!(store.len(), reference.len());
+    }
+}
+
+#[test]
+fn compaction_gives_memory_back_and_keeps_every_page() {
+    let pages = sample_pages();
+    let store = PageStore::builder().profile(Profile::Fast).build();
+    for (id, page) in pages.iter().enumerate() {
+        store.insert(id as u64, page).unwrap();
+    }
+    let mut rng = Rng(7);
+    for id in 0..pages.len() as u64 {
+        if rng.below(3) > 0 {
+            store.remove(id);
+        }
+    }
+    let before = store.stats();
+    assert!(before.allocator_overhead() > 0.5, "removals left garbage");
+    let given_back = store.compact();
+    let after = store.stats();
+    assert!(given_back > 0);
+    assert_eq!(after.pages_compacted, given_back);
+    assert!(after.mem_used_total < before.mem_used_total);
+    assert!(
+        after.allocator_overhead() <= 0.03,
+        "overhead after compaction {:.4}",
+        after.allocator_overhead()
+    );
+    for id in store.ids() {
+        assert!(*store.read(id).unwrap() == pages[id as usize], "page {id}");
+    }
+    // Freed holes are reused: re-inserting does not grow memory beyond a fresh store.
+    assert_eq!(store.compact(), 0, "nothing left to compact");
+}
+
+#[test]
+fn holes_are_reused_before_memory_grows() {
+    let samples = samples();
+    let store = PageStore::builder().shards(1).build();
+    for id in 0..300 {
+        store.insert(id, &make_page(id, 0, &samples)).unwrap();
+    }
+    let full = store.stats().mem_used_total;
+    for round in 1..5 {
+        for id in 0..300 {
+            store
+                .insert(id, &make_page(id, round * 6, &samples))
+                .unwrap();
+        }
+    }
+    let stats = store.stats();
+    assert!(
+        stats.mem_used_total <= full + full / 2,
+        "overwrites reuse freed space: {} vs {full}",
+        stats.mem_used_total
+    );
+    store.compact();
+    let compacted = store.stats();
+    assert!(
+        compacted.allocator_overhead() <= 0.03,
+        "overhead after compaction {:.4}",
+        compacted.allocator_overhead()
+    );
+}
+
+/// Several threads do random operations; each owns the ids congruent to its index (so
+/// its reference model is exact) while ids interleave across shards and blocks. Another
+/// thread reads every id and checks it sees some write of that id; another compacts.
+#[test]
+fn stress_against_reference_model() {
+    for (hot, limit) in [(0, None), (24 * PAGE_SIZE, None), (0, Some(600 * 1024))] {
+        stress(hot, limit);
+    }
+}
+
+fn stress(hot_budget: usize, limit: Option<u64>) {
+    const WRITERS: u64 = 3;
+    const IDS: u64 = 600;
+    const OPS: u64 = 25_000;
+    let samples = Arc::new(samples());
+    let mut builder = PageStore::builder().shards(4).hot_budget(hot_budget);
+    if let Some(limit) = limit {
+        builder = builder.mem_limit(limit);
+    }
+    let store = Arc::new(builder.build());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let (store, samples, done) = (store.clone(), samples.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut checked = 0u64;
+            let mut out = Page::zeroed();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for id in 0..IDS {
+                    match store.read_into(id, &mut out) {
+                        Ok(()) => assert!(is_some_version_of(id, &out, &samples), "id {id}"),
+                        Err(StoreError::NotFound(_)) => {}
+                        Err(other) => panic!("{other}"),
+                    }
+                    checked += 1;
+                }
+                store.compact();
+                let stats = store.stats();
+                if let Some(limit) = limit {
+                    assert!(stats.mem_used_max <= limit);
+                }
+            }
+            checked
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|thread| {
+            let (store, samples) = (store.clone(), samples.clone());
+            std::thread::spawn(move || {
+                let mut reference: HashMap<u64, Page> = HashMap::new();
+                let mut rng = Rng(thread + 11);
+                let mut out = Page::zeroed();
+                for step in 0..OPS {
+                    let id = rng.below(IDS / WRITERS) * WRITERS + thread;
+                    match rng.below(10) {
+                        0..=3 => {
+                            let page = make_page(id, step, &samples);
+                            match store.insert(id, &page) {
+                                Ok(()) => {
+                                    reference.insert(id, page);
+                                }
+                                Err(StoreError::MemoryLimit { .. }) if limit.is_some() => {}
+                                Err(other) => panic!("{other}"),
+                            }
+                        }
+                        4 => assert_eq!(store.remove(id), reference.remove(&id).is_some()),
+                        _ => match (store.read_into(id, &mut out), reference.get(&id)) {
+                            (Ok(()), Some(expected)) => assert!(out == *expected, "id {id}"),
+                            (Err(StoreError::NotFound(_)), None) => {}
+                            (result, expected) => {
+                                panic!("id {id}: {result:?} vs {}", expected.is_some())
+                            }
+                        },
+                    }
+                }
+                reference
+            })
+        })
+        .collect();
+    let mut all = HashMap::new();
+    for writer in writers {
+        all.extend(writer.join().expect("writer thread"));
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(checker.join().expect("checker thread") > 0);
+    assert_eq!(store.len(), all.len());
+    for (id, page) in &all {
+        assert!(*store.read(*id).unwrap() == *page, "final id {id}");
+    }
+    store
+        .flush()
+        .unwrap_or_else(|e| assert!(limit.is_some(), "{e}"));
+    let stats = store.stats();
+    assert_eq!(stats.pages, all.len() as u64);
+    assert_eq!(stats.failed_reads, 0);
+}
