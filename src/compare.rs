@@ -86,13 +86,37 @@ pub fn run_scheme(
 /// Runs zpage, LZ4-all, zstd-3-all and the oracle on `pages`.
 pub fn compare(pages: &[Page], engine: &Engine) -> Result<Comparison, String> {
     let input = (pages.len() * PAGE_SIZE) as u64;
-    let scheme = |class: Option<Class>, config: &CodecConfig| -> Result<SchemeResult, String> {
-        let (bytes, enc, dec) = run_scheme(pages, engine, class, config)?;
+    let (bytes, enc, dec) = run_scheme(pages, engine, None, engine.codec())?;
+    let auto = SchemeResult::new(bytes, input, enc, dec);
+    let Baselines { lz4, zstd3, oracle } = baselines(pages)?;
+    Ok(Comparison {
+        pages: pages.len() as u64,
+        input_bytes: input,
+        auto,
+        lz4,
+        zstd3,
+        oracle,
+    })
+}
+
+/// The single-codec baselines and the oracle on one page set.
+#[derive(Clone, Debug, Default)]
+pub struct Baselines {
+    pub lz4: SchemeResult,
+    pub zstd3: SchemeResult,
+    pub oracle: SchemeResult,
+}
+
+/// Runs LZ4-all, zstd-3-all and the oracle on `pages`.
+pub fn baselines(pages: &[Page]) -> Result<Baselines, String> {
+    let input = (pages.len() * PAGE_SIZE) as u64;
+    let engine = Engine::default();
+    let scheme = |class: Class, config: &CodecConfig| -> Result<SchemeResult, String> {
+        let (bytes, enc, dec) = run_scheme(pages, &engine, Some(class), config)?;
         Ok(SchemeResult::new(bytes, input, enc, dec))
     };
-    let auto = scheme(None, engine.codec())?;
-    let lz4 = scheme(Some(Class::General), &CodecConfig::FAST)?;
-    let zstd3 = scheme(Some(Class::Dense), &CodecConfig::DENSE)?;
+    let lz4 = scheme(Class::General, &CodecConfig::FAST)?;
+    let zstd3 = scheme(Class::Dense, &CodecConfig::DENSE)?;
     // The oracle: every class per page (zero/same by the exact scan), smallest kept.
     let mut out = Vec::new();
     let (mut bytes, mut enc) = (0u64, Duration::ZERO);
@@ -136,12 +160,5 @@ pub fn compare(pages: &[Page], engine: &Engine) -> Result<Comparison, String> {
         codec::decode(s, &mut back).map_err(|e| e.to_string())?;
     }
     let oracle = SchemeResult::new(bytes, input, enc, start.elapsed());
-    Ok(Comparison {
-        pages: pages.len() as u64,
-        input_bytes: input,
-        auto,
-        lz4,
-        zstd3,
-        oracle,
-    })
+    Ok(Baselines { lz4, zstd3, oracle })
 }

@@ -11,13 +11,17 @@ pub mod cli;
 pub mod codec;
 pub mod compare;
 pub mod engine;
+pub mod entropy;
 pub mod features;
 pub mod model;
 pub mod page;
 pub mod pagefile;
+pub mod procmem;
+pub mod sim;
 pub mod store;
 pub mod sync;
 pub mod train;
+pub mod zram;
 
 pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;

@@ -7,17 +7,20 @@
 #[cfg(not(loom))]
 mod imp {
     pub use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-    /// Per-thread scratch only (codec contexts in `thread_local!`), never shared state.
-    pub use std::cell::RefCell;
+    /// Per-thread scratch only (codec contexts, encode buffers in `thread_local!`), never
+    /// shared state.
+    pub use std::cell::{Cell, RefCell};
     pub use std::sync::Arc;
     pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use std::thread_local;
 }
 
 #[cfg(loom)]
 mod imp {
     pub use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     pub use loom::sync::{Arc, MutexGuard, RwLockReadGuard, RwLockWriteGuard};
-    pub use std::cell::RefCell;
+    pub use loom::thread_local;
+    pub use std::cell::{Cell, RefCell};
 
     /// loom's mutex behind parking_lot's panic-free `lock()` signature.
     #[derive(Debug, Default)]

@@ -2,14 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn zpage(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_zpage"))
-        .args(args)
-        .output()
-        .expect("zpage runs")
-}
+use common::zpage;
 
 #[test]
 fn train_json_has_the_documented_fields() {

@@ -5,7 +5,12 @@
 //! and a non-zero exit; nothing here panics on input. With `--json`, stdout carries exactly
 //! one JSON object and stderr stays silent.
 
+mod entropy;
+mod plot;
+mod progress;
+mod sim;
 mod train;
+mod zram;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -23,6 +28,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Simulate zram: store page files or a live process's memory, read it back, and
+    /// report mm_stat figures, per-class figures and baselines.
+    Sim(sim::SimArgs),
+    /// Order-0 entropy before and after the class transforms, per class and in total.
+    Entropy(entropy::EntropyArgs),
+    /// Run the kernel's zram and zpage on the same page files, side by side (root).
+    Zram(zram::ZramArgs),
     /// Train a page classifier on page files and report accuracy, regret and speed.
     Train(train::TrainArgs),
 }
@@ -30,7 +42,10 @@ pub enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
+        Command::Entropy(args) => entropy::run(args),
+        Command::Sim(args) => sim::run(args),
         Command::Train(args) => train::run(args),
+        Command::Zram(args) => zram::run(args),
     }
 }
 
@@ -42,7 +57,10 @@ pub fn load_engine(
     match model {
         Some(path) => crate::Model::load(path)
             .map(crate::Engine::with_model)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| match e {
+                crate::model::ModelError::Io { .. } => e.to_string(),
+                _ => format!("{}: {e}", path.display()),
+            }),
         None => Ok(crate::Engine::new(profile)),
     }
 }

@@ -538,10 +538,20 @@ fn decode_as<W: Word>(params: Params, rest: &[u8], out: &mut Page) -> Result<(),
     Ok(())
 }
 
-/// The residual bytes of a page under its chosen parameters, as the backend would see
-/// them (shuffled for multi-byte words): the "output" of the delta transform for entropy
-/// analysis.
+/// The output of the delta transform for entropy analysis: for a page the dense codec
+/// bit-packs, the packed form itself (narrow residuals are the transform's point, and
+/// nothing further codes them); otherwise the residual bytes under the chosen parameters
+/// as the entropy coder sees them (shuffled for multi-byte words).
 pub fn transformed_bytes(page: &Page) -> Vec<u8> {
+    let mut stored = Vec::new();
+    encode(page, &CodecConfig::DENSE, &mut stored);
+    let packed = stored
+        .get(1)
+        .and_then(|&b| Params::from_byte(b))
+        .is_some_and(|p| p.backend == Backend::Bitpack);
+    if packed {
+        return stored.split_off(1);
+    }
     let (width, transform, _) = choose(page, Backend::Zstd);
     fn go<W: Word>(page: &Page, t: Transform) -> Vec<u8> {
         let mut scratch = Page::zeroed();

@@ -129,7 +129,7 @@ impl Heap {
             unused_ids: Vec::new(),
             next_generation: 0,
             head: None,
-            holes: vec![Vec::new(); HOLE_CLASSES],
+            holes: Vec::new(),
             hole_bits: [0; HOLE_CLASSES.div_ceil(64)],
             limit,
             live: 0,
@@ -312,6 +312,10 @@ impl Heap {
 
     fn push_hole(&mut self, hole: Hole) {
         let class = hole.len as usize / HOLE_STEP;
+        // Lists are created on first use: a store that never frees pays nothing.
+        if self.holes.len() <= class {
+            self.holes.resize_with(class + 1, Vec::new);
+        }
         self.holes[class].push(hole);
         self.hole_bits[class / 64] |= 1 << (class % 64);
     }

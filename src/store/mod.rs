@@ -45,10 +45,16 @@ use crate::codec::{self, Class, DecodeError, RAW_SIZE};
 use crate::engine::Engine;
 use crate::model::{Model, Profile};
 use crate::page::{PAGE_SIZE, Page};
-use crate::sync::{AtomicU64, Ordering, RwLock};
+use crate::sync::{AtomicU64, Cell, Ordering, RwLock, thread_local};
 use heap::{Handle, Heap};
 use lru::LruCache;
 use table::{Meta, Table};
+
+thread_local! {
+    /// Each thread's encode buffer, taken and put back (a nested use just gets a fresh
+    /// one): saves a 4 KiB allocation per insert.
+    static SCRATCH: Cell<Vec<u8>> = Cell::new(Vec::with_capacity(RAW_SIZE));
+}
 
 /// What can go wrong with a store operation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -217,13 +223,27 @@ impl PageStore {
                 return self.insert_hot(&mut shard, id, page);
             }
         }
-        let mut encoded = Vec::with_capacity(RAW_SIZE);
+        let mut encoded = SCRATCH.with(Cell::take);
         let class = self.engine.encode(page, &mut encoded);
+        let result = self.install(slot, id, class, page, &encoded);
+        SCRATCH.with(|cell| cell.set(encoded));
+        result
+    }
+
+    /// Puts an encoded page in place of whatever `id` held.
+    fn install(
+        &self,
+        slot: &ShardSlot,
+        id: u64,
+        class: Class,
+        page: &Page,
+        encoded: &[u8],
+    ) -> Result<(), StoreError> {
         let mut shard = slot.shard.write();
         let old = shard.table.get(id);
         let meta = {
             let mut heap = self.heap.write();
-            let meta = store_form(&mut heap, class, page, &encoded)?;
+            let meta = store_form(&mut heap, class, page, encoded)?;
             if let Some(old) = old {
                 free_form(&mut heap, old);
             }
@@ -281,6 +301,11 @@ impl PageStore {
         free_form(&mut self.heap.write(), meta);
         shard.forget(id, meta);
         true
+    }
+
+    /// The class page `id` is stored as; `None` when absent or only in the hot tier.
+    pub fn stored_class(&self, id: u64) -> Option<Class> {
+        self.slot(id).shard.read().table.get(id)?.stored
     }
 
     pub fn contains(&self, id: u64) -> bool {
@@ -508,9 +533,11 @@ impl PageStore {
 
     /// Gives a dirty hot page its compressed form.
     fn clean(&self, shard: &mut Shard, id: u64, page: &Page) -> Result<(), StoreError> {
-        let mut encoded = Vec::with_capacity(RAW_SIZE);
+        let mut encoded = SCRATCH.with(Cell::take);
         let class = self.engine.encode(page, &mut encoded);
-        let meta = store_form(&mut self.heap.write(), class, page, &encoded)?;
+        let stored = store_form(&mut self.heap.write(), class, page, &encoded);
+        SCRATCH.with(|cell| cell.set(encoded));
+        let meta = stored?;
         shard.hot_dirty -= 1;
         shard.record(meta);
         shard.table.set(id, Meta { hot: true, ..meta });

@@ -4,6 +4,14 @@
 use std::path::{Path, PathBuf};
 use zpage::Page;
 
+/// Runs the `zpage` binary with `args`.
+pub fn zpage(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zpage"))
+        .args(args)
+        .output()
+        .expect("zpage runs")
+}
+
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }

@@ -1,0 +1,114 @@
+//! The entropy plot: an SVG (plotters' SVG backend, no font libraries) with the per-page
+//! entropy distribution before and after the class transforms, and per-class bars.
+
+use crate::entropy::Report;
+use plotters::prelude::*;
+use std::path::Path;
+
+const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
+const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);
+
+pub fn entropy_svg(report: &Report, path: &Path) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let (left, right) = root.split_horizontally(620);
+    cdf(report, &left).map_err(|e| fail(&e))?;
+    bars(report, &right).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// Share of pages at or below each entropy (bits per input byte), before and after.
+fn cdf(report: &Report, area: &Area) -> DrawResult {
+    let mut chart = ChartBuilder::on(area)
+        .caption("Per-page order-0 entropy (CDF)", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..8f64, 0f64..1f64)?;
+    chart
+        .configure_mesh()
+        .x_desc("bits per input byte")
+        .y_desc("share of pages")
+        .draw()?;
+    let per_page = crate::PAGE_SIZE as f64;
+    for (label, color, pick) in [
+        ("before transform", BEFORE, 0usize),
+        ("after transform", AFTER, 1),
+    ] {
+        let mut values: Vec<f64> = report
+            .per_page
+            .iter()
+            .map(|p| if pick == 0 { p.input_bits } else { p.output_bits } / per_page)
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let n = values.len().max(1) as f64;
+        let points = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (*v, (i + 1) as f64 / n));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    Ok(())
+}
+
+/// Per class: bits per input byte before and after, side by side.
+fn bars(report: &Report, area: &Area) -> DrawResult {
+    let classes: Vec<(&str, f64, f64)> = report
+        .classes
+        .iter()
+        .map(|(name, f)| (*name, f.input_entropy, f.output_entropy))
+        .chain([("total", report.input_entropy, report.output_entropy)])
+        .collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption("Entropy by class", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..classes.len() as f64, 0f64..8f64)?;
+    let names: Vec<String> = classes.iter().map(|c| c.0.to_string()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(classes.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 && i < names.len() {
+                names[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("bits per input byte")
+        .draw()?;
+    for (offset, color, label) in [(0.1, BEFORE, "before"), (0.5, AFTER, "after")] {
+        chart
+            .draw_series(classes.iter().enumerate().map(|(i, c)| {
+                let value = if offset < 0.3 { c.1 } else { c.2 };
+                let x = i as f64 + offset;
+                Rectangle::new([(x, 0.0), (x + 0.4, value)], color.filled())
+            }))?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! zram simulation: page sets go through a `PageStore` as zram would receive them (no hot
+//! tier), are read back and compared, and the result is reported with zram's `mm_stat`
+//! fields, per class, and against single-codec baselines run on the same pages.
+//!
+//! Invariants: every page stored is read back and compared before any figure is
+//! reported (a mismatch is an error, so `verified` is always true in a report); each input
+//! gets its own store, like a zram device per file, and totals are sums over them; times
+//! are measured around the store calls only (not around reading inputs or comparing).
+
+use crate::codec::Class;
+use crate::compare;
+use crate::engine::Engine;
+use crate::page::{PAGE_SIZE, Page};
+use crate::pagefile::PageSet;
+use crate::store::{PageStore, Stats};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The JSON schema name and version of [`Report`]; bumped on any incompatible change.
+pub const SCHEMA: &str = "zpage-sim/1";
+
+/// Per-class figures of a simulation.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClassReport {
+    pub pages: u64,
+    pub orig_bytes: u64,
+    pub stored_bytes: u64,
+    /// Share of the compress time spent on pages of this class.
+    pub time_share: f64,
+}
+
+/// One input's headline figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputReport {
+    pub name: String,
+    pub pages: u64,
+    pub orig_data_size: u64,
+    pub compr_data_size: u64,
+    pub mem_used_total: u64,
+    pub metadata_bytes: u64,
+    pub ratio: f64,
+    pub effective_ratio: f64,
+}
+
+/// A baseline's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BaselineReport {
+    pub compr_data_size: u64,
+    pub ratio: f64,
+    pub compress_mb_s: f64,
+    pub decompress_mb_s: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timing {
+    /// Input bytes per second through `PageStore::insert` (classify, encode, allocate).
+    pub compress_mb_s: f64,
+    /// Bytes per second through `PageStore::read_into`.
+    pub decompress_mb_s: f64,
+    /// Features and tree, measured in a separate pass over the same pages.
+    pub classify_ns_per_page: f64,
+}
+
+/// The whole report; its JSON form is the schema [`SCHEMA`] (see README).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub profile: String,
+    pub inputs: Vec<InputReport>,
+    pub pages: u64,
+    pub orig_data_size: u64,
+    pub compr_data_size: u64,
+    pub mem_used_total: u64,
+    /// Per-page metadata plus allocator bookkeeping, summed over the inputs' stores.
+    pub metadata_bytes: u64,
+    /// Of `metadata_bytes`, the page tables alone (the per-page metadata).
+    pub page_table_bytes: u64,
+    pub same_pages: u64,
+    pub huge_pages: u64,
+    /// `orig_data_size / compr_data_size`.
+    pub ratio: f64,
+    /// `orig_data_size / (mem_used_total + metadata_bytes)`.
+    pub effective_ratio: f64,
+    /// `mem_used_total / compr_data_size - 1`.
+    pub allocator_overhead: f64,
+    pub verified: bool,
+    pub classes: BTreeMap<&'static str, ClassReport>,
+    /// "lz4", "zstd-3" and "oracle".
+    pub baselines: BTreeMap<&'static str, BaselineReport>,
+    pub timing: Timing,
+}
+
+/// Simulates every set, with the baselines when `with_baselines` (they take most of the
+/// time: the oracle encodes every page five ways). `tick` is called with the number of
+/// pages just processed (three phases per set: store, verify, baselines).
+pub fn simulate(
+    sets: &[PageSet],
+    engine: &Engine,
+    profile: &str,
+    with_baselines: bool,
+    tick: &mut dyn FnMut(u64),
+) -> Result<Report, String> {
+    let mut totals = Stats::default();
+    let mut inputs = Vec::new();
+    let mut class_time = [Duration::ZERO; Class::ALL.len()];
+    let (mut compress, mut decompress, mut classify) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut baselines: [(u64, Duration, Duration); 3] = Default::default();
+    for set in sets {
+        // One thread inserts, so one shard: its metadata blocks fill densely, as a zram
+        // device's table does.
+        let store = PageStore::builder()
+            .shards(1)
+            .engine(engine.clone())
+            .build();
+        for (id, page) in set.pages.iter().enumerate() {
+            let start = Instant::now();
+            store
+                .insert(id as u64, page)
+                .map_err(|e| format!("{}: page {id}: {e}", set.name))?;
+            let spent = start.elapsed();
+            compress += spent;
+            let class = store.stored_class(id as u64).expect("just inserted");
+            class_time[class.index()] += spent;
+        }
+        tick(set.pages.len() as u64);
+        decompress += verify(&store, set)?;
+        tick(set.pages.len() as u64);
+        let start = Instant::now();
+        let delta_pages = set
+            .pages
+            .iter()
+            .filter(|p| engine.classify(std::hint::black_box(p)) == Class::Delta)
+            .count();
+        std::hint::black_box(delta_pages);
+        classify += start.elapsed();
+        if with_baselines {
+            let found = compare::baselines(&set.pages).map_err(|e| format!("{}: {e}", set.name))?;
+            for (sum, scheme) in baselines
+                .iter_mut()
+                .zip([&found.lz4, &found.zstd3, &found.oracle])
+            {
+                let input = (set.pages.len() * PAGE_SIZE) as u64;
+                sum.0 += scheme.compr_data_size;
+                sum.1 += throughput_time(input, scheme.compress_mb_s);
+                sum.2 += throughput_time(input, scheme.decompress_mb_s);
+            }
+        }
+        tick(set.pages.len() as u64);
+        let stats = store.stats();
+        inputs.push(InputReport {
+            name: set.name.clone(),
+            pages: stats.pages,
+            orig_data_size: stats.orig_data_size,
+            compr_data_size: stats.compr_data_size,
+            mem_used_total: stats.mem_used_total,
+            metadata_bytes: stats.metadata_bytes + stats.bookkeeping_bytes,
+            ratio: stats.ratio(),
+            effective_ratio: stats.effective_ratio(),
+        });
+        add_stats(&mut totals, &stats);
+    }
+    let input_bytes = totals.orig_data_size;
+    let mb_s = |d: Duration| input_bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9);
+    let total_time = compress.as_secs_f64().max(1e-9);
+    let classes = Class::ALL
+        .iter()
+        .map(|class| {
+            let c = totals.class(*class);
+            let report = ClassReport {
+                pages: c.pages,
+                orig_bytes: c.orig_bytes,
+                stored_bytes: c.stored_bytes,
+                time_share: class_time[class.index()].as_secs_f64() / total_time,
+            };
+            (class.name(), report)
+        })
+        .collect();
+    let baselines = ["lz4", "zstd-3", "oracle"]
+        .into_iter()
+        .zip(baselines)
+        .filter(|_| with_baselines)
+        .map(|(name, (bytes, enc, dec))| {
+            let report = BaselineReport {
+                compr_data_size: bytes,
+                ratio: input_bytes as f64 / bytes.max(1) as f64,
+                compress_mb_s: mb_s(enc),
+                decompress_mb_s: mb_s(dec),
+            };
+            (name, report)
+        })
+        .collect();
+    let pages = totals.pages;
+    Ok(Report {
+        schema: SCHEMA,
+        profile: profile.to_string(),
+        inputs,
+        pages,
+        orig_data_size: totals.orig_data_size,
+        compr_data_size: totals.compr_data_size,
+        mem_used_total: totals.mem_used_total,
+        metadata_bytes: totals.metadata_bytes + totals.bookkeeping_bytes,
+        page_table_bytes: totals.metadata_bytes,
+        same_pages: totals.same_pages,
+        huge_pages: totals.huge_pages,
+        ratio: totals.ratio(),
+        effective_ratio: totals.effective_ratio(),
+        allocator_overhead: totals.allocator_overhead(),
+        verified: true,
+        classes,
+        baselines,
+        timing: Timing {
+            compress_mb_s: mb_s(compress),
+            decompress_mb_s: mb_s(decompress),
+            classify_ns_per_page: classify.as_nanos() as f64 / pages.max(1) as f64,
+        },
+    })
+}
+
+/// Reads every page back in batches (timed), then compares (untimed).
+fn verify(store: &PageStore, set: &PageSet) -> Result<Duration, String> {
+    const BATCH: usize = 256;
+    let mut buffer = vec![Page::zeroed(); BATCH];
+    let mut spent = Duration::ZERO;
+    for (batch, pages) in set.pages.chunks(BATCH).enumerate() {
+        let first = batch * BATCH;
+        let start = Instant::now();
+        for (offset, out) in buffer[..pages.len()].iter_mut().enumerate() {
+            let id = (first + offset) as u64;
+            store
+                .read_into(id, out)
+                .map_err(|e| format!("{}: read back page {id}: {e}", set.name))?;
+        }
+        spent += start.elapsed();
+        if let Some(offset) = pages.iter().zip(&buffer).position(|(a, b)| a != b) {
+            return Err(format!(
+                "{}: verification failed: page {} read back differs from what was stored",
+                set.name,
+                first + offset
+            ));
+        }
+    }
+    Ok(spent)
+}
+
+fn throughput_time(bytes: u64, mb_s: f64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / 1e6 / mb_s.max(1e-9))
+}
+
+fn add_stats(total: &mut Stats, stats: &Stats) {
+    total.pages += stats.pages;
+    total.orig_data_size += stats.orig_data_size;
+    total.compr_data_size += stats.compr_data_size;
+    total.mem_used_total += stats.mem_used_total;
+    total.metadata_bytes += stats.metadata_bytes;
+    total.bookkeeping_bytes += stats.bookkeeping_bytes;
+    total.same_pages += stats.same_pages;
+    total.huge_pages += stats.huge_pages;
+    for (name, class) in &stats.classes {
+        total.classes.entry(name).or_default().merge(class);
+    }
+}

@@ -1,0 +1,236 @@
+//! Driving the kernel's own zram on the same pages, for a side-by-side comparison.
+//!
+//! Invariants: a device is touched only if it is free (disksize 0, not swap, not
+//! mounted) and we are root; once configured, it is reset on every way out (a guard's
+//! `Drop`), so it is left as found; pages are written and read with O_DIRECT in 1 MiB
+//! requests (like `dd bs=1M oflag=direct`), so the page cache never holds a copy and the
+//! timings are the device's; the data read back is compared before any figure is
+//! reported.
+
+use crate::page::{PAGE_SIZE, Page};
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Pages per request: 1 MiB, as `dd bs=1M`.
+const REQUEST_PAGES: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZramError {
+    #[error("zpage zram needs root (it configures /sys/block/{0}); run it with sudo")]
+    NotRoot(String),
+    #[error("no zram device {0} (/sys/block/{0} is missing; load the module: modprobe zram)")]
+    Missing(String),
+    #[error("zram device {device} is in use ({reason}); pick a free one with --device")]
+    Busy { device: String, reason: String },
+    #[error("zram device {device} has no algorithm {algo}; it offers: {available}")]
+    UnknownAlgo {
+        device: String,
+        algo: String,
+        available: String,
+    },
+    #[error("zram device {device}: {what}: {source}")]
+    Io {
+        device: String,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("zram device {device}: page {page} read back differs from what was written")]
+    Mismatch { device: String, page: usize },
+}
+
+/// What the kernel's zram reported for one page set.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelRun {
+    pub algorithm: String,
+    pub pages: u64,
+    pub orig_data_size: u64,
+    pub compr_data_size: u64,
+    pub mem_used_total: u64,
+    pub same_pages: u64,
+    pub huge_pages: u64,
+    /// `orig_data_size / compr_data_size`.
+    pub ratio: f64,
+    /// `orig_data_size / mem_used_total` (allocator overhead included).
+    pub mem_ratio: f64,
+    pub write_mb_s: f64,
+    pub read_mb_s: f64,
+    pub verified: bool,
+}
+
+pub struct Device {
+    name: String,
+    sys: PathBuf,
+}
+
+impl Device {
+    /// Checks that `name` is a free zram device we may configure.
+    pub fn open_free(name: &str) -> Result<Device, ZramError> {
+        let sys = Path::new("/sys/block").join(name);
+        if !name.starts_with("zram") || !sys.join("comp_algorithm").exists() {
+            return Err(ZramError::Missing(name.to_string()));
+        }
+        if !is_root() {
+            return Err(ZramError::NotRoot(name.to_string()));
+        }
+        let device = Device {
+            name: name.to_string(),
+            sys,
+        };
+        let disksize = device.read_attr("disksize")?;
+        if disksize.trim() != "0" {
+            return Err(device.busy(format!("disksize is {}", disksize.trim())));
+        }
+        let node = format!("/dev/{name}");
+        for (table, what) in [
+            ("/proc/swaps", "a swap device"),
+            ("/proc/mounts", "mounted"),
+        ] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            if text
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(&node))
+            {
+                return Err(device.busy(what.to_string()));
+            }
+        }
+        Ok(device)
+    }
+
+    /// Algorithms the device offers (the current one is bracketed in sysfs).
+    pub fn algorithms(&self) -> Result<Vec<String>, ZramError> {
+        Ok(self
+            .read_attr("comp_algorithm")?
+            .split_whitespace()
+            .map(|a| a.trim_matches(['[', ']']).to_string())
+            .collect())
+    }
+
+    /// Configures the device with `algo`, writes `pages`, reads them back, takes
+    /// `mm_stat` and resets the device.
+    pub fn run(&self, algo: &str, pages: &[Page]) -> Result<KernelRun, ZramError> {
+        let available = self.algorithms()?;
+        if !available.iter().any(|a| a == algo) {
+            return Err(ZramError::UnknownAlgo {
+                device: self.name.clone(),
+                algo: algo.to_string(),
+                available: available.join(" "),
+            });
+        }
+        self.write_attr("comp_algorithm", algo)?;
+        let size = (pages.len() * PAGE_SIZE).max(PAGE_SIZE);
+        self.write_attr("disksize", &size.to_string())?;
+        let _reset = ResetOnDrop(self);
+        let node = format!("/dev/{}", self.name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&node)
+            .map_err(|e| self.io(format!("open {node} with O_DIRECT"), e))?;
+        let write = self.write_pages(&file, pages)?;
+        let (read, verified) = self.read_back(&file, pages)?;
+        drop(file);
+        let stat = self.read_attr("mm_stat")?;
+        let field = |i: usize| -> u64 {
+            stat.split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let (orig, compr, used) = (field(0), field(1), field(2));
+        let input = (pages.len() * PAGE_SIZE) as f64;
+        let mb_s = |d: Duration| input / 1e6 / d.as_secs_f64().max(1e-9);
+        Ok(KernelRun {
+            algorithm: algo.to_string(),
+            pages: pages.len() as u64,
+            orig_data_size: orig,
+            compr_data_size: compr,
+            mem_used_total: used,
+            same_pages: field(5),
+            huge_pages: field(7),
+            ratio: orig as f64 / compr.max(1) as f64,
+            mem_ratio: orig as f64 / used.max(1) as f64,
+            write_mb_s: mb_s(write),
+            read_mb_s: mb_s(read),
+            verified,
+        })
+    }
+
+    fn write_pages(&self, file: &File, pages: &[Page]) -> Result<Duration, ZramError> {
+        let start = Instant::now();
+        for (index, chunk) in pages.chunks(REQUEST_PAGES).enumerate() {
+            let offset = (index * REQUEST_PAGES * PAGE_SIZE) as u64;
+            file.write_all_at(bytemuck::cast_slice(chunk), offset)
+                .map_err(|e| self.io("write".into(), e))?;
+        }
+        Ok(start.elapsed())
+    }
+
+    fn read_back(&self, file: &File, pages: &[Page]) -> Result<(Duration, bool), ZramError> {
+        let mut buffer = vec![Page::zeroed(); REQUEST_PAGES];
+        let mut spent = Duration::ZERO;
+        for (index, chunk) in pages.chunks(REQUEST_PAGES).enumerate() {
+            let offset = (index * REQUEST_PAGES * PAGE_SIZE) as u64;
+            let out = &mut buffer[..chunk.len()];
+            let start = Instant::now();
+            file.read_exact_at(bytemuck::cast_slice_mut(out), offset)
+                .map_err(|e| self.io("read".into(), e))?;
+            spent += start.elapsed();
+            if let Some(bad) = chunk.iter().zip(out.iter()).position(|(a, b)| a != b) {
+                return Err(ZramError::Mismatch {
+                    device: self.name.clone(),
+                    page: index * REQUEST_PAGES + bad,
+                });
+            }
+        }
+        Ok((spent, true))
+    }
+
+    fn read_attr(&self, attr: &str) -> Result<String, ZramError> {
+        std::fs::read_to_string(self.sys.join(attr)).map_err(|e| self.io(format!("read {attr}"), e))
+    }
+
+    fn write_attr(&self, attr: &str, value: &str) -> Result<(), ZramError> {
+        std::fs::write(self.sys.join(attr), value)
+            .map_err(|e| self.io(format!("set {attr} to {value}"), e))
+    }
+
+    fn busy(&self, reason: String) -> ZramError {
+        ZramError::Busy {
+            device: self.name.clone(),
+            reason,
+        }
+    }
+
+    fn io(&self, what: String, source: std::io::Error) -> ZramError {
+        ZramError::Io {
+            device: self.name.clone(),
+            what,
+            source,
+        }
+    }
+}
+
+/// Resets the device (frees its memory, disksize back to 0) however `run` ends.
+struct ResetOnDrop<'a>(&'a Device);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        // Nothing better to do if the reset itself fails; the next open_free reports it.
+        let _ = std::fs::write(self.0.sys.join("reset"), "1");
+    }
+}
+
+/// Effective uid 0, from /proc/self/status (no libc call, so no unsafe here).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+            .unwrap_or(false)
+    })
+}

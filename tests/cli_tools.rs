@@ -1,0 +1,337 @@
+//! The `sim`, `entropy` and `zram` commands as a user runs them, including every error a
+//! user can cause; the JSON schemas are checked field by field.
+
+mod common;
+
+use common::{data_dir, zpage};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A successful `--json` run: silent stderr, one JSON object.
+fn json(args: &[&str]) -> Value {
+    let out = zpage(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    assert!(out.stderr.is_empty(), "stderr must stay silent with --json");
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+/// A failing run: exit 1, one line on stderr containing every `needles`, no panic.
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = zpage(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("zpage-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn sample(name: &str) -> String {
+    data_dir().join(name).to_str().unwrap().to_string()
+}
+
+#[test]
+fn sim_without_input_runs_on_the_shipped_sample() {
+    let out = zpage(&["sim"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "verified",
+        "orig_data_size",
+        "mem_used_total",
+        "effective ratio",
+        "lz4, every page",
+        "oracle",
+        "classify",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
+#[test]
+fn sim_json_schema() {
+    let v = json(&["sim", data_dir().to_str().unwrap(), "--json"]);
+    assert_eq!(v["schema"], "zpage-sim/1");
+    for key in [
+        "pages",
+        "orig_data_size",
+        "compr_data_size",
+        "mem_used_total",
+        "metadata_bytes",
+        "same_pages",
+        "huge_pages",
+        "effective_ratio",
+        "ratio",
+    ] {
+        assert!(v[key].is_number(), "{key}: {v}");
+    }
+    assert_eq!(v["verified"], true);
+    let n = |key: &str| v[key].as_f64().unwrap();
+    assert_eq!(n("orig_data_size"), n("pages") * 4096.0);
+    let effective = n("orig_data_size") / (n("mem_used_total") + n("metadata_bytes"));
+    assert!((effective - n("effective_ratio")).abs() < 1e-9);
+    let classes = v["classes"].as_object().unwrap();
+    let mut pages = 0.0;
+    for (name, class) in classes {
+        for key in ["pages", "orig_bytes", "stored_bytes"] {
+            assert!(class[key].is_number(), "{name}.{key}");
+        }
+        pages += class["pages"].as_f64().unwrap();
+    }
+    assert_eq!(pages, n("pages"));
+    for name in ["lz4", "zstd-3", "oracle"] {
+        for key in ["compr_data_size", "compress_mb_s", "decompress_mb_s"] {
+            assert!(
+                v["baselines"][name][key].as_f64().unwrap() > 0.0,
+                "{name}.{key}"
+            );
+        }
+    }
+    // zpage beats LZ4-for-every-page on the same pages, and stays near the oracle.
+    let lz4 = v["baselines"]["lz4"]["compr_data_size"].as_f64().unwrap();
+    let oracle = v["baselines"]["oracle"]["compr_data_size"]
+        .as_f64()
+        .unwrap();
+    assert!(n("compr_data_size") < lz4);
+    assert!(n("compr_data_size") < oracle * 1.1);
+    for key in ["compress_mb_s", "decompress_mb_s", "classify_ns_per_page"] {
+        assert!(v["timing"][key].as_f64().unwrap() > 0.0, "timing.{key}");
+    }
+    assert_eq!(v["inputs"].as_array().unwrap().len(), 7);
+}
+
+#[test]
+fn sim_errors_are_one_line() {
+    fails(&["sim", "/no/such/file.pages"], &["/no/such/file.pages"]);
+    let dir = temp_dir("sim");
+    let partial = dir.join("partial.pages");
+    std::fs::write(&partial, vec![1u8; 4096 + 100]).unwrap();
+    let partial = partial.to_str().unwrap();
+    fails(&["sim", partial], &["partial.pages", "4196", "--pad"]);
+    let v = json(&["sim", partial, "--pad", "--json"]);
+    assert_eq!(v["pages"], 2);
+    let model = dir.join("model.json");
+    std::fs::write(&model, "{ not a model").unwrap();
+    fails(
+        &["sim", "--model", model.to_str().unwrap()],
+        &["model.json"],
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn sim_reads_a_live_process() {
+    // A child that allocates and touches recognisable memory, then waits.
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
+             sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let pid = child.id().to_string();
+    let v = json(&["sim", "--pid", &pid, "--profile", "fast", "--json"]);
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!(v["verified"], true);
+    assert!(
+        v["pages"].as_u64().unwrap() >= 2048,
+        "the 8 MiB buffer: {v}"
+    );
+    assert!(v["inputs"][0]["name"].as_str().unwrap().contains(&pid));
+}
+
+#[test]
+fn sim_errors_for_gone_and_unreadable_processes() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let gone = child.id().to_string();
+    child.wait().unwrap();
+    fails(&["sim", "--pid", &gone], &["no process with PID", &gone]);
+    // Unreadable: as an unprivileged user, PID 1 (needs root to drop privileges).
+    if is_root() && Path::new("/usr/bin/setpriv").exists() {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_zpage"))
+            .args(["sim", "--pid", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(
+            err.contains("PID 1") && err.contains("permission denied"),
+            "{err}"
+        );
+    } else {
+        eprintln!("skipped the unreadable-PID case: needs root and setpriv");
+    }
+}
+
+#[test]
+fn entropy_json_plot_and_headline() {
+    let dir = temp_dir("entropy");
+    let plot = dir.join("entropy.svg");
+    let names = [
+        "scipy-face-rgb8.pages",
+        "scipy-ecg-float64.pages",
+        "random-int64-small.pages",
+    ];
+    let paths: Vec<String> = names.iter().map(|n| sample(n)).collect();
+    let mut args = vec!["entropy", "--json", "--plot", plot.to_str().unwrap()];
+    args.extend(paths.iter().map(String::as_str));
+    let v = json(&args);
+    assert_eq!(v["schema"], "zpage-entropy/1");
+    let (input, output) = (
+        v["input_entropy"].as_f64().unwrap(),
+        v["output_entropy"].as_f64().unwrap(),
+    );
+    assert!(
+        output < input,
+        "total output entropy below input: {output} vs {input}"
+    );
+    for input in v["inputs"].as_array().unwrap() {
+        assert!(
+            input["output_entropy"].as_f64() < input["input_entropy"].as_f64(),
+            "{input}"
+        );
+    }
+    for (name, class) in v["classes"].as_object().unwrap() {
+        for key in ["pages", "input_entropy", "output_entropy"] {
+            assert!(class[key].is_number(), "{name}.{key}");
+        }
+    }
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(svg.starts_with("<svg") && svg.contains("Entropy by class"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn entropy_errors_are_one_line() {
+    fails(&["entropy", "/no/such/dir"], &["/no/such/dir"]);
+    fails(
+        &[
+            "entropy",
+            &sample("sqlite.pages"),
+            "--plot",
+            "/no/such/dir/x.svg",
+        ],
+        &["x.svg"],
+    );
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(|id| id == "0"))
+            .unwrap_or(false)
+    })
+}
+
+/// A zram device of our own (hot_add), removed on drop; None where zram is not there or
+/// we are not root.
+struct ScratchZram(String);
+
+impl ScratchZram {
+    fn add() -> Option<ScratchZram> {
+        if !is_root() {
+            return None;
+        }
+        let id = std::fs::read_to_string("/sys/class/zram-control/hot_add").ok()?;
+        Some(ScratchZram(format!("zram{}", id.trim())))
+    }
+}
+
+impl Drop for ScratchZram {
+    fn drop(&mut self) {
+        let id = self.0.trim_start_matches("zram");
+        std::fs::write(format!("/sys/block/{}/reset", self.0), "1").ok();
+        std::fs::write("/sys/class/zram-control/hot_remove", id).ok();
+    }
+}
+
+#[test]
+fn zram_side_by_side_and_its_errors() {
+    fails(
+        &["zram", &sample("sqlite.pages"), "--device", "zram99"],
+        &["no zram device zram99"],
+    );
+    let Some(device) = ScratchZram::add() else {
+        eprintln!("skipped: kernel zram needs root and /sys/class/zram-control");
+        return;
+    };
+    let v = json(&[
+        "zram",
+        &sample("redis-mixed.pages"),
+        &sample("sqlite.pages"),
+        "--device",
+        &device.0,
+        "--json",
+    ]);
+    assert_eq!(v["schema"], "zpage-zram/1");
+    for input in v["inputs"].as_array().unwrap() {
+        let kernel = &input["kernel"];
+        assert_eq!(kernel["verified"], true);
+        assert!(kernel["mem_ratio"].as_f64().unwrap() > 1.0, "{kernel}");
+        for profile in ["fast", "dense"] {
+            assert!(input[profile]["effective_ratio"].as_f64().unwrap() > 1.0);
+        }
+    }
+    assert!(
+        v["summary"]["dense_effective_over_kernel_mem"]
+            .as_f64()
+            .unwrap()
+            > 1.0
+    );
+    let disksize = std::fs::read_to_string(format!("/sys/block/{}/disksize", device.0)).unwrap();
+    assert_eq!(disksize.trim(), "0", "the device is reset afterwards");
+    fails(
+        &[
+            "zram",
+            &sample("sqlite.pages"),
+            "--device",
+            &device.0,
+            "--algo",
+            "nope",
+        ],
+        &["no algorithm nope"],
+    );
+    // Busy: a device with a disksize is someone's.
+    std::fs::write(format!("/sys/block/{}/disksize", device.0), "1048576").unwrap();
+    fails(
+        &["zram", &sample("sqlite.pages"), "--device", &device.0],
+        &["in use", "disksize"],
+    );
+    // Not root.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_zpage"))
+        .args(["zram", &sample("sqlite.pages"), "--device", &device.0])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
+}
