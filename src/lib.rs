@@ -17,6 +17,9 @@ pub mod model;
 pub mod page;
 pub mod pagefile;
 pub mod procmem;
+// The region runs real threads and a real userfaultfd: not a loom model.
+#[cfg(not(loom))]
+pub mod region;
 pub mod sim;
 pub mod store;
 pub mod sync;

@@ -1,0 +1,403 @@
+//! `Region`: ordinary memory that compresses itself. At most `resident` of its pages stay
+//! in RAM; the rest live compressed in a `PageStore` and come back, through userfaultfd,
+//! when touched. The application calls nothing on the access path.
+//!
+//! # How it works
+//! One handler thread owns all of the region's paging state. Every page enters RAM through
+//! it: a first touch is served with the zero page (a read) or a zeroed copy (a write), a
+//! touch of an evicted page with the decoded page (`UFFDIO_COPY`). When RAM holds
+//! `resident` pages, the handler evicts one by CLOCK, with write faults as the reference
+//! bit:
+//! - a page brought in by a write is *referenced* and writable; one brought in by a read
+//!   is mapped write-protected and unreferenced, and keeps its compressed copy;
+//! - a write to a write-protected page faults: the handler sets the page's bit, drops its
+//!   now stale compressed copy and lifts the protection;
+//! - the hand clears a referenced page's bit and write-protects it;
+//! - the hand evicts an unreferenced page. It is write-protected, so its bytes cannot
+//!   change: if it still has its compressed copy it is simply dropped (`MADV_DONTNEED`,
+//!   no compression at all), otherwise the handler compresses the copy it reads, then
+//!   drops it.
+//!
+//! So pages written since the hand last passed get a second chance and read-only pages
+//! (scans) go first, cheaply. Reads do not fault, so a page that is only read is evicted
+//! after one pass; its refault costs a decode, not a compression.
+//!
+//! # Why references into the region stay valid
+//! A page's bytes are never absent when the application looks: eviction copies a page
+//! while writes to it are blocked, saves the copy, and only then drops the memory; any
+//! later access (read or write, from any thread) faults, and the handler maps the saved
+//! bytes back before the access completes. So `&mut [u8]` from [`Region::as_mut_slice`]
+//! behaves like ordinary memory across evictions.
+//!
+//! # What the application must not do
+//! `mremap`, `munmap`, `mprotect` or its own `madvise` on the range; `fork` while the
+//! region lives (the child's copy is not served); with [`Access::UserModeOnly`], hand an
+//! evicted page to a system call (e.g. `write(2)` from it), which then fails with EFAULT
+//! instead of faulting the page in: touch the buffer first.
+//!
+//! Invariants: the handler thread is the only writer of paging state; the mapping outlives
+//! the handler (joined in `Drop` before the mapping is unmapped); an evicted page is in
+//! the store; a resident page is in the store only while it is write-protected and
+//! unwritten since it came back (its stored copy is exact); an unreferenced resident page
+//! is always write-protected.
+
+mod mapping;
+mod uffd;
+
+pub use uffd::Access;
+
+use crate::model::Profile;
+use crate::page::{PAGE_SIZE, Page};
+use crate::store::{PageStore, Stats};
+use crate::sync::{Arc, AtomicU64, Ordering};
+use mapping::{Mapping, Pages};
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use uffd::{Message, Userfaultfd};
+
+/// Why a region could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    #[error(
+        "userfaultfd is not available here ({0}): a Region needs Linux with userfaultfd (and write-protect support for anonymous memory)"
+    )]
+    Unavailable(io::Error),
+    #[error("cannot reserve {bytes} bytes for the region: {source}")]
+    Reserve { bytes: usize, source: io::Error },
+    #[error("a region needs at least one resident page and one page of memory")]
+    Empty,
+}
+
+/// Fault and eviction counters, and the store's statistics.
+#[derive(Clone, Debug)]
+pub struct RegionStats {
+    pub pages: u64,
+    pub resident: u64,
+    pub resident_max: u64,
+    /// First touches served with a zero page.
+    pub zero_faults: u64,
+    /// Touches of evicted pages (served from the store).
+    pub refaults: u64,
+    /// Writes to write-protected pages (the CLOCK's reference information).
+    pub wp_faults: u64,
+    pub evictions: u64,
+    /// Evictions skipped because the store refused the page (its memory limit).
+    pub evictions_refused: u64,
+    pub store: Stats,
+}
+
+#[derive(Default)]
+struct Counters {
+    resident: AtomicU64,
+    resident_max: AtomicU64,
+    zero_faults: AtomicU64,
+    refaults: AtomicU64,
+    wp_faults: AtomicU64,
+    evictions: AtomicU64,
+    evictions_refused: AtomicU64,
+}
+
+struct Shared {
+    store: PageStore,
+    counters: Counters,
+}
+
+/// Configures a [`Region`].
+pub struct RegionBuilder {
+    bytes: usize,
+    resident: usize,
+    profile: Profile,
+}
+
+impl RegionBuilder {
+    /// Pages kept in RAM at most (default: a quarter of the region).
+    pub fn resident_pages(mut self, pages: usize) -> Self {
+        self.resident = pages;
+        self
+    }
+
+    /// The codec profile of the backing store (default: fast).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    pub fn build(self) -> Result<Region, RegionError> {
+        let pages = self.bytes.div_ceil(PAGE_SIZE);
+        if pages == 0 || self.resident == 0 {
+            return Err(RegionError::Empty);
+        }
+        let uffd = Userfaultfd::open().map_err(RegionError::Unavailable)?;
+        let mapping = Mapping::reserve(pages).map_err(|source| RegionError::Reserve {
+            bytes: pages * PAGE_SIZE,
+            source,
+        })?;
+        uffd.register(mapping.base(), mapping.len())
+            .map_err(RegionError::Unavailable)?;
+        let (stop_reader, stop_writer) = io::pipe().map_err(RegionError::Unavailable)?;
+        let shared = Arc::new(Shared {
+            store: PageStore::builder().profile(self.profile).shards(4).build(),
+            counters: Counters::default(),
+        });
+        let uffd = Arc::new(uffd);
+        let handler = Handler {
+            uffd: uffd.clone(),
+            pages: mapping.pages(),
+            budget: self.resident,
+            state: vec![0; pages],
+            clock: VecDeque::with_capacity(self.resident + 1),
+            shared: shared.clone(),
+            scratch: Page::boxed(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("zpage-region".into())
+            .spawn(move || handler.run(OwnedFd::from(stop_reader)))
+            .map_err(RegionError::Unavailable)?;
+        Ok(Region {
+            mapping,
+            uffd,
+            stop: Some(stop_writer),
+            thread: Some(thread),
+            shared,
+        })
+    }
+}
+
+/// Memory that compresses itself; see the module docs.
+pub struct Region {
+    mapping: Mapping,
+    uffd: Arc<Userfaultfd>,
+    stop: Option<io::PipeWriter>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Region {
+    /// A region of `bytes` (rounded up to whole pages).
+    pub fn builder(bytes: usize) -> RegionBuilder {
+        RegionBuilder {
+            bytes,
+            resident: bytes.div_ceil(PAGE_SIZE).div_ceil(4).max(1),
+            profile: Profile::Fast,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.mapping.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mapping.len() == 0
+    }
+
+    /// The region as ordinary memory.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `&mut self` makes this the only reference into the range for its
+        // lifetime, and the range is registered with the running handler (see the module
+        // docs for why contents stay stable across evictions).
+        unsafe { self.mapping.slice_mut() }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: shared borrow of `self`: no `&mut` into the range can exist meanwhile;
+        // contents are kept stable by the handler as above.
+        unsafe { self.mapping.slice_mut() }
+    }
+
+    /// How the userfaultfd was obtained (what kernel-side accesses can do).
+    pub fn access(&self) -> Access {
+        self.uffd.access
+    }
+
+    pub fn stats(&self) -> RegionStats {
+        let c = &self.shared.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RegionStats {
+            pages: (self.mapping.len() / PAGE_SIZE) as u64,
+            resident: load(&c.resident),
+            resident_max: load(&c.resident_max),
+            zero_faults: load(&c.zero_faults),
+            refaults: load(&c.refaults),
+            wp_faults: load(&c.wp_faults),
+            evictions: load(&c.evictions),
+            evictions_refused: load(&c.evictions_refused),
+            store: self.shared.store.stats(),
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if let Some(mut stop) = self.stop.take() {
+            // The handler stops on the first byte (or on the pipe closing).
+            let _ = stop.write_all(&[1]);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = self.uffd.unregister(self.mapping.base(), self.mapping.len());
+    }
+}
+
+/// Paging state bits, one byte per page.
+const RESIDENT: u8 = 1;
+const REFERENCED: u8 = 2;
+const PROTECTED: u8 = 4;
+/// The store holds the page's exact content.
+const STORED: u8 = 8;
+
+struct Handler {
+    uffd: Arc<Userfaultfd>,
+    pages: Pages,
+    budget: usize,
+    state: Vec<u8>,
+    /// Resident pages in CLOCK order: the hand is at the front.
+    clock: VecDeque<u32>,
+    shared: Arc<Shared>,
+    scratch: Box<Page>,
+}
+
+impl Handler {
+    fn run(mut self, stop: OwnedFd) {
+        let mut messages = [Message::default(); 16];
+        loop {
+            match self.uffd.wait(&stop) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => fatal(&format!("waiting for faults: {e}")),
+            }
+            let n = match self.uffd.read(&mut messages) {
+                Ok(n) => n,
+                Err(e) => fatal(&format!("reading fault messages: {e}")),
+            };
+            for message in &messages[..n] {
+                if message.event == uffd::EVENT_PAGEFAULT {
+                    self.fault(message);
+                }
+            }
+        }
+    }
+
+    fn fault(&mut self, message: &Message) {
+        let Some(index) = self.pages.index_of(message.address) else {
+            return;
+        };
+        let address = self.pages.address(index);
+        let state = self.state[index];
+        if message.flags & uffd::PAGEFAULT_FLAG_WP != 0 {
+            if state & RESIDENT == 0 {
+                // Evicted while the writer waited: it retries and faults the page in.
+                check(self.uffd.wake(address), "wake");
+                return;
+            }
+            self.count(|c| &c.wp_faults);
+            if state & STORED != 0 {
+                self.shared.store.remove(index as u64);
+            }
+            self.state[index] = RESIDENT | REFERENCED;
+            check(self.uffd.unprotect(address), "unprotect");
+            return;
+        }
+        if state & RESIDENT != 0 {
+            // A second thread's fault on a page the first one's already brought in.
+            check(self.uffd.wake(address), "wake");
+            return;
+        }
+        while self.clock.len() >= self.budget {
+            if !self.evict_one() {
+                break;
+            }
+        }
+        let write = message.flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
+        let id = index as u64;
+        if state & STORED != 0 {
+            self.count(|c| &c.refaults);
+            if let Err(e) = self.shared.store.read_into(id, &mut self.scratch) {
+                fatal(&format!("page {index} cannot be restored: {e}"));
+            }
+            if write {
+                self.shared.store.remove(id);
+            }
+        } else {
+            self.count(|c| &c.zero_faults);
+            self.scratch.bytes_mut().fill(0);
+        }
+        self.map(address, write);
+        self.state[index] = if write {
+            RESIDENT | REFERENCED
+        } else {
+            RESIDENT | PROTECTED | (state & STORED)
+        };
+        self.clock.push_back(index as u32);
+        let resident = self.clock.len() as u64;
+        let c = &self.shared.counters;
+        c.resident.store(resident, Ordering::Relaxed);
+        c.resident_max.fetch_max(resident, Ordering::Relaxed);
+    }
+
+    /// Maps the scratch page at `address`: for a write, a writable copy; for a read, the
+    /// shared zero page (no memory until written) or a copy, write-protected.
+    fn map(&self, address: usize, write: bool) {
+        if write {
+            check(self.uffd.copy(address, self.scratch.bytes(), false), "copy");
+        } else if self.scratch.same_filled_word() == Some(0) {
+            check(self.uffd.zeropage(address), "zeropage");
+            check(self.uffd.protect(address), "protect");
+        } else {
+            check(self.uffd.copy(address, self.scratch.bytes(), true), "copy");
+        }
+    }
+
+    /// Advances the CLOCK hand until one page is evicted; false if none could be.
+    fn evict_one(&mut self) -> bool {
+        for _ in 0..2 * self.clock.len() + 1 {
+            let Some(index) = self.clock.pop_front() else {
+                return false;
+            };
+            let index = index as usize;
+            let state = self.state[index];
+            if state & REFERENCED != 0 {
+                self.state[index] = (state & !REFERENCED) | PROTECTED;
+                check(self.uffd.protect(self.pages.address(index)), "protect");
+                self.clock.push_back(index as u32);
+                continue;
+            }
+            if state & STORED == 0 {
+                // SAFETY: the page is resident (it is on the clock) and write-protected
+                // (an unreferenced page on the clock always is: see the invariants).
+                unsafe { self.pages.copy_out(index, &mut self.scratch) };
+                if self.shared.store.insert(index as u64, &self.scratch).is_err() {
+                    self.count(|c| &c.evictions_refused);
+                    self.clock.push_back(index as u32);
+                    return false;
+                }
+            }
+            // SAFETY: the page's content is now in the store, from which the fault path
+            // restores it; the range is registered for missing faults.
+            check(unsafe { self.pages.discard(index) }, "discard");
+            self.state[index] = STORED;
+            self.count(|c| &c.evictions);
+            return true;
+        }
+        false
+    }
+
+    fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
+        counter(&self.shared.counters).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The handler cannot continue (the kernel refused an operation on our own registered
+/// range, or a saved page is corrupt): threads waiting on faults would hang or read wrong
+/// data, so the process stops with the reason.
+fn fatal(reason: &str) -> ! {
+    eprintln!("zpage region: fault handler cannot continue: {reason}");
+    std::process::abort()
+}
+
+fn check(result: io::Result<()>, what: &str) {
+    if let Err(e) = result {
+        fatal(&format!("{what}: {e}"));
+    }
+}
