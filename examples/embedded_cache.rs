@@ -34,7 +34,7 @@ fn reading(id: u64) -> Reading {
         id,
         timestamp_ms: 1_700_000_000_000 + id * 250,
         sensor,
-        status: u32::from(id % 1000 == 0),
+        status: u32::from(id.is_multiple_of(1000)),
         temperature: 20.0 + (id as f64 / 5000.0).sin() * 3.0,
         pressure: 1013.25 + (id % 17) as f64 * 0.5,
         label,

@@ -149,6 +149,7 @@ impl RegionBuilder {
             clock: VecDeque::with_capacity(self.resident + 1),
             shared: shared.clone(),
             scratch: Page::boxed(),
+            evictions_since_check: 0,
         };
         let thread = std::thread::Builder::new()
             .name("zpage-region".into())
@@ -236,9 +237,18 @@ impl Drop for Region {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        let _ = self.uffd.unregister(self.mapping.base(), self.mapping.len());
+        let _ = self
+            .uffd
+            .unregister(self.mapping.base(), self.mapping.len());
     }
 }
+
+/// How long the handler keeps polling after a fault before it blocks.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Every this many evictions the handler checks the store's garbage (pages faulted back
+/// in and then written leave holes) and compacts once it exceeds 1/16 of the live data.
+const COMPACT_CHECK_EVICTIONS: u32 = 1024;
 
 /// Paging state bits, one byte per page.
 const RESIDENT: u8 = 1;
@@ -256,25 +266,56 @@ struct Handler {
     clock: VecDeque<u32>,
     shared: Arc<Shared>,
     scratch: Box<Page>,
+    evictions_since_check: u32,
 }
 
 impl Handler {
     fn run(mut self, stop: OwnedFd) {
         let mut messages = [Message::default(); 16];
+        let mut last_fault = std::time::Instant::now();
         loop {
-            match self.uffd.wait(&stop) {
-                Ok(true) => return,
-                Ok(false) => {}
-                Err(e) => fatal(&format!("waiting for faults: {e}")),
+            // Faults come in bursts: polling the fd for a moment after one is cheaper
+            // than the wakeup a blocking wait costs the next faulting thread.
+            if last_fault.elapsed() > SPIN {
+                match self.uffd.wait(&stop) {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(e) => fatal(&format!("waiting for faults: {e}")),
+                }
             }
             let n = match self.uffd.read(&mut messages) {
                 Ok(n) => n,
                 Err(e) => fatal(&format!("reading fault messages: {e}")),
             };
-            for message in &messages[..n] {
-                if message.event == uffd::EVENT_PAGEFAULT {
-                    self.fault(message);
+            if n == 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.handle(&messages[..n]);
+            // Room for the next fault is made after the waiters are woken, off their
+            // path; faults that arrive meanwhile go first (a pending write fault is
+            // reference information the hand must see).
+            while self.clock.len() >= self.budget {
+                match self.uffd.read(&mut messages) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.handle(&messages[..n]);
+                        continue;
+                    }
+                    Err(e) => fatal(&format!("reading fault messages: {e}")),
                 }
+                if !self.evict_one() {
+                    break;
+                }
+            }
+            last_fault = std::time::Instant::now();
+        }
+    }
+
+    fn handle(&mut self, messages: &[Message]) {
+        for message in messages {
+            if message.event == uffd::EVENT_PAGEFAULT {
+                self.fault(message);
             }
         }
     }
@@ -367,7 +408,12 @@ impl Handler {
                 // SAFETY: the page is resident (it is on the clock) and write-protected
                 // (an unreferenced page on the clock always is: see the invariants).
                 unsafe { self.pages.copy_out(index, &mut self.scratch) };
-                if self.shared.store.insert(index as u64, &self.scratch).is_err() {
+                if self
+                    .shared
+                    .store
+                    .insert(index as u64, &self.scratch)
+                    .is_err()
+                {
                     self.count(|c| &c.evictions_refused);
                     self.clock.push_back(index as u32);
                     return false;
@@ -378,6 +424,14 @@ impl Handler {
             check(unsafe { self.pages.discard(index) }, "discard");
             self.state[index] = STORED;
             self.count(|c| &c.evictions);
+            self.evictions_since_check += 1;
+            if self.evictions_since_check >= COMPACT_CHECK_EVICTIONS {
+                self.evictions_since_check = 0;
+                let stats = self.shared.store.stats();
+                if stats.mem_used_total > stats.compr_data_size + stats.compr_data_size / 16 {
+                    self.shared.store.compact();
+                }
+            }
             return true;
         }
         false

@@ -254,13 +254,8 @@ impl Userfaultfd {
         // SAFETY: every request constant encodes `size_of::<T>()` of the struct passed
         // with it (see the constants above), `arg` is a live, exclusive, repr(C) struct
         // of that layout, and the fd is an open userfaultfd.
-        let result = unsafe {
-            libc::ioctl(
-                self.fd.as_raw_fd(),
-                request as libc::Ioctl,
-                arg as *mut T,
-            )
-        };
+        let result =
+            unsafe { libc::ioctl(self.fd.as_raw_fd(), request as libc::Ioctl, arg as *mut T) };
         if result < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -298,7 +293,13 @@ fn device_open(flags: libc::c_int) -> io::Result<OwnedFd> {
         .open("/dev/userfaultfd")?;
     // SAFETY: USERFAULTFD_IOC_NEW takes the flags as its integer argument and returns a
     // new userfaultfd or -1; the device fd is open for the call.
-    let fd = unsafe { libc::ioctl(device.as_raw_fd(), USERFAULTFD_IOC_NEW as libc::Ioctl, flags) };
+    let fd = unsafe {
+        libc::ioctl(
+            device.as_raw_fd(),
+            USERFAULTFD_IOC_NEW as libc::Ioctl,
+            flags,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
