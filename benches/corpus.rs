@@ -8,7 +8,7 @@ mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use zpage::codec::{Class, CodecConfig};
-use zpage::compare::{Comparison, compare, run_scheme};
+use zpage::compare::{Comparison, Scheme, compare, run_scheme};
 use zpage::{Engine, Page, Profile};
 
 fn print_table() {
@@ -25,19 +25,19 @@ fn print_table() {
     for set in common::sets() {
         let f: Comparison = compare(&set.pages, &fast).expect("verified");
         let d: Comparison = compare(&set.pages, &dense).expect("verified");
-        let n = f.input_bytes;
+        let n = f.auto.input_bytes;
         println!(
             "{:<20} {:>7} | {:>7.2} {:>7.2} {:>7.2} {:>7.2} [{:.2}] | {:>8.0} {:>8.0} {:>8.0}",
             set.name,
             f.pages,
-            f.auto.ratio(n),
-            d.auto.ratio(n),
-            f.lz4.ratio(n),
-            f.zstd3.ratio(n),
-            d.oracle.ratio(n),
-            f.auto.compress_mb_s,
-            d.auto.compress_mb_s,
-            f.lz4.compress_mb_s
+            f.auto.ratio(),
+            d.auto.ratio(),
+            f.lz4.ratio(),
+            f.zstd3.ratio(),
+            d.oracle.ratio(),
+            f.auto.compress_mb_s(),
+            d.auto.compress_mb_s(),
+            f.lz4.compress_mb_s()
         );
         if ["postgres", "python-numpy", "redis-mixed", "sqlite"].contains(&set.name.as_str()) {
             totals.push((
@@ -70,15 +70,18 @@ fn throughput(c: &mut Criterion) {
     for (name, profile) in [("auto-fast", Profile::Fast), ("auto-dense", Profile::Dense)] {
         let engine = Engine::new(profile);
         g.bench_function(name, |b| {
-            b.iter(|| run_scheme(&pages, &engine, None, engine.codec()).unwrap().0)
+            b.iter(|| {
+                run_scheme(&pages, Scheme::Engine(&engine))
+                    .unwrap()
+                    .compr_data_size
+            })
         });
     }
-    let engine = Engine::new(Profile::Fast);
     g.bench_function("lz4-all", |b| {
         b.iter(|| {
-            run_scheme(&pages, &engine, Some(Class::General), &CodecConfig::FAST)
+            run_scheme(&pages, Scheme::Fixed(Class::General, CodecConfig::FAST))
                 .unwrap()
-                .0
+                .compr_data_size
         })
     });
     g.finish();

@@ -10,88 +10,137 @@
 use crate::codec::{self, Class, CodecConfig};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
-/// One scheme's result.
-#[derive(Clone, Debug, Default, Serialize)]
+/// One scheme's result: what it stored and how long it took.
+#[derive(Clone, Debug, Default)]
 pub struct SchemeResult {
     pub compr_data_size: u64,
-    pub compress_mb_s: f64,
-    pub decompress_mb_s: f64,
+    pub input_bytes: u64,
+    pub compress_time: Duration,
+    pub decompress_time: Duration,
 }
 
 impl SchemeResult {
-    fn new(bytes: u64, input: u64, enc: Duration, dec: Duration) -> SchemeResult {
-        let mb_s = |d: Duration| input as f64 / 1e6 / d.as_secs_f64().max(1e-9);
-        SchemeResult {
-            compr_data_size: bytes,
-            compress_mb_s: mb_s(enc),
-            decompress_mb_s: mb_s(dec),
-        }
+    pub fn ratio(&self) -> f64 {
+        self.input_bytes as f64 / self.compr_data_size.max(1) as f64
     }
 
-    pub fn ratio(&self, input: u64) -> f64 {
-        input as f64 / self.compr_data_size.max(1) as f64
+    pub fn compress_mb_s(&self) -> f64 {
+        mb_s(self.input_bytes, self.compress_time)
+    }
+
+    pub fn decompress_mb_s(&self) -> f64 {
+        mb_s(self.input_bytes, self.decompress_time)
+    }
+
+    /// Adds another page set's result (sizes and times sum, so rates stay exact).
+    pub fn absorb(&mut self, other: &SchemeResult) {
+        self.compr_data_size += other.compr_data_size;
+        self.input_bytes += other.input_bytes;
+        self.compress_time += other.compress_time;
+        self.decompress_time += other.decompress_time;
     }
 }
 
+/// Megabytes (10^6 bytes) per second.
+pub fn mb_s(bytes: u64, time: Duration) -> f64 {
+    bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9)
+}
+
 /// Results of every scheme on one page set.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Comparison {
     pub pages: u64,
-    pub input_bytes: u64,
     pub auto: SchemeResult,
     pub lz4: SchemeResult,
     pub zstd3: SchemeResult,
     pub oracle: SchemeResult,
 }
 
-/// Encodes every page with one fixed class (or the engine when `class` is None), times
-/// encode and decode separately, verifies, and returns (stored bytes, encode, decode).
-pub fn run_scheme(
-    pages: &[Page],
-    engine: &Engine,
-    class: Option<Class>,
-    config: &CodecConfig,
-) -> Result<(u64, Duration, Duration), String> {
+/// How a scheme encodes each page.
+#[derive(Clone, Copy, Debug)]
+pub enum Scheme<'a> {
+    /// zpage: the engine's classifier picks the class.
+    Engine(&'a Engine),
+    /// One class for every page.
+    Fixed(Class, CodecConfig),
+    /// Every codec per page (zero/same by the exact scan), the smallest kept.
+    Oracle,
+}
+
+const ORACLE_CANDIDATES: [(Class, CodecConfig); 5] = [
+    (Class::General, CodecConfig::FAST),
+    (Class::Dense, CodecConfig::DENSE),
+    (Class::Delta, CodecConfig::FAST),
+    (Class::Delta, CodecConfig::DENSE),
+    (Class::Incompressible, CodecConfig::FAST),
+];
+
+impl Scheme<'_> {
+    /// Encodes `page` into `out`; `spare` is scratch for the oracle's candidates.
+    fn encode(&self, page: &Page, out: &mut Vec<u8>, spare: &mut Vec<u8>) -> Class {
+        match *self {
+            Scheme::Engine(engine) => engine.encode(page, out),
+            Scheme::Fixed(class, ref config) => codec::encode(class, page, config, out),
+            Scheme::Oracle if page.same_filled_word().is_some() => {
+                codec::encode(Class::Same, page, &CodecConfig::FAST, out)
+            }
+            Scheme::Oracle => {
+                let mut best: Option<(usize, Class)> = None;
+                for (class, config) in ORACLE_CANDIDATES {
+                    let stored = codec::encode(class, page, &config, spare);
+                    let size = codec::stored_size(stored, spare.len());
+                    if best.is_none_or(|(smallest, _)| size < smallest) {
+                        best = Some((size, stored));
+                        std::mem::swap(out, spare);
+                    }
+                }
+                best.expect("candidates").1
+            }
+        }
+    }
+}
+
+/// Encodes every page with `scheme`, times encode and decode separately, and verifies
+/// every page.
+pub fn run_scheme(pages: &[Page], scheme: Scheme) -> Result<SchemeResult, String> {
     let mut arena = Vec::with_capacity(pages.len() * 1024);
     let mut spans = Vec::with_capacity(pages.len());
-    let mut out = Vec::with_capacity(PAGE_SIZE + 64);
+    let (mut out, mut spare) = (Vec::with_capacity(PAGE_SIZE + 64), Vec::new());
     let mut bytes = 0u64;
     let start = Instant::now();
     for page in pages {
-        let stored = match class {
-            None => engine.encode(page, &mut out),
-            Some(c) => codec::encode(c, page, config, &mut out),
-        };
+        let stored = scheme.encode(page, &mut out, &mut spare);
         bytes += codec::stored_size(stored, out.len()) as u64;
         spans.push(arena.len()..arena.len() + out.len());
         arena.extend_from_slice(&out);
     }
-    let enc = start.elapsed();
+    let compress_time = start.elapsed();
     let mut back = Page::zeroed();
-    let mut dec = Duration::ZERO;
+    let mut decompress_time = Duration::ZERO;
     for (i, (page, span)) in pages.iter().zip(&spans).enumerate() {
         let start = Instant::now();
         codec::decode(&arena[span.clone()], &mut back).map_err(|e| format!("page {i}: {e}"))?;
-        dec += start.elapsed();
+        decompress_time += start.elapsed();
         if &back != page {
             return Err(format!("page {i}: decoded page differs from the original"));
         }
     }
-    Ok((bytes, enc, dec))
+    Ok(SchemeResult {
+        compr_data_size: bytes,
+        input_bytes: (pages.len() * PAGE_SIZE) as u64,
+        compress_time,
+        decompress_time,
+    })
 }
 
 /// Runs zpage, LZ4-all, zstd-3-all and the oracle on `pages`.
 pub fn compare(pages: &[Page], engine: &Engine) -> Result<Comparison, String> {
-    let input = (pages.len() * PAGE_SIZE) as u64;
-    let (bytes, enc, dec) = run_scheme(pages, engine, None, engine.codec())?;
-    let auto = SchemeResult::new(bytes, input, enc, dec);
+    let auto = run_scheme(pages, Scheme::Engine(engine))?;
     let Baselines { lz4, zstd3, oracle } = baselines(pages)?;
     Ok(Comparison {
         pages: pages.len() as u64,
-        input_bytes: input,
         auto,
         lz4,
         zstd3,
@@ -109,56 +158,9 @@ pub struct Baselines {
 
 /// Runs LZ4-all, zstd-3-all and the oracle on `pages`.
 pub fn baselines(pages: &[Page]) -> Result<Baselines, String> {
-    let input = (pages.len() * PAGE_SIZE) as u64;
-    let engine = Engine::default();
-    let scheme = |class: Class, config: &CodecConfig| -> Result<SchemeResult, String> {
-        let (bytes, enc, dec) = run_scheme(pages, &engine, Some(class), config)?;
-        Ok(SchemeResult::new(bytes, input, enc, dec))
-    };
-    let lz4 = scheme(Class::General, &CodecConfig::FAST)?;
-    let zstd3 = scheme(Class::Dense, &CodecConfig::DENSE)?;
-    // The oracle: every class per page (zero/same by the exact scan), smallest kept.
-    let mut out = Vec::new();
-    let (mut bytes, mut enc) = (0u64, Duration::ZERO);
-    let mut choices = Vec::with_capacity(pages.len());
-    for page in pages {
-        let start = Instant::now();
-        let best = match page.same_filled_word() {
-            Some(_) => (0, Class::Same, CodecConfig::FAST),
-            None => [
-                (Class::General, CodecConfig::FAST),
-                (Class::Dense, CodecConfig::DENSE),
-                (Class::Delta, CodecConfig::FAST),
-                (Class::Delta, CodecConfig::DENSE),
-                (Class::Incompressible, CodecConfig::FAST),
-            ]
-            .into_iter()
-            .map(|(c, cfg)| {
-                let stored = codec::encode(c, page, &cfg, &mut out);
-                (codec::stored_size(stored, out.len()), c, cfg)
-            })
-            .min_by_key(|b| b.0)
-            .expect("candidates"),
-        };
-        enc += start.elapsed();
-        bytes += best.0 as u64;
-        choices.push((best.1, best.2));
-    }
-    // Oracle decode speed: decode each page's chosen form.
-    let stored: Vec<Vec<u8>> = pages
-        .iter()
-        .zip(&choices)
-        .map(|(p, (c, cfg))| {
-            let mut o = Vec::new();
-            codec::encode(*c, p, cfg, &mut o);
-            o
-        })
-        .collect();
-    let mut back = Page::zeroed();
-    let start = Instant::now();
-    for s in &stored {
-        codec::decode(s, &mut back).map_err(|e| e.to_string())?;
-    }
-    let oracle = SchemeResult::new(bytes, input, enc, start.elapsed());
-    Ok(Baselines { lz4, zstd3, oracle })
+    Ok(Baselines {
+        lz4: run_scheme(pages, Scheme::Fixed(Class::General, CodecConfig::FAST))?,
+        zstd3: run_scheme(pages, Scheme::Fixed(Class::Dense, CodecConfig::DENSE))?,
+        oracle: run_scheme(pages, Scheme::Oracle)?,
+    })
 }

@@ -8,9 +8,9 @@
 //! are measured around the store calls only (not around reading inputs or comparing).
 
 use crate::codec::Class;
-use crate::compare;
+use crate::compare::{self, SchemeResult};
 use crate::engine::Engine;
-use crate::page::{PAGE_SIZE, Page};
+use crate::page::Page;
 use crate::pagefile::PageSet;
 use crate::store::{PageStore, Stats};
 use serde::Serialize;
@@ -106,7 +106,7 @@ pub fn simulate(
     let mut class_time = [Duration::ZERO; Class::ALL.len()];
     let (mut compress, mut decompress, mut classify) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut baselines: [(u64, Duration, Duration); 3] = Default::default();
+    let mut baselines: [SchemeResult; 3] = Default::default();
     for set in sets {
         // One thread inserts, so one shard: its metadata blocks fill densely, as a zram
         // device's table does.
@@ -141,10 +141,7 @@ pub fn simulate(
                 .iter_mut()
                 .zip([&found.lz4, &found.zstd3, &found.oracle])
             {
-                let input = (set.pages.len() * PAGE_SIZE) as u64;
-                sum.0 += scheme.compr_data_size;
-                sum.1 += throughput_time(input, scheme.compress_mb_s);
-                sum.2 += throughput_time(input, scheme.decompress_mb_s);
+                sum.absorb(scheme);
             }
         }
         tick(set.pages.len() as u64);
@@ -155,14 +152,14 @@ pub fn simulate(
             orig_data_size: stats.orig_data_size,
             compr_data_size: stats.compr_data_size,
             mem_used_total: stats.mem_used_total,
-            metadata_bytes: stats.metadata_bytes + stats.bookkeeping_bytes,
+            metadata_bytes: stats.metadata_total(),
             ratio: stats.ratio(),
             effective_ratio: stats.effective_ratio(),
         });
-        add_stats(&mut totals, &stats);
+        totals.absorb(&stats);
     }
     let input_bytes = totals.orig_data_size;
-    let mb_s = |d: Duration| input_bytes as f64 / 1e6 / d.as_secs_f64().max(1e-9);
+    let mb_s = |time: Duration| compare::mb_s(input_bytes, time);
     let total_time = compress.as_secs_f64().max(1e-9);
     let classes = Class::ALL
         .iter()
@@ -181,12 +178,12 @@ pub fn simulate(
         .into_iter()
         .zip(baselines)
         .filter(|_| with_baselines)
-        .map(|(name, (bytes, enc, dec))| {
+        .map(|(name, scheme)| {
             let report = BaselineReport {
-                compr_data_size: bytes,
-                ratio: input_bytes as f64 / bytes.max(1) as f64,
-                compress_mb_s: mb_s(enc),
-                decompress_mb_s: mb_s(dec),
+                compr_data_size: scheme.compr_data_size,
+                ratio: scheme.ratio(),
+                compress_mb_s: scheme.compress_mb_s(),
+                decompress_mb_s: scheme.decompress_mb_s(),
             };
             (name, report)
         })
@@ -200,7 +197,7 @@ pub fn simulate(
         orig_data_size: totals.orig_data_size,
         compr_data_size: totals.compr_data_size,
         mem_used_total: totals.mem_used_total,
-        metadata_bytes: totals.metadata_bytes + totals.bookkeeping_bytes,
+        metadata_bytes: totals.metadata_total(),
         page_table_bytes: totals.metadata_bytes,
         same_pages: totals.same_pages,
         huge_pages: totals.huge_pages,
@@ -242,22 +239,4 @@ fn verify(store: &PageStore, set: &PageSet) -> Result<Duration, String> {
         }
     }
     Ok(spent)
-}
-
-fn throughput_time(bytes: u64, mb_s: f64) -> Duration {
-    Duration::from_secs_f64(bytes as f64 / 1e6 / mb_s.max(1e-9))
-}
-
-fn add_stats(total: &mut Stats, stats: &Stats) {
-    total.pages += stats.pages;
-    total.orig_data_size += stats.orig_data_size;
-    total.compr_data_size += stats.compr_data_size;
-    total.mem_used_total += stats.mem_used_total;
-    total.metadata_bytes += stats.metadata_bytes;
-    total.bookkeeping_bytes += stats.bookkeeping_bytes;
-    total.same_pages += stats.same_pages;
-    total.huge_pages += stats.huge_pages;
-    for (name, class) in &stats.classes {
-        total.classes.entry(name).or_default().merge(class);
-    }
 }

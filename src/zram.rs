@@ -225,7 +225,7 @@ impl Drop for ResetOnDrop<'_> {
 }
 
 /// Effective uid 0, from /proc/self/status (no libc call, so no unsafe here).
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status
             .lines()

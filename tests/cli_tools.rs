@@ -7,6 +7,7 @@ use common::{data_dir, zpage};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use zpage::zram::is_root;
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -242,15 +243,6 @@ fn entropy_errors_are_one_line() {
     );
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|ids| ids.split_whitespace().nth(1).map(|id| id == "0"))
-            .unwrap_or(false)
-    })
-}
-
 /// A zram device of our own (hot_add), removed on drop; None where zram is not there or
 /// we are not root.
 struct ScratchZram(String);
@@ -334,4 +326,19 @@ fn zram_side_by_side_and_its_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_reader_that_goes_away_is_not_a_crash() {
+    // `zpage sim | head -1`: the pipe closes before the report is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zpage"))
+        .arg("sim")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
 }

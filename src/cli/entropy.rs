@@ -29,7 +29,7 @@ pub struct EntropyArgs {
     pad: bool,
 }
 
-pub fn run(args: EntropyArgs) -> Result<(), String> {
+pub fn run(args: EntropyArgs) -> Result<String, String> {
     let engine = super::load_engine(args.model.as_ref(), args.profile)?;
     let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
     let total: u64 = sets.iter().map(|s| s.pages.len() as u64).sum();
@@ -39,57 +39,74 @@ pub fn run(args: EntropyArgs) -> Result<(), String> {
     if let Some(path) = &args.plot {
         super::plot::entropy_svg(&report, path)?;
     }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
+    Ok(if args.json {
+        super::json(&report)
     } else {
-        print_report(&report, args.plot.as_ref());
-    }
-    Ok(())
+        print_report(&report, args.plot.as_ref())
+    })
 }
 
-fn print_report(r: &Report, plot: Option<&PathBuf>) {
-    println!(
+fn print_report(r: &Report, plot: Option<&PathBuf>) -> String {
+    let mut out = String::new();
+    outln!(
+        out,
         "order-0 entropy of {} pages ({} bytes), in bits per input byte",
-        r.pages, r.input_bytes
+        r.pages,
+        r.input_bytes
     );
-    println!(
+    outln!(
+        out,
         "  input (before the class transforms): {:.3}",
         r.input_entropy
     );
-    println!(
+    outln!(
+        out,
         "  output (after them):                 {:.3}   ({:+.1}%)",
         r.output_entropy,
         100.0 * (r.output_entropy / r.input_entropy.max(1e-12) - 1.0)
     );
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "{:<16} {:>8} {:>8} {:>8}",
-        "class", "pages", "input", "output"
+        "class",
+        "pages",
+        "input",
+        "output"
     );
     for (name, f) in &r.classes {
-        println!(
+        outln!(
+            out,
             "{name:<16} {:>8} {:>8.3} {:>8.3}",
-            f.pages, f.input_entropy, f.output_entropy
+            f.pages,
+            f.input_entropy,
+            f.output_entropy
         );
     }
     if r.inputs.len() > 1 {
-        println!();
-        println!(
+        outln!(out);
+        outln!(
+            out,
             "{:<28} {:>8} {:>8} {:>8}",
-            "input", "pages", "input", "output"
+            "input",
+            "pages",
+            "input",
+            "output"
         );
         for i in &r.inputs {
-            println!(
+            outln!(
+                out,
                 "{:<28} {:>8} {:>8.3} {:>8.3}",
-                i.name, i.figures.pages, i.figures.input_entropy, i.figures.output_entropy
+                i.name,
+                i.figures.pages,
+                i.figures.input_entropy,
+                i.figures.output_entropy
             );
         }
     }
     if let Some(path) = plot {
-        println!();
-        println!("plot written to {}", path.display());
+        outln!(out);
+        outln!(out, "plot written to {}", path.display());
     }
+    out
 }

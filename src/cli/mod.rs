@@ -5,6 +5,25 @@
 //! and a non-zero exit; nothing here panics on input. With `--json`, stdout carries exactly
 //! one JSON object and stderr stays silent.
 
+/// `writeln!` into a command's output (a `String`, which cannot fail to take it).
+macro_rules! outln {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// `write!` into a command's output.
+macro_rules! out {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = write!($out, $($arg)*);
+    }};
+}
+
 mod entropy;
 mod plot;
 mod progress;
@@ -39,14 +58,34 @@ pub enum Command {
     Train(train::TrainArgs),
 }
 
-/// Runs the parsed command line.
+/// Runs the parsed command line and writes its output.
 pub fn run(cli: Cli) -> Result<(), String> {
-    match cli.command {
+    let output = match cli.command {
         Command::Entropy(args) => entropy::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Train(args) => train::run(args),
         Command::Zram(args) => zram::run(args),
+    }?;
+    emit(&output)
+}
+
+/// Writes a command's output to stdout. A reader that has gone (`zpage sim | head`) ends
+/// the output, not the program with a panic.
+fn emit(output: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing output: {e}")),
+        _ => Ok(()),
     }
+}
+
+/// A report as the one JSON object a `--json` run prints.
+fn json(report: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(report).expect("reports serialise") + "\n"
 }
 
 /// Loads the model a command was given, or the embedded one of its profile.

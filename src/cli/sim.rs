@@ -34,7 +34,7 @@ pub fn shipped_sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
-pub fn run(args: SimArgs) -> Result<(), String> {
+pub fn run(args: SimArgs) -> Result<String, String> {
     let engine = super::load_engine(args.model.as_ref(), args.profile)?;
     let mut paths = args.paths.clone();
     if paths.is_empty() && args.pid.is_none() {
@@ -62,35 +62,33 @@ pub fn run(args: SimArgs) -> Result<(), String> {
     let mut progress = Progress::new(3 * total, "simulating", args.json);
     let profile = match &args.model {
         Some(path) => format!("model {}", path.display()),
-        None => format!("{:?}", args.profile).to_lowercase(),
+        None => args.profile.name().to_string(),
     };
     let report = sim::simulate(&sets, &engine, &profile, true, &mut |n| progress.inc(n))?;
     drop(progress);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
+    Ok(if args.json {
+        super::json(&report)
     } else {
-        print_report(&report);
-    }
-    Ok(())
+        print_report(&report)
+    })
 }
 
 fn mib(bytes: u64) -> String {
     format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
 }
 
-fn print_report(r: &Report) {
-    println!(
+fn print_report(r: &Report) -> String {
+    let mut out = String::new();
+    outln!(
+        out,
         "zpage sim: {} input(s), {} pages ({}), profile {}; verified: every page read back and compared",
         r.inputs.len(),
         r.pages,
         mib(r.orig_data_size),
         r.profile
     );
-    println!();
-    println!("zram-style statistics (mm_stat fields)");
+    outln!(out);
+    outln!(out, "zram-style statistics (mm_stat fields)");
     let rows: [(&str, String); 8] = [
         ("pages", r.pages.to_string()),
         (
@@ -122,17 +120,25 @@ fn print_report(r: &Report) {
         ),
     ];
     for (name, value) in rows {
-        println!("  {name:<20} {value}");
+        outln!(out, "  {name:<20} {value}");
     }
-    println!("  {:<20} {:.3}", "ratio", r.ratio);
-    println!(
+    outln!(out, "  {:<20} {:.3}", "ratio", r.ratio);
+    outln!(
+        out,
         "  {:<20} {:.3}   (orig / (mem_used_total + metadata))",
-        "effective ratio", r.effective_ratio
+        "effective ratio",
+        r.effective_ratio
     );
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "{:<16} {:>8} {:>12} {:>12} {:>8} {:>7}",
-        "class", "pages", "bytes in", "bytes out", "ratio", "time"
+        "class",
+        "pages",
+        "bytes in",
+        "bytes out",
+        "ratio",
+        "time"
     );
     for (name, c) in &r.classes {
         if c.pages == 0 {
@@ -143,7 +149,8 @@ fn print_report(r: &Report) {
         } else {
             format!("{:.2}", c.orig_bytes as f64 / c.stored_bytes as f64)
         };
-        println!(
+        outln!(
+            out,
             "{name:<16} {:>8} {:>12} {:>12} {:>8} {:>6.1}%",
             c.pages,
             c.orig_bytes,
@@ -152,12 +159,17 @@ fn print_report(r: &Report) {
             100.0 * c.time_share
         );
     }
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "{:<16} {:>8} {:>15} {:>17}   (same pages, same run)",
-        "scheme", "ratio", "compress MB/s", "decompress MB/s"
+        "scheme",
+        "ratio",
+        "compress MB/s",
+        "decompress MB/s"
     );
-    println!(
+    outln!(
+        out,
         "{:<16} {:>8.3} {:>15.0} {:>17.0}",
         format!("zpage ({})", r.profile.split(' ').next().unwrap_or("")),
         r.ratio,
@@ -170,27 +182,40 @@ fn print_report(r: &Report) {
             "zstd-3" => "zstd-3, every pg",
             _ => "oracle (best/pg)",
         };
-        println!(
+        outln!(
+            out,
             "{label:<16} {:>8.3} {:>15.0} {:>17.0}",
-            b.ratio, b.compress_mb_s, b.decompress_mb_s
+            b.ratio,
+            b.compress_mb_s,
+            b.decompress_mb_s
         );
     }
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "classify: {:.0} ns/page (features + tree)",
         r.timing.classify_ns_per_page
     );
     if r.inputs.len() > 1 {
-        println!();
-        println!(
+        outln!(out);
+        outln!(
+            out,
             "{:<28} {:>8} {:>8} {:>10}",
-            "input", "pages", "ratio", "eff.ratio"
+            "input",
+            "pages",
+            "ratio",
+            "eff.ratio"
         );
         for input in &r.inputs {
-            println!(
+            outln!(
+                out,
                 "{:<28} {:>8} {:>8.3} {:>10.3}",
-                input.name, input.pages, input.ratio, input.effective_ratio
+                input.name,
+                input.pages,
+                input.ratio,
+                input.effective_ratio
             );
         }
     }
+    out
 }

@@ -40,7 +40,7 @@ pub struct TrainArgs {
     pad: bool,
 }
 
-pub fn run(args: TrainArgs) -> Result<(), String> {
+pub fn run(args: TrainArgs) -> Result<String, String> {
     let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
     let test_sets = pagefile::read_all(&args.test, args.pad).map_err(|e| e.to_string())?;
     let (mut train_pages, mut test_pages) = (Vec::new(), Vec::new());
@@ -96,26 +96,30 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         v["speed_weight"] = oracle.speed_weight.into();
         v["tree_nodes"] = model.nodes.len().into();
         v["tree_depth"] = model.depth().into();
-        println!("{v}");
-        return Ok(());
+        return Ok(format!("{v}\n"));
     }
-    println!(
+    let mut out = String::new();
+    outln!(
+        out,
         "zpage train: profile {}, speed weight {} bytes per LZ4-cost unit",
         args.profile.name(),
         oracle.speed_weight
     );
-    println!(
+    outln!(
+        out,
         "  train pages {}, test pages {}",
         train_pages.len(),
         eval.test_pages
     );
-    println!(
+    outln!(
+        out,
         "  tree: {} nodes, depth {}; classify {:.1} ns/page (features + tree, cache-warm pages)",
         model.nodes.len(),
         model.depth(),
         eval.classify_ns_per_page
     );
-    println!(
+    outln!(
+        out,
         "  accuracy {:.2}%   regret {:.2}% (tree {} B vs oracle {} B; ratio {:.3} vs {:.3})",
         eval.accuracy * 100.0,
         eval.regret * 100.0,
@@ -124,21 +128,24 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         eval.input_bytes as f64 / eval.tree_bytes.max(1) as f64,
         eval.input_bytes as f64 / eval.oracle_bytes.max(1) as f64,
     );
-    println!("  confusion (rows: oracle's class, columns: tree's class)");
-    print!("  {:>15}", "");
+    outln!(
+        out,
+        "  confusion (rows: oracle's class, columns: tree's class)"
+    );
+    out!(out, "  {:>15}", "");
     for c in &eval.classes {
-        print!(" {:>14}", c);
+        out!(out, " {:>14}", c);
     }
-    println!();
+    outln!(out);
     for (row, name) in eval.confusion.iter().zip(&eval.classes) {
-        print!("  {name:>15}");
+        out!(out, "  {name:>15}");
         for v in row {
-            print!(" {v:>14}");
+            out!(out, " {v:>14}");
         }
-        println!();
+        outln!(out);
     }
     if let Some(path) = &args.output {
-        println!("  model written to {}", path.display());
+        outln!(out, "  model written to {}", path.display());
     }
-    Ok(())
+    Ok(out)
 }

@@ -1,11 +1,11 @@
 //! `zpage zram`: the kernel's zram and zpage on the same pages, side by side.
 
 use super::progress::Progress;
+use crate::Engine;
 use crate::model::Profile;
 use crate::pagefile;
 use crate::sim;
 use crate::zram::{Device, KernelRun};
-use crate::{Engine, Page};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -68,23 +68,22 @@ struct ZramReport {
     summary: Summary,
 }
 
-pub fn run(args: ZramArgs) -> Result<(), String> {
+pub fn run(args: ZramArgs) -> Result<String, String> {
     let device = Device::open_free(&args.device).map_err(|e| e.to_string())?;
     let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
     let total: u64 = sets.iter().map(|s| s.pages.len() as u64).sum();
     let mut progress = Progress::new(5 * total, "kernel zram and zpage", args.json);
     let mut inputs = Vec::new();
+    let engines = [Profile::Fast, Profile::Dense].map(|p| (p, Engine::new(p)));
     for set in &sets {
         let kernel = device
             .run(&args.algo, &set.pages)
             .map_err(|e| format!("{}: {e}", set.name))?;
         progress.inc(set.pages.len() as u64);
-        let mut zpage = |profile: Profile| -> Result<ZpageRun, String> {
+        let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {
             let one = std::slice::from_ref(set);
-            let name = format!("{profile:?}").to_lowercase();
-            let report = sim::simulate(one, &Engine::new(profile), &name, false, &mut |n| {
-                progress.inc(n)
-            })?;
+            let report =
+                sim::simulate(one, engine, profile.name(), false, &mut |n| progress.inc(n))?;
             Ok(ZpageRun {
                 ratio: report.ratio,
                 effective_ratio: report.effective_ratio,
@@ -92,7 +91,7 @@ pub fn run(args: ZramArgs) -> Result<(), String> {
                 decompress_mb_s: report.timing.decompress_mb_s,
             })
         };
-        let (fast, dense) = (zpage(Profile::Fast)?, zpage(Profile::Dense)?);
+        let (fast, dense) = (zpage(&engines[0])?, zpage(&engines[1])?);
         inputs.push(InputRun {
             name: set.name.clone(),
             pages: set.pages.len() as u64,
@@ -106,66 +105,62 @@ pub fn run(args: ZramArgs) -> Result<(), String> {
         schema: SCHEMA,
         device: args.device.clone(),
         algorithm: args.algo.clone(),
-        summary: summarise(
-            &inputs,
-            &sets.iter().map(|s| &s.pages[..]).collect::<Vec<_>>(),
-        ),
+        summary: summarise(&inputs),
         inputs,
     };
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
+    Ok(if args.json {
+        super::json(&report)
     } else {
-        print_report(&report);
-    }
-    Ok(())
+        print_report(&report)
+    })
 }
 
-fn summarise(inputs: &[InputRun], pages: &[&[Page]]) -> Summary {
+fn summarise(inputs: &[InputRun]) -> Summary {
     let log_sum: f64 = inputs
         .iter()
         .map(|i| (i.dense.effective_ratio / i.kernel.mem_ratio.max(1e-9)).ln())
         .sum();
     // Aggregate throughput: total bytes over total time, from each input's MB/s.
-    let bytes: Vec<f64> = pages
-        .iter()
-        .map(|p| (p.len() * crate::PAGE_SIZE) as f64)
-        .collect();
-    let aggregate = |mb_s: &dyn Fn(&InputRun) -> f64| {
-        let total: f64 = bytes.iter().sum();
-        let time: f64 = inputs
-            .iter()
-            .zip(&bytes)
-            .map(|(i, b)| b / mb_s(i).max(1e-9))
-            .sum();
+    let aggregate = |mb_s: fn(&InputRun) -> f64| {
+        let bytes = |i: &InputRun| (i.pages * crate::PAGE_SIZE as u64) as f64;
+        let total: f64 = inputs.iter().map(bytes).sum();
+        let time: f64 = inputs.iter().map(|i| bytes(i) / mb_s(i).max(1e-9)).sum();
         total / time.max(1e-12)
     };
     Summary {
         dense_effective_over_kernel_mem: (log_sum / inputs.len().max(1) as f64).exp(),
-        fast_compress_mb_s: aggregate(&|i| i.fast.compress_mb_s),
-        kernel_write_mb_s: aggregate(&|i| i.kernel.write_mb_s),
+        fast_compress_mb_s: aggregate(|i| i.fast.compress_mb_s),
+        kernel_write_mb_s: aggregate(|i| i.kernel.write_mb_s),
     }
 }
 
-fn print_report(r: &ZramReport) {
-    println!(
+fn print_report(r: &ZramReport) -> String {
+    let mut out = String::new();
+    outln!(
+        out,
         "kernel zram (/dev/{}, {}) and zpage on the same pages; both verified by reading back",
-        r.device, r.algorithm
+        r.device,
+        r.algorithm
     );
-    println!(
+    outln!(
+        out,
         "  ratio = orig / compressed data; mem ratio = orig / memory used (zram: mem_used_total; zpage: effective, metadata included)\n  write/read = zram device I/O with O_DIRECT; zpage: PageStore insert (classify + compress + allocate) / read"
     );
     for input in &r.inputs {
-        println!();
-        println!("{} ({} pages)", input.name, input.pages);
-        println!(
+        outln!(out);
+        outln!(out, "{} ({} pages)", input.name, input.pages);
+        outln!(
+            out,
             "  {:<18} {:>7} {:>10} {:>12} {:>12}",
-            "", "ratio", "mem ratio", "write MB/s", "read MB/s"
+            "",
+            "ratio",
+            "mem ratio",
+            "write MB/s",
+            "read MB/s"
         );
         let k = &input.kernel;
-        println!(
+        outln!(
+            out,
             "  {:<18} {:>7.3} {:>10.3} {:>12.0} {:>12.0}",
             format!("zram {}", k.algorithm),
             k.ratio,
@@ -174,19 +169,28 @@ fn print_report(r: &ZramReport) {
             k.read_mb_s
         );
         for (name, z) in [("zpage fast", &input.fast), ("zpage dense", &input.dense)] {
-            println!(
+            outln!(
+                out,
                 "  {name:<18} {:>7.3} {:>10.3} {:>12.0} {:>12.0}",
-                z.ratio, z.effective_ratio, z.compress_mb_s, z.decompress_mb_s
+                z.ratio,
+                z.effective_ratio,
+                z.compress_mb_s,
+                z.decompress_mb_s
             );
         }
     }
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "zpage dense mem ratio / zram mem ratio, geometric mean over inputs: {:.3}x",
         r.summary.dense_effective_over_kernel_mem
     );
-    println!(
+    outln!(
+        out,
         "compress speed, all inputs: zpage fast {:.0} MB/s, zram {} write {:.0} MB/s",
-        r.summary.fast_compress_mb_s, r.algorithm, r.summary.kernel_write_mb_s
+        r.summary.fast_compress_mb_s,
+        r.algorithm,
+        r.summary.kernel_write_mb_s
     );
+    out
 }

@@ -543,8 +543,10 @@ fn decode_as<W: Word>(params: Params, rest: &[u8], out: &mut Page) -> Result<(),
 /// nothing further codes them); otherwise the residual bytes under the chosen parameters
 /// as the entropy coder sees them (shuffled for multi-byte words).
 pub fn transformed_bytes(page: &Page) -> Vec<u8> {
+    let config = CodecConfig::DENSE;
+    let (width, transform, estimate) = choose(page, config.delta_backend);
     let mut stored = Vec::new();
-    encode(page, &CodecConfig::DENSE, &mut stored);
+    encode_with(page, width, transform, estimate, &config, &mut stored);
     let packed = stored
         .get(1)
         .and_then(|&b| Params::from_byte(b))
@@ -552,7 +554,6 @@ pub fn transformed_bytes(page: &Page) -> Vec<u8> {
     if packed {
         return stored.split_off(1);
     }
-    let (width, transform, _) = choose(page, Backend::Zstd);
     fn go<W: Word>(page: &Page, t: Transform) -> Vec<u8> {
         let mut scratch = Page::zeroed();
         let res: &mut [W] = bytemuck::cast_slice_mut(scratch.bytes_mut());

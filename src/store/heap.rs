@@ -102,7 +102,6 @@ pub struct HeapStats {
     pub resident_max: u64,
     pub limit: Option<u64>,
     pub pages_compacted: u64,
-    pub slabs: u64,
     /// The allocator's own bookkeeping (slab table and free lists), on the heap.
     pub bookkeeping: u64,
 }
@@ -187,6 +186,10 @@ impl Heap {
         }
     }
 
+    pub fn pages_compacted(&self) -> u64 {
+        self.pages_compacted
+    }
+
     pub fn stats(&self) -> HeapStats {
         let bookkeeping = self.slabs.capacity() * size_of::<Option<Slab>>()
             + self.unused_ids.capacity() * size_of::<u32>()
@@ -202,7 +205,6 @@ impl Heap {
             resident_max: self.resident_max,
             limit: self.limit,
             pages_compacted: self.pages_compacted,
-            slabs: self.slabs.iter().flatten().count() as u64,
             bookkeeping: bookkeeping as u64,
         }
     }

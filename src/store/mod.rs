@@ -152,10 +152,10 @@ impl StoreBuilder {
                     shard: RwLock::new(Shard {
                         table: Table::new(self.shards.trailing_zeros()),
                         hot: LruCache::unbounded(),
-                        hot_capacity: capacity,
                         hot_dirty: 0,
                         classes: [ClassStats::default(); Class::ALL.len()],
                     }),
+                    hot_capacity: capacity,
                     hits: AtomicU64::new(0),
                     misses: AtomicU64::new(0),
                     failed_reads: AtomicU64::new(0),
@@ -166,7 +166,6 @@ impl StoreBuilder {
             engine: self.engine,
             shards,
             shard_bits: self.shards.trailing_zeros(),
-            hot_enabled: pages > 0,
             heap: RwLock::new(Heap::new(self.mem_limit)),
         }
     }
@@ -176,7 +175,6 @@ struct Shard {
     table: Table,
     /// Decoded copies, most recently used first; the table's `hot` bit mirrors membership.
     hot: LruCache<u64, Box<Page>>,
-    hot_capacity: usize,
     hot_dirty: usize,
     classes: [ClassStats; Class::ALL.len()],
 }
@@ -186,6 +184,8 @@ struct Shard {
 #[repr(align(128))]
 struct ShardSlot {
     shard: RwLock<Shard>,
+    /// Pages the shard's hot tier may hold (fixed at build time, so read without the lock).
+    hot_capacity: usize,
     hits: AtomicU64,
     misses: AtomicU64,
     failed_reads: AtomicU64,
@@ -196,7 +196,6 @@ pub struct PageStore {
     engine: Engine,
     shards: Box<[ShardSlot]>,
     shard_bits: u32,
-    hot_enabled: bool,
     heap: RwLock<Heap>,
 }
 
@@ -217,11 +216,8 @@ impl PageStore {
     /// Stores (or overwrites) page `id`. On error nothing changed.
     pub fn insert(&self, id: u64, page: &Page) -> Result<(), StoreError> {
         let slot = self.slot(id);
-        if self.hot_enabled && page.same_filled_word().is_none() {
-            let mut shard = slot.shard.write();
-            if shard.hot_capacity > 0 {
-                return self.insert_hot(&mut shard, id, page);
-            }
+        if slot.hot_capacity > 0 && page.same_filled_word().is_none() {
+            return self.insert_hot(slot, id, page);
         }
         let mut encoded = SCRATCH.with(Cell::take);
         let class = self.engine.encode(page, &mut encoded);
@@ -260,7 +256,7 @@ impl PageStore {
     /// Copies page `id` into `out`.
     pub fn read_into(&self, id: u64, out: &mut Page) -> Result<(), StoreError> {
         let slot = self.slot(id);
-        let result = if self.hot_enabled {
+        let result = if slot.hot_capacity > 0 {
             self.read_hot(slot, id, out)
         } else {
             let shard = slot.shard.read();
@@ -368,7 +364,7 @@ impl PageStore {
     pub fn compact(&self) -> u64 {
         let before = {
             let mut heap = self.heap.write();
-            let before = heap.stats().pages_compacted;
+            let before = heap.pages_compacted();
             if !heap.begin_compaction() {
                 return 0;
             }
@@ -393,7 +389,7 @@ impl PageStore {
         }
         let mut heap = self.heap.write();
         heap.end_compaction();
-        heap.stats().pages_compacted - before
+        heap.pages_compacted() - before
     }
 
     /// A consistent snapshot of the store's statistics.
@@ -478,8 +474,7 @@ impl PageStore {
         self.decode(id, meta, out)?;
         // Zero and same-filled pages decode faster than a copy: not worth a hot slot.
         if in_allocator(meta.stored)
-            && shard.hot_capacity > 0
-            && let Ok(mut copy) = self.make_room(&mut shard)
+            && let Ok(mut copy) = self.make_room(&mut shard, slot.hot_capacity)
         {
             copy.bytes_mut().copy_from_slice(out.bytes());
             shard.hot.put(id, copy);
@@ -488,11 +483,12 @@ impl PageStore {
         Ok(())
     }
 
-    fn insert_hot(&self, shard: &mut Shard, id: u64, page: &Page) -> Result<(), StoreError> {
+    fn insert_hot(&self, slot: &ShardSlot, id: u64, page: &Page) -> Result<(), StoreError> {
+        let mut shard = slot.shard.write();
         let old = shard.table.get(id);
         let mut copy = match old {
             Some(meta) if meta.hot => shard.hot.pop(&id).expect("hot bit mirrors the LRU"),
-            _ => self.make_room(shard)?,
+            _ => self.make_room(&mut shard, slot.hot_capacity)?,
         };
         copy.bytes_mut().copy_from_slice(page.bytes());
         shard.hot.put(id, copy);
@@ -515,8 +511,8 @@ impl PageStore {
 
     /// Evicts the least recently used hot page if the shard's tier is full, compressing
     /// it first if dirty; returns a page buffer for the caller to fill.
-    fn make_room(&self, shard: &mut Shard) -> Result<Box<Page>, StoreError> {
-        if shard.hot.len() < shard.hot_capacity {
+    fn make_room(&self, shard: &mut Shard, capacity: usize) -> Result<Box<Page>, StoreError> {
+        if shard.hot.len() < capacity {
             return Ok(Page::boxed());
         }
         let (&victim, page) = shard.hot.peek_lru().expect("a full tier has pages");

@@ -80,11 +80,33 @@ impl Stats {
         self.orig_data_size as f64 / self.compr_data_size.max(1) as f64
     }
 
+    /// Memory spent besides the compressed data: the page table and the allocator's
+    /// bookkeeping.
+    pub fn metadata_total(&self) -> u64 {
+        self.metadata_bytes + self.bookkeeping_bytes
+    }
+
     /// `orig_data_size / (mem_used_total + metadata + bookkeeping)`: what the memory
     /// really buys.
     pub fn effective_ratio(&self) -> f64 {
-        let used = self.mem_used_total + self.metadata_bytes + self.bookkeeping_bytes;
+        let used = self.mem_used_total + self.metadata_total();
         self.orig_data_size as f64 / used.max(1) as f64
+    }
+
+    /// Adds another store's sizes and page counts (as for stores side by side); limits,
+    /// maxima and counters of events are not summed.
+    pub fn absorb(&mut self, other: &Stats) {
+        self.pages += other.pages;
+        self.orig_data_size += other.orig_data_size;
+        self.compr_data_size += other.compr_data_size;
+        self.mem_used_total += other.mem_used_total;
+        self.metadata_bytes += other.metadata_bytes;
+        self.bookkeeping_bytes += other.bookkeeping_bytes;
+        self.same_pages += other.same_pages;
+        self.huge_pages += other.huge_pages;
+        for (name, class) in &other.classes {
+            self.classes.entry(name).or_default().merge(class);
+        }
     }
 
     /// Allocator overhead: `mem_used_total / compr_data_size - 1`.
