@@ -18,7 +18,7 @@ pub const NAMES: [&str; COUNT] = [
     "equal_neighbours",
     "delta8_bits",
     "value8_bits",
-    "delta4_bits",
+    "delta4_small",
     "delta2_small",
     "delta1_small",
     "zero_bytes",
@@ -49,116 +49,67 @@ fn zigzag64(v: u64) -> u64 {
     ((v as i64) << 1 ^ ((v as i64) >> 63)) as u64
 }
 
-// The helpers below return lane masks (0x80 in each byte lane, or 0x8000 in each u16
-// lane, that matches) rather than counts: the caller adds masks shifted down to 1 per lane
-// and sums the lanes once per page. Counting per word would need a POPCNT per call, which
-// the portable x86-64 baseline lacks (it becomes ~15 instructions).
-
-const H8: u64 = 0x8080_8080_8080_8080;
-const H16: u64 = 0x8000_8000_8000_8000;
-const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-
-/// 0x80 in each zero byte lane.
-#[inline(always)]
-fn zero_lanes(w: u64) -> u64 {
-    !(((w & LOW7) + LOW7) | w) & H8
-}
-
-/// Lane-wise `y - x` without borrows between lanes whose top bits are `high`.
-#[inline(always)]
-fn lane_sub(y: u64, x: u64, high: u64) -> u64 {
-    ((y | high) - (x & !high)) ^ ((y ^ !x) & high)
-}
-
-/// Lane-wise `x + k` without carries between lanes.
-#[inline(always)]
-fn lane_add(x: u64, k: u64, high: u64) -> u64 {
-    ((x & !high) + k) ^ (x & high)
-}
-
-/// 0x80 in byte lanes 0..7 whose delta to the next byte of the word lies in -8..=7; the
-/// top lane (no next byte) always matches: callers subtract one per word.
-#[inline(always)]
-fn small_byte_delta_lanes(w: u64) -> u64 {
-    let next = (w >> 8) | (w & 0xff00_0000_0000_0000);
-    let d = lane_add(lane_sub(next, w, H8), 0x0808_0808_0808_0808, H8);
-    zero_lanes(d & 0xf0f0_f0f0_f0f0_f0f0)
-}
-
-/// 0x8000 in u16 lanes whose delta to the next u16 lies in -128..=127; the top lane always
-/// matches: callers subtract one per word.
-#[inline(always)]
-fn small_u16_delta_lanes(w: u64) -> u64 {
-    let next = (w >> 16) | (w & 0xffff_0000_0000_0000);
-    let d = lane_add(lane_sub(next, w, H16), 0x0080_0080_0080_0080, H16) & 0xff00_ff00_ff00_ff00;
-    !((((d & 0x7f00_7f00_7f00_7f00) + 0x7f00_7f00_7f00_7f00) | d) & H16) & H16
-}
-
-/// Sum of the eight byte lanes (each at most 255).
-#[inline(always)]
-fn sum_bytes(acc: u64) -> u32 {
-    let pairs = (acc & 0x00ff_00ff_00ff_00ff) + ((acc >> 8) & 0x00ff_00ff_00ff_00ff);
-    sum_u16s(pairs)
-}
-
-/// Sum of the four u16 lanes.
-#[inline(always)]
-fn sum_u16s(acc: u64) -> u32 {
-    (acc.wrapping_mul(0x0001_0001_0001_0001) >> 48) as u32
+/// Counts the neighbouring pairs of `words` whose wrapping difference, offset by `half`,
+/// is below `2 * half` (a delta in `-half..half`). Written over plain slices so the
+/// compiler vectorises it (SSE: a subtract, an add, a compare per 16 bytes).
+macro_rules! small_deltas {
+    ($words:expr, $t:ty, $half:expr) => {{
+        let words: &[$t] = $words;
+        words
+            .iter()
+            .zip(&words[1..])
+            .map(|(&a, &b)| (b.wrapping_sub(a).wrapping_add($half) < 2 * $half) as $t)
+            .fold(0 as $t, |acc, x| acc.wrapping_add(x)) as u32
+    }};
 }
 
 /// Extracts the feature vector of a page.
 pub fn extract(page: &Page) -> Features {
     let words = page.words();
     let (mut zero_w, mut equal, mut d8, mut v8) = (0u32, 0u32, 0u32, 0u32);
-    let (mut d4, mut high16, mut high32) = (0u32, 0u32, 0u32);
-    // Per-lane counters (at most one per sampled word in each lane).
-    let (mut zero_b, mut high_b, mut d1_small, mut d2_small) = (0u64, 0u64, 0u64, 0u64);
+    let (mut high16, mut high32) = (0u32, 0u32);
+    let (mut zero_b, mut high_b) = (0u8, 0u8);
     for line in 0..LINES {
         let run = &words[line_start(line)..line_start(line) + LINE_WORDS];
+        let mut any = 0u64;
         for &w in run {
             zero_w += (w == 0) as u32;
-            v8 += bits(w);
-            zero_b += zero_lanes(w) >> 7;
-            high_b += (w & H8) >> 7;
+            any |= w;
         }
-        // Narrow-width deltas are the costliest features (about 50 operations a word) and
-        // describe pages that are uniform arrays: one line, the middle one, is enough. The
-        // pass stays inside this loop, while the line is in registers: hoisting it after the
-        // loop measured ~10% slower (classify/warm bench).
-        if line == LINES / 2 {
-            for &w in run {
-                d1_small += small_byte_delta_lanes(w) >> 7;
-                d2_small += small_u16_delta_lanes(w) >> 15;
-                // Deltas between the two u32 halves of the word.
-                let d = ((w >> 32) as u32).wrapping_sub(w as u32) as i32;
-                d4 += 32 - ((d << 1) ^ (d >> 31)).leading_zeros();
-            }
+        v8 += bits(any);
+        // Byte counts: at most 64 per line, 192 in all, so u8 lanes never overflow.
+        for &b in bytemuck::cast_slice::<u64, u8>(run) {
+            zero_b += (b == 0) as u8;
+            high_b += b >> 7;
         }
+        let mut deltas = 0u64;
         for pair in run.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             equal += (a == b) as u32;
-            d8 += bits(zigzag64(b.wrapping_sub(a)));
+            deltas |= zigzag64(b.wrapping_sub(a));
             high16 += (a >> 48 == b >> 48) as u32;
             high32 += (a >> 32 == b >> 32) as u32;
         }
+        d8 += bits(deltas);
     }
-    let (zero_b, high_b) = (sum_bytes(zero_b), sum_bytes(high_b));
-    let d1_small = sum_bytes(d1_small) - LINE_WORDS as u32;
-    let d2_small = sum_u16s(d2_small) - LINE_WORDS as u32;
+    // Narrow-width deltas describe pages that are uniform arrays: the middle line is enough.
+    let middle = &words[line_start(LINES / 2)..line_start(LINES / 2) + LINE_WORDS];
+    let d4_small = small_deltas!(bytemuck::cast_slice(middle), u32, 1 << 15);
+    let d2_small = small_deltas!(bytemuck::cast_slice(middle), u16, 128);
+    let d1_small = small_deltas!(bytemuck::cast_slice(middle), u8, 8);
     // Normalise by multiplying with constant reciprocals: a division per feature would
     // cost more than the rest of the tail.
     const WORDS: f32 = 1.0 / (LINES * LINE_WORDS) as f32;
     const PAIRS_F: f32 = 1.0 / PAIRS as f32;
-    const LINE: f32 = 1.0 / LINE_WORDS as f32;
+    const LINE_BYTES: usize = LINE_WORDS * 8;
     [
         zero_w as f32 * WORDS,
         equal as f32 * PAIRS_F,
-        d8 as f32 * (PAIRS_F / 64.0),
-        v8 as f32 * (WORDS / 64.0),
-        d4 as f32 * (LINE / 32.0),
-        d2_small as f32 * (LINE / 3.0),
-        d1_small as f32 * (LINE / 7.0),
+        d8 as f32 * (1.0 / (LINES * 64) as f32),
+        v8 as f32 * (1.0 / (LINES * 64) as f32),
+        d4_small as f32 * (1.0 / (LINE_BYTES / 4 - 1) as f32),
+        d2_small as f32 * (1.0 / (LINE_BYTES / 2 - 1) as f32),
+        d1_small as f32 * (1.0 / (LINE_BYTES - 1) as f32),
         zero_b as f32 * (WORDS / 8.0),
         high_b as f32 * (WORDS / 8.0),
         high16 as f32 * PAIRS_F,
@@ -189,39 +140,32 @@ mod tests {
     }
 
     #[test]
-    fn swar_helpers_match_scalar() {
-        let count = |mask: u64| mask.count_ones();
-        assert_eq!(count(zero_lanes(0)), 8);
-        assert_eq!(count(zero_lanes(u64::MAX)), 0);
-        assert_eq!(count(zero_lanes(0x0100_0000_0000_8000)), 6);
+    fn narrow_delta_features_see_their_width() {
+        let feature = |name: &str, page: &Page| {
+            extract(page)[NAMES.iter().position(|n| *n == name).unwrap()]
+        };
+        let mut bytes_ramp = Page::zeroed();
+        for (i, b) in bytes_ramp.bytes_mut().iter_mut().enumerate() {
+            *b = (i / 3) as u8;
+        }
+        assert_eq!(feature("delta1_small", &bytes_ramp), 1.0);
+        let mut u32_ramp = Page::zeroed();
+        for (i, w) in u32_ramp.words_mut().iter_mut().enumerate() {
+            let v = 0x1234_0000u64 + 1000 * 2 * i as u64;
+            *w = v | (v + 1000) << 32;
+        }
+        assert_eq!(feature("delta4_small", &u32_ramp), 1.0);
+        assert_eq!(feature("delta2_small", &u32_ramp), 0.0);
+        let mut noise = Page::zeroed();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..10_000 {
+        for w in noise.words_mut() {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            for w in [
-                x,
-                x & 0x0f0f_0f0f_0f0f_0f0f,
-                x & 0x0303_0303_0303_0303,
-                x & 0x00ff_00ff_00ff_00ff,
-            ] {
-                let b = w.to_le_bytes();
-                let zeros = b.iter().filter(|&&c| c == 0).count() as u32;
-                assert_eq!(count(zero_lanes(w)), zeros, "{w:#x}");
-                let small1 = b
-                    .windows(2)
-                    .filter(|p| p[1].wrapping_sub(p[0]).wrapping_add(8) < 16)
-                    .count() as u32;
-                assert_eq!(count(small_byte_delta_lanes(w)) - 1, small1, "{w:#x}");
-                let h: Vec<u16> = (0..4).map(|i| (w >> (16 * i)) as u16).collect();
-                let small2 = h
-                    .windows(2)
-                    .filter(|p| p[1].wrapping_sub(p[0]).wrapping_add(128) < 256)
-                    .count() as u32;
-                assert_eq!(count(small_u16_delta_lanes(w)) - 1, small2, "{w:#x}");
-            }
+            *w = x;
         }
-        assert_eq!(sum_bytes(0x2020_2020_2020_2020), 256);
-        assert_eq!(sum_u16s(0x0003_0002_0001_0004), 10);
+        for name in ["delta1_small", "delta2_small", "delta4_small"] {
+            assert!(feature(name, &noise) < 0.2, "{name}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Rng, adversarial_pages, sample_pages};
+use common::{Rng, adversarial_pages, decimal_page, sample_pages};
 use proptest::prelude::*;
 use zpage::codec::{self, Class, CodecConfig};
 use zpage::{Engine, Page, Profile};
@@ -50,6 +50,34 @@ fn sample_pages_round_trip() {
     for (i, page) in sample_pages().iter().enumerate().step_by(3) {
         round_trip(page, &format!("sample page {i}"));
     }
+}
+
+#[test]
+fn decimal_floats_store_as_their_digits() {
+    let mut out = Vec::new();
+    let mut back = Page::zeroed();
+    for (exceptions, limit) in [(0, 600), (64, 600 + 8 * 10)] {
+        let page = decimal_page(exceptions);
+        for config in &CONFIGS {
+            codec::encode(Class::Delta, &page, config, &mut out);
+            // 511 deltas of at most 2 * 0.05 * 200 = 20 steps of 0.005 (6 bits with sign).
+            assert!(out.len() <= limit, "{} bytes ({exceptions}, {config:?})", out.len());
+            assert_eq!(out[1] >> 2 & 3, 3, "the decimal transform was chosen");
+            codec::decode(&out, &mut back).unwrap();
+            assert!(back == page);
+        }
+    }
+    // A corrupt prelude is refused: exponent out of range, positions out of order, truncated.
+    let page = decimal_page(64);
+    codec::encode(Class::Delta, &page, &CodecConfig::DENSE, &mut out);
+    let mut bad = out.clone();
+    bad[2] = 13;
+    assert!(codec::decode(&bad, &mut back).is_err());
+    let mut bad = out.clone();
+    bad.swap(4, 6);
+    bad.swap(5, 7);
+    assert!(codec::decode(&bad, &mut back).is_err());
+    assert!(codec::decode(&out[..20], &mut back).is_err());
 }
 
 /// Pages with structure a codec might mishandle: narrow values at some width and offset,

@@ -198,7 +198,7 @@ fn hot_tier_counts_hits_and_compresses_dirty_pages_on_eviction() {
 #[test]
 fn memory_limit_is_never_exceeded_and_a_refused_insert_changes_nothing() {
     let samples = samples();
-    let limit = 96 * 1024;
+    let limit = 64 * 1024;
     for hot in [0, 4 * PAGE_SIZE] {
         let store = PageStore::builder()
             .shards(2)

@@ -4,22 +4,28 @@
 //! - `Identity`: residual = word − min (frame of reference; small integers),
 //! - `Sub`: residual = zigzag(word − previous word) (counters, timestamps, smooth signals),
 //! - `Xor`: residual = word ^ previous word (floats whose sign/exponent/high mantissa repeat),
+//! - `Decimal` (8-byte words only): each f64 word that is a short decimal becomes its integer
+//!   digits `k` at one exponent per page (see [`super::decimal`]), then `Sub` on the `k`s;
+//!   the words that are not (at most [`MAX_EXCEPTIONS`]) are stored verbatim,
 //!
 //! then stores the residuals either bit-packed at the narrowest width that holds them all
 //! (Base-Delta-Immediate style, with bit rather than byte granularity) or byte-shuffled
 //! (all byte 0s, then all byte 1s, …) through an entropy backend (LZ4 or zstd).
 //!
-//! Stored form: `[tag][params][base: width bytes][body]` where `params` packs
-//! bits 0-1 log2(width), bits 2-3 transform, bits 4-5 backend, bit 6 shuffle, bit 7 zero;
-//! body is `[bits][packed residuals]` for bit-packing or the backend's block otherwise.
+//! Stored form: `[tag][params][decimal prelude][base: width bytes][body]` where `params`
+//! packs bits 0-1 log2(width), bits 2-3 transform, bits 4-5 backend, bit 6 shuffle, bit 7
+//! zero; body is `[bits][packed residuals]` for bit-packing or the backend's block
+//! otherwise. Only `Decimal` has a prelude: `[exponent][n][n positions: u16][n words: u64]`,
+//! positions strictly increasing; an exception's slot holds the previous `k` (residual 0).
 //! Invariants: `Identity` has one residual per word, `Sub`/`Xor` one per word after the
 //! first (the base); every count and length is implied by the width, so any disagreement
 //! in the payload is corruption, reported, never guessed around.
 
+use super::decimal;
 use super::dense::{zstd_append, zstd_exact};
 use super::general::{lz4_append, lz4_exact};
 use super::{Class, CodecConfig, DecodeError};
-use crate::page::{PAGE_SIZE, Page};
+use crate::page::{PAGE_SIZE, PAGE_WORDS, Page};
 use bytemuck::Pod;
 use serde::{Deserialize, Serialize};
 
@@ -39,11 +45,23 @@ pub enum Transform {
     Identity = 0,
     Sub = 1,
     Xor = 2,
+    Decimal = 3,
 }
 
 impl Transform {
-    pub const ALL: [Transform; 3] = [Transform::Identity, Transform::Sub, Transform::Xor];
+    pub const ALL: [Transform; 4] = [
+        Transform::Identity,
+        Transform::Sub,
+        Transform::Xor,
+        Transform::Decimal,
+    ];
+    /// The transforms that apply to words of any width, as they are.
+    const ON_WORDS: [Transform; 3] = [Transform::Identity, Transform::Sub, Transform::Xor];
 }
+
+/// Most words a `Decimal` page stores verbatim: past this the prelude costs more than the
+/// transform gains.
+pub const MAX_EXCEPTIONS: usize = 48;
 
 /// Word widths in bytes, widest first.
 pub const WIDTHS: [usize; 4] = [8, 4, 2, 1];
@@ -76,7 +94,10 @@ impl Params {
         let shuffle = b & 0x40 != 0;
         let width = 1usize << (b & 3);
         // Shuffling one-byte words is meaningless; bit-packed residuals are never shuffled.
-        if b & 0x80 != 0 || (shuffle && (width == 1 || backend == Backend::Bitpack)) {
+        if b & 0x80 != 0
+            || (shuffle && (width == 1 || backend == Backend::Bitpack))
+            || (transform == Transform::Decimal && width != 8)
+        {
             return None;
         }
         Some(Params {
@@ -144,7 +165,7 @@ word!(u64, i64);
 fn residual<W: Word>(t: Transform, prev: W, cur: W) -> W {
     match t {
         Transform::Identity => cur.wsub(prev),
-        Transform::Sub => cur.wsub(prev).zigzag(),
+        Transform::Sub | Transform::Decimal => cur.wsub(prev).zigzag(),
         Transform::Xor => cur.xor(prev),
     }
 }
@@ -159,7 +180,7 @@ fn forward<W: Word>(words: &[W], t: Transform, res: &mut [W]) -> (W, usize) {
             }
             (base, words.len())
         }
-        Transform::Sub | Transform::Xor => {
+        Transform::Sub | Transform::Xor | Transform::Decimal => {
             for (r, pair) in res.iter_mut().zip(words.windows(2)) {
                 *r = residual(t, pair[0], pair[1]);
             }
@@ -176,11 +197,11 @@ fn inverse<W: Word>(base: W, t: Transform, res: &[W], words: &mut [W]) {
                 *w = r.wadd(base);
             }
         }
-        Transform::Sub | Transform::Xor => {
+        Transform::Sub | Transform::Xor | Transform::Decimal => {
             let mut prev = base;
             words[0] = base;
             for (w, &r) in words[1..].iter_mut().zip(res) {
-                prev = if t == Transform::Sub {
+                prev = if t != Transform::Xor {
                     prev.wadd(r.unzigzag())
                 } else {
                     prev.xor(r)
@@ -202,35 +223,106 @@ const SAMPLE_OFFSET: usize = 256;
 const BITS_RUNS: usize = 4;
 const BITS_RUN_BYTES: usize = 32;
 const BITS_OFFSET: usize = 512;
+const MAX_SAMPLE: usize = SAMPLE_RUNS * SAMPLE_RUN_WORDS;
 
-/// Calls `visit` with the residual of every sampled word under (W, t): `runs` runs of
-/// `run_words` consecutive words, spread over the page from `offset` bytes into each
-/// stretch. Returns how many residuals were visited.
-fn for_sampled_residuals<W: Word>(
-    page: &Page,
-    t: Transform,
-    runs: usize,
-    run_words: usize,
-    offset: usize,
-    mut visit: impl FnMut(u64),
-) -> u32 {
-    let width = std::mem::size_of::<W>();
-    let skip = (t != Transform::Identity) as usize;
-    let mut n = 0;
-    for run in 0..runs {
-        let start = run * (PAGE_SIZE / runs) + offset;
-        let words: &[W] = bytemuck::cast_slice(&page.bytes()[start..start + run_words * width]);
-        for i in skip..words.len() {
-            let prev = if skip == 1 {
-                words[i - 1]
-            } else {
-                W::from_u64(0)
-            };
-            visit(residual(t, prev, words[i]).to_u64());
-            n += 1;
+/// Where the estimate for a backend samples words of `width` bytes: (runs, bytes per run,
+/// offset into each stretch).
+type Shape = (usize, usize, usize);
+
+fn sample_shape(backend: Backend, width: usize) -> Shape {
+    if backend == Backend::Zstd {
+        (SAMPLE_RUNS, SAMPLE_RUN_WORDS * width, SAMPLE_OFFSET)
+    } else {
+        (BITS_RUNS, BITS_RUN_BYTES, BITS_OFFSET)
+    }
+}
+
+/// Sampled residuals, widened to u64.
+struct Sample {
+    res: [u64; MAX_SAMPLE],
+    n: usize,
+}
+
+impl Sample {
+    fn new() -> Sample {
+        Sample {
+            res: [0; MAX_SAMPLE],
+            n: 0,
         }
     }
-    n
+
+    fn push(&mut self, r: u64) {
+        self.res[self.n] = r;
+        self.n += 1;
+    }
+
+    fn residuals(&self) -> &[u64] {
+        &self.res[..self.n]
+    }
+}
+
+/// The sampled runs of a page as words of type W: `runs` runs of `run_words` consecutive
+/// words, spread over the page from `offset` bytes into each stretch.
+fn sampled_runs<W: Word>(
+    page: &Page,
+    (runs, run_bytes, offset): Shape,
+) -> impl Iterator<Item = &[W]> {
+    (0..runs).map(move |run| {
+        let start = run * (PAGE_SIZE / runs) + offset;
+        bytemuck::cast_slice(&page.bytes()[start..start + run_bytes])
+    })
+}
+
+/// The residuals of the sampled words under (W, t).
+fn sample_words<W: Word>(page: &Page, t: Transform, backend: Backend) -> Sample {
+    let shape = sample_shape(backend, std::mem::size_of::<W>());
+    let mut sample = Sample::new();
+    for words in sampled_runs::<W>(page, shape) {
+        if t == Transform::Identity {
+            words.iter().for_each(|w| sample.push(w.to_u64()));
+        } else {
+            for pair in words.windows(2) {
+                sample.push(residual(t, pair[0], pair[1]).to_u64());
+            }
+        }
+    }
+    sample
+}
+
+/// The sampled `Decimal` form of a page: its exponent (the most fraction digits a sampled
+/// value needs), the residuals of the sampled `k`s, and how many sampled words are
+/// exceptions; `None` when more than half are (the estimate prices the rest).
+fn sample_decimal(page: &Page, backend: Backend) -> Option<(u8, Sample, usize)> {
+    let shape = sample_shape(backend, 8);
+    let mut e = 0u8;
+    let (mut n, mut exceptions) = (0, 0);
+    for words in sampled_runs::<u64>(page, shape) {
+        for &w in words {
+            n += 1;
+            // Most values need no more digits than the ones before: try that first.
+            if decimal::integer(w, e).is_none() {
+                match decimal::digits(w) {
+                    Some(d) => e = e.max(d),
+                    None => exceptions += 1,
+                }
+            }
+            if exceptions * 2 > n.max(8) {
+                return None;
+            }
+        }
+    }
+    let mut sample = Sample::new();
+    for words in sampled_runs::<u64>(page, shape) {
+        let mut prev = None;
+        for &w in words {
+            let k = decimal::integer(w, e).or(prev);
+            if let (Some(p), Some(k)) = (prev, k) {
+                sample.push(residual(Transform::Decimal, p as u64, k as u64));
+            }
+            prev = k;
+        }
+    }
+    Some((e, sample, exceptions))
 }
 
 /// `c * log2(c)` for every count a sampled plane can reach (fetch once per estimate:
@@ -238,7 +330,7 @@ fn for_sampled_residuals<W: Word>(
 fn clogc_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        (0..=SAMPLE_RUNS * SAMPLE_RUN_WORDS)
+        (0..=MAX_SAMPLE)
             .map(|c| {
                 if c == 0 {
                     0.0
@@ -250,107 +342,185 @@ fn clogc_table() -> &'static [f32] {
     })
 }
 
-/// Estimated bits a page costs under (W, t) for zstd: order-0 entropy of each byte plane of the
-/// sampled residuals (what byte-shuffling plus an entropy coder sees), bias-corrected
-/// (Miller-Madow), and scaled to the page.
-fn estimate<W: Word>(page: &Page, t: Transform) -> u64 {
-    let width = std::mem::size_of::<W>();
+/// Estimated bits the residuals of a page cost for zstd: order-0 entropy of each byte plane
+/// of the sampled residuals (what byte-shuffling plus an entropy coder sees),
+/// bias-corrected (Miller-Madow), and scaled to the page.
+fn entropy_cost(sample: &Sample, width: usize) -> u64 {
     let mut counts = [[0u16; 256]; 8];
     let mut sum = [0f32; 8];
     let mut distinct = [0u32; 8];
     let clogc = clogc_table();
-    let n =
-        for_sampled_residuals::<W>(page, t, SAMPLE_RUNS, SAMPLE_RUN_WORDS, SAMPLE_OFFSET, |r| {
-            for (j, plane) in counts.iter_mut().enumerate().take(width) {
-                let c = &mut plane[(r >> (8 * j)) as u8 as usize];
-                sum[j] += clogc[*c as usize + 1] - clogc[*c as usize];
-                distinct[j] += (*c == 0) as u32;
-                *c += 1;
-            }
-        });
-    let nf = n as f32;
+    for &r in sample.residuals() {
+        for (j, plane) in counts.iter_mut().enumerate().take(width) {
+            let c = &mut plane[(r >> (8 * j)) as u8 as usize];
+            sum[j] += clogc[*c as usize + 1] - clogc[*c as usize];
+            distinct[j] += (*c == 0) as u32;
+            *c += 1;
+        }
+    }
+    let nf = sample.n.max(1) as f32;
     let bits: f32 = (0..width)
         .map(|j| {
-            nf * nf.log2() - sum[j] + (distinct[j] - 1) as f32 / (2.0 * std::f32::consts::LN_2)
+            nf * nf.log2() - sum[j]
+                + distinct[j].saturating_sub(1) as f32 / (2.0 * std::f32::consts::LN_2)
         })
         .sum();
     (bits * (PAGE_SIZE / width) as f32 / nf) as u64
 }
 
-/// Estimated bits a page costs under (W, t) for LZ4: LZ4 gains on byte-shuffled residuals
-/// mostly from their all-zero high bytes, so the count of significant bits (plus one per
-/// residual) models it well, and it costs a few instructions a residual instead of a
-/// histogram update per byte.
-fn estimate_bits<W: Word>(page: &Page, t: Transform) -> u64 {
-    let mut bits = 0u64;
-    let run_words = BITS_RUN_BYTES / std::mem::size_of::<W>();
-    let n = for_sampled_residuals::<W>(page, t, BITS_RUNS, run_words, BITS_OFFSET, |r| {
-        bits += (64 - r.leading_zeros()) as u64 + 1;
-    }) as u64;
-    bits * (PAGE_SIZE / std::mem::size_of::<W>()) as u64 / n
+/// Estimated bits the residuals of a page cost for LZ4: LZ4 gains on byte-shuffled
+/// residuals mostly from their all-zero high bytes, so the count of significant bits (plus
+/// one per residual) models it well, and it costs a few instructions a residual instead of
+/// a histogram update per byte.
+fn bits_cost(sample: &Sample, width: usize) -> u64 {
+    let bits: u64 = sample
+        .residuals()
+        .iter()
+        .map(|r| (64 - r.leading_zeros()) as u64 + 1)
+        .sum();
+    bits * (PAGE_SIZE / width) as u64 / sample.n.max(1) as u64
 }
 
-/// Picks width and transform for the configured backend by a sampled estimate; also
-/// returns the estimate in bytes.
-pub fn choose(page: &Page, backend: Backend) -> (usize, Transform, usize) {
+fn cost(sample: &Sample, width: usize, backend: Backend) -> u64 {
+    if backend == Backend::Zstd {
+        entropy_cost(sample, width)
+    } else {
+        bits_cost(sample, width)
+    }
+}
+
+/// Delta parameters for a page, with the estimated size of its residuals in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub width: usize,
+    pub transform: Transform,
+    /// The decimal exponent (`Decimal` only).
+    pub exponent: u8,
+    pub estimate: usize,
+}
+
+/// Picks width and transform for the configured backend by a sampled estimate. Also
+/// returns the best choice among the transforms on plain words, the fallback when a
+/// `Decimal` page turns out to have too many exceptions.
+pub fn choose(page: &Page, backend: Backend) -> (Choice, Choice) {
     let mut best = (8, Transform::Identity, u64::MAX);
-    for t in Transform::ALL {
-        let costs = if backend == Backend::Zstd {
-            [
-                estimate::<u64>(page, t),
-                estimate::<u32>(page, t),
-                estimate::<u16>(page, t),
-                estimate::<u8>(page, t),
-            ]
-        } else {
-            [
-                estimate_bits::<u64>(page, t),
-                estimate_bits::<u32>(page, t),
-                estimate_bits::<u16>(page, t),
-                estimate_bits::<u8>(page, t),
-            ]
-        };
+    for t in Transform::ON_WORDS {
+        let costs = [
+            cost(&sample_words::<u64>(page, t, backend), 8, backend),
+            cost(&sample_words::<u32>(page, t, backend), 4, backend),
+            cost(&sample_words::<u16>(page, t, backend), 2, backend),
+            cost(&sample_words::<u8>(page, t, backend), 1, backend),
+        ];
         for (width, cost) in WIDTHS.into_iter().zip(costs) {
             if cost < best.2 {
                 best = (width, t, cost);
             }
         }
     }
-    (best.0, best.1, best.2.div_ceil(8) as usize)
+    let on_words = Choice {
+        width: best.0,
+        transform: best.1,
+        exponent: 0,
+        estimate: best.2.div_ceil(8) as usize,
+    };
+    // Pages of integers or pointers cost a few exponent checks here: the sampling gives up
+    // after its first exceptions.
+    let decimal = sample_decimal(page, backend).and_then(|(e, sample, exceptions)| {
+        let body = cost(&sample, 8, backend);
+        let prelude = (exceptions * PAGE_WORDS / sample.n.max(1)) as u64 * 80;
+        (body + prelude < best.2).then(|| Choice {
+            width: 8,
+            transform: Transform::Decimal,
+            exponent: e,
+            estimate: body.div_ceil(8) as usize,
+        })
+    });
+    (decimal.unwrap_or(on_words), on_words)
 }
 
 /// Encodes a page as a delta form with the parameters [`choose`] picks.
 pub fn encode(page: &Page, config: &CodecConfig, out: &mut Vec<u8>) {
-    let (width, transform, estimate) = choose(page, config.delta_backend);
-    encode_with(page, width, transform, estimate, config, out);
-}
-
-/// Encodes with explicit width and transform; `estimate` (bytes) steers bit-packing versus
-/// the backend as in [`encode`].
-pub fn encode_with(
-    page: &Page,
-    width: usize,
-    transform: Transform,
-    estimate: usize,
-    config: &CodecConfig,
-    out: &mut Vec<u8>,
-) {
+    let (choice, on_words) = choose(page, config.delta_backend);
+    if choice.transform == Transform::Decimal
+        && encode_decimal(page, choice.exponent, choice.estimate, config, out)
+    {
+        return;
+    }
+    let Choice {
+        width,
+        transform,
+        estimate,
+        ..
+    } = on_words;
+    let words = page.bytes();
     match width {
-        8 => encode_as::<u64>(page, transform, estimate, config, out),
-        4 => encode_as::<u32>(page, transform, estimate, config, out),
-        2 => encode_as::<u16>(page, transform, estimate, config, out),
-        _ => encode_as::<u8>(page, transform, estimate, config, out),
+        8 => encode_as::<u64>(cast(words), transform, &[], estimate, config, out),
+        4 => encode_as::<u32>(cast(words), transform, &[], estimate, config, out),
+        2 => encode_as::<u16>(cast(words), transform, &[], estimate, config, out),
+        _ => encode_as::<u8>(words, transform, &[], estimate, config, out),
     }
 }
 
-fn encode_as<W: Word>(
+fn cast<W: Word>(bytes: &[u8]) -> &[W] {
+    bytemuck::cast_slice(bytes)
+}
+
+/// The `k`s of a page at exponent `e` and its prelude; `None` past [`MAX_EXCEPTIONS`].
+fn decimal_form(page: &Page, e: u8) -> Option<(Box<Page>, Vec<u8>)> {
+    let mut ks = Page::boxed();
+    let mut positions = Vec::new();
+    let mut verbatim = Vec::new();
+    let mut prev = 0i64;
+    for (i, (&w, k)) in page.words().iter().zip(ks.words_mut()).enumerate() {
+        match decimal::integer(w, e) {
+            Some(v) => prev = v,
+            None if positions.len() == MAX_EXCEPTIONS * 2 => return None,
+            None => {
+                positions.extend_from_slice(&(i as u16).to_le_bytes());
+                verbatim.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        *k = prev as u64;
+    }
+    let mut prelude = vec![e, (positions.len() / 2) as u8];
+    prelude.extend_from_slice(&positions);
+    prelude.extend_from_slice(&verbatim);
+    Some((ks, prelude))
+}
+
+/// Encodes a page in the `Decimal` form; false (and `out` untouched) if it has too many
+/// exceptions.
+fn encode_decimal(
     page: &Page,
+    e: u8,
+    estimate: usize,
+    config: &CodecConfig,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some((ks, prelude)) = decimal_form(page, e) else {
+        return false;
+    };
+    encode_as::<u64>(
+        ks.words(),
+        Transform::Decimal,
+        &prelude,
+        estimate,
+        config,
+        out,
+    );
+    true
+}
+
+/// Encodes `words` (a page's worth) under `transform`, with `prelude` after the params
+/// byte; `estimate` (bytes) steers bit-packing versus the backend.
+fn encode_as<W: Word>(
+    words: &[W],
     transform: Transform,
+    prelude: &[u8],
     estimate: usize,
     config: &CodecConfig,
     out: &mut Vec<u8>,
 ) {
-    let words: &[W] = bytemuck::cast_slice(page.bytes());
     let mut scratch = Page::zeroed();
     let res: &mut [W] = bytemuck::cast_slice_mut(scratch.bytes_mut());
     let (base, n) = forward(words, transform, res);
@@ -375,6 +545,7 @@ fn encode_as<W: Word>(
             }
             .to_byte(),
         );
+        out.extend_from_slice(prelude);
         out.extend_from_slice(&base.to_u64().to_le_bytes()[..W::BITS as usize / 8]);
     };
     let bitpack = |out: &mut Vec<u8>| {
@@ -400,11 +571,12 @@ fn encode_as<W: Word>(
         bytemuck::cast_slice(res)
     };
     header(out, config.delta_backend, shuffle);
+    let head = out.len();
     match config.delta_backend {
         Backend::Zstd => zstd_append(bytes, config.zstd_level, out),
         _ => lz4_append(bytes, out),
     }
-    if out.len() > packed_len + 2 + W::BITS as usize / 8 {
+    if out.len() - head > packed_len {
         bitpack(out);
     }
 }
@@ -475,11 +647,85 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
         .split_first()
         .ok_or(corrupt("missing parameter byte"))?;
     let params = Params::from_byte(params).ok_or(corrupt("invalid parameter byte"))?;
+    let (prelude, rest) = split_prelude(params, rest)?;
     match params.width {
-        8 => decode_as::<u64>(params, rest, out),
-        4 => decode_as::<u32>(params, rest, out),
-        2 => decode_as::<u16>(params, rest, out),
-        _ => decode_as::<u8>(params, rest, out),
+        8 => decode_as::<u64>(params, rest, out)?,
+        4 => decode_as::<u32>(params, rest, out)?,
+        2 => decode_as::<u16>(params, rest, out)?,
+        _ => decode_as::<u8>(params, rest, out)?,
+    }
+    if let Some(prelude) = prelude {
+        prelude.apply(out);
+    }
+    Ok(())
+}
+
+/// A `Decimal` page's prelude, validated.
+struct DecimalPrelude<'a> {
+    exponent: u8,
+    positions: &'a [u8],
+    verbatim: &'a [u8],
+}
+
+impl DecimalPrelude<'_> {
+    /// Turns the decoded `k`s in `out` into their words and puts the exceptions back.
+    fn apply(&self, out: &mut Page) {
+        for w in out.words_mut() {
+            *w = decimal::value(*w as i64, self.exponent);
+        }
+        let positions = self.positions.chunks_exact(2);
+        for (pos, word) in positions.zip(self.verbatim.chunks_exact(8)) {
+            let pos = u16::from_le_bytes([pos[0], pos[1]]) as usize;
+            out.words_mut()[pos] = u64::from_le_bytes(word.try_into().expect("8-byte chunk"));
+        }
+    }
+}
+
+/// Splits the prelude off `rest` when the form has one.
+fn split_prelude(
+    params: Params,
+    rest: &[u8],
+) -> Result<(Option<DecimalPrelude<'_>>, &[u8]), DecodeError> {
+    let corrupt = |reason| DecodeError::corrupt(Class::Delta, reason);
+    if params.transform != Transform::Decimal {
+        return Ok((None, rest));
+    }
+    let [exponent, n, rest @ ..] = rest else {
+        return Err(corrupt("truncated decimal prelude"));
+    };
+    let n = *n as usize;
+    if *exponent > decimal::MAX_EXPONENT {
+        return Err(corrupt("decimal exponent out of range"));
+    }
+    if n > MAX_EXCEPTIONS {
+        return Err(corrupt("too many decimal exceptions"));
+    }
+    if rest.len() < n * 10 {
+        return Err(corrupt("truncated decimal prelude"));
+    }
+    let (positions, rest) = rest.split_at(n * 2);
+    let (verbatim, rest) = rest.split_at(n * 8);
+    let mut next = 0;
+    for pos in positions.chunks_exact(2) {
+        let pos = u16::from_le_bytes([pos[0], pos[1]]) as usize;
+        if pos < next || pos >= PAGE_WORDS {
+            return Err(corrupt("decimal exception positions out of order"));
+        }
+        next = pos + 1;
+    }
+    let prelude = DecimalPrelude {
+        exponent: *exponent,
+        positions,
+        verbatim,
+    };
+    Ok((Some(prelude), rest))
+}
+
+/// Residuals a form stores for words of `width` bytes.
+fn residual_count(transform: Transform, width: usize) -> usize {
+    match transform {
+        Transform::Identity => PAGE_SIZE / width,
+        _ => PAGE_SIZE / width - 1,
     }
 }
 
@@ -493,10 +739,7 @@ fn decode_as<W: Word>(params: Params, rest: &[u8], out: &mut Page) -> Result<(),
     let mut base_bytes = [0u8; 8];
     base_bytes[..width].copy_from_slice(base);
     let base = W::from_u64(u64::from_le_bytes(base_bytes));
-    let n = match params.transform {
-        Transform::Identity => PAGE_SIZE / width,
-        _ => PAGE_SIZE / width - 1,
-    };
+    let n = residual_count(params.transform, width);
     let mut scratch = Page::zeroed();
     let res_bytes = &mut scratch.bytes_mut()[..n * width];
     match params.backend {
@@ -540,40 +783,25 @@ fn decode_as<W: Word>(params: Params, rest: &[u8], out: &mut Page) -> Result<(),
 
 /// The output of the delta transform for entropy analysis: for a page the dense codec
 /// bit-packs, the packed form itself (narrow residuals are the transform's point, and
-/// nothing further codes them); otherwise the residual bytes under the chosen parameters
-/// as the entropy coder sees them (shuffled for multi-byte words).
+/// nothing further codes them); otherwise the form with its backend block expanded: the
+/// residual bytes as the entropy coder sees them (shuffled for multi-byte words), after
+/// the prelude and base.
 pub fn transformed_bytes(page: &Page) -> Vec<u8> {
     let config = CodecConfig::DENSE;
-    let (width, transform, estimate) = choose(page, config.delta_backend);
     let mut stored = Vec::new();
-    encode_with(page, width, transform, estimate, &config, &mut stored);
-    let packed = stored
-        .get(1)
-        .and_then(|&b| Params::from_byte(b))
-        .is_some_and(|p| p.backend == Backend::Bitpack);
-    if packed {
-        return stored.split_off(1);
+    encode(page, &config, &mut stored);
+    let params = Params::from_byte(stored[1]).expect("the encoder writes valid parameters");
+    let mut out = stored.split_off(2);
+    if params.backend == Backend::Bitpack {
+        return out;
     }
-    fn go<W: Word>(page: &Page, t: Transform) -> Vec<u8> {
-        let mut scratch = Page::zeroed();
-        let res: &mut [W] = bytemuck::cast_slice_mut(scratch.bytes_mut());
-        let (base, n) = forward(bytemuck::cast_slice::<u8, W>(page.bytes()), t, res);
-        let width = W::BITS as usize / 8;
-        let mut out = base.to_u64().to_le_bytes()[..width].to_vec();
-        let mut shuffled = Page::zeroed();
-        out.extend_from_slice(shuffle_bytes(
-            bytemuck::cast_slice(&res[..n]),
-            width,
-            shuffled.bytes_mut(),
-        ));
-        out
-    }
-    match width {
-        8 => go::<u64>(page, transform),
-        4 => go::<u32>(page, transform),
-        2 => go::<u16>(page, transform),
-        _ => go::<u8>(page, transform),
-    }
+    let (_, rest) = split_prelude(params, &out).expect("the encoder writes a valid prelude");
+    let body_start = out.len() - rest.len() + params.width;
+    let mut residuals = vec![0; residual_count(params.transform, params.width) * params.width];
+    zstd_exact(&out[body_start..], &mut residuals).expect("the encoder's block decodes");
+    out.truncate(body_start);
+    out.extend_from_slice(&residuals);
+    out
 }
 
 #[cfg(test)]
@@ -592,7 +820,8 @@ mod tests {
                             backend,
                             shuffle,
                         };
-                        let valid = !(shuffle && (width == 1 || backend == Backend::Bitpack));
+                        let valid = !(shuffle && (width == 1 || backend == Backend::Bitpack))
+                            && (transform != Transform::Decimal || width == 8);
                         assert_eq!(Params::from_byte(p.to_byte()), valid.then_some(p));
                     }
                 }

@@ -10,6 +10,7 @@
 //!   reach the configured huge threshold falls back to the incompressible (raw) form, as
 //!   zram does.
 
+pub mod decimal;
 pub mod delta;
 pub mod dense;
 pub mod general;

@@ -49,6 +49,18 @@ fn from_words(f: impl Fn(usize) -> u64) -> Page {
     p
 }
 
+/// A page of short decimals (a slow signal in steps of 0.005), where every
+/// `exception_every`-th word (if non-zero) is a NaN, a -0.0 or 1/3 instead.
+pub fn decimal_page(exception_every: usize) -> Page {
+    from_words(|i| {
+        if exception_every != 0 && i % exception_every == 0 {
+            return [f64::NAN, -0.0, 1.0 / 3.0][i % 3].to_bits();
+        }
+        let k = ((i as f64 * 0.05).sin() * 200.0).round() as i64;
+        (k as f64 / 200.0).to_bits()
+    })
+}
+
 /// Pages built to break codecs: extremes, alternations, NaNs, lone bytes.
 pub fn adversarial_pages() -> Vec<(&'static str, Page)> {
     let mut v = vec![
@@ -90,6 +102,13 @@ pub fn adversarial_pages() -> Vec<(&'static str, Page)> {
             }),
         ),
         ("floats", from_words(|i| (i as f64 * 0.1).sin().to_bits())),
+        ("decimals", decimal_page(0)),
+        ("decimals with NaNs and -0", decimal_page(7)),
+        ("decimals, every other word not", decimal_page(2)),
+        (
+            "decimals at the widest exponent",
+            from_words(|i| (i as f64 * 1e-12 + 0.5).to_bits()),
+        ),
         ("u32 ramp", {
             let mut p = Page::zeroed();
             for (i, w) in bytemuck::cast_slice_mut::<u8, u32>(p.bytes_mut())
