@@ -141,9 +141,8 @@ mod tests {
 
     #[test]
     fn narrow_delta_features_see_their_width() {
-        let feature = |name: &str, page: &Page| {
-            extract(page)[NAMES.iter().position(|n| *n == name).unwrap()]
-        };
+        let feature =
+            |name: &str, page: &Page| extract(page)[NAMES.iter().position(|n| *n == name).unwrap()];
         let mut bytes_ramp = Page::zeroed();
         for (i, b) in bytes_ramp.bytes_mut().iter_mut().enumerate() {
             *b = (i / 3) as u8;

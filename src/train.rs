@@ -9,6 +9,7 @@
 //! directly (not Gini), which is exactly what regret measures. Zero and same-filled pages
 //! are left to the engine's exact scan and carry no tree label.
 
+use crate::codec::delta::Backend;
 use crate::codec::{self, Class, CodecConfig};
 use crate::features::{self, Features};
 use crate::model::{self, Model, Node, Profile, Provenance};
@@ -18,19 +19,29 @@ use std::time::Instant;
 
 const K: usize = Class::ALL.len();
 
-/// Relative compress cost of a stored form (LZ4 on a page = 1), measured with the codec
-/// benches on this machine and rounded; only their ratios matter.
-pub fn relative_cost(class: Class, stored: &[u8]) -> f64 {
-    match class {
+/// Relative compress cost of encoding a page as `requested` (LZ4 on a page = 1), measured
+/// with the codec benches on this machine and rounded; only their ratios matter. A codec
+/// that fell back to the raw form still spent its time: the fallback adds to it.
+pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f64 {
+    const RAW: f64 = 0.1;
+    let attempt = match requested {
         Class::Zero | Class::Same => 0.0,
-        Class::Incompressible => 0.1,
+        Class::Incompressible => return RAW,
         Class::General => 1.0,
         Class::Dense => 2.5,
-        Class::Delta => match stored.get(1).map(|p| (p >> 4) & 3) {
-            Some(0) => 0.6,
-            Some(1) => 1.2,
-            _ => 3.0,
+        Class::Delta => match codec::stored_class(stored) {
+            Ok(Class::Delta) => match stored.get(1).map(|p| (p >> 4) & 3) {
+                Some(0) => 0.6,
+                Some(1) => 1.2,
+                _ => 3.0,
+            },
+            _ if config.delta_backend == Backend::Zstd => 3.0,
+            _ => 1.2,
         },
+    };
+    match codec::stored_class(stored) {
+        Ok(Class::Incompressible) => attempt + RAW,
+        _ => attempt,
     }
 }
 
@@ -107,7 +118,7 @@ impl Oracle {
             let size = codec::stored_size(stored, scratch.len());
             sample.sizes[class.index()] = size as u32;
             sample.costs[class.index()] =
-                size as f64 + self.speed_weight * relative_cost(stored, scratch);
+                size as f64 + self.speed_weight * relative_cost(class, scratch, &self.codec);
         }
         sample
     }

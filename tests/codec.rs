@@ -61,7 +61,11 @@ fn decimal_floats_store_as_their_digits() {
         for config in &CONFIGS {
             codec::encode(Class::Delta, &page, config, &mut out);
             // 511 deltas of at most 2 * 0.05 * 200 = 20 steps of 0.005 (6 bits with sign).
-            assert!(out.len() <= limit, "{} bytes ({exceptions}, {config:?})", out.len());
+            assert!(
+                out.len() <= limit,
+                "{} bytes ({exceptions}, {config:?})",
+                out.len()
+            );
             assert_eq!(out[1] >> 2 & 3, 3, "the decimal transform was chosen");
             codec::decode(&out, &mut back).unwrap();
             assert!(back == page);

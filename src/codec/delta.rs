@@ -115,6 +115,8 @@ trait Word: Pod + Ord {
     fn wsub(self, o: Self) -> Self;
     fn wadd(self, o: Self) -> Self;
     fn xor(self, o: Self) -> Self;
+    fn or(self, o: Self) -> Self;
+    fn leading_zeros(self) -> u32;
     fn zigzag(self) -> Self;
     fn unzigzag(self) -> Self;
     fn to_u64(self) -> u64;
@@ -136,6 +138,14 @@ macro_rules! word {
             #[inline(always)]
             fn xor(self, o: Self) -> Self {
                 self ^ o
+            }
+            #[inline(always)]
+            fn or(self, o: Self) -> Self {
+                self | o
+            }
+            #[inline(always)]
+            fn leading_zeros(self) -> u32 {
+                <$u>::leading_zeros(self)
             }
             #[inline(always)]
             fn zigzag(self) -> Self {
@@ -174,7 +184,10 @@ fn residual<W: Word>(t: Transform, prev: W, cur: W) -> W {
 fn forward<W: Word>(words: &[W], t: Transform, res: &mut [W]) -> (W, usize) {
     match t {
         Transform::Identity => {
-            let base = *words.iter().min().expect("a page has words");
+            // A fold with a plain comparison vectorises (pminu*); `Iterator::min` did not.
+            let base = words[1..]
+                .iter()
+                .fold(words[0], |m, &w| if w < m { w } else { m });
             for (r, &w) in res.iter_mut().zip(words) {
                 *r = w.wsub(base);
             }
@@ -223,46 +236,111 @@ const SAMPLE_OFFSET: usize = 256;
 const BITS_RUNS: usize = 4;
 const BITS_RUN_BYTES: usize = 32;
 const BITS_OFFSET: usize = 512;
-const MAX_SAMPLE: usize = SAMPLE_RUNS * SAMPLE_RUN_WORDS;
-
-/// Where the estimate for a backend samples words of `width` bytes: (runs, bytes per run,
-/// offset into each stretch).
+/// Where an estimate samples: (runs, bytes per run, offset into each stretch).
 type Shape = (usize, usize, usize);
 
-fn sample_shape(backend: Backend, width: usize) -> Shape {
-    if backend == Backend::Zstd {
-        (SAMPLE_RUNS, SAMPLE_RUN_WORDS * width, SAMPLE_OFFSET)
-    } else {
-        (BITS_RUNS, BITS_RUN_BYTES, BITS_OFFSET)
-    }
+/// An estimate of the bits a page's residuals cost, fed one sampled residual at a time.
+trait Estimator {
+    fn new(width: usize) -> Self;
+    fn add(&mut self, r: u64);
+    /// Samples seen.
+    fn count(&self) -> usize;
+    /// Estimated bits for the page's residuals.
+    fn page_bits(&self) -> u64;
+    /// The sampling it is made for.
+    const SHAPE: fn(usize) -> Shape;
 }
 
-/// Sampled residuals, widened to u64.
-struct Sample {
-    res: [u64; MAX_SAMPLE],
+/// For zstd: order-0 entropy of each byte plane of the sampled residuals (what
+/// byte-shuffling plus an entropy coder sees), bias-corrected (Miller-Madow), scaled to
+/// the page.
+struct Entropy {
+    counts: [[u16; 256]; 8],
+    sum: [f32; 8],
+    distinct: [u32; 8],
     n: usize,
+    width: usize,
 }
 
-impl Sample {
-    fn new() -> Sample {
-        Sample {
-            res: [0; MAX_SAMPLE],
+impl Estimator for Entropy {
+    const SHAPE: fn(usize) -> Shape =
+        |width| (SAMPLE_RUNS, SAMPLE_RUN_WORDS * width, SAMPLE_OFFSET);
+
+    fn new(width: usize) -> Self {
+        Entropy {
+            counts: [[0; 256]; 8],
+            sum: [0.0; 8],
+            distinct: [0; 8],
             n: 0,
+            width,
         }
     }
 
-    fn push(&mut self, r: u64) {
-        self.res[self.n] = r;
+    #[inline(always)]
+    fn add(&mut self, r: u64) {
+        let clogc = clogc_table();
+        for (j, plane) in self.counts.iter_mut().enumerate().take(self.width) {
+            let c = &mut plane[(r >> (8 * j)) as u8 as usize];
+            self.sum[j] += clogc[*c as usize + 1] - clogc[*c as usize];
+            self.distinct[j] += (*c == 0) as u32;
+            *c += 1;
+        }
         self.n += 1;
     }
 
-    fn residuals(&self) -> &[u64] {
-        &self.res[..self.n]
+    fn count(&self) -> usize {
+        self.n
+    }
+
+    fn page_bits(&self) -> u64 {
+        let nf = self.n.max(1) as f32;
+        let bits: f32 = (0..self.width)
+            .map(|j| {
+                nf * nf.log2() - self.sum[j]
+                    + self.distinct[j].saturating_sub(1) as f32 / (2.0 * std::f32::consts::LN_2)
+            })
+            .sum();
+        (bits * (PAGE_SIZE / self.width) as f32 / nf) as u64
     }
 }
 
-/// The sampled runs of a page as words of type W: `runs` runs of `run_words` consecutive
-/// words, spread over the page from `offset` bytes into each stretch.
+/// For LZ4: LZ4 gains on byte-shuffled residuals mostly from their all-zero high bytes,
+/// so the count of significant bits (plus one per residual) models it well, and it costs a
+/// few instructions a residual instead of a histogram update per byte.
+struct SignificantBits {
+    bits: u64,
+    n: usize,
+    width: usize,
+}
+
+impl Estimator for SignificantBits {
+    const SHAPE: fn(usize) -> Shape = |_| (BITS_RUNS, BITS_RUN_BYTES, BITS_OFFSET);
+
+    fn new(width: usize) -> Self {
+        SignificantBits {
+            bits: 0,
+            n: 0,
+            width,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, r: u64) {
+        self.bits += (64 - r.leading_zeros()) as u64 + 1;
+        self.n += 1;
+    }
+
+    fn count(&self) -> usize {
+        self.n
+    }
+
+    fn page_bits(&self) -> u64 {
+        self.bits * (PAGE_SIZE / self.width) as u64 / self.n.max(1) as u64
+    }
+}
+
+/// The sampled runs of a page as words of type W: `runs` runs of `run_bytes` bytes,
+/// spread over the page from `offset` bytes into each stretch.
 fn sampled_runs<W: Word>(
     page: &Page,
     (runs, run_bytes, offset): Shape,
@@ -273,27 +351,27 @@ fn sampled_runs<W: Word>(
     })
 }
 
-/// The residuals of the sampled words under (W, t).
-fn sample_words<W: Word>(page: &Page, t: Transform, backend: Backend) -> Sample {
-    let shape = sample_shape(backend, std::mem::size_of::<W>());
-    let mut sample = Sample::new();
-    for words in sampled_runs::<W>(page, shape) {
+/// Estimated bits of a page's residuals under (W, t).
+fn word_cost<W: Word, E: Estimator>(page: &Page, t: Transform) -> u64 {
+    let width = std::mem::size_of::<W>();
+    let mut estimate = E::new(width);
+    for words in sampled_runs::<W>(page, E::SHAPE(width)) {
         if t == Transform::Identity {
-            words.iter().for_each(|w| sample.push(w.to_u64()));
+            words.iter().for_each(|w| estimate.add(w.to_u64()));
         } else {
             for pair in words.windows(2) {
-                sample.push(residual(t, pair[0], pair[1]).to_u64());
+                estimate.add(residual(t, pair[0], pair[1]).to_u64());
             }
         }
     }
-    sample
+    estimate.page_bits()
 }
 
 /// The sampled `Decimal` form of a page: its exponent (the most fraction digits a sampled
-/// value needs), the residuals of the sampled `k`s, and how many sampled words are
-/// exceptions; `None` when more than half are (the estimate prices the rest).
-fn sample_decimal(page: &Page, backend: Backend) -> Option<(u8, Sample, usize)> {
-    let shape = sample_shape(backend, 8);
+/// value needs) and the estimated bits of its residuals and exceptions; `None` when more
+/// than half the sampled words are exceptions.
+fn decimal_cost<E: Estimator>(page: &Page) -> Option<(u8, u64, u64)> {
+    let shape = E::SHAPE(8);
     let mut e = 0u8;
     let (mut n, mut exceptions) = (0, 0);
     for words in sampled_runs::<u64>(page, shape) {
@@ -311,18 +389,19 @@ fn sample_decimal(page: &Page, backend: Backend) -> Option<(u8, Sample, usize)> 
             }
         }
     }
-    let mut sample = Sample::new();
+    let mut estimate = E::new(8);
     for words in sampled_runs::<u64>(page, shape) {
         let mut prev = None;
         for &w in words {
             let k = decimal::integer(w, e).or(prev);
             if let (Some(p), Some(k)) = (prev, k) {
-                sample.push(residual(Transform::Decimal, p as u64, k as u64));
+                estimate.add(residual(Transform::Decimal, p as u64, k as u64));
             }
             prev = k;
         }
     }
-    Some((e, sample, exceptions))
+    let prelude = (exceptions * PAGE_WORDS / n) as u64 * 80;
+    Some((e, estimate.page_bits(), prelude)).filter(|_| estimate.count() > 0)
 }
 
 /// `c * log2(c)` for every count a sampled plane can reach (fetch once per estimate:
@@ -330,7 +409,7 @@ fn sample_decimal(page: &Page, backend: Backend) -> Option<(u8, Sample, usize)> 
 fn clogc_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        (0..=MAX_SAMPLE)
+        (0..=SAMPLE_RUNS * SAMPLE_RUN_WORDS)
             .map(|c| {
                 if c == 0 {
                     0.0
@@ -340,53 +419,6 @@ fn clogc_table() -> &'static [f32] {
             })
             .collect()
     })
-}
-
-/// Estimated bits the residuals of a page cost for zstd: order-0 entropy of each byte plane
-/// of the sampled residuals (what byte-shuffling plus an entropy coder sees),
-/// bias-corrected (Miller-Madow), and scaled to the page.
-fn entropy_cost(sample: &Sample, width: usize) -> u64 {
-    let mut counts = [[0u16; 256]; 8];
-    let mut sum = [0f32; 8];
-    let mut distinct = [0u32; 8];
-    let clogc = clogc_table();
-    for &r in sample.residuals() {
-        for (j, plane) in counts.iter_mut().enumerate().take(width) {
-            let c = &mut plane[(r >> (8 * j)) as u8 as usize];
-            sum[j] += clogc[*c as usize + 1] - clogc[*c as usize];
-            distinct[j] += (*c == 0) as u32;
-            *c += 1;
-        }
-    }
-    let nf = sample.n.max(1) as f32;
-    let bits: f32 = (0..width)
-        .map(|j| {
-            nf * nf.log2() - sum[j]
-                + distinct[j].saturating_sub(1) as f32 / (2.0 * std::f32::consts::LN_2)
-        })
-        .sum();
-    (bits * (PAGE_SIZE / width) as f32 / nf) as u64
-}
-
-/// Estimated bits the residuals of a page cost for LZ4: LZ4 gains on byte-shuffled
-/// residuals mostly from their all-zero high bytes, so the count of significant bits (plus
-/// one per residual) models it well, and it costs a few instructions a residual instead of
-/// a histogram update per byte.
-fn bits_cost(sample: &Sample, width: usize) -> u64 {
-    let bits: u64 = sample
-        .residuals()
-        .iter()
-        .map(|r| (64 - r.leading_zeros()) as u64 + 1)
-        .sum();
-    bits * (PAGE_SIZE / width) as u64 / sample.n.max(1) as u64
-}
-
-fn cost(sample: &Sample, width: usize, backend: Backend) -> u64 {
-    if backend == Backend::Zstd {
-        entropy_cost(sample, width)
-    } else {
-        bits_cost(sample, width)
-    }
 }
 
 /// Delta parameters for a page, with the estimated size of its residuals in bytes.
@@ -403,13 +435,21 @@ pub struct Choice {
 /// returns the best choice among the transforms on plain words, the fallback when a
 /// `Decimal` page turns out to have too many exceptions.
 pub fn choose(page: &Page, backend: Backend) -> (Choice, Choice) {
+    if backend == Backend::Zstd {
+        choose_by::<Entropy>(page)
+    } else {
+        choose_by::<SignificantBits>(page)
+    }
+}
+
+fn choose_by<E: Estimator>(page: &Page) -> (Choice, Choice) {
     let mut best = (8, Transform::Identity, u64::MAX);
     for t in Transform::ON_WORDS {
         let costs = [
-            cost(&sample_words::<u64>(page, t, backend), 8, backend),
-            cost(&sample_words::<u32>(page, t, backend), 4, backend),
-            cost(&sample_words::<u16>(page, t, backend), 2, backend),
-            cost(&sample_words::<u8>(page, t, backend), 1, backend),
+            word_cost::<u64, E>(page, t),
+            word_cost::<u32, E>(page, t),
+            word_cost::<u16, E>(page, t),
+            word_cost::<u8, E>(page, t),
         ];
         for (width, cost) in WIDTHS.into_iter().zip(costs) {
             if cost < best.2 {
@@ -425,9 +465,7 @@ pub fn choose(page: &Page, backend: Backend) -> (Choice, Choice) {
     };
     // Pages of integers or pointers cost a few exponent checks here: the sampling gives up
     // after its first exceptions.
-    let decimal = sample_decimal(page, backend).and_then(|(e, sample, exceptions)| {
-        let body = cost(&sample, 8, backend);
-        let prelude = (exceptions * PAGE_WORDS / sample.n.max(1)) as u64 * 80;
+    let decimal = decimal_cost::<E>(page).and_then(|(e, body, prelude)| {
         (body + prelude < best.2).then(|| Choice {
             width: 8,
             transform: Transform::Decimal,
@@ -525,12 +563,12 @@ fn encode_as<W: Word>(
     let res: &mut [W] = bytemuck::cast_slice_mut(scratch.bytes_mut());
     let (base, n) = forward(words, transform, res);
     let res = &res[..n];
+    // Fold in the word's own width (widening first took four times the vector lanes).
     let bits = W::BITS
         - res
             .iter()
-            .fold(0u64, |acc, r| acc | r.to_u64())
-            .leading_zeros()
-            .saturating_sub(64 - W::BITS);
+            .fold(W::from_u64(0), |acc, &r| acc.or(r))
+            .leading_zeros();
     let packed_len = 1 + (n * bits as usize).div_ceil(8);
 
     let header = |out: &mut Vec<u8>, backend: Backend, shuffle: bool| {
@@ -581,22 +619,98 @@ fn encode_as<W: Word>(
     }
 }
 
-/// Byte-transposes `src` (words of `width` bytes) into `dst`; returns the filled part.
+/// Byte-transposes `src` (words of `width` bytes) into `dst`: every word's byte 0, then
+/// every byte 1, and so on; returns the filled part. Each width has its own loop, written
+/// so that it has no bounds checks and the compiler vectorises it.
 fn shuffle_bytes<'a>(src: &[u8], width: usize, dst: &'a mut [u8]) -> &'a [u8] {
     let n = src.len() / width;
-    for (i, word) in src.chunks_exact(width).enumerate() {
-        for (j, &b) in word.iter().enumerate() {
-            dst[j * n + i] = b;
+    let dst = &mut dst[..n * width];
+    match width {
+        2 => {
+            let (p0, p1) = dst.split_at_mut(n);
+            for ((w, a), b) in src.chunks_exact(2).zip(p0).zip(p1) {
+                (*a, *b) = (w[0], w[1]);
+            }
+        }
+        4 => {
+            let (p01, p23) = dst.split_at_mut(2 * n);
+            let ((p0, p1), (p2, p3)) = (p01.split_at_mut(n), p23.split_at_mut(n));
+            let planes = p0.iter_mut().zip(p1).zip(p2.iter_mut().zip(p3));
+            for (w, ((a, b), (c, d))) in src.chunks_exact(4).zip(planes) {
+                (*a, *b, *c, *d) = (w[0], w[1], w[2], w[3]);
+            }
+        }
+        _ => {
+            // Eight words at a time as an 8x8 byte matrix: 8 loads, 24 mask-and-shift
+            // steps and 8 stores instead of 64 scattered byte stores.
+            for (block, chunk) in src.chunks_exact(64).enumerate() {
+                let mut x: [u64; 8] = bytemuck::pod_read_unaligned(chunk);
+                transpose8x8(&mut x);
+                for (j, plane) in x.iter().enumerate() {
+                    dst[j * n + 8 * block..][..8].copy_from_slice(&plane.to_le_bytes());
+                }
+            }
+            for i in n / 8 * 8..n {
+                for j in 0..8 {
+                    dst[j * n + i] = src[i * 8 + j];
+                }
+            }
         }
     }
-    &dst[..src.len()]
+    dst
 }
 
+/// The inverse of [`shuffle_bytes`].
 fn unshuffle_bytes(src: &[u8], width: usize, dst: &mut [u8]) {
     let n = src.len() / width;
-    for (i, word) in dst.chunks_exact_mut(width).enumerate() {
-        for (j, b) in word.iter_mut().enumerate() {
-            *b = src[j * n + i];
+    match width {
+        2 => {
+            let (p0, p1) = src.split_at(n);
+            for ((w, a), b) in dst.chunks_exact_mut(2).zip(p0).zip(p1) {
+                (w[0], w[1]) = (*a, *b);
+            }
+        }
+        4 => {
+            let (p01, p23) = src.split_at(2 * n);
+            let ((p0, p1), (p2, p3)) = (p01.split_at(n), p23.split_at(n));
+            let planes = p0.iter().zip(p1).zip(p2.iter().zip(p3));
+            for (w, ((a, b), (c, d))) in dst.chunks_exact_mut(4).zip(planes) {
+                (w[0], w[1], w[2], w[3]) = (*a, *b, *c, *d);
+            }
+        }
+        _ => {
+            for (block, chunk) in dst.chunks_exact_mut(64).enumerate() {
+                let mut x = [0u64; 8];
+                for (j, plane) in x.iter_mut().enumerate() {
+                    let at = j * n + 8 * block;
+                    *plane = u64::from_le_bytes(src[at..at + 8].try_into().expect("8 bytes"));
+                }
+                transpose8x8(&mut x);
+                chunk.copy_from_slice(bytemuck::bytes_of(&x));
+            }
+            for i in n / 8 * 8..n {
+                for j in 0..8 {
+                    dst[i * 8 + j] = src[j * n + i];
+                }
+            }
+        }
+    }
+}
+
+/// Transposes the 8x8 byte matrix whose rows are the (little-endian) words of `x`, by
+/// swapping 1-, 2- and 4-byte blocks across the diagonal; it is its own inverse.
+#[inline(always)]
+fn transpose8x8(x: &mut [u64; 8]) {
+    for (step, mask) in [
+        (1, 0x00ff_00ff_00ff_00ffu64),
+        (2, 0x0000_ffff_0000_ffff),
+        (4, 0x0000_0000_ffff_ffff),
+    ] {
+        let shift = 8 * step;
+        for i in (0..8).filter(|i| i & step == 0) {
+            let t = ((x[i] >> shift) ^ x[i + step]) & mask;
+            x[i + step] ^= t;
+            x[i] ^= t << shift;
         }
     }
 }
@@ -829,6 +943,25 @@ mod tests {
         }
         assert_eq!(Params::from_byte(0x80), None);
         assert_eq!(Params::from_byte(0x30), None);
+    }
+
+    #[test]
+    fn shuffle_matches_the_definition_and_inverts() {
+        let src: Vec<u8> = (0..8 * 511).map(|i| (i * 7 + i / 13) as u8).collect();
+        for width in [8, 4, 2] {
+            let src = &src[..src.len() / width * width];
+            let n = src.len() / width;
+            let mut dst = vec![0; src.len()];
+            shuffle_bytes(src, width, &mut dst);
+            for i in 0..n {
+                for j in 0..width {
+                    assert_eq!(dst[j * n + i], src[i * width + j], "width {width}");
+                }
+            }
+            let mut back = vec![0; src.len()];
+            unshuffle_bytes(&dst, width, &mut back);
+            assert_eq!(back, src);
+        }
     }
 
     #[test]
