@@ -734,24 +734,22 @@ fn pack<W: Word>(res: &[W], bits: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&acc.to_le_bytes()[..filled.div_ceil(8) as usize]);
 }
 
-/// Unpacks `res.len()` values of `bits` bits; `src` must be exactly the packed length.
+/// Unpacks `res.len()` values of `bits` bits; `src` must be exactly the packed length
+/// (at most a page). Each value is read from a 16-byte window at its own bit offset, so
+/// the iterations are independent instead of a byte-at-a-time refill chain.
 fn unpack<W: Word>(src: &[u8], bits: u32, res: &mut [W]) {
     let mask = if bits == 64 {
         u64::MAX
     } else {
         (1u64 << bits) - 1
     };
-    let mut acc: u128 = 0;
-    let mut filled = 0u32;
-    let mut bytes = src.iter();
-    for r in res.iter_mut() {
-        while filled < bits {
-            acc |= (*bytes.next().unwrap_or(&0) as u128) << filled;
-            filled += 8;
-        }
-        *r = W::from_u64(acc as u64 & mask);
-        acc >>= bits;
-        filled -= bits;
+    let mut padded = [0u8; PAGE_SIZE + 16];
+    padded[..src.len()].copy_from_slice(src);
+    let bits = bits as usize;
+    for (i, r) in res.iter_mut().enumerate() {
+        let at = i * bits;
+        let window = u128::from_le_bytes(padded[at / 8..at / 8 + 16].try_into().expect("16"));
+        *r = W::from_u64((window >> (at % 8)) as u64 & mask);
     }
 }
 
