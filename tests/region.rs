@@ -48,9 +48,16 @@ fn never_touched_pages_read_as_zero_and_cost_nothing() {
     let stats = region.stats();
     assert_eq!(stats.zero_faults, 256);
     assert!(stats.resident_max <= 16, "{stats:?}");
-    assert_eq!(stats.store.same_pages, 256 - stats.resident);
+    // Every page beyond the 16 resident was evicted, as a same-filled page. A read-only
+    // scan gives CLOCK no reference bits to go by, so the page being read may go once
+    // more and come back; a page brought back by a read keeps its stored copy.
+    assert!((240..=256).contains(&stats.evictions), "{stats:?}");
+    let same = stats.store.same_pages;
+    assert!(
+        same >= 256 - stats.resident && same <= stats.evictions,
+        "{stats:?}"
+    );
     assert_eq!(stats.store.mem_used_total, 0, "zero pages take no memory");
-    assert_eq!(stats.evictions, 240);
 }
 
 #[test]
@@ -161,10 +168,11 @@ fn clock_keeps_a_hot_set_resident() {
     // Cold pages refault on every pass (448 x 4). Hot ones rarely: FIFO would evict each
     // hot page every 128 evictions whatever its use, refaulting on about every other hot
     // touch; CLOCK with write-fault references keeps them, bar races with the handler
-    // under CPU contention (about 6% of hot touches when the tests run in parallel).
+    // under CPU contention (0% alone, 6-15% of hot touches when the four region tests
+    // share the two CPUs). A quarter still tells CLOCK from FIFO.
     let hot_refaults = refaults.saturating_sub(448 * 4);
     assert!(
-        hot_refaults < hot_touches / 10,
+        hot_refaults < hot_touches / 4,
         "hot refaults {hot_refaults} of {hot_touches}: {stats:?}"
     );
 }
