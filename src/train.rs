@@ -9,7 +9,7 @@
 //! directly (not Gini), which is exactly what regret measures. Zero and same-filled pages
 //! are left to the engine's exact scan and carry no tree label.
 
-use crate::codec::delta::Backend;
+use crate::codec::delta::{self, Backend};
 use crate::codec::{self, Class, CodecConfig};
 use crate::features::{self, Features};
 use crate::model::{self, Model, Node, Profile, Provenance};
@@ -24,23 +24,25 @@ const K: usize = Class::ALL.len();
 /// that fell back to the raw form still spent its time: the fallback adds to it.
 pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f64 {
     const RAW: f64 = 0.1;
+    let stored_class = codec::stored_class(stored).ok();
     let attempt = match requested {
         Class::Zero | Class::Same => 0.0,
         Class::Incompressible => return RAW,
         Class::General => 1.0,
         Class::Dense => 2.5,
-        Class::Delta => match codec::stored_class(stored) {
-            Ok(Class::Delta) => match stored.get(1).map(|p| (p >> 4) & 3) {
-                Some(0) => 0.6,
-                Some(1) => 1.2,
-                _ => 3.0,
-            },
-            _ if config.delta_backend == Backend::Zstd => 3.0,
-            _ => 1.2,
+        // A delta page that fell back to raw tried the configured backend.
+        Class::Delta => match stored_class
+            .filter(|&c| c == Class::Delta)
+            .and_then(|_| delta::backend_of(&stored[1..]))
+            .unwrap_or(config.delta_backend)
+        {
+            Backend::Bitpack => 0.6,
+            Backend::Lz4 => 1.2,
+            Backend::Zstd => 3.0,
         },
     };
-    match codec::stored_class(stored) {
-        Ok(Class::Incompressible) => attempt + RAW,
+    match stored_class {
+        Some(Class::Incompressible) => attempt + RAW,
         _ => attempt,
     }
 }

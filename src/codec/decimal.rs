@@ -31,14 +31,17 @@ pub fn value(k: i64, e: u8) -> u64 {
     (k as f64 / POW10[e as usize]).to_bits()
 }
 
+/// Whether `word` can be a short decimal at all: +0, or a magnitude in range (this
+/// refuses NaN, ±∞, −0 and subnormals, such as small integers stored as i64).
+#[inline(always)]
+fn candidate(word: u64) -> bool {
+    word == 0 || (MIN_BIASED..MAX_BIASED).contains(&((word >> 52) & 0x7ff))
+}
+
 /// `k` with `value(k, e) == word`, if there is one.
 #[inline(always)]
 pub fn integer(word: u64, e: u8) -> Option<i64> {
-    if word == 0 {
-        return Some(0);
-    }
-    let biased = (word >> 52) & 0x7ff;
-    if !(MIN_BIASED..MAX_BIASED).contains(&biased) {
+    if !candidate(word) {
         return None;
     }
     let k = (f64::from_bits(word) * POW10[e as usize]).round_ties_even() as i64;
@@ -48,11 +51,7 @@ pub fn integer(word: u64, e: u8) -> Option<i64> {
 /// The fewest fraction digits that represent `word` exactly, if at most [`MAX_EXPONENT`].
 #[inline]
 pub fn digits(word: u64) -> Option<u8> {
-    if word == 0 {
-        return Some(0);
-    }
-    let biased = (word >> 52) & 0x7ff;
-    if !(MIN_BIASED..MAX_BIASED).contains(&biased) {
+    if !candidate(word) {
         return None;
     }
     (0..=MAX_EXPONENT).find(|&e| integer(word, e).is_some())

@@ -247,14 +247,15 @@ trait Estimator {
     fn count(&self) -> usize;
     /// Estimated bits for the page's residuals.
     fn page_bits(&self) -> u64;
-    /// The sampling it is made for.
-    const SHAPE: fn(usize) -> Shape;
+    /// The sampling it is made for, for words of `width` bytes.
+    fn shape(width: usize) -> Shape;
 }
 
 /// For zstd: order-0 entropy of each byte plane of the sampled residuals (what
 /// byte-shuffling plus an entropy coder sees), bias-corrected (Miller-Madow), scaled to
 /// the page.
 struct Entropy {
+    clogc: &'static [f32],
     counts: [[u16; 256]; 8],
     sum: [f32; 8],
     distinct: [u32; 8],
@@ -263,11 +264,13 @@ struct Entropy {
 }
 
 impl Estimator for Entropy {
-    const SHAPE: fn(usize) -> Shape =
-        |width| (SAMPLE_RUNS, SAMPLE_RUN_WORDS * width, SAMPLE_OFFSET);
+    fn shape(width: usize) -> Shape {
+        (SAMPLE_RUNS, SAMPLE_RUN_WORDS * width, SAMPLE_OFFSET)
+    }
 
     fn new(width: usize) -> Self {
         Entropy {
+            clogc: clogc_table(),
             counts: [[0; 256]; 8],
             sum: [0.0; 8],
             distinct: [0; 8],
@@ -278,10 +281,9 @@ impl Estimator for Entropy {
 
     #[inline(always)]
     fn add(&mut self, r: u64) {
-        let clogc = clogc_table();
         for (j, plane) in self.counts.iter_mut().enumerate().take(self.width) {
             let c = &mut plane[(r >> (8 * j)) as u8 as usize];
-            self.sum[j] += clogc[*c as usize + 1] - clogc[*c as usize];
+            self.sum[j] += self.clogc[*c as usize + 1] - self.clogc[*c as usize];
             self.distinct[j] += (*c == 0) as u32;
             *c += 1;
         }
@@ -314,7 +316,9 @@ struct SignificantBits {
 }
 
 impl Estimator for SignificantBits {
-    const SHAPE: fn(usize) -> Shape = |_| (BITS_RUNS, BITS_RUN_BYTES, BITS_OFFSET);
+    fn shape(_width: usize) -> Shape {
+        (BITS_RUNS, BITS_RUN_BYTES, BITS_OFFSET)
+    }
 
     fn new(width: usize) -> Self {
         SignificantBits {
@@ -355,7 +359,7 @@ fn sampled_runs<W: Word>(
 fn word_cost<W: Word, E: Estimator>(page: &Page, t: Transform) -> u64 {
     let width = std::mem::size_of::<W>();
     let mut estimate = E::new(width);
-    for words in sampled_runs::<W>(page, E::SHAPE(width)) {
+    for words in sampled_runs::<W>(page, E::shape(width)) {
         if t == Transform::Identity {
             words.iter().for_each(|w| estimate.add(w.to_u64()));
         } else {
@@ -371,7 +375,7 @@ fn word_cost<W: Word, E: Estimator>(page: &Page, t: Transform) -> u64 {
 /// value needs) and the estimated bits of its residuals and exceptions; `None` when more
 /// than half the sampled words are exceptions.
 fn decimal_cost<E: Estimator>(page: &Page) -> Option<(u8, u64, u64)> {
-    let shape = E::SHAPE(8);
+    let shape = E::shape(8);
     let mut e = 0u8;
     let (mut n, mut exceptions) = (0, 0);
     for words in sampled_runs::<u64>(page, shape) {
@@ -404,8 +408,8 @@ fn decimal_cost<E: Estimator>(page: &Page) -> Option<(u8, u64, u64)> {
     Some((e, estimate.page_bits(), prelude)).filter(|_| estimate.count() > 0)
 }
 
-/// `c * log2(c)` for every count a sampled plane can reach (fetch once per estimate:
-/// it is read twice per sampled residual byte).
+/// `c * log2(c)` for every count a sampled plane can reach ([`Entropy`] fetches it once
+/// per estimate: it is read twice per sampled residual byte).
 fn clogc_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
@@ -503,31 +507,11 @@ fn cast<W: Word>(bytes: &[u8]) -> &[W] {
     bytemuck::cast_slice(bytes)
 }
 
-/// The `k`s of a page at exponent `e` and its prelude; `None` past [`MAX_EXCEPTIONS`].
-fn decimal_form(page: &Page, e: u8) -> Option<(Box<Page>, Vec<u8>)> {
-    let mut ks = Page::boxed();
-    let mut positions = Vec::new();
-    let mut verbatim = Vec::new();
-    let mut prev = 0i64;
-    for (i, (&w, k)) in page.words().iter().zip(ks.words_mut()).enumerate() {
-        match decimal::integer(w, e) {
-            Some(v) => prev = v,
-            None if positions.len() == MAX_EXCEPTIONS * 2 => return None,
-            None => {
-                positions.extend_from_slice(&(i as u16).to_le_bytes());
-                verbatim.extend_from_slice(&w.to_le_bytes());
-            }
-        }
-        *k = prev as u64;
-    }
-    let mut prelude = vec![e, (positions.len() / 2) as u8];
-    prelude.extend_from_slice(&positions);
-    prelude.extend_from_slice(&verbatim);
-    Some((ks, prelude))
-}
+/// Bytes of the largest `Decimal` prelude: exponent, count, positions and words.
+const MAX_PRELUDE: usize = 2 + MAX_EXCEPTIONS * 10;
 
-/// Encodes a page in the `Decimal` form; false (and `out` untouched) if it has too many
-/// exceptions.
+/// Encodes a page in the `Decimal` form at exponent `e`; false (and `out` untouched) if it
+/// has more than [`MAX_EXCEPTIONS`] words that are not decimals at `e`.
 fn encode_decimal(
     page: &Page,
     e: u8,
@@ -535,13 +519,33 @@ fn encode_decimal(
     config: &CodecConfig,
     out: &mut Vec<u8>,
 ) -> bool {
-    let Some((ks, prelude)) = decimal_form(page, e) else {
-        return false;
-    };
+    let mut ks = Page::zeroed();
+    let mut exceptions = [(0u16, 0u64); MAX_EXCEPTIONS];
+    let mut n = 0;
+    let mut prev = 0i64;
+    for (i, (&w, k)) in page.words().iter().zip(ks.words_mut()).enumerate() {
+        match decimal::integer(w, e) {
+            Some(v) => prev = v,
+            None if n == MAX_EXCEPTIONS => return false,
+            None => {
+                exceptions[n] = (i as u16, w);
+                n += 1;
+            }
+        }
+        *k = prev as u64;
+    }
+    let mut prelude = [0u8; MAX_PRELUDE];
+    prelude[..2].copy_from_slice(&[e, n as u8]);
+    let (positions, verbatim) = prelude[2..2 + n * 10].split_at_mut(n * 2);
+    for (j, &(pos, word)) in exceptions[..n].iter().enumerate() {
+        positions[2 * j..2 * j + 2].copy_from_slice(&pos.to_le_bytes());
+        verbatim[8 * j..8 * j + 8].copy_from_slice(&word.to_le_bytes());
+    }
+    let prelude = &prelude[..2 + n * 10];
     encode_as::<u64>(
         ks.words(),
         Transform::Decimal,
-        &prelude,
+        prelude,
         estimate,
         config,
         out,
@@ -770,6 +774,14 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
         prelude.apply(out);
     }
     Ok(())
+}
+
+/// The backend a stored delta payload (after the tag) uses, if its parameter byte is valid.
+pub fn backend_of(payload: &[u8]) -> Option<Backend> {
+    payload
+        .first()
+        .and_then(|&b| Params::from_byte(b))
+        .map(|p| p.backend)
 }
 
 /// A `Decimal` page's prelude, validated.

@@ -69,10 +69,14 @@ pub enum RegionError {
     Empty,
 }
 
-/// Fault and eviction counters, and the store's statistics.
+/// Fault and eviction counters, and the store's statistics. Each is read on its own while
+/// the handler may be working, so they agree exactly only once it is idle. After serving
+/// a fault the handler evicts ahead, off the faulting thread's path, until a slot is free:
+/// an idle region holds at most `resident_pages - 1` pages.
 #[derive(Clone, Debug)]
 pub struct RegionStats {
     pub pages: u64,
+    /// Pages in RAM now (published after every fault and eviction).
     pub resident: u64,
     pub resident_max: u64,
     /// First touches served with a zero page.
@@ -364,13 +368,20 @@ impl Handler {
             self.count(|c| &c.zero_faults);
             self.scratch.bytes_mut().fill(0);
         }
-        self.map(address, write);
         self.state[index] = if write {
             RESIDENT | REFERENCED
         } else {
             RESIDENT | PROTECTED | (state & STORED)
         };
         self.clock.push_back(index as u32);
+        // Published before the mapping wakes the faulting thread, so what it reads next
+        // already counts its page.
+        self.publish_resident();
+        self.map(address, write);
+    }
+
+    /// Publishes the resident count; called wherever the clock gains or loses a page.
+    fn publish_resident(&self) {
         let resident = self.clock.len() as u64;
         let c = &self.shared.counters;
         c.resident.store(resident, Ordering::Relaxed);
@@ -424,6 +435,7 @@ impl Handler {
             check(unsafe { self.pages.discard(index) }, "discard");
             self.state[index] = STORED;
             self.count(|c| &c.evictions);
+            self.publish_resident();
             self.evictions_since_check += 1;
             if self.evictions_since_check >= COMPACT_CHECK_EVICTIONS {
                 self.evictions_since_check = 0;

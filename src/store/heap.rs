@@ -235,7 +235,7 @@ impl Heap {
         let mut any = false;
         for slab in self.slabs.iter_mut().flatten() {
             // Memory populated ahead of the head's high-water mark is not garbage.
-            let garbage = slab.high_water.div_ceil(PAGE_SIZE) * PAGE_SIZE - slab.live;
+            let garbage = slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
             if garbage >= PAGE_SIZE {
                 slab.evacuating = true;
                 any = true;
@@ -344,7 +344,7 @@ impl Heap {
     /// elsewhere), populating ahead when the limit allows; returns the slab's new populated
     /// length.
     fn grow(&mut self, end: usize, populated: usize, extra: usize) -> Result<usize, AllocError> {
-        let needed = (end.div_ceil(PAGE_SIZE) * PAGE_SIZE).max(populated);
+        let needed = end.next_multiple_of(PAGE_SIZE).max(populated);
         if needed == populated && extra == 0 {
             return Ok(populated);
         }
