@@ -281,9 +281,12 @@ fn zram_side_by_side_and_its_errors() {
         &sample("sqlite.pages"),
         "--device",
         &device.0,
+        "--runs",
+        "2",
         "--json",
     ]);
     assert_eq!(v["schema"], "zpage-zram/1");
+    assert_eq!(v["runs"], 2);
     for input in v["inputs"].as_array().unwrap() {
         let kernel = &input["kernel"];
         assert_eq!(kernel["verified"], true);

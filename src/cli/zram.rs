@@ -30,6 +30,10 @@ pub struct ZramArgs {
     /// Zero-fill a partial last page instead of refusing the file.
     #[arg(long)]
     pad: bool,
+    /// Runs per input, kernel and zpage interleaved; each speed is the best run's. One run
+    /// on a shared machine is at the mercy of whatever else it does at that moment.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    runs: u32,
 }
 
 /// zpage's figures for one input under one profile.
@@ -64,6 +68,7 @@ struct ZramReport {
     schema: &'static str,
     device: String,
     algorithm: String,
+    runs: u32,
     inputs: Vec<InputRun>,
     summary: Summary,
 }
@@ -72,39 +77,53 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
     let device = Device::open_free(&args.device).map_err(|e| e.to_string())?;
     let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
     let total: u64 = sets.iter().map(|s| s.pages.len() as u64).sum();
-    let mut progress = Progress::new(5 * total, "kernel zram and zpage", args.json);
+    // Per run and input: the kernel's write and read, then each profile's store, verify
+    // and (skipped) baseline phases.
+    let mut progress = Progress::new(
+        7 * total * u64::from(args.runs),
+        "kernel zram and zpage",
+        args.json,
+    );
     let mut inputs = Vec::new();
     let engines = [Profile::Fast, Profile::Dense].map(|p| (p, Engine::new(p)));
     for set in &sets {
-        let kernel = device
-            .run(&args.algo, &set.pages)
-            .map_err(|e| format!("{}: {e}", set.name))?;
-        progress.inc(set.pages.len() as u64);
-        let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {
-            let one = std::slice::from_ref(set);
-            let report =
-                sim::simulate(one, engine, profile.name(), false, &mut |n| progress.inc(n))?;
-            Ok(ZpageRun {
-                ratio: report.ratio,
-                effective_ratio: report.effective_ratio,
-                compress_mb_s: report.timing.compress_mb_s,
-                decompress_mb_s: report.timing.decompress_mb_s,
-            })
-        };
-        let (fast, dense) = (zpage(&engines[0])?, zpage(&engines[1])?);
-        inputs.push(InputRun {
-            name: set.name.clone(),
-            pages: set.pages.len() as u64,
-            kernel,
-            fast,
-            dense,
-        });
+        let mut best: Option<InputRun> = None;
+        for _ in 0..args.runs {
+            let kernel = device
+                .run(&args.algo, &set.pages)
+                .map_err(|e| format!("{}: {e}", set.name))?;
+            progress.inc(set.pages.len() as u64);
+            let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {
+                let one = std::slice::from_ref(set);
+                let report =
+                    sim::simulate(one, engine, profile.name(), false, &mut |n| progress.inc(n))?;
+                Ok(ZpageRun {
+                    ratio: report.ratio,
+                    effective_ratio: report.effective_ratio,
+                    compress_mb_s: report.timing.compress_mb_s,
+                    decompress_mb_s: report.timing.decompress_mb_s,
+                })
+            };
+            let run = InputRun {
+                name: set.name.clone(),
+                pages: set.pages.len() as u64,
+                kernel,
+                fast: zpage(&engines[0])?,
+                dense: zpage(&engines[1])?,
+            };
+            best = Some(match best {
+                None => run,
+                Some(best) => best.fastest(run),
+            });
+        }
+        inputs.extend(best);
     }
     drop(progress);
     let report = ZramReport {
         schema: SCHEMA,
         device: args.device.clone(),
         algorithm: args.algo.clone(),
+        runs: args.runs,
         summary: summarise(&inputs),
         inputs,
     };
@@ -113,6 +132,21 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
     } else {
         print_report(&report)
     })
+}
+
+impl InputRun {
+    /// Each speed the best of the two runs; the ratios are the same in every run (the
+    /// stores are deterministic, and zram's are taken from the first).
+    fn fastest(mut self, other: InputRun) -> InputRun {
+        let k = &mut self.kernel;
+        k.write_mb_s = k.write_mb_s.max(other.kernel.write_mb_s);
+        k.read_mb_s = k.read_mb_s.max(other.kernel.read_mb_s);
+        for (mine, theirs) in [(&mut self.fast, other.fast), (&mut self.dense, other.dense)] {
+            mine.compress_mb_s = mine.compress_mb_s.max(theirs.compress_mb_s);
+            mine.decompress_mb_s = mine.decompress_mb_s.max(theirs.decompress_mb_s);
+        }
+        self
+    }
 }
 
 fn summarise(inputs: &[InputRun]) -> Summary {
@@ -141,6 +175,11 @@ fn print_report(r: &ZramReport) -> String {
         "kernel zram (/dev/{}, {}) and zpage on the same pages; both verified by reading back",
         r.device,
         r.algorithm
+    );
+    outln!(
+        out,
+        "  speeds: the best of {} runs, kernel and zpage interleaved (--runs)",
+        r.runs
     );
     outln!(
         out,

@@ -5,6 +5,8 @@
 
 use super::{Class, DecodeError};
 use crate::page::{PAGE_SIZE, Page};
+use lz4_flex::block::{CompressTable, compress_into_with_table};
+use std::cell::RefCell;
 
 pub fn encode(page: &Page, out: &mut Vec<u8>) {
     out.push(Class::General.tag());
@@ -16,6 +18,12 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
         .map_err(|reason| DecodeError::corrupt(Class::General, reason))
 }
 
+thread_local! {
+    /// One LZ4 match table per thread: `compress_into` would allocate and zero a fresh
+    /// 8 KiB table for every page.
+    static TABLE: RefCell<CompressTable> = RefCell::new(CompressTable::small());
+}
+
 /// Appends the LZ4 block of `src` to `out`.
 pub(crate) fn lz4_append(src: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
@@ -23,7 +31,8 @@ pub(crate) fn lz4_append(src: &[u8], out: &mut Vec<u8>) {
         start + lz4_flex::block::get_maximum_output_size(src.len()),
         0,
     );
-    let written = lz4_flex::block::compress_into(src, &mut out[start..])
+    let written = TABLE
+        .with_borrow_mut(|table| compress_into_with_table(src, &mut out[start..], table))
         .expect("output sized by get_maximum_output_size");
     out.truncate(start + written);
 }
