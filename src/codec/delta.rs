@@ -7,18 +7,24 @@
 //! - `Decimal` (8-byte words only): each f64 word that is a short decimal becomes its integer
 //!   digits `k` at one exponent per page (see [`super::decimal`]), then `Sub` on the `k`s;
 //!   the words that are not (at most [`MAX_EXCEPTIONS`]) are stored verbatim,
+//! - `Sub` at a lag: residual = zigzag(word − the word one record earlier), for arrays of
+//!   fixed-size records ([`LAG_BYTES`]: 16 or 32 bytes; a database page's rows, an
+//!   array of structs), where neighbouring words are different fields but the same field
+//!   of the next record barely changes,
 //!
 //! then stores the residuals either bit-packed at the narrowest width that holds them all
 //! (Base-Delta-Immediate style, with bit rather than byte granularity) or byte-shuffled
 //! (all byte 0s, then all byte 1s, …) through an entropy backend (LZ4 or zstd).
 //!
-//! Stored form: `[tag][params][decimal prelude][base: width bytes][body]` where `params`
-//! packs bits 0-1 log2(width), bits 2-3 transform, bits 4-5 backend, bit 6 shuffle, bit 7
-//! zero; body is `[bits][packed residuals]` for bit-packing or the backend's block
+//! Stored form: `[tag][params][lag][decimal prelude][base: width bytes][body]` where
+//! `params` packs bits 0-1 log2(width), bits 2-3 transform, bits 4-5 backend, bit 6 shuffle,
+//! bit 7 lagged; `lag` (in words, 2..=[`MAX_LAG`], `Sub` and `Xor` only) is there only when
+//! bit 7 is set; body is `[bits][packed residuals]` for bit-packing or the backend's block
 //! otherwise. Only `Decimal` has a prelude: `[exponent][n][n positions: u16][n words: u64]`,
 //! positions strictly increasing; an exception's slot holds the previous `k` (residual 0).
 //! Invariants: `Identity` has one residual per word, `Sub`/`Xor` one per word after the
-//! first (the base); every count and length is implied by the width, so any disagreement
+//! first (the base), each against the word `lag` before it, or the previous word while
+//! there is none that far back (a lag of 1 is the plain neighbour form); every count and length is implied by the width, so any disagreement
 //! in the payload is corruption, reported, never guessed around.
 
 use super::decimal;
@@ -26,6 +32,7 @@ use super::dense::{zstd_append, zstd_exact};
 use super::general::{lz4_append, lz4_exact};
 use super::{Class, CodecConfig, DecodeError};
 use crate::page::{PAGE_SIZE, PAGE_WORDS, Page};
+use crate::sync::{RefCell, thread_local};
 use bytemuck::Pod;
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +73,12 @@ pub const MAX_EXCEPTIONS: usize = 48;
 /// Word widths in bytes, widest first.
 pub const WIDTHS: [usize; 4] = [8, 4, 2, 1];
 
+/// Record sizes the estimate tries a lag at, in bytes, as words of 8 and 4 bytes (a record
+/// of 24 bytes, or 2-byte words, won on too few corpus pages to pay for their estimates).
+pub const LAG_BYTES: [usize; 2] = [16, 32];
+/// The longest lag a stored form may name, in words.
+pub const MAX_LAG: usize = 32;
+
 /// The parameters recorded in a delta page's `params` byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Params {
@@ -73,16 +86,40 @@ pub struct Params {
     pub transform: Transform,
     pub backend: Backend,
     pub shuffle: bool,
+    /// Words between a word and the one its residual is taken against (1: neighbours).
+    pub lag: usize,
 }
 
 impl Params {
-    fn to_byte(self) -> u8 {
-        (self.width.trailing_zeros() as u8)
-            | (self.transform as u8) << 2
-            | (self.backend as u8) << 4
-            | (self.shuffle as u8) << 6
+    /// The params byte, and the lag byte after it when the form is lagged.
+    fn write(self, out: &mut Vec<u8>) {
+        let lagged = self.lag > 1;
+        out.push(
+            (self.width.trailing_zeros() as u8)
+                | (self.transform as u8) << 2
+                | (self.backend as u8) << 4
+                | (self.shuffle as u8) << 6
+                | (lagged as u8) << 7,
+        );
+        if lagged {
+            out.push(self.lag as u8);
+        }
     }
 
+    /// Parses the params (and lag) bytes at the start of `payload`; the rest follows.
+    fn parse(payload: &[u8]) -> Option<(Params, &[u8])> {
+        let (&b, rest) = payload.split_first()?;
+        let params = Params::from_byte(b & 0x7f)?;
+        if b & 0x80 == 0 {
+            return Some((params, rest));
+        }
+        let (&lag, rest) = rest.split_first()?;
+        let lag = lag as usize;
+        let lags = matches!(params.transform, Transform::Sub | Transform::Xor);
+        (lags && (2..=MAX_LAG).contains(&lag)).then_some((Params { lag, ..params }, rest))
+    }
+
+    /// The params byte without its lag bit.
     fn from_byte(b: u8) -> Option<Params> {
         let transform = *Transform::ALL.get(((b >> 2) & 3) as usize)?;
         let backend = match (b >> 4) & 3 {
@@ -105,6 +142,7 @@ impl Params {
             transform,
             backend,
             shuffle,
+            lag: 1,
         })
     }
 }
@@ -181,7 +219,7 @@ fn residual<W: Word>(t: Transform, prev: W, cur: W) -> W {
 }
 
 /// Writes the residuals of `words` into `res` and returns (base, residual count).
-fn forward<W: Word>(words: &[W], t: Transform, res: &mut [W]) -> (W, usize) {
+fn forward<W: Word>(words: &[W], t: Transform, lag: usize, res: &mut [W]) -> (W, usize) {
     match t {
         Transform::Identity => {
             // A fold with a plain comparison vectorises (pminu*); `Iterator::min` did not.
@@ -194,8 +232,16 @@ fn forward<W: Word>(words: &[W], t: Transform, res: &mut [W]) -> (W, usize) {
             (base, words.len())
         }
         Transform::Sub | Transform::Xor | Transform::Decimal => {
-            for (r, pair) in res.iter_mut().zip(words.windows(2)) {
+            let lag = lag.clamp(1, words.len());
+            // The first record against neighbours, then every word against its lag.
+            for (r, pair) in res.iter_mut().zip(words[..lag].windows(2)) {
                 *r = residual(t, pair[0], pair[1]);
+            }
+            for (r, (&prev, &cur)) in res[lag - 1..]
+                .iter_mut()
+                .zip(words.iter().zip(&words[lag..]))
+            {
+                *r = residual(t, prev, cur);
             }
             (words[0], words.len() - 1)
         }
@@ -203,23 +249,46 @@ fn forward<W: Word>(words: &[W], t: Transform, res: &mut [W]) -> (W, usize) {
 }
 
 /// Rebuilds `words` from base and residuals; total for any residuals (no invariant to break).
-fn inverse<W: Word>(base: W, t: Transform, res: &[W], words: &mut [W]) {
+fn inverse<W: Word>(base: W, t: Transform, lag: usize, res: &[W], words: &mut [W]) {
+    let undo = |prev: W, r: W| {
+        if t != Transform::Xor {
+            prev.wadd(r.unzigzag())
+        } else {
+            prev.xor(r)
+        }
+    };
     match t {
         Transform::Identity => {
             for (w, &r) in words.iter_mut().zip(res) {
                 *w = r.wadd(base);
             }
         }
-        Transform::Sub | Transform::Xor | Transform::Decimal => {
+        Transform::Sub | Transform::Xor | Transform::Decimal if lag <= 1 => {
+            // The neighbour form keeps the running word in a register.
             let mut prev = base;
             words[0] = base;
             for (w, &r) in words[1..].iter_mut().zip(res) {
-                prev = if t != Transform::Xor {
-                    prev.wadd(r.unzigzag())
-                } else {
-                    prev.xor(r)
-                };
+                prev = undo(prev, r);
                 *w = prev;
+            }
+        }
+        Transform::Sub | Transform::Xor | Transform::Decimal => {
+            let lag = lag.min(words.len());
+            words[0] = base;
+            for i in 1..lag {
+                words[i] = undo(words[i - 1], res[i - 1]);
+            }
+            // A record at a time: its words depend only on the record before, so each
+            // step is `lag` independent lanes.
+            let mut at = lag;
+            while at < words.len() {
+                let end = (at + lag).min(words.len());
+                let (done, rest) = words.split_at_mut(at);
+                let prev = &done[at - lag..];
+                for ((w, &p), &r) in rest[..end - at].iter_mut().zip(prev).zip(&res[at - 1..]) {
+                    *w = undo(p, r);
+                }
+                at = end;
             }
         }
     }
@@ -357,15 +426,43 @@ fn sampled_runs<W: Word>(
 
 /// Estimated bits of a page's residuals under (W, t).
 fn word_cost<W: Word, E: Estimator>(page: &Page, t: Transform) -> u64 {
+    // One loop per transform: a `match` inside the residual loop was not hoisted.
+    match t {
+        Transform::Identity => pair_cost::<W, E>(page, 0, |_, cur| cur),
+        Transform::Xor => pair_cost::<W, E>(page, 1, |prev, cur| cur.xor(prev)),
+        Transform::Sub | Transform::Decimal => {
+            pair_cost::<W, E>(page, 1, |prev, cur| cur.wsub(prev).zigzag())
+        }
+    }
+}
+
+/// Estimated bits of `residual(word lag back, word)` over the sampled runs' words from
+/// `lag` in (a lag of 0: the words themselves).
+#[inline(always)]
+fn pair_cost<W: Word, E: Estimator>(page: &Page, lag: usize, residual: impl Fn(W, W) -> W) -> u64 {
     let width = std::mem::size_of::<W>();
     let mut estimate = E::new(width);
     for words in sampled_runs::<W>(page, E::shape(width)) {
-        if t == Transform::Identity {
-            words.iter().for_each(|w| estimate.add(w.to_u64()));
-        } else {
-            for pair in words.windows(2) {
-                estimate.add(residual(t, pair[0], pair[1]).to_u64());
-            }
+        for (&prev, &cur) in words.iter().zip(&words[lag..]) {
+            estimate.add(residual(prev, cur).to_u64());
+        }
+    }
+    estimate.page_bits()
+}
+
+/// Estimated bits of a page's residuals under `Sub` at `lag` words: the same sampled
+/// words, each against the word `lag` before it (the samples start well past a lag in).
+fn lag_cost<W: Word, E: Estimator>(page: &Page, lag: usize) -> u64 {
+    let width = std::mem::size_of::<W>();
+    let words: &[W] = cast(page.bytes());
+    let (runs, run_bytes, offset) = E::shape(width);
+    debug_assert!(offset / width >= lag);
+    let mut estimate = E::new(width);
+    for run in 0..runs {
+        let start = (run * (PAGE_SIZE / runs) + offset) / width;
+        let run = &words[start - lag..start + run_bytes / width];
+        for (&prev, &cur) in run.iter().zip(&run[lag..]) {
+            estimate.add(residual(Transform::Sub, prev, cur).to_u64());
         }
     }
     estimate.page_bits()
@@ -430,6 +527,8 @@ fn clogc_table() -> &'static [f32] {
 pub struct Choice {
     pub width: usize,
     pub transform: Transform,
+    /// Words back each residual is taken against (1: neighbours).
+    pub lag: usize,
     /// The decimal exponent (`Decimal` only).
     pub exponent: u8,
     pub estimate: usize,
@@ -447,7 +546,7 @@ pub fn choose(page: &Page, backend: Backend) -> (Choice, Choice) {
 }
 
 fn choose_by<E: Estimator>(page: &Page) -> (Choice, Choice) {
-    let mut best = (8, Transform::Identity, u64::MAX);
+    let mut best = (8, Transform::Identity, 1, u64::MAX);
     for t in Transform::ON_WORDS {
         let costs = [
             word_cost::<u64, E>(page, t),
@@ -456,23 +555,39 @@ fn choose_by<E: Estimator>(page: &Page) -> (Choice, Choice) {
             word_cost::<u8, E>(page, t),
         ];
         for (width, cost) in WIDTHS.into_iter().zip(costs) {
-            if cost < best.2 {
-                best = (width, t, cost);
+            if cost < best.3 {
+                best = (width, t, 1, cost);
+            }
+        }
+    }
+    // A lag must win clearly: nine more candidates on a small sample would otherwise
+    // often win by sampling noise alone (python-numpy's floats lost 3% that way).
+    let neighbours = best.3;
+    for record in LAG_BYTES {
+        let costs = [
+            (8, lag_cost::<u64, E>(page, record / 8)),
+            (4, lag_cost::<u32, E>(page, record / 4)),
+        ];
+        for (width, cost) in costs {
+            if cost < best.3 && cost < neighbours - neighbours / 4 {
+                best = (width, Transform::Sub, record / width, cost);
             }
         }
     }
     let on_words = Choice {
         width: best.0,
         transform: best.1,
+        lag: best.2,
         exponent: 0,
-        estimate: best.2.div_ceil(8) as usize,
+        estimate: best.3.div_ceil(8) as usize,
     };
     // Pages of integers or pointers cost a few exponent checks here: the sampling gives up
     // after its first exceptions.
     let decimal = decimal_cost::<E>(page).and_then(|(e, body, prelude)| {
-        (body + prelude < best.2).then(|| Choice {
+        (body + prelude < best.3).then(|| Choice {
             width: 8,
             transform: Transform::Decimal,
+            lag: 1,
             exponent: e,
             estimate: body.div_ceil(8) as usize,
         })
@@ -488,18 +603,12 @@ pub fn encode(page: &Page, config: &CodecConfig, out: &mut Vec<u8>) {
     {
         return;
     }
-    let Choice {
-        width,
-        transform,
-        estimate,
-        ..
-    } = on_words;
     let words = page.bytes();
-    match width {
-        8 => encode_as::<u64>(cast(words), transform, &[], estimate, config, out),
-        4 => encode_as::<u32>(cast(words), transform, &[], estimate, config, out),
-        2 => encode_as::<u16>(cast(words), transform, &[], estimate, config, out),
-        _ => encode_as::<u8>(words, transform, &[], estimate, config, out),
+    match on_words.width {
+        8 => encode_as::<u64>(cast(words), on_words, &[], config, out),
+        4 => encode_as::<u32>(cast(words), on_words, &[], config, out),
+        2 => encode_as::<u16>(cast(words), on_words, &[], config, out),
+        _ => encode_as::<u8>(words, on_words, &[], config, out),
     }
 }
 
@@ -542,30 +651,63 @@ fn encode_decimal(
         verbatim[8 * j..8 * j + 8].copy_from_slice(&word.to_le_bytes());
     }
     let prelude = &prelude[..2 + n * 10];
-    encode_as::<u64>(
-        ks.words(),
-        Transform::Decimal,
-        prelude,
+    let choice = Choice {
+        width: 8,
+        transform: Transform::Decimal,
+        lag: 1,
+        exponent: e,
         estimate,
-        config,
-        out,
-    );
+    };
+    encode_as::<u64>(ks.words(), choice, prelude, config, out);
     true
 }
 
-/// Encodes `words` (a page's worth) under `transform`, with `prelude` after the params
-/// byte; `estimate` (bytes) steers bit-packing versus the backend.
+thread_local! {
+    /// Two pages of working space per thread (residuals, shuffled bytes): zeroing two
+    /// fresh pages on the stack cost ~5% of a delta page's encode. Every use writes the
+    /// part it reads first, so what a previous page left there never matters.
+    static SCRATCH: RefCell<Box<[Page; 2]>> = RefCell::new(bytemuck::allocation::zeroed_box());
+}
+
+/// Runs `f` on this thread's two scratch pages.
+fn with_scratch<R>(f: impl FnOnce(&mut Page, &mut Page) -> R) -> R {
+    SCRATCH.with(|pages| {
+        let [a, b] = &mut **pages.borrow_mut();
+        f(a, b)
+    })
+}
+
+/// Encodes `words` (a page's worth) under the choice's transform and lag, with `prelude`
+/// after the params; the choice's estimate (bytes) steers bit-packing versus the backend.
 fn encode_as<W: Word>(
     words: &[W],
-    transform: Transform,
+    choice: Choice,
     prelude: &[u8],
-    estimate: usize,
     config: &CodecConfig,
     out: &mut Vec<u8>,
 ) {
-    let mut scratch = Page::zeroed();
+    with_scratch(|scratch, shuffled| {
+        encode_into::<W>(words, choice, prelude, config, out, scratch, shuffled)
+    })
+}
+
+fn encode_into<W: Word>(
+    words: &[W],
+    choice: Choice,
+    prelude: &[u8],
+    config: &CodecConfig,
+    out: &mut Vec<u8>,
+    scratch: &mut Page,
+    shuffled: &mut Page,
+) {
+    let Choice {
+        transform,
+        lag,
+        estimate,
+        ..
+    } = choice;
     let res: &mut [W] = bytemuck::cast_slice_mut(scratch.bytes_mut());
-    let (base, n) = forward(words, transform, res);
+    let (base, n) = forward(words, transform, lag, res);
     let res = &res[..n];
     // Fold in the word's own width (widening first took four times the vector lanes).
     let bits = W::BITS
@@ -578,15 +720,14 @@ fn encode_as<W: Word>(
     let header = |out: &mut Vec<u8>, backend: Backend, shuffle: bool| {
         out.clear();
         out.push(Class::Delta.tag());
-        out.push(
-            Params {
-                width: W::BITS as usize / 8,
-                transform,
-                backend,
-                shuffle,
-            }
-            .to_byte(),
-        );
+        Params {
+            width: W::BITS as usize / 8,
+            transform,
+            backend,
+            shuffle,
+            lag,
+        }
+        .write(out);
         out.extend_from_slice(prelude);
         out.extend_from_slice(&base.to_u64().to_le_bytes()[..W::BITS as usize / 8]);
     };
@@ -602,7 +743,6 @@ fn encode_as<W: Word>(
         return bitpack(out);
     }
     let shuffle = W::BITS > 8;
-    let mut shuffled = Page::zeroed();
     let bytes: &[u8] = if shuffle {
         shuffle_bytes(
             bytemuck::cast_slice(res),
@@ -625,25 +765,14 @@ fn encode_as<W: Word>(
 
 /// Byte-transposes `src` (words of `width` bytes) into `dst`: every word's byte 0, then
 /// every byte 1, and so on; returns the filled part. Each width has its own loop, written
-/// so that it has no bounds checks and the compiler vectorises it.
+/// so that the compiler vectorises it (a plain loop of byte moves became 16 byte inserts
+/// per vector register).
 fn shuffle_bytes<'a>(src: &[u8], width: usize, dst: &'a mut [u8]) -> &'a [u8] {
     let n = src.len() / width;
     let dst = &mut dst[..n * width];
     match width {
-        2 => {
-            let (p0, p1) = dst.split_at_mut(n);
-            for ((w, a), b) in src.chunks_exact(2).zip(p0).zip(p1) {
-                (*a, *b) = (w[0], w[1]);
-            }
-        }
-        4 => {
-            let (p01, p23) = dst.split_at_mut(2 * n);
-            let ((p0, p1), (p2, p3)) = (p01.split_at_mut(n), p23.split_at_mut(n));
-            let planes = p0.iter_mut().zip(p1).zip(p2.iter_mut().zip(p3));
-            for (w, ((a, b), (c, d))) in src.chunks_exact(4).zip(planes) {
-                (*a, *b, *c, *d) = (w[0], w[1], w[2], w[3]);
-            }
-        }
+        2 => shuffle2(src, dst),
+        4 => shuffle4(src, dst),
         _ => {
             // Eight words at a time as an 8x8 byte matrix: 8 loads, 24 mask-and-shift
             // steps and 8 stores instead of 64 scattered byte stores.
@@ -664,24 +793,115 @@ fn shuffle_bytes<'a>(src: &[u8], width: usize, dst: &'a mut [u8]) -> &'a [u8] {
     dst
 }
 
+/// [`shuffle_bytes`] for 2-byte words: each 8 bytes (4 words) as one `u64`, its even
+/// and odd bytes gathered by shifts and masks (the compiler keeps this in vector
+/// registers; a byte-permutation written as array indexing became scalar byte moves).
+fn shuffle2(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 2;
+    let (p0, p1) = dst.split_at_mut(n);
+    let blocks = src
+        .chunks_exact(8)
+        .zip(p0.chunks_exact_mut(4).zip(p1.chunks_exact_mut(4)));
+    for (chunk, (a, b)) in blocks {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        a.copy_from_slice(&even_bytes(x).to_le_bytes());
+        b.copy_from_slice(&even_bytes(x >> 8).to_le_bytes());
+    }
+    for i in n / 4 * 4..n {
+        (p0[i], p1[i]) = (src[2 * i], src[2 * i + 1]);
+    }
+}
+
+/// The inverse of [`shuffle2`].
+fn unshuffle2(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 2;
+    let (p0, p1) = src.split_at(n);
+    let blocks = dst
+        .chunks_exact_mut(8)
+        .zip(p0.chunks_exact(4).zip(p1.chunks_exact(4)));
+    for (chunk, (a, b)) in blocks {
+        let a = u32::from_le_bytes(a.try_into().expect("4 bytes"));
+        let b = u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        chunk.copy_from_slice(&(spread_bytes(a) | spread_bytes(b) << 8).to_le_bytes());
+    }
+    for i in n / 4 * 4..n {
+        (dst[2 * i], dst[2 * i + 1]) = (p0[i], p1[i]);
+    }
+}
+
+/// Bytes 0, 2, 4 and 6 of `x`.
+#[inline(always)]
+fn even_bytes(x: u64) -> u32 {
+    let x = x & 0x00ff_00ff_00ff_00ff;
+    let x = (x | x >> 8) & 0x0000_ffff_0000_ffff;
+    (x | x >> 16) as u32
+}
+
+/// The inverse of [`even_bytes`]: the bytes of `x` at bytes 0, 2, 4 and 6.
+#[inline(always)]
+fn spread_bytes(x: u32) -> u64 {
+    let x = x as u64;
+    let x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+    (x | x << 8) & 0x00ff_00ff_00ff_00ff
+}
+
+/// [`shuffle_bytes`] for 4-byte words: each 16 bytes (4 words) as a 4x4 byte matrix,
+/// transposed in registers.
+fn shuffle4(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 4;
+    for (block, chunk) in src.chunks_exact(16).enumerate() {
+        let mut rows: [u32; 4] = bytemuck::pod_read_unaligned(chunk);
+        transpose4x4(&mut rows);
+        for (j, plane) in rows.iter().enumerate() {
+            dst[j * n + 4 * block..][..4].copy_from_slice(&plane.to_le_bytes());
+        }
+    }
+    for i in n / 4 * 4..n {
+        for j in 0..4 {
+            dst[j * n + i] = src[i * 4 + j];
+        }
+    }
+}
+
+/// The inverse of [`shuffle4`].
+fn unshuffle4(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / 4;
+    for (block, chunk) in dst.chunks_exact_mut(16).enumerate() {
+        let mut rows = [0u32; 4];
+        for (j, row) in rows.iter_mut().enumerate() {
+            let at = j * n + 4 * block;
+            *row = u32::from_le_bytes(src[at..at + 4].try_into().expect("4 bytes"));
+        }
+        transpose4x4(&mut rows);
+        chunk.copy_from_slice(bytemuck::bytes_of(&rows));
+    }
+    for i in n / 4 * 4..n {
+        for j in 0..4 {
+            dst[i * 4 + j] = src[j * n + i];
+        }
+    }
+}
+
+/// Transposes the 4x4 byte matrix whose rows are the (little-endian) words of `x`, as
+/// [`transpose8x8`] does; it is its own inverse.
+#[inline(always)]
+fn transpose4x4(x: &mut [u32; 4]) {
+    for (step, mask) in [(1, 0x00ff_00ffu32), (2, 0x0000_ffff)] {
+        let shift = 8 * step;
+        for i in (0..4).filter(|i| i & step == 0) {
+            let t = ((x[i] >> shift) ^ x[i + step]) & mask;
+            x[i + step] ^= t;
+            x[i] ^= t << shift;
+        }
+    }
+}
+
 /// The inverse of [`shuffle_bytes`].
 fn unshuffle_bytes(src: &[u8], width: usize, dst: &mut [u8]) {
     let n = src.len() / width;
     match width {
-        2 => {
-            let (p0, p1) = src.split_at(n);
-            for ((w, a), b) in dst.chunks_exact_mut(2).zip(p0).zip(p1) {
-                (w[0], w[1]) = (*a, *b);
-            }
-        }
-        4 => {
-            let (p01, p23) = src.split_at(2 * n);
-            let ((p0, p1), (p2, p3)) = (p01.split_at(n), p23.split_at(n));
-            let planes = p0.iter().zip(p1).zip(p2.iter().zip(p3));
-            for (w, ((a, b), (c, d))) in dst.chunks_exact_mut(4).zip(planes) {
-                (w[0], w[1], w[2], w[3]) = (*a, *b, *c, *d);
-            }
-        }
+        2 => unshuffle2(src, dst),
+        4 => unshuffle4(src, dst),
         _ => {
             for (block, chunk) in dst.chunks_exact_mut(64).enumerate() {
                 let mut x = [0u64; 8];
@@ -759,10 +979,10 @@ fn unpack<W: Word>(src: &[u8], bits: u32, res: &mut [W]) {
 
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     let corrupt = |reason| DecodeError::corrupt(Class::Delta, reason);
-    let (&params, rest) = payload
-        .split_first()
-        .ok_or(corrupt("missing parameter byte"))?;
-    let params = Params::from_byte(params).ok_or(corrupt("invalid parameter byte"))?;
+    if payload.is_empty() {
+        return Err(corrupt("missing parameter byte"));
+    }
+    let (params, rest) = Params::parse(payload).ok_or(corrupt("invalid parameters"))?;
     let (prelude, rest) = split_prelude(params, rest)?;
     match params.width {
         8 => decode_as::<u64>(params, rest, out)?,
@@ -778,10 +998,7 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
 
 /// The backend a stored delta payload (after the tag) uses, if its parameter byte is valid.
 pub fn backend_of(payload: &[u8]) -> Option<Backend> {
-    payload
-        .first()
-        .and_then(|&b| Params::from_byte(b))
-        .map(|p| p.backend)
+    Params::parse(payload).map(|(p, _)| p.backend)
 }
 
 /// A `Decimal` page's prelude, validated.
@@ -899,6 +1116,7 @@ fn decode_as<W: Word>(params: Params, rest: &[u8], out: &mut Page) -> Result<(),
     inverse(
         base,
         params.transform,
+        params.lag,
         res,
         bytemuck::cast_slice_mut(out.bytes_mut()),
     );
@@ -914,8 +1132,8 @@ pub fn transformed_bytes(page: &Page) -> Vec<u8> {
     let config = CodecConfig::DENSE;
     let mut stored = Vec::new();
     encode(page, &config, &mut stored);
-    let params = Params::from_byte(stored[1]).expect("the encoder writes valid parameters");
-    let mut out = stored.split_off(2);
+    let (params, rest) = Params::parse(&stored[1..]).expect("the encoder writes valid parameters");
+    let mut out = stored.split_off(stored.len() - rest.len());
     if params.backend == Backend::Bitpack {
         return out;
     }
@@ -933,26 +1151,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn params_byte_round_trips_and_rejects_reserved() {
+    fn params_round_trip_and_reject_what_no_encoder_writes() {
         for width in WIDTHS {
             for transform in Transform::ALL {
                 for backend in [Backend::Bitpack, Backend::Lz4, Backend::Zstd] {
                     for shuffle in [false, true] {
-                        let p = Params {
-                            width,
-                            transform,
-                            backend,
-                            shuffle,
-                        };
-                        let valid = !(shuffle && (width == 1 || backend == Backend::Bitpack))
-                            && (transform != Transform::Decimal || width == 8);
-                        assert_eq!(Params::from_byte(p.to_byte()), valid.then_some(p));
+                        for lag in [1, 2, 3, 16, MAX_LAG, MAX_LAG + 1] {
+                            let p = Params {
+                                width,
+                                transform,
+                                backend,
+                                shuffle,
+                                lag,
+                            };
+                            let valid = !(shuffle && (width == 1 || backend == Backend::Bitpack))
+                                && (transform != Transform::Decimal || width == 8)
+                                && (lag == 1
+                                    || (lag <= MAX_LAG
+                                        && matches!(transform, Transform::Sub | Transform::Xor)));
+                            let mut bytes = Vec::new();
+                            p.write(&mut bytes);
+                            bytes.push(0xee);
+                            let parsed = Params::parse(&bytes);
+                            assert_eq!(parsed, valid.then_some((p, &[0xee][..])), "{p:?}");
+                        }
                     }
                 }
             }
         }
-        assert_eq!(Params::from_byte(0x80), None);
-        assert_eq!(Params::from_byte(0x30), None);
+        assert_eq!(Params::parse(&[0x30]), None, "reserved backend");
+        assert_eq!(Params::parse(&[0x84]), None, "lag byte missing");
+        assert_eq!(
+            Params::parse(&[0x84, 1]),
+            None,
+            "a lag of 1 is never written"
+        );
+    }
+
+    #[test]
+    fn record_arrays_take_a_lag_and_round_trip() {
+        // 32-byte records: a key counting down, a constant tag, a growing pointer and a
+        // flag word.
+        let mut page = Page::zeroed();
+        for (i, record) in page.bytes_mut().chunks_exact_mut(32).enumerate() {
+            record[..8].copy_from_slice(&(90_000 - i as u64).to_le_bytes());
+            record[8..16].copy_from_slice(&0x0d00_10b7_2300_0000u64.to_le_bytes());
+            record[16..24].copy_from_slice(&(0x7f00_0000_0000 + 64 * i as u64).to_le_bytes());
+            record[24..32].copy_from_slice(&((i as u64 % 3) << 40 | 0xff).to_le_bytes());
+        }
+        for config in [CodecConfig::FAST, CodecConfig::DENSE] {
+            let (choice, _) = choose(&page, config.delta_backend);
+            assert_eq!(
+                (choice.transform, choice.width * choice.lag),
+                (Transform::Sub, 32)
+            );
+            let mut out = Vec::new();
+            encode(&page, &config, &mut out);
+            assert!(out.len() < 400, "{} bytes", out.len());
+            let mut back = Page::zeroed();
+            decode(&out[1..], &mut back).unwrap();
+            assert_eq!(back, page);
+        }
     }
 
     #[test]

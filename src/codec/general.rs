@@ -5,8 +5,8 @@
 
 use super::{Class, DecodeError};
 use crate::page::{PAGE_SIZE, Page};
+use crate::sync::{RefCell, thread_local};
 use lz4_flex::block::{CompressTable, compress_into_with_table};
-use std::cell::RefCell;
 
 pub fn encode(page: &Page, out: &mut Vec<u8>) {
     out.push(Class::General.tag());
@@ -32,7 +32,7 @@ pub(crate) fn lz4_append(src: &[u8], out: &mut Vec<u8>) {
         0,
     );
     let written = TABLE
-        .with_borrow_mut(|table| compress_into_with_table(src, &mut out[start..], table))
+        .with(|table| compress_into_with_table(src, &mut out[start..], &mut table.borrow_mut()))
         .expect("output sized by get_maximum_output_size");
     out.truncate(start + written);
 }

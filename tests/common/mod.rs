@@ -129,6 +129,27 @@ pub fn adversarial_pages() -> Vec<(&'static str, Page)> {
             }
             p
         }),
+        ("16-byte records of u32 fields", {
+            // A row array: an offset stepping down, a length, a key counting up, flags.
+            let mut p = Page::zeroed();
+            for (i, r) in bytemuck::cast_slice_mut::<u8, u32>(p.bytes_mut())
+                .chunks_exact_mut(4)
+                .enumerate()
+            {
+                let i = i as u32;
+                r.copy_from_slice(&[0x9000 - 16 * i, 40, 7_000_000 + i, (i % 5) << 24]);
+            }
+            p
+        }),
+        (
+            "32-byte records of u64 fields",
+            from_words(|i| match i % 4 {
+                0 => 0x7f3a_0000_1000 + 32 * i as u64,
+                1 => 0x0d00_10b7_2300_0000,
+                2 => 1_000_000 - i as u64,
+                _ => (i as u64 * 2654435761) % 7,
+            }),
+        ),
         ("byte gradient", {
             let mut p = Page::zeroed();
             for (i, b) in p.bytes_mut().iter_mut().enumerate() {
