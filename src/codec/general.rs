@@ -18,23 +18,32 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
         .map_err(|reason| DecodeError::corrupt(Class::General, reason))
 }
 
-thread_local! {
-    /// One LZ4 match table per thread: `compress_into` would allocate and zero a fresh
-    /// 8 KiB table for every page.
-    static TABLE: RefCell<CompressTable> = RefCell::new(CompressTable::small());
+/// The output room lz4_flex asks for to compress a page.
+const MAX_BLOCK: usize = lz4_flex::block::get_maximum_output_size(PAGE_SIZE);
+
+/// Per-thread LZ4 state: the match table (`compress_into` would allocate and zero a fresh
+/// 8 KiB one for every page) and an output block, zeroed once, not once per page as a
+/// growing `Vec` would be.
+struct Lz4State {
+    table: CompressTable,
+    block: Box<[u8; MAX_BLOCK]>,
 }
 
-/// Appends the LZ4 block of `src` to `out`.
+thread_local! {
+    static LZ4: RefCell<Lz4State> = RefCell::new(Lz4State {
+        table: CompressTable::small(),
+        block: bytemuck::allocation::zeroed_box(),
+    });
+}
+
+/// Appends the LZ4 block of `src` (at most a page) to `out`.
 pub(crate) fn lz4_append(src: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
-    out.resize(
-        start + lz4_flex::block::get_maximum_output_size(src.len()),
-        0,
-    );
-    let written = TABLE
-        .with(|table| compress_into_with_table(src, &mut out[start..], &mut table.borrow_mut()))
-        .expect("output sized by get_maximum_output_size");
-    out.truncate(start + written);
+    LZ4.with(|state| {
+        let Lz4State { table, block } = &mut *state.borrow_mut();
+        let written = compress_into_with_table(src, &mut block[..], table)
+            .expect("a page's block fits MAX_BLOCK");
+        out.extend_from_slice(&block[..written]);
+    })
 }
 
 /// Decodes an LZ4 block that must fill `dst` exactly.
