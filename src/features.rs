@@ -10,7 +10,7 @@
 use crate::page::{PAGE_WORDS, Page};
 
 /// Number of features.
-pub const COUNT: usize = 11;
+pub const COUNT: usize = 12;
 
 /// Feature names, in vector order (stored in model files and checked on load).
 pub const NAMES: [&str; COUNT] = [
@@ -25,6 +25,7 @@ pub const NAMES: [&str; COUNT] = [
     "high_bit_bytes",
     "high16_shared",
     "high32_shared",
+    "record_small",
 ];
 
 /// A page's feature vector.
@@ -97,6 +98,11 @@ pub fn extract(page: &Page) -> Features {
     let d4_small = small_deltas!(bytemuck::cast_slice(middle), u32, 1 << 15);
     let d2_small = small_deltas!(bytemuck::cast_slice(middle), u16, 128);
     let d1_small = small_deltas!(bytemuck::cast_slice(middle), u8, 8);
+    // Rows and arrays of structs: 4-byte fields that barely change one record (16 or
+    // 32 bytes) later, which the delta codec's lagged difference stores well.
+    let fields: &[u32] = bytemuck::cast_slice(middle);
+    let record16 = lagged_small(fields, 4);
+    let record32 = lagged_small(fields, 8);
     // Normalise by multiplying with constant reciprocals: a division per feature would
     // cost more than the rest of the tail.
     const WORDS: f32 = 1.0 / (LINES * LINE_WORDS) as f32;
@@ -114,7 +120,18 @@ pub fn extract(page: &Page) -> Features {
         high_b as f32 * (WORDS / 8.0),
         high16 as f32 * PAIRS_F,
         high32 as f32 * PAIRS_F,
+        (record16 as f32 * (1.0 / 12.0)).max(record32 as f32 * (1.0 / 8.0)),
     ]
+}
+
+/// Counts the words of `words` (16 of them) within ±128 of the word `lag` before.
+#[inline(always)]
+fn lagged_small(words: &[u32], lag: usize) -> u32 {
+    words
+        .iter()
+        .zip(&words[lag..])
+        .map(|(&a, &b)| (b.wrapping_sub(a).wrapping_add(128) < 256) as u32)
+        .sum()
 }
 
 #[cfg(test)]

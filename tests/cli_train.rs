@@ -36,6 +36,36 @@ fn train_json_has_the_documented_fields() {
 }
 
 #[test]
+fn leave_one_out_tests_each_input_on_a_tree_trained_on_the_others() {
+    let data = common::data_dir();
+    let out = zpage(&["train", data.to_str().unwrap(), "--leave-one-out", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let inputs = v["inputs"].as_array().unwrap();
+    let files = std::fs::read_dir(&data).unwrap().count();
+    assert_eq!(inputs.len(), files, "{v}");
+    let (mut tree, mut oracle) = (0, 0);
+    for input in inputs {
+        let (t, o) = (
+            input["tree_bytes"].as_u64().unwrap(),
+            input["oracle_bytes"].as_u64().unwrap(),
+        );
+        (tree, oracle) = (tree + t, oracle + o);
+    }
+    let regret = v["regret"].as_f64().unwrap();
+    assert!((regret - (tree as f64 - oracle as f64) / oracle as f64).abs() < 1e-9);
+    // One input leaves nothing to train on.
+    let one = data.join("sqlite.pages");
+    let out = zpage(&["train", one.to_str().unwrap(), "--leave-one-out"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least two inputs"));
+}
+
+#[test]
 fn bad_inputs_get_one_line_errors() {
     let dir = std::env::temp_dir().join(format!("zpage-cli-train-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,6 +1,7 @@
 //! `zpage train`: label pages with the oracle, fit the tree, report on held-out pages.
 
 use crate::model::Profile;
+use crate::page::Page;
 use crate::pagefile;
 use crate::train::{self, Oracle, TreeLimits};
 use clap::Args;
@@ -28,16 +29,22 @@ pub struct TrainArgs {
     /// zstd level of the dense class.
     #[arg(long)]
     zstd_level: Option<i32>,
-    #[arg(long, default_value_t = TreeLimits::default().max_depth)]
-    max_depth: usize,
-    #[arg(long, default_value_t = TreeLimits::default().min_leaf)]
-    min_leaf: usize,
-    /// A split must lower the cost by this fraction of the root's cost.
-    #[arg(long, default_value_t = TreeLimits::default().min_gain)]
-    min_gain: f64,
+    /// Deepest split level (default per profile: fast 3, dense 5).
+    #[arg(long)]
+    max_depth: Option<usize>,
+    /// Fewest training pages in a leaf (default 24).
+    #[arg(long)]
+    min_leaf: Option<usize>,
+    /// A split must lower the cost by this fraction of the root's cost (default 0.0002).
+    #[arg(long)]
+    min_gain: Option<f64>,
     /// Zero-fill a partial last page instead of refusing the file.
     #[arg(long)]
     pad: bool,
+    /// Train on all inputs but one and test on that one, for each input in turn: the
+    /// regret to expect on memory of a program the training set lacks (writes no model).
+    #[arg(long, conflicts_with_all = ["test", "output"])]
+    leave_one_out: bool,
 }
 
 pub fn run(args: TrainArgs) -> Result<String, String> {
@@ -69,11 +76,15 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         }
         oracle.codec.zstd_level = level;
     }
+    let defaults = TreeLimits::for_profile(args.profile);
     let limits = TreeLimits {
-        max_depth: args.max_depth,
-        min_leaf: args.min_leaf.max(1),
-        min_gain: args.min_gain.max(0.0),
+        max_depth: args.max_depth.unwrap_or(defaults.max_depth),
+        min_leaf: args.min_leaf.unwrap_or(defaults.min_leaf).max(1),
+        min_gain: args.min_gain.unwrap_or(defaults.min_gain).max(0.0),
     };
+    if args.leave_one_out {
+        return leave_one_out(&sets, &oracle, limits, args.json);
+    }
     let (mut model, _) = train::train(&train_pages, &oracle, limits);
     let test_samples = oracle.label_all(&test_pages);
     let eval = train::evaluate(&model, &test_pages, &test_samples);
@@ -147,5 +158,59 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     if let Some(path) = &args.output {
         outln!(out, "  model written to {}", path.display());
     }
+    Ok(out)
+}
+
+fn leave_one_out(
+    sets: &[pagefile::PageSet],
+    oracle: &Oracle,
+    limits: TreeLimits,
+    json: bool,
+) -> Result<String, String> {
+    if sets.len() < 2 {
+        return Err("--leave-one-out needs at least two inputs".into());
+    }
+    let inputs: Vec<(String, Vec<&Page>)> = sets
+        .iter()
+        .map(|s| (s.name.clone(), s.pages.iter().collect()))
+        .collect();
+    let held = train::leave_one_out(&inputs, oracle, limits);
+    let (tree, best): (u64, u64) = held
+        .iter()
+        .fold((0, 0), |(t, o), h| (t + h.tree_bytes, o + h.oracle_bytes));
+    let regret = (tree as f64 - best as f64) / best.max(1) as f64;
+    if json {
+        let v = serde_json::json!({
+            "profile": oracle.profile.name(),
+            "max_depth": limits.max_depth,
+            "regret": regret,
+            "inputs": held,
+        });
+        return Ok(format!("{v}\n"));
+    }
+    let mut out = String::new();
+    outln!(
+        out,
+        "zpage train --leave-one-out: profile {}, max depth {}; each input tested on a tree trained on the others",
+        oracle.profile.name(),
+        limits.max_depth
+    );
+    outln!(
+        out,
+        "  {:<28} {:>7} {:>10}",
+        "held-out input",
+        "pages",
+        "regret"
+    );
+    for h in &held {
+        outln!(
+            out,
+            "  {:<28} {:>7} {:>9.2}%",
+            h.name,
+            h.pages,
+            h.regret * 100.0
+        );
+    }
+    outln!(out, "  all inputs: regret {:.2}%", regret * 100.0);
     Ok(out)
 }
