@@ -21,15 +21,16 @@ const K: usize = Class::ALL.len();
 
 /// Relative compress cost of encoding a page as `requested` (LZ4 on a page = 1), measured
 /// with the codec benches on this machine and rounded; only their ratios matter. A codec
-/// that fell back to the raw form still spent its time: the fallback adds to it.
+/// that fell back to another form still spent its time: the fallback adds to it.
 pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f64 {
     const RAW: f64 = 0.1;
+    const DENSE: f64 = 2.5;
     let stored_class = codec::stored_class(stored).ok();
     let attempt = match requested {
         Class::Zero | Class::Same => 0.0,
         Class::Incompressible => return RAW,
         Class::General => 1.0,
-        Class::Dense => 2.5,
+        Class::Dense => DENSE,
         // A delta page that fell back to raw tried the configured backend.
         Class::Delta => match stored_class
             .filter(|&c| c == Class::Delta)
@@ -41,8 +42,16 @@ pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f
             Backend::Zstd => 3.0,
         },
     };
-    match stored_class {
-        Some(Class::Incompressible) => attempt + RAW,
+    match (requested, stored_class) {
+        (_, Some(Class::Incompressible)) => attempt + RAW,
+        // A dense-profile delta form checked against zstd on the page paid for both,
+        // whichever was kept.
+        (Class::Delta, Some(Class::Dense)) => attempt + DENSE,
+        (Class::Delta, Some(Class::Delta))
+            if config.delta_backend == Backend::Zstd && stored.len() > codec::SECOND_OPINION =>
+        {
+            attempt + DENSE
+        }
         _ => attempt,
     }
 }

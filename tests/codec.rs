@@ -53,6 +53,35 @@ fn sample_pages_round_trip() {
 }
 
 #[test]
+fn dense_delta_forms_that_are_not_small_are_no_larger_than_zstd() {
+    let (mut delta, mut dense) = (Vec::new(), Vec::new());
+    let mut second_opinions = 0;
+    for page in sample_pages() {
+        let stored = codec::encode(Class::Delta, &page, &CodecConfig::DENSE, &mut delta);
+        let dense_class = codec::encode(Class::Dense, &page, &CodecConfig::DENSE, &mut dense);
+        if stored == Class::Delta && delta.len() <= codec::SECOND_OPINION {
+            continue;
+        }
+        second_opinions += 1;
+        if dense_class == Class::Dense {
+            assert!(
+                delta.len() <= dense.len(),
+                "{stored}: {} > {}",
+                delta.len(),
+                dense.len()
+            );
+        }
+        if stored == Class::Dense {
+            assert_eq!(delta, dense);
+        }
+    }
+    assert!(
+        second_opinions > 0,
+        "the sample has delta pages that need a second opinion"
+    );
+}
+
+#[test]
 fn decimal_floats_store_as_their_digits() {
     let mut out = Vec::new();
     let mut back = Page::zeroed();

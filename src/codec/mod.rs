@@ -9,6 +9,9 @@
 //! - [`encode`] never emits a form larger than [`RAW_SIZE`]: a codec whose output would
 //!   reach the configured huge threshold falls back to the incompressible (raw) form, as
 //!   zram does.
+//! - With the zstd backend (dense profile), a delta form above [`SECOND_OPINION`] bytes is
+//!   compared with zstd on the page itself and the smaller is stored, so the stored class
+//!   may be `Dense` where `Delta` was asked for.
 
 pub mod decimal;
 pub mod delta;
@@ -27,6 +30,15 @@ pub const RAW_SIZE: usize = 1 + PAGE_SIZE;
 /// 3/4 of a page; zpage keeps anything that saves at least 1/32 of a page, because numeric
 /// pages (images, sensor data) often compress to 70-95% and that saving is real memory.
 pub const HUGE_THRESHOLD: usize = PAGE_SIZE - PAGE_SIZE / 32;
+/// A dense-profile delta form larger than this is checked against zstd on the page.
+/// Byte-shuffled residuals hide the long repeats zstd finds in the page itself (arrays
+/// of structs whose fields are not narrow numbers: a captured order book's delta pages
+/// came out at twice zstd's size); below it the delta form is good enough to keep.
+pub const SECOND_OPINION: usize = PAGE_SIZE / 8;
+
+crate::sync::thread_local! {
+    static ALTERNATIVE: crate::sync::RefCell<Vec<u8>> = crate::sync::RefCell::new(Vec::with_capacity(RAW_SIZE));
+}
 
 /// A page's data pattern and, identically, the tag of its stored form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -172,7 +184,21 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         },
         Class::Delta => {
             delta::encode(page, config, out);
-            Class::Delta
+            if config.delta_backend == delta::Backend::Zstd && out.len() > SECOND_OPINION {
+                ALTERNATIVE.with(|alternative| {
+                    let alternative = &mut *alternative.borrow_mut();
+                    alternative.clear();
+                    dense::encode(page, config.zstd_level, alternative);
+                    if alternative.len() < out.len() {
+                        std::mem::swap(out, alternative);
+                        Class::Dense
+                    } else {
+                        Class::Delta
+                    }
+                })
+            } else {
+                Class::Delta
+            }
         }
         Class::General => {
             general::encode(page, out);
