@@ -2,13 +2,21 @@
 //!
 //! Invariants: zero and same-filled pages are decided by an exact scan (never by the
 //! tree, which cannot see every word); every other page goes through features and the
-//! model's tree; whatever the tree says, the stored form decodes to the same page (a wrong
-//! class costs bytes, never data). An `Engine` is immutable and `Send + Sync`.
+//! model's tree (in the dense profile, a record-like page the tree sends to zstd also gets
+//! the delta form tried); whatever the tree says, the stored form decodes to the same
+//! page (a wrong class costs bytes, never data). An `Engine` is immutable and
+//! `Send + Sync`.
 
 use crate::codec::{self, Class, CodecConfig, DecodeError};
 use crate::features;
 use crate::model::{self, Model, Profile};
 use crate::page::Page;
+
+/// A dense-profile page the tree sends to zstd but whose fields mostly repeat one record
+/// later also gets the delta form tried, and the smaller is kept. The tree, trained on a
+/// corpus with few record arrays, misses them on programs it has not seen (a captured
+/// order book: 5.26x, 6.59x with this look); corpus pages rarely trigger it.
+const RECORD_SECOND_LOOK: f32 = 0.75;
 
 #[derive(Clone, Debug)]
 pub struct Engine {
@@ -46,7 +54,23 @@ impl Engine {
 
     /// Classifies and encodes a page into `out`; returns the class stored.
     pub fn encode(&self, page: &Page, out: &mut Vec<u8>) -> Class {
-        codec::encode(self.classify(page), page, &self.model.codec, out)
+        let config = &self.model.codec;
+        if page.same_filled_word().is_some() {
+            return codec::encode(self.classify(page), page, config, out);
+        }
+        let features = features::extract(page);
+        let class = self.model.predict(&features);
+        let stored = codec::encode(class, page, config, out);
+        let record_like = features[features::RECORD_SMALL] >= RECORD_SECOND_LOOK;
+        if self.model.profile == Profile::Dense
+            && class == Class::Dense
+            && stored == Class::Dense
+            && record_like
+            && codec::keep_delta_if_smaller(page, config, out)
+        {
+            return Class::Delta;
+        }
+        stored
     }
 
     /// Decodes any stored form (the form carries its own class and parameters).

@@ -28,6 +28,9 @@ pub const NAMES: [&str; COUNT] = [
     "record_small",
 ];
 
+/// Index of `record_small` in the feature vector.
+pub const RECORD_SMALL: usize = 11;
+
 /// A page's feature vector.
 pub type Features = [f32; COUNT];
 
@@ -137,6 +140,11 @@ fn lagged_small(words: &[u32], lag: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_small_is_where_its_name_is() {
+        assert_eq!(NAMES[RECORD_SMALL], "record_small");
+    }
 
     #[test]
     fn features_are_in_unit_range() {

@@ -82,6 +82,43 @@ fn dense_delta_forms_that_are_not_small_are_no_larger_than_zstd() {
 }
 
 #[test]
+fn dense_engine_stores_record_arrays_as_the_better_of_delta_and_zstd() {
+    let engine = Engine::new(Profile::Dense);
+    let (mut stored, mut delta, mut dense) = (Vec::new(), Vec::new(), Vec::new());
+    for (what, page) in adversarial_pages() {
+        if !what.contains("records") {
+            continue;
+        }
+        engine.encode(&page, &mut stored);
+        codec::encode(Class::Delta, &page, &CodecConfig::DENSE, &mut delta);
+        codec::encode(Class::Dense, &page, &CodecConfig::DENSE, &mut dense);
+        let best = delta.len().min(dense.len());
+        assert!(stored.len() <= best, "{what}: {} > {best}", stored.len());
+    }
+}
+
+#[test]
+fn keeping_the_delta_form_only_when_smaller() {
+    let page = &adversarial_pages()[0].1;
+    let ramp = adversarial_pages()
+        .into_iter()
+        .find(|(what, _)| *what == "ramp")
+        .expect("a ramp page")
+        .1;
+    let config = CodecConfig::DENSE;
+    let mut out = Vec::new();
+    // A raw form: the delta form of a ramp is far smaller and replaces it.
+    codec::encode(Class::Incompressible, &ramp, &config, &mut out);
+    assert!(codec::keep_delta_if_smaller(&ramp, &config, &mut out));
+    assert_eq!(codec::stored_class(&out), Ok(Class::Delta));
+    // A zero page's form (empty payload) is smaller than any delta form: kept as is.
+    codec::encode(Class::Zero, page, &config, &mut out);
+    let before = out.clone();
+    assert!(!codec::keep_delta_if_smaller(page, &config, &mut out));
+    assert_eq!(out, before);
+}
+
+#[test]
 fn decimal_floats_store_as_their_digits() {
     let mut out = Vec::new();
     let mut back = Page::zeroed();

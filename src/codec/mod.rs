@@ -184,18 +184,14 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         },
         Class::Delta => {
             delta::encode(page, config, out);
-            if config.delta_backend == delta::Backend::Zstd && out.len() > SECOND_OPINION {
-                ALTERNATIVE.with(|alternative| {
-                    let alternative = &mut *alternative.borrow_mut();
-                    alternative.clear();
-                    dense::encode(page, config.zstd_level, alternative);
-                    if alternative.len() < out.len() {
-                        std::mem::swap(out, alternative);
-                        Class::Dense
-                    } else {
-                        Class::Delta
-                    }
+            let second_opinion =
+                config.delta_backend == delta::Backend::Zstd && out.len() > SECOND_OPINION;
+            if second_opinion
+                && keep_smaller(config, out, |alt| {
+                    dense::encode(page, config.zstd_level, alt)
                 })
+            {
+                Class::Dense
             } else {
                 Class::Delta
             }
@@ -216,6 +212,33 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         return Class::Incompressible;
     }
     stored
+}
+
+/// Keeps the delta form of `page` in `out` if it is smaller than the form `out` holds
+/// (and below the huge threshold); returns whether it did. For pages whose class the tree
+/// is least sure of: the caller pays one more encode.
+pub fn keep_delta_if_smaller(page: &Page, config: &CodecConfig, out: &mut Vec<u8>) -> bool {
+    keep_smaller(config, out, |alt| delta::encode(page, config, alt))
+}
+
+/// Encodes an alternative form with `encode` and swaps it into `out` if it is smaller
+/// than `out`'s form and below the huge threshold.
+fn keep_smaller(
+    config: &CodecConfig,
+    out: &mut Vec<u8>,
+    encode: impl FnOnce(&mut Vec<u8>),
+) -> bool {
+    ALTERNATIVE.with(|alternative| {
+        let alternative = &mut *alternative.borrow_mut();
+        alternative.clear();
+        encode(alternative);
+        let smaller = alternative.len() < out.len()
+            && alternative.len() < config.huge_threshold.min(RAW_SIZE);
+        if smaller {
+            std::mem::swap(out, alternative);
+        }
+        smaller
+    })
 }
 
 /// Decodes a stored form into `out`, returning its class.
