@@ -24,8 +24,9 @@
 //! positions strictly increasing; an exception's slot holds the previous `k` (residual 0).
 //! Invariants: `Identity` has one residual per word, `Sub`/`Xor` one per word after the
 //! first (the base), each against the word `lag` before it, or the previous word while
-//! there is none that far back (a lag of 1 is the plain neighbour form); every count and length is implied by the width, so any disagreement
-//! in the payload is corruption, reported, never guessed around.
+//! there is none that far back (a lag of 1 is the plain neighbour form); every count and
+//! length is implied by the width, so any disagreement in the payload is corruption,
+//! reported, never guessed around.
 
 use super::decimal;
 use super::dense::{zstd_append, zstd_exact};
@@ -560,8 +561,8 @@ fn choose_by<E: Estimator>(page: &Page) -> (Choice, Choice) {
             }
         }
     }
-    // A lag must win clearly: nine more candidates on a small sample would otherwise
-    // often win by sampling noise alone (python-numpy's floats lost 3% that way).
+    // A lag must win clearly: more candidates on a small sample would otherwise often
+    // win by sampling noise alone (python-numpy's floats lost 3% that way).
     let neighbours = best.3;
     for record in LAG_BYTES {
         let costs = [
