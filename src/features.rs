@@ -53,15 +53,19 @@ fn zigzag64(v: u64) -> u64 {
     ((v as i64) << 1 ^ ((v as i64) >> 63)) as u64
 }
 
-/// Counts the neighbouring pairs of `words` whose wrapping difference, offset by `half`,
-/// is below `2 * half` (a delta in `-half..half`). Written over plain slices so the
-/// compiler vectorises it (SSE: a subtract, an add, a compare per 16 bytes).
+/// Counts the pairs of `words` `lag` apart (1 if not given: neighbours) whose wrapping
+/// difference, offset by `half`, is below `2 * half` (a delta in `-half..half`). Written
+/// over plain slices so the compiler vectorises it (SSE: a subtract, an add, a compare per
+/// 16 bytes).
 macro_rules! small_deltas {
-    ($words:expr, $t:ty, $half:expr) => {{
+    ($words:expr, $t:ty, $half:expr) => {
+        small_deltas!($words, $t, $half, 1)
+    };
+    ($words:expr, $t:ty, $half:expr, $lag:expr) => {{
         let words: &[$t] = $words;
         words
             .iter()
-            .zip(&words[1..])
+            .zip(&words[$lag..])
             .map(|(&a, &b)| (b.wrapping_sub(a).wrapping_add($half) < 2 * $half) as $t)
             .fold(0 as $t, |acc, x| acc.wrapping_add(x)) as u32
     }};
@@ -103,9 +107,8 @@ pub fn extract(page: &Page) -> Features {
     let d1_small = small_deltas!(bytemuck::cast_slice(middle), u8, 8);
     // Rows and arrays of structs: 4-byte fields that barely change one record (16 or
     // 32 bytes) later, which the delta codec's lagged difference stores well.
-    let fields: &[u32] = bytemuck::cast_slice(middle);
-    let record16 = lagged_small(fields, 4);
-    let record32 = lagged_small(fields, 8);
+    let record16 = small_deltas!(bytemuck::cast_slice(middle), u32, 128, 4);
+    let record32 = small_deltas!(bytemuck::cast_slice(middle), u32, 128, 8);
     // Normalise by multiplying with constant reciprocals: a division per feature would
     // cost more than the rest of the tail.
     const WORDS: f32 = 1.0 / (LINES * LINE_WORDS) as f32;
@@ -125,16 +128,6 @@ pub fn extract(page: &Page) -> Features {
         high32 as f32 * PAIRS_F,
         (record16 as f32 * (1.0 / 12.0)).max(record32 as f32 * (1.0 / 8.0)),
     ]
-}
-
-/// Counts the words of `words` (16 of them) within ±128 of the word `lag` before.
-#[inline(always)]
-fn lagged_small(words: &[u32], lag: usize) -> u32 {
-    words
-        .iter()
-        .zip(&words[lag..])
-        .map(|(&a, &b)| (b.wrapping_sub(a).wrapping_add(128) < 256) as u32)
-        .sum()
 }
 
 #[cfg(test)]

@@ -47,9 +47,7 @@ pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f
         // A dense-profile delta form checked against zstd on the page paid for both,
         // whichever was kept.
         (Class::Delta, Some(Class::Dense)) => attempt + DENSE,
-        (Class::Delta, Some(Class::Delta))
-            if config.delta_backend == Backend::Zstd && stored.len() > codec::SECOND_OPINION =>
-        {
+        (Class::Delta, Some(Class::Delta)) if codec::second_opinion(config, stored.len()) => {
             attempt + DENSE
         }
         _ => attempt,

@@ -120,7 +120,7 @@ impl Params {
         (lags && (2..=MAX_LAG).contains(&lag)).then_some((Params { lag, ..params }, rest))
     }
 
-    /// The params byte without its lag bit.
+    /// The params byte, its lag bit masked off by [`Params::parse`].
     fn from_byte(b: u8) -> Option<Params> {
         let transform = *Transform::ALL.get(((b >> 2) & 3) as usize)?;
         let backend = match (b >> 4) & 3 {
@@ -132,8 +132,7 @@ impl Params {
         let shuffle = b & 0x40 != 0;
         let width = 1usize << (b & 3);
         // Shuffling one-byte words is meaningless; bit-packed residuals are never shuffled.
-        if b & 0x80 != 0
-            || (shuffle && (width == 1 || backend == Backend::Bitpack))
+        if (shuffle && (width == 1 || backend == Backend::Bitpack))
             || (transform == Transform::Decimal && width != 8)
         {
             return None;
@@ -214,7 +213,7 @@ word!(u64, i64);
 fn residual<W: Word>(t: Transform, prev: W, cur: W) -> W {
     match t {
         Transform::Identity => cur.wsub(prev),
-        Transform::Sub | Transform::Decimal => cur.wsub(prev).zigzag(),
+        Transform::Sub | Transform::Decimal => sub(prev, cur),
         Transform::Xor => cur.xor(prev),
     }
 }
@@ -414,14 +413,18 @@ impl Estimator for SignificantBits {
 }
 
 /// The sampled runs of a page as words of type W: `runs` runs of `run_bytes` bytes,
-/// spread over the page from `offset` bytes into each stretch.
+/// spread over the page from `offset` bytes into each stretch, each with the `before`
+/// words ahead of it (every shape's offset leaves room for the longest lag).
 fn sampled_runs<W: Word>(
     page: &Page,
     (runs, run_bytes, offset): Shape,
+    before: usize,
 ) -> impl Iterator<Item = &[W]> {
+    let before = before * std::mem::size_of::<W>();
+    debug_assert!(offset >= before);
     (0..runs).map(move |run| {
         let start = run * (PAGE_SIZE / runs) + offset;
-        bytemuck::cast_slice(&page.bytes()[start..start + run_bytes])
+        bytemuck::cast_slice(&page.bytes()[start - before..start + run_bytes])
     })
 }
 
@@ -429,41 +432,39 @@ fn sampled_runs<W: Word>(
 fn word_cost<W: Word, E: Estimator>(page: &Page, t: Transform) -> u64 {
     // One loop per transform: a `match` inside the residual loop was not hoisted.
     match t {
-        Transform::Identity => pair_cost::<W, E>(page, 0, |_, cur| cur),
-        Transform::Xor => pair_cost::<W, E>(page, 1, |prev, cur| cur.xor(prev)),
-        Transform::Sub | Transform::Decimal => {
-            pair_cost::<W, E>(page, 1, |prev, cur| cur.wsub(prev).zigzag())
-        }
+        Transform::Identity => pair_cost::<W, E>(page, 0, 0, |_, cur| cur),
+        Transform::Xor => pair_cost::<W, E>(page, 1, 0, |prev, cur| cur.xor(prev)),
+        Transform::Sub | Transform::Decimal => pair_cost::<W, E>(page, 1, 0, sub::<W>),
     }
 }
 
-/// Estimated bits of `residual(word lag back, word)` over the sampled runs' words from
-/// `lag` in (a lag of 0: the words themselves).
+/// `Sub`'s residual.
 #[inline(always)]
-fn pair_cost<W: Word, E: Estimator>(page: &Page, lag: usize, residual: impl Fn(W, W) -> W) -> u64 {
+fn sub<W: Word>(prev: W, cur: W) -> W {
+    cur.wsub(prev).zigzag()
+}
+
+/// Estimated bits of a page's residuals under `Sub` at `lag` words: each sampled word
+/// against the word `lag` before it, which may lie ahead of its run.
+fn lag_cost<W: Word, E: Estimator>(page: &Page, lag: usize) -> u64 {
+    pair_cost::<W, E>(page, lag, lag, sub::<W>)
+}
+
+/// Estimated bits of `residual(word lag back, word)` over the sampled runs, each widened
+/// by `before` words ahead of it; pairs start `lag` words into the widened run (a lag of
+/// 0: the words themselves).
+#[inline(always)]
+fn pair_cost<W: Word, E: Estimator>(
+    page: &Page,
+    lag: usize,
+    before: usize,
+    residual: impl Fn(W, W) -> W,
+) -> u64 {
     let width = std::mem::size_of::<W>();
     let mut estimate = E::new(width);
-    for words in sampled_runs::<W>(page, E::shape(width)) {
+    for words in sampled_runs::<W>(page, E::shape(width), before) {
         for (&prev, &cur) in words.iter().zip(&words[lag..]) {
             estimate.add(residual(prev, cur).to_u64());
-        }
-    }
-    estimate.page_bits()
-}
-
-/// Estimated bits of a page's residuals under `Sub` at `lag` words: the same sampled
-/// words, each against the word `lag` before it (the samples start well past a lag in).
-fn lag_cost<W: Word, E: Estimator>(page: &Page, lag: usize) -> u64 {
-    let width = std::mem::size_of::<W>();
-    let words: &[W] = cast(page.bytes());
-    let (runs, run_bytes, offset) = E::shape(width);
-    debug_assert!(offset / width >= lag);
-    let mut estimate = E::new(width);
-    for run in 0..runs {
-        let start = (run * (PAGE_SIZE / runs) + offset) / width;
-        let run = &words[start - lag..start + run_bytes / width];
-        for (&prev, &cur) in run.iter().zip(&run[lag..]) {
-            estimate.add(residual(Transform::Sub, prev, cur).to_u64());
         }
     }
     estimate.page_bits()
@@ -476,7 +477,7 @@ fn decimal_cost<E: Estimator>(page: &Page) -> Option<(u8, u64, u64)> {
     let shape = E::shape(8);
     let mut e = 0u8;
     let (mut n, mut exceptions) = (0, 0);
-    for words in sampled_runs::<u64>(page, shape) {
+    for words in sampled_runs::<u64>(page, shape, 0) {
         for &w in words {
             n += 1;
             // Most values need no more digits than the ones before: try that first.
@@ -492,7 +493,7 @@ fn decimal_cost<E: Estimator>(page: &Page) -> Option<(u8, u64, u64)> {
         }
     }
     let mut estimate = E::new(8);
-    for words in sampled_runs::<u64>(page, shape) {
+    for words in sampled_runs::<u64>(page, shape, 0) {
         let mut prev = None;
         for &w in words {
             let k = decimal::integer(w, e).or(prev);
@@ -773,23 +774,8 @@ fn shuffle_bytes<'a>(src: &[u8], width: usize, dst: &'a mut [u8]) -> &'a [u8] {
     let dst = &mut dst[..n * width];
     match width {
         2 => shuffle2(src, dst),
-        4 => shuffle4(src, dst),
-        _ => {
-            // Eight words at a time as an 8x8 byte matrix: 8 loads, 24 mask-and-shift
-            // steps and 8 stores instead of 64 scattered byte stores.
-            for (block, chunk) in src.chunks_exact(64).enumerate() {
-                let mut x: [u64; 8] = bytemuck::pod_read_unaligned(chunk);
-                transpose8x8(&mut x);
-                for (j, plane) in x.iter().enumerate() {
-                    dst[j * n + 8 * block..][..8].copy_from_slice(&plane.to_le_bytes());
-                }
-            }
-            for i in n / 8 * 8..n {
-                for j in 0..8 {
-                    dst[j * n + i] = src[i * 8 + j];
-                }
-            }
-        }
+        4 => shuffle_square::<[u32; 4]>(src, dst),
+        _ => shuffle_square::<[u64; 8]>(src, dst),
     }
     dst
 }
@@ -846,97 +832,98 @@ fn spread_bytes(x: u32) -> u64 {
     (x | x << 8) & 0x00ff_00ff_00ff_00ff
 }
 
-/// [`shuffle_bytes`] for 4-byte words: each 16 bytes (4 words) as a 4x4 byte matrix,
-/// transposed in registers.
-fn shuffle4(src: &[u8], dst: &mut [u8]) {
-    let n = src.len() / 4;
-    for (block, chunk) in src.chunks_exact(16).enumerate() {
-        let mut rows: [u32; 4] = bytemuck::pod_read_unaligned(chunk);
-        transpose4x4(&mut rows);
-        for (j, plane) in rows.iter().enumerate() {
-            dst[j * n + 4 * block..][..4].copy_from_slice(&plane.to_le_bytes());
+/// An N x N byte matrix held as N little-endian rows: N words of N bytes.
+trait ByteSquare: Pod {
+    const N: usize;
+    /// Transposes the matrix in place (its own inverse).
+    fn transpose(&mut self);
+}
+
+/// Transposes the byte matrix whose rows are the (little-endian) words of `$x` by
+/// swapping 1-, 2-, 4-… byte blocks across the diagonal, `$masks[k]` selecting the
+/// blocks of 2^k bytes (a macro: one body for rows of any word type).
+macro_rules! transpose_rows {
+    ($x:expr, $masks:expr) => {
+        for (k, mask) in $masks.into_iter().enumerate() {
+            let step = 1 << k;
+            let shift = 8 * step;
+            for i in (0..$x.len()).filter(|i| i & step == 0) {
+                let t = (($x[i] >> shift) ^ $x[i + step]) & mask;
+                $x[i + step] ^= t;
+                $x[i] ^= t << shift;
+            }
+        }
+    };
+}
+
+impl ByteSquare for [u32; 4] {
+    const N: usize = 4;
+    #[inline(always)]
+    fn transpose(&mut self) {
+        transpose_rows!(self, [0x00ff_00ffu32, 0x0000_ffff]);
+    }
+}
+
+impl ByteSquare for [u64; 8] {
+    const N: usize = 8;
+    #[inline(always)]
+    fn transpose(&mut self) {
+        let masks = [
+            0x00ff_00ff_00ff_00ffu64,
+            0x0000_ffff_0000_ffff,
+            0x0000_0000_ffff_ffff,
+        ];
+        transpose_rows!(self, masks);
+    }
+}
+
+/// [`shuffle_bytes`] for words of N = 4 or 8 bytes: N words at a time as an N x N byte
+/// matrix, transposed in registers (for 8-byte words: 8 loads, 24 mask-and-shift steps
+/// and 8 stores instead of 64 scattered byte stores). N is a constant, so every copy
+/// compiles to plain stores, not `memmove` calls.
+fn shuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / M::N;
+    for (block, chunk) in src.chunks_exact(M::N * M::N).enumerate() {
+        let mut rows: M = bytemuck::pod_read_unaligned(chunk);
+        rows.transpose();
+        for (j, plane) in bytemuck::bytes_of(&rows).chunks_exact(M::N).enumerate() {
+            dst[j * n + M::N * block..][..M::N].copy_from_slice(plane);
         }
     }
-    for i in n / 4 * 4..n {
-        for j in 0..4 {
-            dst[j * n + i] = src[i * 4 + j];
+    for i in n / M::N * M::N..n {
+        for j in 0..M::N {
+            dst[j * n + i] = src[i * M::N + j];
         }
     }
 }
 
-/// The inverse of [`shuffle4`].
-fn unshuffle4(src: &[u8], dst: &mut [u8]) {
-    let n = src.len() / 4;
-    for (block, chunk) in dst.chunks_exact_mut(16).enumerate() {
-        let mut rows = [0u32; 4];
-        for (j, row) in rows.iter_mut().enumerate() {
-            let at = j * n + 4 * block;
-            *row = u32::from_le_bytes(src[at..at + 4].try_into().expect("4 bytes"));
+/// The inverse of [`shuffle_square`].
+fn unshuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
+    let n = src.len() / M::N;
+    for (block, chunk) in dst.chunks_exact_mut(M::N * M::N).enumerate() {
+        let mut rows = M::zeroed();
+        for (j, row) in bytemuck::bytes_of_mut(&mut rows)
+            .chunks_exact_mut(M::N)
+            .enumerate()
+        {
+            row.copy_from_slice(&src[j * n + M::N * block..][..M::N]);
         }
-        transpose4x4(&mut rows);
+        rows.transpose();
         chunk.copy_from_slice(bytemuck::bytes_of(&rows));
     }
-    for i in n / 4 * 4..n {
-        for j in 0..4 {
-            dst[i * 4 + j] = src[j * n + i];
-        }
-    }
-}
-
-/// Transposes the 4x4 byte matrix whose rows are the (little-endian) words of `x`, as
-/// [`transpose8x8`] does; it is its own inverse.
-#[inline(always)]
-fn transpose4x4(x: &mut [u32; 4]) {
-    for (step, mask) in [(1, 0x00ff_00ffu32), (2, 0x0000_ffff)] {
-        let shift = 8 * step;
-        for i in (0..4).filter(|i| i & step == 0) {
-            let t = ((x[i] >> shift) ^ x[i + step]) & mask;
-            x[i + step] ^= t;
-            x[i] ^= t << shift;
+    for i in n / M::N * M::N..n {
+        for j in 0..M::N {
+            dst[i * M::N + j] = src[j * n + i];
         }
     }
 }
 
 /// The inverse of [`shuffle_bytes`].
 fn unshuffle_bytes(src: &[u8], width: usize, dst: &mut [u8]) {
-    let n = src.len() / width;
     match width {
         2 => unshuffle2(src, dst),
-        4 => unshuffle4(src, dst),
-        _ => {
-            for (block, chunk) in dst.chunks_exact_mut(64).enumerate() {
-                let mut x = [0u64; 8];
-                for (j, plane) in x.iter_mut().enumerate() {
-                    let at = j * n + 8 * block;
-                    *plane = u64::from_le_bytes(src[at..at + 8].try_into().expect("8 bytes"));
-                }
-                transpose8x8(&mut x);
-                chunk.copy_from_slice(bytemuck::bytes_of(&x));
-            }
-            for i in n / 8 * 8..n {
-                for j in 0..8 {
-                    dst[i * 8 + j] = src[j * n + i];
-                }
-            }
-        }
-    }
-}
-
-/// Transposes the 8x8 byte matrix whose rows are the (little-endian) words of `x`, by
-/// swapping 1-, 2- and 4-byte blocks across the diagonal; it is its own inverse.
-#[inline(always)]
-fn transpose8x8(x: &mut [u64; 8]) {
-    for (step, mask) in [
-        (1, 0x00ff_00ff_00ff_00ffu64),
-        (2, 0x0000_ffff_0000_ffff),
-        (4, 0x0000_0000_ffff_ffff),
-    ] {
-        let shift = 8 * step;
-        for i in (0..8).filter(|i| i & step == 0) {
-            let t = ((x[i] >> shift) ^ x[i + step]) & mask;
-            x[i + step] ^= t;
-            x[i] ^= t << shift;
-        }
+        4 => unshuffle_square::<[u32; 4]>(src, dst),
+        _ => unshuffle_square::<[u64; 8]>(src, dst),
     }
 }
 

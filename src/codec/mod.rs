@@ -184,9 +184,7 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         },
         Class::Delta => {
             delta::encode(page, config, out);
-            let second_opinion =
-                config.delta_backend == delta::Backend::Zstd && out.len() > SECOND_OPINION;
-            if second_opinion
+            if second_opinion(config, out.len())
                 && keep_smaller(config, out, |alt| {
                     dense::encode(page, config.zstd_level, alt)
                 })
@@ -212,6 +210,12 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         return Class::Incompressible;
     }
     stored
+}
+
+/// Whether a delta form of `len` bytes is checked against zstd on the page: with the zstd
+/// backend (the dense profile) and above [`SECOND_OPINION`].
+pub fn second_opinion(config: &CodecConfig, len: usize) -> bool {
+    config.delta_backend == delta::Backend::Zstd && len > SECOND_OPINION
 }
 
 /// Keeps the delta form of `page` in `out` if it is smaller than the form `out` holds
