@@ -8,7 +8,7 @@
 //! `Send + Sync`.
 
 use crate::codec::{self, Class, CodecConfig, DecodeError};
-use crate::features::{self, Features};
+use crate::features;
 use crate::model::{self, Model, Profile};
 use crate::page::Page;
 
@@ -45,31 +45,27 @@ impl Engine {
 
     /// The class the engine stores a page as (before any huge-page fallback).
     pub fn classify(&self, page: &Page) -> Class {
-        self.decide(page).0
-    }
-
-    /// The page's class, with the features the tree decided it from (none for zero and
-    /// same-filled pages, which the exact scan decides).
-    fn decide(&self, page: &Page) -> (Class, Option<Features>) {
         match page.same_filled_word() {
-            Some(0) => (Class::Zero, None),
-            Some(_) => (Class::Same, None),
-            None => {
-                let features = features::extract(page);
-                (self.model.predict(&features), Some(features))
-            }
+            Some(0) => Class::Zero,
+            Some(_) => Class::Same,
+            None => self.model.predict(&features::extract(page)),
         }
     }
 
-    /// Classifies and encodes a page into `out`; returns the class stored.
+    /// Classifies and encodes a page into `out`; returns the class stored. The exact scan
+    /// runs once: a same-filled page goes straight to its form.
     pub fn encode(&self, page: &Page, out: &mut Vec<u8>) -> Class {
+        if let Some(word) = page.same_filled_word() {
+            return codec::encode_filled(word, out);
+        }
         let config = &self.model.codec;
-        let (class, features) = self.decide(page);
+        let features = features::extract(page);
+        let class = self.model.predict(&features);
         let stored = codec::encode(class, page, config, out);
         let second_look = self.model.profile == Profile::Dense
             && class == Class::Dense
             && stored == Class::Dense
-            && features.is_some_and(|f| f[features::RECORD_SMALL] >= RECORD_SECOND_LOOK);
+            && features[features::RECORD_SMALL] >= RECORD_SECOND_LOOK;
         if second_look && codec::keep_delta_if_smaller(page, config, out) {
             return Class::Delta;
         }

@@ -169,14 +169,7 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
     out.clear();
     let stored = match class {
         Class::Zero | Class::Same => match page.same_filled_word() {
-            Some(0) => {
-                zero::encode(out);
-                return Class::Zero;
-            }
-            Some(word) => {
-                same::encode(word, out);
-                return Class::Same;
-            }
+            Some(word) => return encode_filled(word, out),
             None => {
                 general::encode(page, out);
                 Class::General
@@ -210,6 +203,19 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         return Class::Incompressible;
     }
     stored
+}
+
+/// Encodes a page filled with `word` into `out` (cleared first): the zero form for 0, the
+/// same-filled form otherwise; returns that class. For a caller that has scanned already.
+pub fn encode_filled(word: u64, out: &mut Vec<u8>) -> Class {
+    out.clear();
+    if word == 0 {
+        zero::encode(out);
+        Class::Zero
+    } else {
+        same::encode(word, out);
+        Class::Same
+    }
 }
 
 /// Whether a delta form of `len` bytes is checked against zstd on the page: with the zstd
