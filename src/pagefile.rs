@@ -146,6 +146,7 @@ mod tests {
         assert_eq!(set.pages.len(), 2);
         assert_eq!(set.pages[1].0[903], 1);
         assert_eq!(set.pages[1].0[904], 0);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{data_dir, zpage};
+use common::{TempDir, data_dir, zpage};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use zpage::zram::is_root;
 
@@ -35,12 +35,6 @@ fn fails(args: &[&str], needles: &[&str]) {
     for needle in needles {
         assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
     }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("zpage-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn sample(name: &str) -> String {
@@ -120,7 +114,7 @@ fn sim_json_schema() {
 #[test]
 fn sim_errors_are_one_line() {
     fails(&["sim", "/no/such/file.pages"], &["/no/such/file.pages"]);
-    let dir = temp_dir("sim");
+    let dir = TempDir::new("cli-sim");
     let partial = dir.join("partial.pages");
     std::fs::write(&partial, vec![1u8; 4096 + 100]).unwrap();
     let partial = partial.to_str().unwrap();
@@ -133,7 +127,6 @@ fn sim_errors_are_one_line() {
         &["sim", "--model", model.to_str().unwrap()],
         &["model.json"],
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
@@ -193,7 +186,7 @@ fn sim_errors_for_gone_and_unreadable_processes() {
 
 #[test]
 fn entropy_json_plot_and_headline() {
-    let dir = temp_dir("entropy");
+    let dir = TempDir::new("cli-entropy");
     let plot = dir.join("entropy.svg");
     let names = [
         "scipy-face-rgb8.pages",
@@ -226,7 +219,6 @@ fn entropy_json_plot_and_headline() {
     }
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.starts_with("<svg") && svg.contains("Entropy by class"));
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
