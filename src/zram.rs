@@ -141,8 +141,8 @@ impl Device {
                 .unwrap_or(0)
         };
         let (orig, compr, used) = (field(0), field(1), field(2));
-        let input = (pages.len() * PAGE_SIZE) as f64;
-        let mb_s = |d: Duration| input / 1e6 / d.as_secs_f64().max(1e-9);
+        let input = (pages.len() * PAGE_SIZE) as u64;
+        let mb_s = |d: Duration| crate::compare::mb_s(input, d);
         Ok(KernelRun {
             algorithm: algo.to_string(),
             pages: pages.len() as u64,

@@ -216,11 +216,20 @@ impl PageStore {
     /// Stores (or overwrites) page `id`. On error nothing changed.
     pub fn insert(&self, id: u64, page: &Page) -> Result<(), StoreError> {
         let slot = self.slot(id);
-        if slot.hot_capacity > 0 && page.same_filled_word().is_none() {
-            return self.insert_hot(slot, id, page);
+        // With a hot tier, one scan decides both the tier and a same-filled page's form
+        // (without one, the engine's own scan does).
+        let mut filled = None;
+        if slot.hot_capacity > 0 {
+            filled = page.same_filled_word();
+            if filled.is_none() {
+                return self.insert_hot(slot, id, page);
+            }
         }
         let mut encoded = SCRATCH.with(Cell::take);
-        let class = self.engine.encode(page, &mut encoded);
+        let class = match filled {
+            Some(word) => codec::encode_filled(word, &mut encoded),
+            None => self.engine.encode(page, &mut encoded),
+        };
         let result = self.install(slot, id, class, page, &encoded);
         SCRATCH.with(|cell| cell.set(encoded));
         result
