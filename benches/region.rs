@@ -3,24 +3,13 @@
 //! faulting thread (the round trip to the handler thread included), and scan throughput
 //! over a region at 25% residency against plain memory. Prints where the two threads ran.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::region;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use zpage::PAGE_SIZE;
-use zpage::region::{Region, RegionError};
-
-fn region(pages: usize, resident: usize) -> Option<Region> {
-    match Region::builder(pages * PAGE_SIZE)
-        .resident_pages(resident)
-        .build()
-    {
-        Ok(region) => Some(region),
-        Err(RegionError::Unavailable(e)) => {
-            println!("skipped: userfaultfd unavailable here: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
 
 /// Compressible page content (numbers and text, about 4x with the fast profile).
 fn fill(page: &mut [u8], index: usize) {

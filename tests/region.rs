@@ -3,24 +3,9 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, region};
 use zpage::PAGE_SIZE;
-use zpage::region::{Region, RegionError, RegionStats};
-
-/// A region, or None (with the reason printed) where userfaultfd is unavailable.
-fn region(pages: usize, resident: usize) -> Option<Region> {
-    match Region::builder(pages * PAGE_SIZE)
-        .resident_pages(resident)
-        .build()
-    {
-        Ok(region) => Some(region),
-        Err(RegionError::Unavailable(e)) => {
-            eprintln!("skipped: userfaultfd unavailable here: {e}");
-            None
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
+use zpage::region::{Region, RegionStats};
 
 /// Content of page `index` at `version`: compressible, distinct per page and version.
 fn fill(page: &mut [u8], index: usize, version: u64) {

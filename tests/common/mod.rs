@@ -192,3 +192,18 @@ pub fn adversarial_pages() -> Vec<(&'static str, Page)> {
     }
     v
 }
+
+/// A region, or None (with the reason printed) where userfaultfd is unavailable.
+pub fn region(pages: usize, resident: usize) -> Option<zpage::region::Region> {
+    match zpage::region::Region::builder(pages * zpage::PAGE_SIZE)
+        .resident_pages(resident)
+        .build()
+    {
+        Ok(region) => Some(region),
+        Err(zpage::region::RegionError::Unavailable(e)) => {
+            eprintln!("skipped: userfaultfd unavailable here: {e}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
