@@ -6,8 +6,8 @@ mod common;
 use common::{Rng, sample_pages};
 use std::collections::HashMap;
 use std::sync::Arc;
-use zpage::store::StoreError;
-use zpage::{Class, PAGE_SIZE, Page, PageStore, Profile};
+use zpage::store::{SLAB_BYTES, StoreError};
+use zpage::{Class, PAGE_SIZE, Page, PageStore, Profile, Stats};
 
 /// A page whose content is a function of (id, version), in every class zpage has.
 /// Pages other than zero/same carry id and version in their first two words, so any
@@ -251,11 +251,7 @@ fn compaction_gives_memory_back_and_keeps_every_page() {
     assert!(given_back > 0);
     assert_eq!(after.pages_compacted, given_back);
     assert!(after.mem_used_total < before.mem_used_total);
-    assert!(
-        after.allocator_overhead() <= 0.03,
-        "overhead after compaction {:.4}",
-        after.allocator_overhead()
-    );
+    assert_compacted(&after);
     for id in store.ids() {
         assert!(*store.read(id).unwrap() == pages[id as usize], "page {id}");
     }
@@ -285,11 +281,17 @@ fn holes_are_reused_before_memory_grows() {
         stats.mem_used_total
     );
     store.compact();
-    let compacted = store.stats();
+    assert_compacted(&store.stats());
+}
+
+/// What compaction leaves by design: under a page of garbage in each slab it kept (a slab
+/// with less is not worth moving), plus the head's populated-ahead pages (16 KiB at most).
+fn assert_compacted(stats: &Stats) {
+    let slabs = stats.mem_used_total.div_ceil(SLAB_BYTES as u64);
+    let garbage = stats.mem_used_total - stats.compr_data_size;
     assert!(
-        compacted.allocator_overhead() <= 0.03,
-        "overhead after compaction {:.4}",
-        compacted.allocator_overhead()
+        garbage < (slabs + 4) * PAGE_SIZE as u64,
+        "{garbage} bytes of garbage in {slabs} slabs after compaction"
     );
 }
 

@@ -22,8 +22,15 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
 const MAX_BLOCK: usize = lz4_flex::block::get_maximum_output_size(PAGE_SIZE);
 
 /// Per-thread LZ4 state: the match table (`compress_into` would allocate and zero a fresh
-/// 8 KiB one for every page) and an output block, zeroed once, not once per page as a
-/// growing `Vec` would be.
+/// one for every page) and an output block, zeroed once, not once per page as a growing
+/// `Vec` would be.
+///
+/// The table is lz4_flex's `large` one (32-bit slots, 5-byte hash) although a page would
+/// fit the `small` one (16-bit slots, 4-byte hash): on memory pages, where pointers and
+/// zero-padded fields share 4-byte runs everywhere, the 4-byte hash finds many matches of
+/// 4-5 bytes that each cost a sequence to encode; hashing 5 bytes skips them. Measured on
+/// the corpus's general pages: 3-11% faster and up to 2% smaller (no input got slower;
+/// python-numpy 0.6% larger).
 struct Lz4State {
     table: CompressTable,
     block: Box<[u8; MAX_BLOCK]>,
@@ -31,7 +38,7 @@ struct Lz4State {
 
 thread_local! {
     static LZ4: RefCell<Lz4State> = RefCell::new(Lz4State {
-        table: CompressTable::small(),
+        table: CompressTable::large(),
         block: bytemuck::allocation::zeroed_box(),
     });
 }
