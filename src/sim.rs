@@ -26,7 +26,8 @@ pub struct ClassReport {
     pub pages: u64,
     pub orig_bytes: u64,
     pub stored_bytes: u64,
-    /// Share of the compress time spent on pages of this class.
+    /// Share of the compress time spent on pages of this class (0 when the simulation
+    /// ran without detail).
     pub time_share: f64,
 }
 
@@ -59,7 +60,7 @@ pub struct Timing {
     /// Bytes per second through `PageStore::read_into`.
     pub decompress_mb_s: f64,
     /// Features and tree, measured in a separate pass over the same pages (0 when the
-    /// simulation ran without baselines).
+    /// simulation ran without detail).
     pub classify_ns_per_page: f64,
 }
 
@@ -92,16 +93,18 @@ pub struct Report {
     pub timing: Timing,
 }
 
-/// Simulates every set, with the baselines and the separate classify-timing pass when
-/// `with_baselines` (the baselines take most of the time: the oracle encodes every page
-/// five ways; `zpage zram` shows neither, and its classify figure is then 0). `tick` is
-/// called with the number of pages just processed (three phases per set: store, verify,
-/// baselines).
+/// Simulates every set. With `detailed` it also runs the baselines (most of the time: the
+/// oracle encodes every page five ways), the separate classify-timing pass, and times
+/// each insert for the per-class time shares (a clock read per page, ~1% of an insert);
+/// without it (`zpage zram`, which shows none of these, and times the kernel's writes
+/// with one clock) those figures are 0 and the insert loop is timed as a whole. `tick`
+/// is called with the number of pages just processed (three phases per set: store,
+/// verify, baselines).
 pub fn simulate(
     sets: &[PageSet],
     engine: &Engine,
     profile: &str,
-    with_baselines: bool,
+    detailed: bool,
     tick: &mut dyn FnMut(u64),
 ) -> Result<Report, String> {
     let mut totals = Stats::default();
@@ -117,27 +120,30 @@ pub fn simulate(
             .shards(1)
             .engine(engine.clone())
             .build();
-        // One clock read per page (each costs ~35 ns on a VM, ~1% of a page's insert);
-        // classes are looked up afterwards, outside the timed loop.
-        let mut spent = Vec::with_capacity(set.pages.len());
-        let mut last = Instant::now();
+        // In detail, one clock read per page (each costs ~35 ns on a VM); classes are
+        // looked up afterwards, outside the timed loop.
+        let mut spent = Vec::with_capacity(if detailed { set.pages.len() } else { 0 });
+        let start = Instant::now();
+        let mut last = start;
         for (id, page) in set.pages.iter().enumerate() {
             store
                 .insert(id as u64, page)
                 .map_err(|e| format!("{}: page {id}: {e}", set.name))?;
-            let now = Instant::now();
-            spent.push(now - last);
-            last = now;
+            if detailed {
+                let now = Instant::now();
+                spent.push(now - last);
+                last = now;
+            }
         }
+        compress += start.elapsed();
         for (id, spent) in spent.into_iter().enumerate() {
-            compress += spent;
             let class = store.stored_class(id as u64).expect("inserted above");
             class_time[class.index()] += spent;
         }
         tick(set.pages.len() as u64);
         decompress += verify(&store, set)?;
         tick(set.pages.len() as u64);
-        if with_baselines {
+        if detailed {
             let start = Instant::now();
             let delta_pages = set
                 .pages
@@ -187,7 +193,7 @@ pub fn simulate(
     let baselines = ["lz4", "zstd-3", "oracle"]
         .into_iter()
         .zip(baselines)
-        .filter(|_| with_baselines)
+        .filter(|_| detailed)
         .map(|(name, scheme)| {
             let report = BaselineReport {
                 compr_data_size: scheme.compr_data_size,
