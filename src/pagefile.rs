@@ -126,17 +126,11 @@ pub fn read_all(paths: &[PathBuf], pad: bool) -> Result<Vec<PageSet>, PageFileEr
 mod tests {
     use super::*;
 
-    fn temp(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("zpage-pagefile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
     #[test]
     fn partial_file_is_named_or_padded() {
-        let path = temp("partial.pages", &[1u8; 5000]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial.pages");
+        std::fs::write(&path, [1u8; 5000]).unwrap();
         let err = read(&path, false).err().unwrap().to_string();
         assert!(
             err.contains("partial.pages") && err.contains("5000"),
@@ -146,7 +140,6 @@ mod tests {
         assert_eq!(set.pages.len(), 2);
         assert_eq!(set.pages[1].0[903], 1);
         assert_eq!(set.pages[1].0[904], 0);
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TempDir, data_dir, zpage};
+use common::{data_dir, zpage};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -114,14 +114,14 @@ fn sim_json_schema() {
 #[test]
 fn sim_errors_are_one_line() {
     fails(&["sim", "/no/such/file.pages"], &["/no/such/file.pages"]);
-    let dir = TempDir::new("cli-sim");
-    let partial = dir.join("partial.pages");
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial.pages");
     std::fs::write(&partial, vec![1u8; 4096 + 100]).unwrap();
     let partial = partial.to_str().unwrap();
     fails(&["sim", partial], &["partial.pages", "4196", "--pad"]);
     let v = json(&["sim", partial, "--pad", "--json"]);
     assert_eq!(v["pages"], 2);
-    let model = dir.join("model.json");
+    let model = dir.path().join("model.json");
     std::fs::write(&model, "{ not a model").unwrap();
     fails(
         &["sim", "--model", model.to_str().unwrap()],
@@ -186,8 +186,8 @@ fn sim_errors_for_gone_and_unreadable_processes() {
 
 #[test]
 fn entropy_json_plot_and_headline() {
-    let dir = TempDir::new("cli-entropy");
-    let plot = dir.join("entropy.svg");
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("entropy.svg");
     let names = [
         "scipy-face-rgb8.pages",
         "scipy-ecg-float64.pages",

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TempDir, zpage};
+use common::zpage;
 
 #[test]
 fn train_json_has_the_documented_fields() {
@@ -67,8 +67,8 @@ fn leave_one_out_tests_each_input_on_a_tree_trained_on_the_others() {
 
 #[test]
 fn bad_inputs_get_one_line_errors() {
-    let dir = TempDir::new("cli-train");
-    let partial = dir.join("partial.pages");
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial.pages");
     std::fs::write(&partial, vec![1u8; 4096 * 3 + 10]).unwrap();
     for (args, needle) in [
         (vec!["train", "/no/such/file.pages"], "no such file"),
