@@ -170,8 +170,10 @@ pub struct TreeLimits {
 impl TreeLimits {
     /// The limits `scripts/train-models` uses. Depth is chosen by leave-one-file-out
     /// regret (train on nine corpus files, test on the tenth), the estimate for memory
-    /// of programs the corpus lacks: fast 2.1% at depth 3 (5.1% at 4, 9.5% at 5), dense
-    /// 7.0% at depth 5 (8.0% at 4); deeper trees learn the files, not the patterns.
+    /// of programs the corpus lacks: fast 2.35% at depth 3 (6.0% at 2, 9.6% at 4, 13.5%
+    /// at 5): deeper trees learn the files, not the patterns. Dense is flat from depth 4
+    /// to 6 (3.94%, 4.05%, 4.36%); depth 5 is kept because depth 4 stores every
+    /// snapshot and both captured programs 0.1-3% larger.
     pub fn for_profile(profile: Profile) -> TreeLimits {
         TreeLimits {
             max_depth: match profile {
