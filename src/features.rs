@@ -114,19 +114,22 @@ pub fn extract(page: &Page) -> Features {
     const WORDS: f32 = 1.0 / (LINES * LINE_WORDS) as f32;
     const PAIRS_F: f32 = 1.0 / PAIRS as f32;
     const LINE_BYTES: usize = LINE_WORDS * 8;
+    // The record features compare u32s 4 and 8 apart (16- and 32-byte records).
+    const U32S: usize = LINE_BYTES / 4;
     [
         zero_w as f32 * WORDS,
         equal as f32 * PAIRS_F,
         d8 as f32 * (1.0 / (LINES * 64) as f32),
         v8 as f32 * (1.0 / (LINES * 64) as f32),
-        d4_small as f32 * (1.0 / (LINE_BYTES / 4 - 1) as f32),
+        d4_small as f32 * (1.0 / (U32S - 1) as f32),
         d2_small as f32 * (1.0 / (LINE_BYTES / 2 - 1) as f32),
         d1_small as f32 * (1.0 / (LINE_BYTES - 1) as f32),
         zero_b as f32 * (WORDS / 8.0),
         high_b as f32 * (WORDS / 8.0),
         high16 as f32 * PAIRS_F,
         high32 as f32 * PAIRS_F,
-        (record16 as f32 * (1.0 / 12.0)).max(record32 as f32 * (1.0 / 8.0)),
+        (record16 as f32 * (1.0 / (U32S - 4) as f32))
+            .max(record32 as f32 * (1.0 / (U32S - 8) as f32)),
     ]
 }
 
