@@ -14,8 +14,7 @@
 //! - `resident` (zram's `mem_used_total`) is the sum over slabs of their populated bytes:
 //!   the pages up to the high-water mark, rounded up to 4 KiB, plus at most
 //!   [`POPULATE_STEP`] (and 1/32 of `resident`) populated ahead of it at the head slab;
-//!   an anonymous mapping's
-//!   untouched pages take no memory.
+//!   an anonymous mapping's untouched pages take no memory.
 //! - With a limit set, `resident` never exceeds it: every growth is checked first and an
 //!   allocation that would cross it fails and changes nothing.
 //! - `live` (zram's `compr_data_size`) is the sum of live object lengths; a slab whose live
