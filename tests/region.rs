@@ -168,3 +168,270 @@ fn clock_keeps_a_hot_set_resident() {
         "hot refaults {hot_refaults} of {hot_touches}: {stats:?}"
     );
 }
+
+/// A page that was evicted while all zero is mapped back from the kernel's zero page; a
+/// write racing that mapping must not be lost at the next eviction. One thread reads then
+/// writes a byte of each page in turn (pages alternate between zero and non-zero, so
+/// every other round refaults zero pages), with and without a second thread writing its
+/// own bytes of the same pages meanwhile.
+#[test]
+fn zero_page_read_then_write_is_never_lost() {
+    for threads in [1usize, 2] {
+        let pages = 512;
+        let Some(mut region) = region(pages, 64) else {
+            return;
+        };
+        let memory = region.as_mut_slice();
+        // Thread t owns byte t of every page's first 8 (words interleave in one page).
+        let mut owned: Vec<Vec<&mut u8>> = (0..threads).map(|_| Vec::new()).collect();
+        for page in memory.chunks_exact_mut(PAGE_SIZE) {
+            for (t, byte) in page[..threads].iter_mut().enumerate() {
+                owned[t].push(byte);
+            }
+        }
+        let lost = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for (t, mut bytes) in owned.into_iter().enumerate() {
+                let lost = &lost;
+                scope.spawn(move || {
+                    for round in 0..100u32 {
+                        let expected = if round % 2 == 0 { 0 } else { t as u8 + 1 };
+                        let next = if round % 2 == 0 { t as u8 + 1 } else { 0 };
+                        for byte in bytes.iter_mut() {
+                            // The read faults the page in (from the zero page when it is
+                            // all zero); the write follows at once.
+                            if std::hint::black_box(**byte) != expected {
+                                lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            **byte = next;
+                        }
+                    }
+                });
+            }
+        });
+        let stats = region.stats();
+        assert_eq!(
+            lost.into_inner(),
+            0,
+            "{threads} thread(s): writes lost, {stats:?}"
+        );
+        assert!(stats.evictions > 10_000, "{stats:?}");
+    }
+}
+
+/// `O_DIRECT` reads pin the region's pages while the device writes them: eviction must
+/// leave them alone (or the data lands in a frame the region no longer maps), and a
+/// direct write from the region must send what the region holds.
+#[test]
+fn pinned_direct_io_into_and_out_of_the_region() {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let pages = 1024;
+    let Some(mut region) = region(pages, 64) else {
+        return;
+    };
+    if region.access() != zpage::region::Access::Full {
+        eprintln!("skipped: user-mode-only userfaultfd (kernel accesses fail with EFAULT)");
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("direct.pages");
+    let mut expected = vec![0u8; pages * PAGE_SIZE];
+    for (index, page) in expected.chunks_exact_mut(PAGE_SIZE).enumerate() {
+        fill(page, index, 7);
+    }
+    std::fs::write(&path, &expected).unwrap();
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+    };
+    let mut file = match open(false) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!("skipped: O_DIRECT unavailable here: {e}");
+            return;
+        }
+    };
+    file.read_exact(region.as_mut_slice()).unwrap();
+    let memory = region.as_slice();
+    let wrong = (0..pages)
+        .filter(|&i| memory[i * PAGE_SIZE..][..PAGE_SIZE] != expected[i * PAGE_SIZE..][..PAGE_SIZE])
+        .count();
+    assert_eq!(
+        wrong,
+        0,
+        "pages wrong after an O_DIRECT read: {:?}",
+        region.stats()
+    );
+    // Now rewrite the region (evicting most of it) and send it out with O_DIRECT.
+    for (index, page) in region
+        .as_mut_slice()
+        .chunks_exact_mut(PAGE_SIZE)
+        .enumerate()
+    {
+        fill(page, index, 8);
+    }
+    let mut out = open(true).unwrap();
+    out.seek(std::io::SeekFrom::Start(0)).unwrap();
+    out.write_all(region.as_slice()).unwrap();
+    drop(out);
+    let written = std::fs::read(&path).unwrap();
+    for (index, page) in written.chunks_exact(PAGE_SIZE).enumerate() {
+        check(page, index, 8);
+    }
+    let stats = settled(&region, 64);
+    assert!(
+        stats.resident < 64,
+        "back within budget once unpinned: {stats:?}"
+    );
+}
+
+#[test]
+fn budgets_and_sizes_are_checked() {
+    use zpage::region::{MIN_RESIDENT_PAGES, RegionError};
+    for resident in [0, 1, 2, MIN_RESIDENT_PAGES - 1] {
+        let result = Region::builder(64 * PAGE_SIZE)
+            .resident_pages(resident)
+            .build();
+        assert!(
+            matches!(result, Err(RegionError::Budget { .. })),
+            "resident {resident}: {:?}",
+            result.err()
+        );
+    }
+    let result = Region::builder(usize::MAX).build();
+    assert!(
+        matches!(result, Err(RegionError::TooLarge { .. })),
+        "{:?}",
+        result.err()
+    );
+    assert!(matches!(
+        Region::builder(0).build(),
+        Err(RegionError::Empty)
+    ));
+    // A budget far beyond the region is the region's size (it allocated by the budget).
+    let Some(mut region) = region(16, 1 << 40) else {
+        return;
+    };
+    region.as_mut_slice().fill(3);
+    assert!(region.as_slice().iter().all(|&b| b == 3));
+    assert_eq!(region.stats().evictions, 0);
+}
+
+/// At the smallest budget an access that crosses a page boundary needs two pages at once;
+/// the pages faulted in last are never evicted, so it completes with at most two faults.
+#[test]
+fn page_crossing_accesses_at_the_smallest_budget() {
+    let pages = 64;
+    let Some(mut region) = region(pages, zpage::region::MIN_RESIDENT_PAGES) else {
+        return;
+    };
+    let memory = region.as_mut_slice();
+    for (index, page) in memory.chunks_exact_mut(PAGE_SIZE).enumerate() {
+        fill(page, index, 1);
+    }
+    let before = region.stats();
+    let memory = region.as_mut_slice();
+    let mut sum = 0u64;
+    for boundary in 1..pages {
+        let at = boundary * PAGE_SIZE - 4;
+        sum = sum.wrapping_add(u64::from_le_bytes(memory[at..at + 8].try_into().unwrap()));
+        // An 8-byte write across the boundary too.
+        let value =
+            std::hint::black_box(u64::from_le_bytes(memory[at..at + 8].try_into().unwrap()));
+        memory[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    std::hint::black_box(sum);
+    let stats = region.stats();
+    let faults = (stats.refaults - before.refaults) + (stats.wp_faults - before.wp_faults);
+    assert!(
+        faults <= 4 * pages as u64,
+        "{faults} faults for {} page-crossing accesses: {stats:?}",
+        2 * (pages - 1)
+    );
+    for (index, page) in region.as_slice().chunks_exact(PAGE_SIZE).enumerate() {
+        check(page, index, 1);
+    }
+}
+
+/// Several threads read and write random words of the same pages (each thread owns every
+/// `threads`-th word of every page and checks it against its own shadow copy), often
+/// writing zeros so pages go back and forth between zero and non-zero, under a tiny and
+/// a large budget: no lost or wrong byte, ever.
+fn torture(pages: usize, resident: usize, threads: usize, ops_per_thread: u64, seed: u64) {
+    let Some(mut region) = region(pages, resident) else {
+        return;
+    };
+    let memory = region.as_mut_slice();
+    let mut owned: Vec<Vec<&mut [u8]>> = (0..threads).map(|_| Vec::new()).collect();
+    for (w, word) in memory.chunks_exact_mut(8).enumerate() {
+        owned[w % threads].push(word);
+    }
+    let words_per_page = PAGE_SIZE / 8 / threads;
+    std::thread::scope(|scope| {
+        for (t, mut words) in owned.into_iter().enumerate() {
+            scope.spawn(move || {
+                let mut shadow = vec![0u64; words.len()];
+                let mut rng = Rng(seed ^ ((t as u64 + 1) * 0x9e37_79b9_7f4a_7c15));
+                let read = |word: &[u8]| u64::from_le_bytes(word.try_into().unwrap());
+                for op in 0..ops_per_thread {
+                    let page = rng.below(pages as u64) as usize;
+                    let first = page * words_per_page;
+                    let slot = first + rng.below(words_per_page as u64) as usize;
+                    match rng.below(100) {
+                        // Read a word.
+                        0..40 => assert_eq!(read(words[slot]), shadow[slot], "op {op} word {slot}"),
+                        // Read, then write at once (the zero-page race's pattern).
+                        40..60 => {
+                            assert_eq!(read(words[slot]), shadow[slot], "op {op} word {slot}");
+                            let value = if rng.below(2) == 0 { 0 } else { rng.next() };
+                            words[slot].copy_from_slice(&value.to_le_bytes());
+                            shadow[slot] = value;
+                        }
+                        // Write a word (half of the time zero).
+                        60..85 => {
+                            let value = if rng.below(2) == 0 { 0 } else { op };
+                            words[slot].copy_from_slice(&value.to_le_bytes());
+                            shadow[slot] = value;
+                        }
+                        // Zero every word this thread owns in the page.
+                        85..95 => {
+                            for s in first..first + words_per_page {
+                                words[s].fill(0);
+                                shadow[s] = 0;
+                            }
+                        }
+                        // Check every word this thread owns in the page.
+                        _ => {
+                            for s in first..first + words_per_page {
+                                assert_eq!(read(words[s]), shadow[s], "op {op} word {s}");
+                            }
+                        }
+                    }
+                }
+                for (s, word) in words.iter().enumerate() {
+                    assert_eq!(read(word), shadow[s], "final check, word {s}");
+                }
+            });
+        }
+    });
+    let stats = region.stats();
+    eprintln!(
+        "torture {pages} pages, {resident} resident, {threads} threads, {} ops: {stats:?}",
+        ops_per_thread * threads as u64
+    );
+    assert!(stats.evictions > 0 && stats.refaults > 0, "{stats:?}");
+}
+
+#[test]
+fn torture_tiny_budget() {
+    torture(256, zpage::region::MIN_RESIDENT_PAGES, 2, 150_000, 1);
+}
+
+#[test]
+fn torture_large_budget() {
+    torture(512, 256, 3, 250_000, 2);
+}

@@ -14,9 +14,13 @@
 //!   now stale compressed copy and lifts the protection;
 //! - the hand clears a referenced page's bit and write-protects it;
 //! - the hand evicts an unreferenced page. It is write-protected, so its bytes cannot
-//!   change: if it still has its compressed copy it is simply dropped (`MADV_DONTNEED`,
-//!   no compression at all), otherwise the handler compresses the copy it reads, then
-//!   drops it.
+//!   change through its mapping: if it still has its compressed copy it is simply dropped
+//!   (`MADV_DONTNEED`, no compression at all); otherwise the handler first *moves* it out
+//!   of the region (`UFFDIO_MOVE` to a staging page only the handler knows), compresses
+//!   it there, and drops the staging pages in batches.
+//! - the four pages faulted in last are never evicted: one instruction can need that many
+//!   at once (a string move whose source and destination both cross a page boundary), and
+//!   evicting one of them would make it fault again forever.
 //!
 //! So pages written since the hand last passed get a second chance and read-only pages
 //! (scans) go first, cheaply. Reads do not fault, so a page that is only read is evicted
@@ -29,6 +33,26 @@
 //! bytes back before the access completes. So `&mut [u8]` from [`Region::as_mut_slice`]
 //! behaves like ordinary memory across evictions.
 //!
+//! # Zero pages
+//! A page read while it holds only zeros is mapped to the kernel's shared zero page and
+//! then write-protected: two operations, and a write between them (from any thread)
+//! replaces the zero page by a private copy that the handler never hears of. So such a
+//! page never counts as having an exact stored copy: its eviction moves and compresses
+//! whatever it holds (a zero page costs the store only metadata).
+//!
+//! # Pinned I/O
+//! A page the kernel has pinned for a transfer (`O_DIRECT` reads and writes, io_uring
+//! fixed buffers, vmsplice, RDMA) is written or read by the device, not through the page
+//! tables, so write protection does not stop a transfer into it. Eviction never takes
+//! such a page: `UFFDIO_MOVE` refuses a pinned page (the kernel rechecks the pin after
+//! unmapping it and puts it back), and the page stays resident, counted in
+//! `evictions_busy`, until the transfer ends. A page with an exact stored copy is dropped
+//! without a move: a pin on it can only be a reader's (a writer must first take a
+//! write-protect fault, which clears the copy), and a reader keeps the frame it pinned.
+//! While pins last the region may hold more than `resident_pages` pages. This needs
+//! Linux 6.8 (`UFFDIO_MOVE`); on 6.8 and 6.9, whose `UFFDIO_MOVE` cannot move the shared
+//! zero page, a page read as zeros stays resident until it is written.
+//!
 //! # What the application must not do
 //! `mremap`, `munmap`, `mprotect` or its own `madvise` on the range; `fork` while the
 //! region lives (the child's copy is not served); with [`Access::UserModeOnly`], hand an
@@ -37,9 +61,10 @@
 //!
 //! Invariants: the handler thread is the only writer of paging state; the mapping outlives
 //! the handler (joined in `Drop` before the mapping is unmapped); an evicted page is in
-//! the store; a resident page is in the store only while it is write-protected and
-//! unwritten since it came back (its stored copy is exact); an unreferenced resident page
-//! is always write-protected.
+//! the store; a resident page is in the store only while it was mapped by an atomic
+//! write-protected copy of its stored bytes and has not been written since (its stored
+//! copy is exact); an unreferenced resident page is always write-protected; a page is
+//! read for compression only once it is out of the application's reach (moved).
 
 mod mapping;
 mod uffd;
@@ -50,7 +75,7 @@ use crate::model::Profile;
 use crate::page::{PAGE_SIZE, Page};
 use crate::store::{PageStore, Stats};
 use crate::sync::{Arc, AtomicU64, Ordering};
-use mapping::{Mapping, Pages};
+use mapping::{Mapping, Pages, STAGING_PAGES};
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
@@ -65,9 +90,28 @@ pub enum RegionError {
     Unavailable(io::Error),
     #[error("cannot reserve {bytes} bytes for the region: {source}")]
     Reserve { bytes: usize, source: io::Error },
-    #[error("a region needs at least one resident page and one page of memory")]
+    #[error("a region needs at least one page of memory")]
     Empty,
+    #[error(
+        "resident_pages({resident}) is below the minimum of {min}: one instruction can touch several pages at once, and the handler needs room to evict around them"
+    )]
+    Budget { resident: usize, min: usize },
+    #[error("a region of {bytes} bytes is too large: at most {max} pages")]
+    TooLarge { bytes: usize, max: u64 },
+    #[error("cannot set up the region's {what}: {source}")]
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
 }
+
+/// The fewest resident pages a region accepts: the last [`RECENT_FAULTS`] pages faulted
+/// in are never evicted, and the hand needs others to choose from.
+pub const MIN_RESIDENT_PAGES: usize = 8;
+
+/// Pages faulted in last that eviction skips: one x86 instruction touches at most four
+/// data pages (a string move whose source and destination both cross a page boundary).
+const RECENT_FAULTS: usize = 4;
 
 /// Fault and eviction counters, and the store's statistics. Each is read on its own while
 /// the handler may be working, so they agree exactly only once it is idle. After serving
@@ -88,6 +132,8 @@ pub struct RegionStats {
     pub evictions: u64,
     /// Evictions skipped because the store refused the page (its memory limit).
     pub evictions_refused: u64,
+    /// Evictions skipped because the page was pinned for I/O (see the module docs).
+    pub evictions_busy: u64,
     pub store: Stats,
 }
 
@@ -100,6 +146,7 @@ struct Counters {
     wp_faults: AtomicU64,
     evictions: AtomicU64,
     evictions_refused: AtomicU64,
+    evictions_busy: AtomicU64,
 }
 
 struct Shared {
@@ -115,7 +162,9 @@ pub struct RegionBuilder {
 }
 
 impl RegionBuilder {
-    /// Pages kept in RAM at most (default: a quarter of the region).
+    /// Pages kept in RAM at most (default: a quarter of the region, at least
+    /// [`MIN_RESIDENT_PAGES`]; a budget above the region's size is the region's size).
+    /// Pages pinned for I/O stay resident beyond it while pinned.
     pub fn resident_pages(mut self, pages: usize) -> Self {
         self.resident = pages;
         self
@@ -129,17 +178,44 @@ impl RegionBuilder {
 
     pub fn build(self) -> Result<Region, RegionError> {
         let pages = self.bytes.div_ceil(PAGE_SIZE);
-        if pages == 0 || self.resident == 0 {
+        if pages == 0 {
             return Err(RegionError::Empty);
         }
-        let uffd = Userfaultfd::open().map_err(RegionError::Unavailable)?;
-        let mapping = Mapping::reserve(pages).map_err(|source| RegionError::Reserve {
+        // The clock keeps page indices as u32.
+        if pages > u32::MAX as usize {
+            return Err(RegionError::TooLarge {
+                bytes: self.bytes,
+                max: u32::MAX.into(),
+            });
+        }
+        if self.resident < MIN_RESIDENT_PAGES {
+            return Err(RegionError::Budget {
+                resident: self.resident,
+                min: MIN_RESIDENT_PAGES,
+            });
+        }
+        let budget = self.resident.min(pages);
+        let reserve = |source| RegionError::Reserve {
             bytes: pages * PAGE_SIZE,
             source,
-        })?;
-        uffd.register(mapping.base(), mapping.len())
+        };
+        let mut state = Vec::new();
+        state
+            .try_reserve_exact(pages)
+            .map_err(|e| reserve(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+        state.resize(pages, 0);
+        let mut clock = VecDeque::new();
+        clock
+            .try_reserve_exact(budget + 1)
+            .map_err(|e| reserve(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+        let uffd = Userfaultfd::open().map_err(RegionError::Unavailable)?;
+        let mapping = Mapping::reserve(pages).map_err(reserve)?;
+        uffd.register(mapping.base(), mapping.registered_len())
             .map_err(RegionError::Unavailable)?;
-        let (stop_reader, stop_writer) = io::pipe().map_err(RegionError::Unavailable)?;
+        let (stop_reader, stop_writer) = io::pipe().map_err(|source| RegionError::Setup {
+            what: "stop pipe",
+            source,
+        })?;
         let shared = Arc::new(Shared {
             store: PageStore::builder().profile(self.profile).shards(4).build(),
             counters: Counters::default(),
@@ -148,9 +224,12 @@ impl RegionBuilder {
         let handler = Handler {
             uffd: uffd.clone(),
             pages: mapping.pages(),
-            budget: self.resident,
-            state: vec![0; pages],
-            clock: VecDeque::with_capacity(self.resident + 1),
+            budget,
+            state,
+            clock,
+            recent: [u32::MAX; RECENT_FAULTS],
+            recent_next: 0,
+            staged: 0,
             shared: shared.clone(),
             scratch: Page::boxed(),
             evictions_since_check: 0,
@@ -158,7 +237,10 @@ impl RegionBuilder {
         let thread = std::thread::Builder::new()
             .name("zpage-region".into())
             .spawn(move || handler.run(OwnedFd::from(stop_reader)))
-            .map_err(RegionError::Unavailable)?;
+            .map_err(|source| RegionError::Setup {
+                what: "fault handler thread",
+                source,
+            })?;
         Ok(Region {
             mapping,
             uffd,
@@ -183,7 +265,10 @@ impl Region {
     pub fn builder(bytes: usize) -> RegionBuilder {
         RegionBuilder {
             bytes,
-            resident: bytes.div_ceil(PAGE_SIZE).div_ceil(4).max(1),
+            resident: bytes
+                .div_ceil(PAGE_SIZE)
+                .div_ceil(4)
+                .max(MIN_RESIDENT_PAGES),
             profile: Profile::Fast,
         }
     }
@@ -196,18 +281,17 @@ impl Region {
         self.mapping.len() == 0
     }
 
-    /// The region as ordinary memory.
+    /// The region as ordinary memory, for as long as `self` is borrowed.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `&mut self` makes this the only reference into the range for its
-        // lifetime, and the range is registered with the running handler (see the module
-        // docs for why contents stay stable across evictions).
+        // SAFETY: the range is registered with the handler, which runs until `Drop` (see
+        // the module docs for why contents stay stable across evictions).
         unsafe { self.mapping.slice_mut() }
     }
 
+    /// The region as ordinary read-only memory, for as long as `self` is borrowed.
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: shared borrow of `self`: no `&mut` into the range can exist meanwhile;
-        // contents are kept stable by the handler as above.
-        unsafe { self.mapping.slice_mut() }
+        // SAFETY: as for `as_mut_slice`.
+        unsafe { self.mapping.slice() }
     }
 
     /// How the userfaultfd was obtained (what kernel-side accesses can do).
@@ -227,6 +311,7 @@ impl Region {
             wp_faults: load(&c.wp_faults),
             evictions: load(&c.evictions),
             evictions_refused: load(&c.evictions_refused),
+            evictions_busy: load(&c.evictions_busy),
             store: self.shared.store.stats(),
         }
     }
@@ -243,7 +328,7 @@ impl Drop for Region {
         }
         let _ = self
             .uffd
-            .unregister(self.mapping.base(), self.mapping.len());
+            .unregister(self.mapping.base(), self.mapping.registered_len());
     }
 }
 
@@ -268,6 +353,11 @@ struct Handler {
     state: Vec<u8>,
     /// Resident pages in CLOCK order: the hand is at the front.
     clock: VecDeque<u32>,
+    /// The last pages faulted in (a ring), which eviction skips.
+    recent: [u32; RECENT_FAULTS],
+    recent_next: usize,
+    /// Staging pages holding moved-out pages since they were last discarded.
+    staged: usize,
     shared: Arc<Shared>,
     scratch: Box<Page>,
     evictions_since_check: u32,
@@ -368,16 +458,25 @@ impl Handler {
             self.count(|c| &c.zero_faults);
             self.scratch.bytes_mut().fill(0);
         }
+        let zero = !write && self.scratch.same_filled_word() == Some(0);
+        if zero && state & STORED != 0 {
+            // Mapped from the zero page, it cannot keep the exact-copy state (module docs).
+            self.shared.store.remove(id);
+        }
         self.state[index] = if write {
             RESIDENT | REFERENCED
+        } else if zero {
+            RESIDENT | PROTECTED
         } else {
             RESIDENT | PROTECTED | (state & STORED)
         };
         self.clock.push_back(index as u32);
+        self.recent[self.recent_next] = index as u32;
+        self.recent_next = (self.recent_next + 1) % RECENT_FAULTS;
         // Published before the mapping wakes the faulting thread, so what it reads next
         // already counts its page.
         self.publish_resident();
-        self.map(address, write);
+        self.map(address, write, zero);
     }
 
     /// Publishes the resident count; called wherever the clock gains or loses a page.
@@ -389,11 +488,12 @@ impl Handler {
     }
 
     /// Maps the scratch page at `address`: for a write, a writable copy; for a read, the
-    /// shared zero page (no memory until written) or a copy, write-protected.
-    fn map(&self, address: usize, write: bool) {
+    /// shared zero page (no memory until written; `zero`: the scratch page is all zero)
+    /// or a copy, write-protected.
+    fn map(&self, address: usize, write: bool, zero: bool) {
         if write {
             check(self.uffd.copy(address, self.scratch.bytes(), false), "copy");
-        } else if self.scratch.same_filled_word() == Some(0) {
+        } else if zero {
             check(self.uffd.zeropage(address), "zeropage");
             check(self.uffd.protect(address), "protect");
         } else {
@@ -407,33 +507,40 @@ impl Handler {
             let Some(index) = self.clock.pop_front() else {
                 return false;
             };
-            let index = index as usize;
-            let state = self.state[index];
+            let state = self.state[index as usize];
+            if self.recent.contains(&index) {
+                self.clock.push_back(index);
+                continue;
+            }
             if state & REFERENCED != 0 {
-                self.state[index] = (state & !REFERENCED) | PROTECTED;
-                check(self.uffd.protect(self.pages.address(index)), "protect");
-                self.clock.push_back(index as u32);
+                self.state[index as usize] = (state & !REFERENCED) | PROTECTED;
+                check(
+                    self.uffd.protect(self.pages.address(index as usize)),
+                    "protect",
+                );
+                self.clock.push_back(index);
                 continue;
             }
             if state & STORED == 0 {
-                // SAFETY: the page is resident (it is on the clock) and write-protected
-                // (an unreferenced page on the clock always is: see the invariants).
-                unsafe { self.pages.copy_out(index, &mut self.scratch) };
-                if self
-                    .shared
-                    .store
-                    .insert(index as u64, &self.scratch)
-                    .is_err()
-                {
-                    self.count(|c| &c.evictions_refused);
-                    self.clock.push_back(index as u32);
-                    return false;
+                match self.move_and_store(index as usize) {
+                    Stored::Yes => {}
+                    Stored::Pinned => {
+                        self.count(|c| &c.evictions_busy);
+                        self.clock.push_back(index);
+                        continue;
+                    }
+                    Stored::Refused => {
+                        self.count(|c| &c.evictions_refused);
+                        self.clock.push_back(index);
+                        return false;
+                    }
                 }
+            } else {
+                // SAFETY: the page's exact content is in the store, from which the fault
+                // path restores it; the range is registered for missing faults.
+                check(unsafe { self.pages.discard(index as usize) }, "discard");
             }
-            // SAFETY: the page's content is now in the store, from which the fault path
-            // restores it; the range is registered for missing faults.
-            check(unsafe { self.pages.discard(index) }, "discard");
-            self.state[index] = STORED;
+            self.state[index as usize] = STORED;
             self.count(|c| &c.evictions);
             self.publish_resident();
             self.evictions_since_check += 1;
@@ -449,9 +556,51 @@ impl Handler {
         false
     }
 
+    /// Moves an unreferenced (so write-protected) page out of the region and stores it.
+    /// A pinned page is left where it is; a page the store refuses is moved back.
+    fn move_and_store(&mut self, index: usize) -> Stored {
+        let (address, staging) = (self.pages.address(index), self.pages.staging(self.staged));
+        match self.uffd.move_page(address, staging) {
+            Ok(true) => {}
+            Ok(false) => return Stored::Pinned,
+            Err(e) => fatal(&format!("move page {index} out: {e}")),
+        }
+        // SAFETY: a page was just moved into this staging slot; the reference ends with
+        // the insert, before the staging pages are next discarded.
+        let page = unsafe { self.pages.staged(self.staged) };
+        let result = self.shared.store.insert(index as u64, page);
+        if result.is_err() {
+            // The region's page is missing meanwhile: an access waits for this handler,
+            // which finds the page resident again and wakes it.
+            match self.uffd.move_page(staging, address) {
+                Ok(true) => {}
+                Ok(false) => fatal(&format!("page {index} cannot be moved back: busy")),
+                Err(e) => fatal(&format!("page {index} cannot be moved back: {e}")),
+            }
+            // A moved page is mapped writable: referenced, as after a write fault.
+            self.state[index] = RESIDENT | REFERENCED;
+            return Stored::Refused;
+        }
+        self.staged += 1;
+        if self.staged == STAGING_PAGES {
+            check(self.pages.discard_staging(), "discard staging pages");
+            self.staged = 0;
+        }
+        Stored::Yes
+    }
+
     fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
         counter(&self.shared.counters).fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// What became of a page the hand tried to compress.
+enum Stored {
+    Yes,
+    /// Pinned for I/O: left resident.
+    Pinned,
+    /// The store refused it (memory limit): left resident.
+    Refused,
 }
 
 /// The handler cannot continue (the kernel refused an operation on our own registered

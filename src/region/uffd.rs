@@ -1,5 +1,5 @@
 //! A small userfaultfd binding over libc: the `repr(C)` structs of `linux/userfaultfd.h`
-//! and the API, REGISTER, UNREGISTER, COPY, ZEROPAGE, WRITEPROTECT and WAKE ioctls.
+//! and the API, REGISTER, UNREGISTER, COPY, ZEROPAGE, MOVE, WRITEPROTECT and WAKE ioctls.
 //!
 //! Hand-written instead of the `userfaultfd` crate, whose build needs libclang and which
 //! has no unprivileged path. Opening tries, in order: the `userfaultfd(2)` syscall (works
@@ -7,6 +7,9 @@
 //! may open it), and the syscall with `UFFD_USER_MODE_ONLY` (any user since Linux 5.11;
 //! then only user-space accesses are handled: a *kernel* access to a missing page, such as
 //! `write(2)` from an evicted page, fails with EFAULT instead of faulting it in).
+//!
+//! `UFFD_FEATURE_MOVE` (Linux 6.8) is required: `UFFDIO_MOVE` refuses (EBUSY) to take a
+//! page the kernel has pinned for I/O, which is how eviction leaves such pages alone.
 //!
 //! Invariants: every ioctl gets a struct of exactly the size its number encodes; the fd is
 //! closed exactly once (on drop); addresses passed in are page-aligned and inside a range
@@ -22,6 +25,7 @@ const REGISTER_MODE_MISSING: u64 = 1;
 const REGISTER_MODE_WP: u64 = 2;
 const COPY_MODE_WP: u64 = 2;
 const WRITEPROTECT_MODE_WP: u64 = 1;
+const FEATURE_MOVE: u64 = 1 << 16;
 pub const EVENT_PAGEFAULT: u8 = 0x12;
 pub const PAGEFAULT_FLAG_WRITE: u64 = 1;
 pub const PAGEFAULT_FLAG_WP: u64 = 2;
@@ -39,6 +43,7 @@ const UFFDIO_UNREGISTER: u64 = ioc(READ, 0x01, size_of::<Range>());
 const UFFDIO_WAKE: u64 = ioc(READ, 0x02, size_of::<Range>());
 const UFFDIO_COPY: u64 = ioc(READ_WRITE, 0x03, size_of::<Copy>());
 const UFFDIO_ZEROPAGE: u64 = ioc(READ_WRITE, 0x04, size_of::<ZeroPage>());
+const UFFDIO_MOVE: u64 = ioc(READ_WRITE, 0x05, size_of::<Move>());
 const UFFDIO_WRITEPROTECT: u64 = ioc(READ_WRITE, 0x06, size_of::<WriteProtect>());
 
 #[repr(C)]
@@ -76,6 +81,15 @@ struct ZeroPage {
     range: Range,
     mode: u64,
     zeropage: i64,
+}
+
+#[repr(C)]
+struct Move {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    moved: i64,
 }
 
 #[repr(C)]
@@ -131,10 +145,19 @@ impl Userfaultfd {
         let uffd = Userfaultfd { fd, access };
         let mut api = Api {
             api: UFFD_API,
-            features: 0,
+            features: FEATURE_MOVE,
             ioctls: 0,
         };
-        uffd.ioctl(UFFDIO_API, &mut api)?;
+        uffd.ioctl(UFFDIO_API, &mut api).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the kernel's userfaultfd has no UFFDIO_MOVE (Linux 6.8 or later), which eviction needs to leave pages pinned for I/O alone",
+                )
+            } else {
+                e
+            }
+        })?;
         Ok(uffd)
     }
 
@@ -179,6 +202,26 @@ impl Userfaultfd {
         match self.ioctl(UFFDIO_ZEROPAGE, &mut zero) {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.wake(address),
             other => other,
+        }
+    }
+
+    /// Moves the present page at `src` to the missing page `dst` (both registered), or
+    /// returns `Ok(false)` if the kernel refuses because the page is pinned (for I/O:
+    /// `O_DIRECT`, io_uring fixed buffers, vmsplice) or not exclusively ours (EBUSY).
+    /// The kernel checks the pin after unmapping `src` and puts it back if it raced, so
+    /// a pinned page is never taken.
+    pub fn move_page(&self, src: usize, dst: usize) -> io::Result<bool> {
+        let mut mv = Move {
+            dst: dst as u64,
+            src: src as u64,
+            len: PAGE_SIZE as u64,
+            mode: 0,
+            moved: 0,
+        };
+        match self.ioctl(UFFDIO_MOVE, &mut mv) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
