@@ -6,14 +6,16 @@
 //! for general, dense and incompressible pages (no transform; their gain is LZ matching,
 //! which order-0 entropy does not see).
 //!
-//! Invariant: every figure is in bits per *input* byte: a page's information is its
+//! Invariants: every figure is in bits per *input* byte: a page's information is its
 //! length times its order-0 entropy, summed over pages and divided by the input bytes, so
 //! input and output figures are directly comparable and a shorter output counts as such.
+//! Memory is bounded outright: inputs stream through a chunk at a time, and the per-page
+//! distribution is kept as a fixed histogram ([`HISTOGRAM_BINS`] bins), not per page.
 
 use crate::codec::{Class, delta};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
-use crate::pagefile::PageSet;
+use crate::source::{CHUNK_PAGES, PageSource};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -69,20 +71,62 @@ pub struct Figures {
     pub output_entropy: f64,
 }
 
-impl Figures {
-    fn of<'a>(pages: impl Iterator<Item = &'a PageEntropy>) -> Figures {
-        let (mut n, mut input, mut output) = (0u64, 0.0, 0.0);
-        for p in pages {
-            n += 1;
-            input += p.input_bits;
-            output += p.output_bits;
-        }
-        let bytes = (n as usize * PAGE_SIZE).max(1) as f64;
+/// Running sums behind [`Figures`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    pages: u64,
+    input_bits: f64,
+    output_bits: f64,
+}
+
+impl Sums {
+    fn add(&mut self, page: &PageEntropy) {
+        self.pages += 1;
+        self.input_bits += page.input_bits;
+        self.output_bits += page.output_bits;
+    }
+
+    fn figures(&self) -> Figures {
+        let bytes = (self.pages as usize * PAGE_SIZE).max(1) as f64;
         Figures {
-            pages: n,
-            input_entropy: input / bytes,
-            output_entropy: output / bytes,
+            pages: self.pages,
+            input_entropy: self.input_bits / bytes,
+            output_entropy: self.output_bits / bytes,
         }
+    }
+}
+
+/// Bins of the per-page entropy histograms, over 0..=8 bits per byte.
+pub const HISTOGRAM_BINS: usize = 800;
+
+/// How many pages have each per-page entropy (bits per input byte), before and after the
+/// transforms: bin `i` counts pages in `[8i/BINS, 8(i+1)/BINS)`, the last bin includes 8.
+#[derive(Clone, Debug)]
+pub struct Distribution {
+    pub before: Vec<u64>,
+    pub after: Vec<u64>,
+}
+
+impl Distribution {
+    fn new() -> Distribution {
+        Distribution {
+            before: vec![0; HISTOGRAM_BINS],
+            after: vec![0; HISTOGRAM_BINS],
+        }
+    }
+
+    fn add(&mut self, page: &PageEntropy) {
+        let bin = |bits: f64| {
+            let per_byte = bits / PAGE_SIZE as f64;
+            ((per_byte / 8.0 * HISTOGRAM_BINS as f64) as usize).min(HISTOGRAM_BINS - 1)
+        };
+        self.before[bin(page.input_bits)] += 1;
+        self.after[bin(page.output_bits)] += 1;
+    }
+
+    /// The upper edge of bin `i`, in bits per input byte.
+    pub fn edge(i: usize) -> f64 {
+        8.0 * (i + 1) as f64 / HISTOGRAM_BINS as f64
     }
 }
 
@@ -106,36 +150,53 @@ pub struct Report {
     /// Per class (only classes that occur).
     pub classes: BTreeMap<&'static str, Figures>,
     pub inputs: Vec<InputFigures>,
-    /// Per page, for plots (not serialised).
+    /// Per-page entropy histograms, for plots (not serialised).
     #[serde(skip)]
-    pub per_page: Vec<PageEntropy>,
+    pub distribution: Distribution,
+    /// This process's peak resident memory (0 where unknown).
+    pub peak_rss_bytes: u64,
 }
 
-/// Analyses every page of every set; `tick` gets the pages done per set.
-pub fn analyse(sets: &[PageSet], engine: &Engine, tick: &mut dyn FnMut(u64)) -> Report {
-    let mut per_page = Vec::new();
+/// Analyses every page of every source; `tick` gets the pages done per chunk.
+pub fn analyse(
+    sources: &mut [Box<dyn PageSource + '_>],
+    engine: &Engine,
+    tick: &mut dyn FnMut(u64),
+) -> Result<Report, String> {
+    let mut total = Sums::default();
+    let mut classes = [Sums::default(); Class::ALL.len()];
+    let mut distribution = Distribution::new();
     let mut inputs = Vec::new();
-    for set in sets {
-        let start = per_page.len();
-        per_page.extend(set.pages.iter().map(|p| page_entropy(p, engine)));
+    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    for source in sources.iter_mut() {
+        let mut input = Sums::default();
+        while source
+            .next_chunk(&mut chunk)
+            .map_err(|e| format!("{}: {e}", source.name()))?
+        {
+            for page in &chunk {
+                let e = page_entropy(page, engine);
+                input.add(&e);
+                classes[e.class.index()].add(&e);
+                distribution.add(&e);
+            }
+            tick(chunk.len() as u64);
+        }
+        total.pages += input.pages;
+        total.input_bits += input.input_bits;
+        total.output_bits += input.output_bits;
         inputs.push(InputFigures {
-            name: set.name.clone(),
-            figures: Figures::of(per_page[start..].iter()),
+            name: source.name().to_string(),
+            figures: input.figures(),
         });
-        tick(set.pages.len() as u64);
     }
-    let total = Figures::of(per_page.iter());
+    let total = total.figures();
     let classes = Class::ALL
         .iter()
-        .filter(|c| per_page.iter().any(|p| p.class == **c))
-        .map(|c| {
-            (
-                c.name(),
-                Figures::of(per_page.iter().filter(|p| p.class == *c)),
-            )
-        })
+        .filter(|c| classes[c.index()].pages > 0)
+        .map(|c| (c.name(), classes[c.index()].figures()))
         .collect();
-    Report {
+    Ok(Report {
         schema: SCHEMA,
         pages: total.pages,
         input_bytes: total.pages * PAGE_SIZE as u64,
@@ -143,8 +204,9 @@ pub fn analyse(sets: &[PageSet], engine: &Engine, tick: &mut dyn FnMut(u64)) -> 
         output_entropy: total.output_entropy,
         classes,
         inputs,
-        per_page,
-    }
+        distribution,
+        peak_rss_bytes: crate::source::peak_rss_bytes(),
+    })
 }
 
 #[cfg(test)]

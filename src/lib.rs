@@ -21,6 +21,7 @@ pub mod procmem;
 #[cfg(not(loom))]
 pub mod region;
 pub mod sim;
+pub mod source;
 pub mod store;
 pub mod sync;
 pub mod train;

@@ -123,16 +123,16 @@ impl Model {
         }
     }
 
+    /// Levels from the root to the deepest leaf. One pass from the last node back, which
+    /// validation makes sound: every child comes after its parent.
     pub fn depth(&self) -> usize {
-        fn go(nodes: &[Node], i: usize) -> usize {
-            match nodes[i] {
-                Node::Leaf(_) => 1,
-                Node::Split { left, right, .. } => {
-                    1 + go(nodes, left as usize).max(go(nodes, right as usize))
-                }
+        let mut depth = vec![1usize; self.nodes.len()];
+        for i in (0..self.nodes.len()).rev() {
+            if let Node::Split { left, right, .. } = self.nodes[i] {
+                depth[i] = 1 + depth[left as usize].max(depth[right as usize]);
             }
         }
-        go(&self.nodes, 0)
+        depth.first().copied().unwrap_or(0)
     }
 
     pub fn to_json(&self) -> String {
@@ -171,7 +171,16 @@ impl Model {
         if self.nodes.is_empty() {
             return invalid("no nodes".into());
         }
+        // A tree: every node but the root has exactly one parent (children come after their
+        // parent, so there is no cycle; a shared child would make a DAG).
+        let mut parents = vec![0u8; self.nodes.len()];
         for (i, node) in self.nodes.iter().enumerate() {
+            if i > 0 && parents[i] != 1 {
+                return invalid(format!(
+                    "node {i} has {} parents: the nodes are not a tree",
+                    parents[i]
+                ));
+            }
             match *node {
                 Node::Split {
                     feature,
@@ -189,6 +198,7 @@ impl Model {
                         if child as usize <= i || child as usize >= self.nodes.len() {
                             return invalid(format!("node {i}: child {child} out of order"));
                         }
+                        parents[child as usize] = parents[child as usize].saturating_add(1);
                     }
                 }
                 Node::Leaf(class) if !self.profile.allows(class) => {

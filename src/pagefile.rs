@@ -1,11 +1,20 @@
 //! Reading raw page files: concatenated 4 KiB pages, nothing else.
 //!
-//! Invariants: a file is accepted only if its size is a whole number of pages, unless the
-//! caller asks for zero-padding of the tail; directories are walked recursively for
-//! `*.pages` files in name order, so runs are reproducible.
+//! Invariants: a file is accepted only if it is a regular file (a FIFO, device or socket
+//! is refused before anything reads it: opening never blocks) whose size is a whole
+//! number of pages, unless the caller asks for zero-padding of the tail; directories are
+//! walked recursively for `*.pages` files in name order, so runs are reproducible;
+//! symbolic links are followed, but a link back to an ancestor is not walked again, and
+//! every file (by device and inode) is read once however many paths lead to it. A
+//! [`PageFile`] holds one chunk at a time, whatever the file's size, and opens its file
+//! only when first read (a directory of many files does not hold a descriptor each).
 
 use crate::page::{PAGE_SIZE, Page};
+use crate::source::{CHUNK_PAGES, PageSource, SourceError};
+use std::collections::HashSet;
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why page input could not be read.
@@ -21,6 +30,10 @@ pub enum PageFileError {
     Empty { path: PathBuf },
     #[error("{path}: no *.pages files in this directory")]
     EmptyDir { path: PathBuf },
+    #[error("{path}: not a regular file (a {kind}): zpage reads page files")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: the file changed while it was read ({detail})")]
+    Changed { path: PathBuf, detail: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -28,96 +41,234 @@ pub enum PageFileError {
     },
 }
 
-/// The pages of one input, named for reports.
-pub struct PageSet {
-    pub name: String,
-    pub pages: Vec<Page>,
+fn io_error(path: &Path, source: std::io::Error) -> PageFileError {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => PageFileError::Missing {
+            path: path.to_path_buf(),
+        },
+        _ => PageFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
 }
 
-/// Expands paths (files as given, directories walked for `*.pages`) into a file list.
+/// What kind of file a non-regular file is, for the error.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+/// Expands paths (files as given, directories walked for `*.pages`) into a file list in
+/// which every file appears once.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PageFileError> {
     let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    let mut add = |path: PathBuf, meta: &std::fs::Metadata| -> Result<(), PageFileError> {
+        if !meta.file_type().is_file() {
+            return Err(PageFileError::NotRegular {
+                path,
+                kind: kind_of(meta.file_type()),
+            });
+        }
+        if seen.insert((meta.dev(), meta.ino())) {
+            files.push(path);
+        }
+        Ok(())
+    };
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => PageFileError::Missing { path: path.clone() },
-            _ => PageFileError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        })?;
-        if meta.is_dir() {
-            let before = files.len();
-            walk(path, &mut files)?;
-            if files.len() == before {
-                return Err(PageFileError::EmptyDir { path: path.clone() });
+        let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+        if !meta.is_dir() {
+            add(path.clone(), &meta)?;
+            continue;
+        }
+        let mut found = false;
+        let walk = walkdir::WalkDir::new(path)
+            .follow_links(true)
+            .sort_by_file_name();
+        for entry in walk {
+            let entry = match entry {
+                Ok(entry) => entry,
+                // A link back to an ancestor: its files are walked through the ancestor.
+                Err(e) if e.loop_ancestor().is_some() => continue,
+                Err(e) => {
+                    let at = e.path().unwrap_or(path).to_path_buf();
+                    let source = e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("directory walk failed"));
+                    return Err(io_error(&at, source));
+                }
+            };
+            let is_pages = entry.path().extension().is_some_and(|e| e == "pages");
+            if entry.file_type().is_dir() || !is_pages {
+                continue;
             }
-        } else {
-            files.push(path.clone());
+            let meta = entry
+                .metadata()
+                .map_err(|e| io_error(entry.path(), e.into()))?;
+            add(entry.into_path(), &meta)?;
+            found = true;
+        }
+        if !found {
+            return Err(PageFileError::EmptyDir { path: path.clone() });
         }
     }
     Ok(files)
 }
 
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), PageFileError> {
-    let io = |source| PageFileError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
-    entries.sort_by_key(|e| e.path());
-    for entry in entries {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, files)?;
-        } else if path.extension().is_some_and(|e| e == "pages") {
-            files.push(path);
+/// One page file, checked, read a chunk at a time.
+pub struct PageFile {
+    name: String,
+    path: PathBuf,
+    /// Opened on the first read.
+    file: Option<File>,
+    size: u64,
+    read: u64,
+}
+
+impl PageFile {
+    /// Checks `path` (it must be a regular file of whole pages; `pad` accepts a partial
+    /// last page, read zero-filled), without opening it yet.
+    pub fn open(path: &Path, pad: bool) -> Result<PageFile, PageFileError> {
+        let meta = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(PageFileError::NotRegular {
+                path: path.to_path_buf(),
+                kind: kind_of(meta.file_type()),
+            });
         }
-    }
-    Ok(())
-}
-
-/// Reads one page file; `pad` zero-fills a partial last page instead of refusing it.
-pub fn read(path: &Path, pad: bool) -> Result<PageSet, PageFileError> {
-    let io = |source| PageFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => PageFileError::Missing {
+        let size = meta.len();
+        let rem = size % PAGE_SIZE as u64;
+        if rem != 0 && !pad {
+            return Err(PageFileError::Partial {
+                path: path.to_path_buf(),
+                size,
+                rem,
+            });
+        }
+        if size == 0 {
+            return Err(PageFileError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let name = path
+            .file_stem()
+            .unwrap_or(path.as_os_str())
+            .to_string_lossy()
+            .into_owned();
+        Ok(PageFile {
+            name,
             path: path.to_path_buf(),
-        },
-        _ => io(e),
-    })?;
-    let size = file.metadata().map_err(io)?.len();
-    let rem = size % PAGE_SIZE as u64;
-    if rem != 0 && !pad {
-        return Err(PageFileError::Partial {
-            path: path.to_path_buf(),
+            file: None,
             size,
-            rem,
-        });
+            read: 0,
+        })
     }
-    if size == 0 {
-        return Err(PageFileError::Empty {
-            path: path.to_path_buf(),
-        });
+
+    /// Opens the file (never blocking, whatever it has become) and checks that it is the
+    /// regular file of the size it had.
+    fn file(&mut self) -> Result<&mut File, PageFileError> {
+        if self.file.is_none() {
+            let path = &self.path;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| io_error(path, e))?;
+            let meta = file.metadata().map_err(|e| io_error(path, e))?;
+            if !meta.file_type().is_file() || meta.len() != self.size {
+                return Err(PageFileError::Changed {
+                    path: path.clone(),
+                    detail: format!(
+                        "it was a file of {} bytes, now a {} of {} bytes",
+                        self.size,
+                        if meta.is_file() {
+                            "file"
+                        } else {
+                            kind_of(meta.file_type())
+                        },
+                        meta.len()
+                    ),
+                });
+            }
+            self.file = Some(file);
+        }
+        Ok(self.file.as_mut().expect("opened above"))
     }
-    let count = size.div_ceil(PAGE_SIZE as u64) as usize;
-    let mut pages = vec![Page::zeroed(); count];
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut pages);
-    file.read_exact(&mut bytes[..size as usize]).map_err(io)?;
-    let name = path
-        .file_stem()
-        .unwrap_or(path.as_os_str())
-        .to_string_lossy()
-        .into_owned();
-    Ok(PageSet { name, pages })
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
-/// Reads every file that `paths` expands to.
+impl PageSource for PageFile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn expected_pages(&self) -> u64 {
+        self.size.div_ceil(PAGE_SIZE as u64)
+    }
+
+    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
+        let left = self.size - self.read;
+        let count = left.div_ceil(PAGE_SIZE as u64).min(CHUNK_PAGES as u64) as usize;
+        out.clear();
+        out.resize(count, Page::zeroed());
+        let bytes = (left as usize).min(count * PAGE_SIZE);
+        let (size, path) = (self.size, self.path.clone());
+        let buffer: &mut [u8] = bytemuck::cast_slice_mut(out);
+        self.file()?
+            .read_exact(&mut buffer[..bytes])
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => PageFileError::Changed {
+                    path: path.clone(),
+                    detail: format!("it ended before the {size} bytes it had"),
+                },
+                _ => io_error(&path, e),
+            })?;
+        self.read += bytes as u64;
+        Ok(count > 0)
+    }
+}
+
+/// The pages of one input, named for reports, all in memory.
+pub struct PageSet {
+    pub name: String,
+    pub pages: Vec<Page>,
+}
+
+/// Reads one page file whole; `pad` zero-fills a partial last page instead of refusing
+/// it. Memory grows with the file: the streaming tools read through [`PageFile`].
+pub fn read(path: &Path, pad: bool) -> Result<PageSet, PageFileError> {
+    let mut file = PageFile::open(path, pad)?;
+    let mut pages = Vec::new();
+    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    let downcast = |e: SourceError| match e.downcast::<PageFileError>() {
+        Ok(e) => *e,
+        Err(e) => io_error(path, std::io::Error::other(e)),
+    };
+    while file.next_chunk(&mut chunk).map_err(downcast)? {
+        pages.extend_from_slice(&chunk);
+    }
+    Ok(PageSet {
+        name: file.name,
+        pages,
+    })
+}
+
+/// Reads every file that `paths` expands to, whole.
 pub fn read_all(paths: &[PathBuf], pad: bool) -> Result<Vec<PageSet>, PageFileError> {
     expand(paths)?.iter().map(|p| read(p, pad)).collect()
 }
@@ -148,5 +299,27 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, PageFileError::Missing { .. }));
+    }
+
+    #[test]
+    fn a_file_is_read_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.pages");
+        let pages = CHUNK_PAGES * 2 + 3;
+        let bytes: Vec<u8> = (0..pages * PAGE_SIZE)
+            .map(|i| (i / PAGE_SIZE) as u8)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let mut file = PageFile::open(&path, false).unwrap();
+        assert_eq!(file.expected_pages(), pages as u64);
+        let (mut chunk, mut sizes, mut next) = (Vec::new(), Vec::new(), 0u8);
+        while file.next_chunk(&mut chunk).unwrap() {
+            sizes.push(chunk.len());
+            for page in &chunk {
+                assert!(page.0.iter().all(|&b| b == next));
+                next = next.wrapping_add(1);
+            }
+        }
+        assert_eq!(sizes, [CHUNK_PAGES, CHUNK_PAGES, 3]);
     }
 }

@@ -10,10 +10,13 @@
 //!
 //! Invariants: the target is only read (never stopped or written); every failure is a
 //! [`ProcError`] naming the PID and what could not be read; a page the kernel refuses
-//! mid-read (a mapping changed under us) is skipped and counted, never returned wrong.
+//! mid-read (a mapping changed under us) is skipped and counted, never returned wrong; a
+//! process that exits (or whose PID is reused) before the walk ends is an error, not a
+//! short result. Pages are read a chunk at a time: the reader holds one chunk and one
+//! batch of `pagemap` entries, whatever the process's size.
 
 use crate::page::{PAGE_SIZE, Page};
-use crate::pagefile::PageSet;
+use crate::source::{CHUNK_PAGES, PageSource, Skipped, SourceError};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -23,6 +26,8 @@ const SWAPPED: u64 = 1 << 62;
 const PFN_MASK: u64 = (1 << 55) - 1;
 const KPF_ZERO_PAGE: u64 = 1 << 24;
 const SKIPPED_NAMES: [&str; 5] = ["[stack", "[vvar", "[vdso", "[vsyscall", "[uprobes"];
+/// `pagemap` entries read at once (one 4 KiB read).
+const BATCH: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -32,6 +37,10 @@ pub enum ProcError {
         "cannot read {what} of PID {pid}: permission denied (reading another process's memory needs root, or ptrace access to it)"
     )]
     Denied { pid: u32, what: &'static str },
+    #[error(
+        "cannot read {what} of PID {pid}: permission denied although running as root (the kernel refuses ptrace access: the process may be in another user namespace or PID namespace's init, Yama's ptrace_scope may be 3, or CAP_SYS_PTRACE may be missing)"
+    )]
+    DeniedToRoot { pid: u32, what: &'static str },
     #[error("cannot read {what} of PID {pid}: {source}")]
     Io {
         pid: u32,
@@ -40,15 +49,10 @@ pub enum ProcError {
     },
     #[error("PID {0} has no touched private anonymous memory")]
     Empty(u32),
-}
-
-/// Pages read from a process, and how many touched pages were left out.
-pub struct ProcessPages {
-    pub set: PageSet,
-    /// Present pages that map the shared zero page (not memory a swap device sees).
-    pub zero_mapped: u64,
-    /// Pages the kernel refused to read (the mapping changed while reading).
-    pub unreadable: u64,
+    #[error(
+        "PID {pid} exited while it was read ({read} pages read): a partial snapshot is not reported"
+    )]
+    Exited { pid: u32, read: u64 },
 }
 
 struct Mapping {
@@ -56,89 +60,205 @@ struct Mapping {
     end: u64,
 }
 
-/// Reads the touched private anonymous pages of process `pid`.
-pub fn read(pid: u32) -> Result<ProcessPages, ProcError> {
-    let open = |what: &'static str| {
-        File::open(format!("/proc/{pid}/{what}")).map_err(|e| classify(pid, what, e))
-    };
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map_err(|e| classify(pid, "maps", e))?;
-    let pagemap = open("pagemap")?;
-    let mem = open("mem")?;
-    let kpageflags = File::open("/proc/kpageflags").ok();
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+/// The touched private anonymous pages of a live process, as a [`PageSource`].
+pub struct Process {
+    pid: u32,
+    name: String,
+    /// `/proc/PID/stat`'s start time: the same PID after the walk must be the same process.
+    started: Option<String>,
+    pagemap: File,
+    mem: File,
+    kpageflags: Option<File>,
+    mappings: Vec<Mapping>,
+    /// The next mapping and the address of the next `pagemap` batch in it.
+    mapping: usize,
+    address: u64,
+    entries: Vec<u64>,
+    /// The address of `entries[0]` and the next entry to look at.
+    batch_address: u64,
+    entry: usize,
+    expected: u64,
+    read: u64,
+    skipped: Skipped,
+}
 
-    let mut pages = Vec::new();
-    let (mut zero_mapped, mut unreadable) = (0, 0);
-    let mut entries = vec![0u8; 512 * 8];
-    for mapping in maps.lines().filter_map(anonymous_private) {
-        let mut address = mapping.start;
-        while address < mapping.end {
-            let count = ((mapping.end - address) as usize / PAGE_SIZE).min(512);
-            let bytes = &mut entries[..count * 8];
-            let offset = address / PAGE_SIZE as u64 * 8;
-            match pagemap.read_exact_at(bytes, offset) {
+impl Process {
+    /// Opens process `pid` for reading and counts its touched pages.
+    pub fn open(pid: u32) -> Result<Process, ProcError> {
+        let open = |what: &'static str| {
+            File::open(format!("/proc/{pid}/{what}")).map_err(|e| classify(pid, what, e))
+        };
+        let started = start_time(pid);
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map_err(|e| classify(pid, "maps", e))?;
+        let pagemap = open("pagemap")?;
+        let mem = open("mem")?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let mut process = Process {
+            pid,
+            name: format!("pid {pid} ({})", comm.trim()),
+            started,
+            pagemap,
+            mem,
+            kpageflags: File::open("/proc/kpageflags").ok(),
+            mappings: maps.lines().filter_map(anonymous_private).collect(),
+            mapping: 0,
+            address: 0,
+            entries: Vec::with_capacity(BATCH),
+            batch_address: 0,
+            entry: 0,
+            expected: 0,
+            read: 0,
+            skipped: Skipped::default(),
+        };
+        // Counting pass over pagemap alone (8 bytes a page, nothing kept).
+        let mut expected = 0;
+        while process.next_batch()? {
+            expected += process
+                .entries
+                .iter()
+                .filter(|&&e| e & (PRESENT | SWAPPED) != 0)
+                .count() as u64;
+        }
+        if expected == 0 {
+            return Err(ProcError::Empty(pid));
+        }
+        process.expected = expected;
+        process.mapping = 0;
+        process.address = process.mappings.first().map_or(0, |m| m.start);
+        process.entries.clear();
+        Ok(process)
+    }
+
+    /// Reads the next batch of pagemap entries; false once every mapping is done.
+    fn next_batch(&mut self) -> Result<bool, ProcError> {
+        self.entries.clear();
+        self.entry = 0;
+        while let Some(mapping) = self.mappings.get(self.mapping) {
+            self.address = self.address.max(mapping.start);
+            if self.address >= mapping.end {
+                self.mapping += 1;
+                continue;
+            }
+            let count = ((mapping.end - self.address) as usize / PAGE_SIZE).min(BATCH);
+            let mut bytes = [0u8; BATCH * 8];
+            let bytes = &mut bytes[..count * 8];
+            let offset = self.address / PAGE_SIZE as u64 * 8;
+            match self.pagemap.read_exact_at(bytes, offset) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                    return Err(ProcError::Denied {
-                        pid,
-                        what: "pagemap",
-                    });
+                    return Err(denied(self.pid, "pagemap"));
                 }
                 Err(_) => {
                     // The mapping went away while we read: its pages are gone too.
-                    break;
-                }
-            }
-            for (index, entry) in bytes.chunks_exact(8).enumerate() {
-                let entry = u64::from_le_bytes(entry.try_into().expect("8 bytes"));
-                if entry & (PRESENT | SWAPPED) == 0 {
+                    self.mapping += 1;
                     continue;
                 }
-                let page_address = address + (index * PAGE_SIZE) as u64;
-                let mut page = Page::zeroed();
-                match mem.read_exact_at(page.bytes_mut(), page_address) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                        return Err(ProcError::Denied {
-                            pid,
-                            what: "memory",
-                        });
-                    }
-                    Err(_) => {
-                        unreadable += 1;
-                        continue;
-                    }
+            }
+            self.entries.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes"))),
+            );
+            self.batch_address = self.address;
+            self.address += (count * PAGE_SIZE) as u64;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The next touched page that is not a zero-page mapping, if any is left.
+    fn next_page(&mut self, page: &mut Page) -> Result<bool, ProcError> {
+        loop {
+            if self.entry == self.entries.len() && !self.next_batch()? {
+                return Ok(false);
+            }
+            let index = self.entry;
+            let entry = self.entries[index];
+            self.entry += 1;
+            if entry & (PRESENT | SWAPPED) == 0 {
+                continue;
+            }
+            let address = self.batch_address + (index * PAGE_SIZE) as u64;
+            match self.mem.read_exact_at(page.bytes_mut(), address) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    return Err(denied(self.pid, "memory"));
                 }
-                if entry & PRESENT != 0
-                    && page.same_filled_word() == Some(0)
-                    && is_zero_page(kpageflags.as_ref(), entry & PFN_MASK)
-                {
-                    zero_mapped += 1;
+                Err(_) => {
+                    self.skipped.unreadable += 1;
                     continue;
                 }
-                pages.push(page);
             }
-            address += (count * PAGE_SIZE) as u64;
+            if entry & PRESENT != 0
+                && page.same_filled_word() == Some(0)
+                && is_zero_page(self.kpageflags.as_ref(), entry & PFN_MASK)
+            {
+                self.skipped.zero_mapped += 1;
+                continue;
+            }
+            self.read += 1;
+            return Ok(true);
         }
     }
-    if pages.is_empty() {
-        return Err(ProcError::Empty(pid));
+}
+
+impl PageSource for Process {
+    fn name(&self) -> &str {
+        &self.name
     }
-    Ok(ProcessPages {
-        set: PageSet {
-            name: format!("pid {pid} ({})", comm.trim()),
-            pages,
-        },
-        zero_mapped,
-        unreadable,
-    })
+
+    fn expected_pages(&self) -> u64 {
+        self.expected
+    }
+
+    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
+        out.clear();
+        let mut page = Page::zeroed();
+        while out.len() < CHUNK_PAGES && self.next_page(&mut page)? {
+            out.push(page);
+        }
+        if out.is_empty() {
+            // The walk is over: it only counts if the process outlived it.
+            if self.started.is_none() || start_time(self.pid) != self.started {
+                return Err(ProcError::Exited {
+                    pid: self.pid,
+                    read: self.read,
+                }
+                .into());
+            }
+            if self.read == 0 {
+                return Err(ProcError::Empty(self.pid).into());
+            }
+        }
+        Ok(!out.is_empty())
+    }
+
+    fn skipped(&self) -> Skipped {
+        self.skipped
+    }
+}
+
+/// The process's start time (field 22 of `/proc/PID/stat`), which tells a PID's reuse.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is parenthesised and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_string)
+}
+
+fn denied(pid: u32, what: &'static str) -> ProcError {
+    if crate::zram::is_root() {
+        ProcError::DeniedToRoot { pid, what }
+    } else {
+        ProcError::Denied { pid, what }
+    }
 }
 
 fn classify(pid: u32, what: &'static str, error: std::io::Error) -> ProcError {
     match error.kind() {
         ErrorKind::NotFound => ProcError::Gone(pid),
-        ErrorKind::PermissionDenied => ProcError::Denied { pid, what },
+        ErrorKind::PermissionDenied => denied(pid, what),
         _ if error.raw_os_error() == Some(libc::ESRCH) => ProcError::Gone(pid),
         _ => ProcError::Io {
             pid,
@@ -202,13 +322,17 @@ mod tests {
     fn reads_its_own_process() {
         // A touched buffer with a recognisable pattern must be among the pages.
         let marker: Vec<u64> = (0..4 * 512).map(|i| 0x5a5a_0000_0000 + i).collect();
-        let pages = read(std::process::id()).expect("own memory is readable");
-        let found = pages.set.pages.iter().any(|p| {
-            p.words()
-                .windows(2)
-                .any(|w| w == [marker[600], marker[601]])
-        });
-        assert!(found, "{} pages read", pages.set.pages.len());
+        let mut process = Process::open(std::process::id()).expect("own memory is readable");
+        let (mut chunk, mut found, mut pages) = (Vec::new(), false, 0);
+        while process.next_chunk(&mut chunk).unwrap() {
+            pages += chunk.len();
+            found |= chunk.iter().any(|p| {
+                p.words()
+                    .windows(2)
+                    .any(|w| w == [marker[600], marker[601]])
+            });
+        }
+        assert!(found, "{pages} pages read");
         std::hint::black_box(&marker);
     }
 
@@ -217,6 +341,6 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        assert!(matches!(read(pid), Err(ProcError::Gone(p)) if p == pid));
+        assert!(matches!(Process::open(pid), Err(ProcError::Gone(p)) if p == pid));
     }
 }

@@ -2,8 +2,14 @@
 //! tier), are read back and compared, and the result is reported with zram's `mm_stat`
 //! fields, per class, and against single-codec baselines run on the same pages.
 //!
-//! Invariants: every page stored is read back and compared before any figure is
-//! reported (a mismatch is an error, so `verified` is always true in a report); each input
+//! Inputs stream through in chunks ([`crate::source`]): beyond the store itself (its
+//! `mem_used_total` and metadata, the point of a simulation), a run holds a few chunks of
+//! pages and their baseline forms, whatever the input's size.
+//!
+//! Invariants: every page stored is read back and compared byte for byte right after its
+//! chunk is stored, and every page is read back again once the whole input is stored,
+//! against a digest of the originals (per page its id and CRC-32), before any figure is
+//! reported: a mismatch is an error, so `verified` is always true in a report. Each input
 //! gets its own store, like a zram device per file, and totals are sums over them; times
 //! are measured around the store calls only (not around reading inputs or comparing).
 
@@ -11,7 +17,7 @@ use crate::codec::Class;
 use crate::compare::{self, SchemeResult};
 use crate::engine::Engine;
 use crate::page::Page;
-use crate::pagefile::PageSet;
+use crate::source::{CHUNK_PAGES, PageSource, Skipped};
 use crate::store::{PageStore, Stats};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -42,6 +48,9 @@ pub struct InputReport {
     pub metadata_bytes: u64,
     pub ratio: f64,
     pub effective_ratio: f64,
+    /// Touched pages the source left out (a live process's zero-page mappings and pages
+    /// that changed under the read).
+    pub skipped: Skipped,
 }
 
 /// A baseline's figures.
@@ -91,17 +100,20 @@ pub struct Report {
     /// "lz4", "zstd-3" and "oracle".
     pub baselines: BTreeMap<&'static str, BaselineReport>,
     pub timing: Timing,
+    /// This process's peak resident memory (0 where unknown): the store's memory plus a
+    /// bounded working set.
+    pub peak_rss_bytes: u64,
 }
 
-/// Simulates every set. With `detailed` it also runs the baselines (most of the time: the
-/// oracle encodes every page five ways), the separate classify-timing pass, and times
+/// Simulates every source. With `detailed` it also runs the baselines (most of the time:
+/// the oracle encodes every page five ways), the separate classify-timing pass, and times
 /// each insert for the per-class time shares (a clock read per page, ~1% of an insert);
 /// without it (`zpage zram`, which shows none of these, and times the kernel's writes
 /// with one clock) those figures are 0 and the insert loop is timed as a whole. `tick`
-/// is called with the number of pages just processed (three phases per set: store,
-/// verify, baselines).
+/// is called with the number of pages just processed, twice per page (stored, then read
+/// back at the end of its input).
 pub fn simulate(
-    sets: &[PageSet],
+    sources: &mut [Box<dyn PageSource + '_>],
     engine: &Engine,
     profile: &str,
     detailed: bool,
@@ -113,57 +125,78 @@ pub fn simulate(
     let (mut compress, mut decompress, mut classify) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut baselines: [SchemeResult; 3] = Default::default();
-    for set in sets {
+    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    let mut back = vec![Page::zeroed(); CHUNK_PAGES];
+    let mut spent = Vec::with_capacity(CHUNK_PAGES);
+    for source in sources.iter_mut() {
+        let name = source.name().to_string();
         // One thread inserts, so one shard: its metadata blocks fill densely, as a zram
         // device's table does.
         let store = PageStore::builder()
             .shards(1)
             .engine(engine.clone())
             .build();
-        // In detail, one clock read per page (each costs ~35 ns on a VM); classes are
-        // looked up afterwards, outside the timed loop.
-        let mut spent = Vec::with_capacity(if detailed { set.pages.len() } else { 0 });
-        let start = Instant::now();
-        let mut last = start;
-        for (id, page) in set.pages.iter().enumerate() {
-            store
-                .insert(id as u64, page)
-                .map_err(|e| format!("{}: page {id}: {e}", set.name))?;
-            if detailed {
-                let now = Instant::now();
-                spent.push(now - last);
-                last = now;
-            }
-        }
-        compress += start.elapsed();
-        for (id, spent) in spent.into_iter().enumerate() {
-            let class = store.stored_class(id as u64).expect("inserted above");
-            class_time[class.index()] += spent;
-        }
-        tick(set.pages.len() as u64);
-        decompress += verify(&store, set)?;
-        tick(set.pages.len() as u64);
-        if detailed {
+        let (mut next_id, mut digest) = (0u64, 0u64);
+        while source
+            .next_chunk(&mut chunk)
+            .map_err(|e| format!("{name}: {e}"))?
+        {
+            let first = next_id;
+            // In detail, one clock read per page (each costs ~35 ns on a VM); classes are
+            // looked up afterwards, outside the timed loop.
+            spent.clear();
             let start = Instant::now();
-            let delta_pages = set
-                .pages
-                .iter()
-                .filter(|p| engine.classify(std::hint::black_box(p)) == Class::Delta)
-                .count();
-            std::hint::black_box(delta_pages);
-            classify += start.elapsed();
-            let found = compare::baselines(&set.pages).map_err(|e| format!("{}: {e}", set.name))?;
-            for (sum, scheme) in baselines
-                .iter_mut()
-                .zip([&found.lz4, &found.zstd3, &found.oracle])
-            {
-                sum.absorb(scheme);
+            let mut last = start;
+            for (id, page) in (first..).zip(&chunk) {
+                store
+                    .insert(id, page)
+                    .map_err(|e| format!("{name}: page {id}: {e}"))?;
+                if detailed {
+                    let now = Instant::now();
+                    spent.push(now - last);
+                    last = now;
+                }
             }
+            compress += start.elapsed();
+            next_id += chunk.len() as u64;
+            for (id, spent) in (first..).zip(&spent) {
+                let class = store.stored_class(id).expect("inserted above");
+                class_time[class.index()] += *spent;
+            }
+            for (id, (page, out)) in (first..).zip(chunk.iter().zip(back.iter_mut())) {
+                store
+                    .read_into(id, out)
+                    .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
+                if out != page {
+                    return Err(format!(
+                        "{name}: verification failed: page {id} read back differs from what was stored"
+                    ));
+                }
+                digest = digest.wrapping_add(page_digest(id, page));
+            }
+            if detailed {
+                let start = Instant::now();
+                let delta_pages = chunk
+                    .iter()
+                    .filter(|p| engine.classify(std::hint::black_box(p)) == Class::Delta)
+                    .count();
+                std::hint::black_box(delta_pages);
+                classify += start.elapsed();
+                let found = compare::baselines(&chunk).map_err(|e| format!("{name}: {e}"))?;
+                for (sum, scheme) in
+                    baselines
+                        .iter_mut()
+                        .zip([&found.lz4, &found.zstd3, &found.oracle])
+                {
+                    sum.absorb(scheme);
+                }
+            }
+            tick(chunk.len() as u64);
         }
-        tick(set.pages.len() as u64);
+        decompress += read_back(&store, next_id, digest, &mut back, &name, tick)?;
         let stats = store.stats();
         inputs.push(InputReport {
-            name: set.name.clone(),
+            name,
             pages: stats.pages,
             orig_data_size: stats.orig_data_size,
             compr_data_size: stats.compr_data_size,
@@ -171,6 +204,7 @@ pub fn simulate(
             metadata_bytes: stats.metadata_total(),
             ratio: stats.ratio(),
             effective_ratio: stats.effective_ratio(),
+            skipped: source.skipped(),
         });
         totals.absorb(&stats);
     }
@@ -228,31 +262,51 @@ pub fn simulate(
             decompress_mb_s: mb_s(decompress),
             classify_ns_per_page: classify.as_nanos() as f64 / pages.max(1) as f64,
         },
+        peak_rss_bytes: crate::source::peak_rss_bytes(),
     })
 }
 
-/// Reads every page back in batches (timed), then compares (untimed).
-fn verify(store: &PageStore, set: &PageSet) -> Result<Duration, String> {
-    const BATCH: usize = 256;
-    let mut buffer = vec![Page::zeroed(); BATCH];
+/// A page's share of an input's digest: its id and CRC-32, mixed (splitmix64) so that a
+/// page read back under the wrong id, or wrong, changes the sum.
+fn page_digest(id: u64, page: &Page) -> u64 {
+    let mut x = id << 32 ^ u64::from(crc32fast::hash(page.bytes()));
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Reads pages `0..pages` back in batches (timed), and checks them against `digest`
+/// (untimed).
+fn read_back(
+    store: &PageStore,
+    pages: u64,
+    digest: u64,
+    buffer: &mut [Page],
+    name: &str,
+    tick: &mut dyn FnMut(u64),
+) -> Result<Duration, String> {
     let mut spent = Duration::ZERO;
-    for (batch, pages) in set.pages.chunks(BATCH).enumerate() {
-        let first = batch * BATCH;
+    let mut found = 0u64;
+    let mut first = 0;
+    while first < pages {
+        let batch = (pages - first).min(buffer.len() as u64);
         let start = Instant::now();
-        for (offset, out) in buffer[..pages.len()].iter_mut().enumerate() {
-            let id = (first + offset) as u64;
+        for (id, out) in (first..first + batch).zip(buffer.iter_mut()) {
             store
                 .read_into(id, out)
-                .map_err(|e| format!("{}: read back page {id}: {e}", set.name))?;
+                .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
         }
         spent += start.elapsed();
-        if let Some(offset) = pages.iter().zip(&buffer).position(|(a, b)| a != b) {
-            return Err(format!(
-                "{}: verification failed: page {} read back differs from what was stored",
-                set.name,
-                first + offset
-            ));
+        for (id, page) in (first..).zip(&buffer[..batch as usize]) {
+            found = found.wrapping_add(page_digest(id, page));
         }
+        tick(batch);
+        first += batch;
+    }
+    if found != digest {
+        return Err(format!(
+            "{name}: verification failed: the pages read back after the whole input was stored differ from those stored"
+        ));
     }
     Ok(spent)
 }

@@ -133,7 +133,7 @@ impl Oracle {
     }
 
     /// Labels pages on all cores (the oracle runs every codec, so it is the slow part).
-    pub fn label_all(&self, pages: &[&Page]) -> Vec<Sample> {
+    pub fn label_all(&self, pages: &[Page]) -> Vec<Sample> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .max(1);
@@ -383,37 +383,42 @@ pub struct Evaluation {
     pub confusion: Vec<Vec<u64>>,
 }
 
-/// Evaluates `model` on `pages` labelled as `samples` (same order).
-pub fn evaluate(model: &Model, pages: &[&Page], samples: &[Sample]) -> Evaluation {
+/// Test pages kept per input to time classification (the figures use labels only).
+pub const TIMING_PAGES: usize = 1024;
+
+/// Evaluates `model` on labelled test pages; `timing` (a sample of those pages, at most
+/// [`TIMING_PAGES`] per input) times the classifier.
+pub fn evaluate(model: &Model, samples: &[Sample], timing: &[Page]) -> Evaluation {
     let engine = crate::engine::Engine::with_model(model.clone());
     let mut confusion = vec![vec![0u64; K]; K];
     let (mut tree_bytes, mut oracle_bytes, mut correct) = (0u64, 0u64, 0u64);
-    let mut predicted = Vec::with_capacity(pages.len());
     // Classify on cache-warm pages (a page is compressed right after it was written or
-    // faulted), 32 pages at a time: a first pass warms them, the second is timed and gives
-    // the predictions. Pages streamed from cold memory cost a few memory round trips more.
+    // faulted), 32 pages at a time: a first pass warms them, the second is timed. Pages
+    // streamed from cold memory cost a few memory round trips more.
     let mut timed = std::time::Duration::ZERO;
-    for chunk in pages.chunks(32) {
+    for chunk in timing.chunks(32) {
         for p in chunk {
             std::hint::black_box(engine.classify(p));
         }
         let start = Instant::now();
-        predicted.extend(
-            chunk
-                .iter()
-                .map(|p| engine.classify(std::hint::black_box(p))),
-        );
+        for p in chunk {
+            std::hint::black_box(engine.classify(std::hint::black_box(p)));
+        }
         timed += start.elapsed();
     }
-    let best_ns = timed.as_nanos() as f64 / pages.len().max(1) as f64;
-    for (s, &tree) in samples.iter().zip(&predicted) {
+    // What the engine's classify gives: the exact scan's class, else the tree's.
+    let predicted = samples
+        .iter()
+        .map(|s| s.fixed.unwrap_or_else(|| model.predict(&s.features)));
+    let best_ns = timed.as_nanos() as f64 / timing.len().max(1) as f64;
+    for (s, tree) in samples.iter().zip(predicted) {
         let oracle = s.oracle();
         confusion[oracle.index()][tree.index()] += 1;
         correct += (oracle == tree) as u64;
         tree_bytes += s.size(tree);
         oracle_bytes += s.size(oracle);
     }
-    let n = pages.len() as u64;
+    let n = samples.len() as u64;
     Evaluation {
         test_pages: n,
         accuracy: correct as f64 / n.max(1) as f64,
@@ -425,12 +430,6 @@ pub fn evaluate(model: &Model, pages: &[&Page], samples: &[Sample]) -> Evaluatio
         classes: Class::ALL.iter().map(|c| c.name()).collect(),
         confusion,
     }
-}
-
-/// Trains a model of `profile` on `train` pages.
-pub fn train(train: &[&Page], oracle: &Oracle, limits: TreeLimits) -> (Model, Vec<Sample>) {
-    let samples = oracle.label_all(train);
-    (model_of(&samples, oracle, limits), samples)
 }
 
 /// A model fitted on already labelled samples.
@@ -460,26 +459,27 @@ pub struct HeldOut {
     pub regret: f64,
 }
 
+/// One input's labelled pages and the sample of them kept for timing.
+pub struct Labelled {
+    pub name: String,
+    pub samples: Vec<Sample>,
+    pub timing: Vec<Page>,
+}
+
 /// Leave-one-input-out: for each input, a tree trained on all the others is tested on
-/// it, which estimates regret on memory of a program the training set lacks. Pages are
-/// labelled once.
-pub fn leave_one_out(
-    inputs: &[(String, Vec<&Page>)],
-    oracle: &Oracle,
-    limits: TreeLimits,
-) -> Vec<HeldOut> {
-    let labelled: Vec<Vec<Sample>> = inputs.iter().map(|(_, p)| oracle.label_all(p)).collect();
+/// it, which estimates regret on memory of a program the training set lacks.
+pub fn leave_one_out(inputs: &[Labelled], oracle: &Oracle, limits: TreeLimits) -> Vec<HeldOut> {
     (0..inputs.len())
         .map(|out| {
             let train: Vec<Sample> = (0..inputs.len())
                 .filter(|&i| i != out)
-                .flat_map(|i| labelled[i].iter().cloned())
+                .flat_map(|i| inputs[i].samples.iter().cloned())
                 .collect();
             let model = model_of(&train, oracle, limits);
-            let (name, pages) = &inputs[out];
-            let eval = evaluate(&model, pages, &labelled[out]);
+            let held = &inputs[out];
+            let eval = evaluate(&model, &held.samples, &held.timing);
             HeldOut {
-                name: name.clone(),
+                name: held.name.clone(),
                 pages: eval.test_pages,
                 tree_bytes: eval.tree_bytes,
                 oracle_bytes: eval.oracle_bytes,
@@ -489,18 +489,11 @@ pub fn leave_one_out(
         .collect()
 }
 
-/// Splits pages into train and test by 64-page runs (neighbouring pages are alike, so a
-/// page-level split would leak): every fifth run of each input is a test run.
-pub fn split_runs(pages: &[Page]) -> (Vec<&Page>, Vec<&Page>) {
-    let (mut train, mut test) = (Vec::new(), Vec::new());
-    for (i, run) in pages.chunks(64).enumerate() {
-        if i % 5 == 2 {
-            test.extend(run)
-        } else {
-            train.extend(run)
-        }
-    }
-    (train, test)
+/// Whether page `index` of an input is held out for testing: pages are split by 64-page
+/// runs (neighbouring pages are alike, so a page-level split would leak), and every fifth
+/// run of each input is a test run.
+pub fn is_test_page(index: u64) -> bool {
+    (index / 64) % 5 == 2
 }
 
 #[cfg(test)]

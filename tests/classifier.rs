@@ -77,3 +77,35 @@ fn text_is_compressed_by_a_general_codec() {
     assert!(Engine::new(Profile::Dense).encode(&page, &mut out) != Class::Incompressible);
     assert!(out.len() < 1024, "text page stored in {} bytes", out.len());
 }
+
+/// A model file whose nodes share children (a DAG: the old depth walk took exponential
+/// time) is refused; a valid chain of 200,000 splits (the old walk overflowed the stack)
+/// loads and reports its depth.
+#[test]
+fn model_shapes_that_are_not_small_trees() {
+    use zpage::model::Node;
+    let base = Engine::new(Profile::Fast).model().clone();
+    let split = |left, right| Node::Split {
+        feature: 0,
+        threshold: 0.5,
+        left,
+        right,
+    };
+    let mut dag = base.clone();
+    // Node i's two children are both i + 1: 2^60 paths through 61 nodes.
+    dag.nodes = (0..60).map(|i| split(i + 1, i + 1)).collect();
+    dag.nodes.push(Node::Leaf(Class::General));
+    let err = zpage::Model::from_json(&dag.to_json())
+        .err()
+        .expect("a DAG is refused");
+    assert!(err.to_string().contains("not a tree"), "{err}");
+    let mut chain = base;
+    let n = 200_000u32;
+    // Node 2i splits into the leaf 2i + 1 and the next split 2i + 2.
+    chain.nodes = (0..n)
+        .flat_map(|i| [split(2 * i + 1, 2 * i + 2), Node::Leaf(Class::General)])
+        .collect();
+    chain.nodes.push(Node::Leaf(Class::General));
+    let model = zpage::Model::from_json(&chain.to_json()).expect("a deep chain is a valid tree");
+    assert_eq!(model.depth(), n as usize + 1);
+}

@@ -4,7 +4,6 @@
 use super::progress::Progress;
 use crate::entropy::{self, Report};
 use crate::model::Profile;
-use crate::pagefile;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -31,10 +30,10 @@ pub struct EntropyArgs {
 
 pub fn run(args: EntropyArgs) -> Result<String, String> {
     let engine = super::load_engine(args.model.as_ref(), args.profile)?;
-    let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
-    let total: u64 = sets.iter().map(|s| s.pages.len() as u64).sum();
+    let mut sources = super::open_sources(&args.paths, args.pad)?;
+    let total: u64 = sources.iter().map(|s| s.expected_pages()).sum();
     let mut progress = Progress::new(total, "entropy", args.json);
-    let report = entropy::analyse(&sets, &engine, &mut |n| progress.inc(n));
+    let report = entropy::analyse(&mut sources, &engine, &mut |n| progress.inc(n))?;
     drop(progress);
     if let Some(path) = &args.plot {
         super::plot::entropy_svg(&report, path)?;

@@ -88,6 +88,22 @@ fn json(report: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(report).expect("reports serialise") + "\n"
 }
 
+/// The page files `paths` expand to, as sources (checked now, opened when read).
+fn open_sources(
+    paths: &[PathBuf],
+    pad: bool,
+) -> Result<Vec<Box<dyn crate::source::PageSource>>, String> {
+    let files = crate::pagefile::expand(paths).map_err(|e| e.to_string())?;
+    files
+        .iter()
+        .map(|path| {
+            crate::pagefile::PageFile::open(path, pad)
+                .map(|f| Box::new(f) as Box<dyn crate::source::PageSource>)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// Loads the model a command was given, or the embedded one of its profile.
 pub fn load_engine(
     model: Option<&PathBuf>,

@@ -1,7 +1,7 @@
 //! The entropy plot: an SVG (plotters' SVG backend, no font libraries) with the per-page
 //! entropy distribution before and after the class transforms, and per-class bars.
 
-use crate::entropy::Report;
+use crate::entropy::{Distribution, Report};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -35,22 +35,26 @@ fn cdf(report: &Report, area: &Area) -> DrawResult {
         .x_desc("bits per input byte")
         .y_desc("share of pages")
         .draw()?;
-    let per_page = crate::PAGE_SIZE as f64;
-    for (label, color, pick) in [
-        ("before transform", BEFORE, 0usize),
-        ("after transform", AFTER, 1),
+    let d = &report.distribution;
+    for (label, color, counts) in [
+        ("before transform", BEFORE, &d.before),
+        ("after transform", AFTER, &d.after),
     ] {
-        let mut values: Vec<f64> = report
-            .per_page
-            .iter()
-            .map(|p| if pick == 0 { p.input_bits } else { p.output_bits } / per_page)
+        let n = counts.iter().sum::<u64>().max(1) as f64;
+        let mut below = 0u64;
+        // A step per non-empty bin: the share of pages at or below its upper edge.
+        let points: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
+            .chain(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(i, c)| {
+                        below += c;
+                        (Distribution::edge(i), below as f64 / n)
+                    }),
+            )
             .collect();
-        values.sort_by(f64::total_cmp);
-        let n = values.len().max(1) as f64;
-        let points = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (*v, (i + 1) as f64 / n));
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))?
             .label(label)

@@ -3,8 +3,8 @@
 
 use super::progress::Progress;
 use crate::model::Profile;
+use crate::procmem;
 use crate::sim::{self, Report};
-use crate::{pagefile, procmem};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -47,24 +47,21 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         }
         paths.push(sample);
     }
-    let mut sets = pagefile::read_all(&paths, args.pad).map_err(|e| e.to_string())?;
+    let mut sources = super::open_sources(&paths, args.pad)?;
     if let Some(pid) = args.pid {
-        let process = procmem::read(pid).map_err(|e| e.to_string())?;
-        if !args.json && (process.zero_mapped > 0 || process.unreadable > 0) {
-            eprintln!(
-                "zpage: PID {pid}: left out {} zero-page mappings and {} unreadable pages",
-                process.zero_mapped, process.unreadable
-            );
-        }
-        sets.push(process.set);
+        sources.push(Box::new(
+            procmem::Process::open(pid).map_err(|e| e.to_string())?,
+        ));
     }
-    let total: u64 = sets.iter().map(|s| s.pages.len() as u64).sum();
-    let mut progress = Progress::new(3 * total, "simulating", args.json);
+    let total: u64 = sources.iter().map(|s| s.expected_pages()).sum();
+    let mut progress = Progress::new(2 * total, "simulating", args.json);
     let profile = match &args.model {
         Some(path) => format!("model {}", path.display()),
         None => args.profile.name().to_string(),
     };
-    let report = sim::simulate(&sets, &engine, &profile, true, &mut |n| progress.inc(n))?;
+    let report = sim::simulate(&mut sources, &engine, &profile, true, &mut |n| {
+        progress.inc(n)
+    })?;
     drop(progress);
     Ok(if args.json {
         super::json(&report)
@@ -196,6 +193,19 @@ fn print_report(r: &Report) -> String {
         "classify: {:.0} ns/page (features + tree)",
         r.timing.classify_ns_per_page
     );
+    for input in &r.inputs {
+        let skipped = input.skipped;
+        if skipped.zero_mapped + skipped.unreadable > 0 {
+            outln!(out);
+            outln!(
+                out,
+                "{}: left out {} zero-page mappings and {} unreadable pages",
+                input.name,
+                skipped.zero_mapped,
+                skipped.unreadable
+            );
+        }
+    }
     if r.inputs.len() > 1 {
         outln!(out);
         outln!(

@@ -1,9 +1,10 @@
 //! `zpage train`: label pages with the oracle, fit the tree, report on held-out pages.
 
+use super::progress::Progress;
 use crate::model::Profile;
 use crate::page::Page;
-use crate::pagefile;
-use crate::train::{self, Oracle, TreeLimits};
+use crate::source::{CHUNK_PAGES, PageSource};
+use crate::train::{self, Labelled, Oracle, TreeLimits};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -47,25 +48,15 @@ pub struct TrainArgs {
     leave_one_out: bool,
 }
 
+/// Memory: per page its label (features and per-codec sizes, about 130 bytes, not the
+/// page), plus one chunk and [`train::TIMING_PAGES`] pages per input for timing.
 pub fn run(args: TrainArgs) -> Result<String, String> {
-    let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
-    let test_sets = pagefile::read_all(&args.test, args.pad).map_err(|e| e.to_string())?;
-    let (mut train_pages, mut test_pages) = (Vec::new(), Vec::new());
-    for set in &sets {
-        if args.test.is_empty() {
-            let (tr, te) = train::split_runs(&set.pages);
-            train_pages.extend(tr);
-            test_pages.extend(te);
-        } else {
-            train_pages.extend(set.pages.iter());
-        }
-    }
-    for set in &test_sets {
-        test_pages.extend(set.pages.iter());
-    }
-    if test_pages.is_empty() {
-        return Err("no test pages: give more than 128 pages or --test PATH".into());
-    }
+    let mut sources = super::open_sources(&args.paths, args.pad)?;
+    let mut test_sources = if args.test.is_empty() {
+        Vec::new()
+    } else {
+        super::open_sources(&args.test, args.pad)?
+    };
     let mut oracle = Oracle::new(args.profile);
     if let Some(w) = args.speed_weight {
         oracle.speed_weight = w;
@@ -82,12 +73,47 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         min_leaf: args.min_leaf.unwrap_or(defaults.min_leaf).max(1),
         min_gain: args.min_gain.unwrap_or(defaults.min_gain).max(0.0),
     };
+    let total: u64 = sources
+        .iter()
+        .chain(&test_sources)
+        .map(|s| s.expected_pages())
+        .sum();
+    let mut progress = Progress::new(total, "labelling", args.json);
     if args.leave_one_out {
-        return leave_one_out(&sets, &oracle, limits, args.json);
+        let inputs = sources
+            .iter_mut()
+            .map(|source| {
+                let (all, _) = label(source.as_mut(), &oracle, |_| false, &mut progress)?;
+                Ok(all)
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        drop(progress);
+        return leave_one_out(&inputs, &oracle, limits, args.json);
     }
-    let (mut model, _) = train::train(&train_pages, &oracle, limits);
-    let test_samples = oracle.label_all(&test_pages);
-    let eval = train::evaluate(&model, &test_pages, &test_samples);
+    // Without --test, every fifth 64-page run of each input is held out.
+    let held_out = |index| args.test.is_empty() && train::is_test_page(index);
+    let (mut train_samples, mut test) = (Vec::new(), Vec::new());
+    for source in &mut sources {
+        let (train_part, test_part) = label(source.as_mut(), &oracle, held_out, &mut progress)?;
+        train_samples.extend(train_part.samples);
+        test.push(test_part);
+    }
+    for source in &mut test_sources {
+        let (all, _) = label(source.as_mut(), &oracle, |_| false, &mut progress)?;
+        test.push(all);
+    }
+    drop(progress);
+    let test_samples: Vec<_> = test
+        .iter()
+        .flat_map(|t| t.samples.iter().cloned())
+        .collect();
+    let timing: Vec<_> = test.iter().flat_map(|t| t.timing.iter().copied()).collect();
+    if test_samples.is_empty() {
+        return Err("no test pages: give more than 128 pages or --test PATH".into());
+    }
+    let train_pages = train_samples.len();
+    let mut model = train::model_of(&train_samples, &oracle, limits);
+    let eval = train::evaluate(&model, &test_samples, &timing);
     model.provenance.test_pages = eval.test_pages;
     model.provenance.accuracy = eval.accuracy;
     model.provenance.regret = eval.regret;
@@ -103,7 +129,7 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     if args.json {
         let mut v = serde_json::to_value(&eval).expect("evaluation serialises");
         v["profile"] = args.profile.name().into();
-        v["train_pages"] = (train_pages.len() as u64).into();
+        v["train_pages"] = (train_pages as u64).into();
         v["speed_weight"] = oracle.speed_weight.into();
         v["tree_nodes"] = model.nodes.len().into();
         v["tree_depth"] = model.depth().into();
@@ -119,7 +145,7 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     outln!(
         out,
         "  train pages {}, test pages {}",
-        train_pages.len(),
+        train_pages,
         eval.test_pages
     );
     outln!(
@@ -161,20 +187,54 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     Ok(out)
 }
 
+/// Labels a source's pages a chunk at a time, keeping labels (not pages): those for which
+/// `held_out(index)` is true go to the second result, the rest to the first; each keeps up
+/// to [`train::TIMING_PAGES`] of its pages for timing.
+fn label(
+    source: &mut dyn PageSource,
+    oracle: &Oracle,
+    held_out: impl Fn(u64) -> bool,
+    progress: &mut Progress,
+) -> Result<(Labelled, Labelled), String> {
+    let name = source.name().to_string();
+    let empty = || Labelled {
+        name: name.clone(),
+        samples: Vec::new(),
+        timing: Vec::new(),
+    };
+    let mut parts = [empty(), empty()];
+    let (mut chunk, mut index) = (Vec::with_capacity(CHUNK_PAGES), 0u64);
+    let mut split: [Vec<Page>; 2] = Default::default();
+    while source
+        .next_chunk(&mut chunk)
+        .map_err(|e| format!("{name}: {e}"))?
+    {
+        split.iter_mut().for_each(Vec::clear);
+        for page in &chunk {
+            split[usize::from(held_out(index))].push(*page);
+            index += 1;
+        }
+        for (part, pages) in parts.iter_mut().zip(&split) {
+            part.samples.extend(oracle.label_all(pages));
+            let room = train::TIMING_PAGES - part.timing.len();
+            part.timing.extend(pages.iter().take(room));
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    let [train, test] = parts;
+    Ok((train, test))
+}
+
 fn leave_one_out(
-    sets: &[pagefile::PageSet],
+    inputs: &[Labelled],
     oracle: &Oracle,
     limits: TreeLimits,
     json: bool,
 ) -> Result<String, String> {
-    if sets.len() < 2 {
+    if inputs.len() < 2 {
         return Err("--leave-one-out needs at least two inputs".into());
     }
-    let inputs: Vec<(String, Vec<&Page>)> = sets
-        .iter()
-        .map(|s| (s.name.clone(), s.pages.iter().collect()))
-        .collect();
-    let held = train::leave_one_out(&inputs, oracle, limits);
+    let held = train::leave_one_out(inputs, oracle, limits);
     let (tree, best): (u64, u64) = held
         .iter()
         .fold((0, 0), |(t, o), h| (t + h.tree_bytes, o + h.oracle_bytes));

@@ -5,6 +5,7 @@ use crate::Engine;
 use crate::model::Profile;
 use crate::pagefile;
 use crate::sim;
+use crate::source::{InMemory, PageSource};
 use crate::zram::{Device, KernelRun};
 use clap::Args;
 use serde::Serialize;
@@ -77,10 +78,10 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
     let device = Device::open_free(&args.device).map_err(|e| e.to_string())?;
     let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
     let total: u64 = sets.iter().map(|s| s.pages.len() as u64).sum();
-    // Per run and input: the kernel's write and read, then each profile's store, verify
-    // and (skipped) baseline phases.
+    // Per run and input: the kernel's write and read, then each profile's store and
+    // read-back phases.
     let mut progress = Progress::new(
-        7 * total * u64::from(args.runs),
+        5 * total * u64::from(args.runs),
         "kernel zram and zpage",
         args.json,
     );
@@ -94,9 +95,11 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
                 .map_err(|e| format!("{}: {e}", set.name))?;
             progress.inc(set.pages.len() as u64);
             let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {
-                let one = std::slice::from_ref(set);
-                let report =
-                    sim::simulate(one, engine, profile.name(), false, &mut |n| progress.inc(n))?;
+                let mut one: [Box<dyn PageSource>; 1] =
+                    [Box::new(InMemory::new(&set.name, &set.pages))];
+                let report = sim::simulate(&mut one, engine, profile.name(), false, &mut |n| {
+                    progress.inc(n)
+                })?;
                 Ok(ZpageRun {
                     ratio: report.ratio,
                     effective_ratio: report.effective_ratio,

@@ -1,0 +1,94 @@
+//! Page input for the analysis tools (simulation, entropy, training): a [`PageSource`]
+//! yields its pages in chunks of at most [`CHUNK_PAGES`], so what a tool holds of its
+//! input does not grow with the input's size.
+//!
+//! Invariants: a source yields each of its pages once, in order, and never a page it could
+//! not read whole; `expected_pages` is known before the first chunk (for progress) and is
+//! exact for files and in-memory sets, an estimate for a live process (it runs on); a source that
+//! cannot finish returns an error, never a silently short input.
+
+use crate::page::Page;
+use serde::Serialize;
+
+/// Pages per chunk: 1 MiB, enough to amortise a read, small beside any store.
+pub const CHUNK_PAGES: usize = 256;
+
+/// Why a source could not yield its pages (a [`crate::pagefile::PageFileError`] or a
+/// [`crate::procmem::ProcError`]).
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Touched pages a source left out, and why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// A process's pages that only map the kernel's shared zero page (a swap device never
+    /// receives them).
+    pub zero_mapped: u64,
+    /// A process's pages the kernel refused to read (their mapping changed meanwhile).
+    pub unreadable: u64,
+}
+
+/// A stream of pages, read a chunk at a time.
+pub trait PageSource {
+    /// The name reports use for this input.
+    fn name(&self) -> &str;
+
+    /// How many pages the source expects to yield.
+    fn expected_pages(&self) -> u64;
+
+    /// Replaces `out`'s contents with the next (at most [`CHUNK_PAGES`]) pages; `false`
+    /// once there are none left.
+    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError>;
+
+    /// What the source left out so far.
+    fn skipped(&self) -> Skipped {
+        Skipped::default()
+    }
+}
+
+/// Pages already in memory as a source (tests, benches, and `zpage zram`, which writes
+/// the same pages to the kernel's device).
+pub struct InMemory<'a> {
+    name: &'a str,
+    pages: &'a [Page],
+    at: usize,
+}
+
+impl<'a> InMemory<'a> {
+    pub fn new(name: &'a str, pages: &'a [Page]) -> InMemory<'a> {
+        InMemory { name, pages, at: 0 }
+    }
+}
+
+impl PageSource for InMemory<'_> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn expected_pages(&self) -> u64 {
+        self.pages.len() as u64
+    }
+
+    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
+        let chunk = &self.pages[self.at..(self.at + CHUNK_PAGES).min(self.pages.len())];
+        self.at += chunk.len();
+        out.clear();
+        out.extend_from_slice(chunk);
+        Ok(!chunk.is_empty())
+    }
+}
+
+/// Memory this process holds at its peak (`VmHWM`), in bytes; 0 where unknown. Reports
+/// show it so a reader can check the bounds the tools state.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+            line.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
