@@ -95,9 +95,9 @@ fn model_shapes_that_are_not_small_trees() {
     // Node i's two children are both i + 1: 2^60 paths through 61 nodes.
     dag.nodes = (0..60).map(|i| split(i + 1, i + 1)).collect();
     dag.nodes.push(Node::Leaf(Class::General));
-    let err = zpage::Model::from_json(&dag.to_json())
-        .err()
-        .expect("a DAG is refused");
+    let Err(err) = zpage::Model::from_json(&dag.to_json()) else {
+        panic!("a DAG is refused");
+    };
     assert!(err.to_string().contains("not a tree"), "{err}");
     let mut chain = base;
     let n = 200_000u32;
