@@ -283,3 +283,22 @@ fn structural_errors_are_reported() {
     assert!(codec::decode(&[Class::Dense.tag(), 1, 2, 3, 4], &mut back).is_err());
     assert!(codec::decode(&[Class::Delta.tag(), 0x80], &mut back).is_err());
 }
+
+/// Which layer guarantees what: a form altered yet well formed decodes (to another page),
+/// so `codec::decode` cannot refuse it; the store's checksum does (its unit test
+/// `corrupt_bytes_fail_their_checksum`).
+#[test]
+fn an_altered_well_formed_form_decodes_to_another_page() {
+    let mut rng = Rng(5);
+    let mut page = Page::zeroed();
+    page.words_mut().iter_mut().for_each(|w| *w = rng.next());
+    let mut form = Vec::new();
+    assert_eq!(
+        codec::encode(Class::Incompressible, &page, &CodecConfig::FAST, &mut form),
+        Class::Incompressible
+    );
+    form[1000] ^= 4;
+    let mut back = Page::zeroed();
+    codec::decode(&form, &mut back).expect("still well formed");
+    assert!(back != page);
+}

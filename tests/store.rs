@@ -231,6 +231,53 @@ fn memory_limit_is_never_exceeded_and_a_refused_insert_changes_nothing() {
     }
 }
 
+/// A store at its limit still takes a rewrite whose form is no larger than the page's
+/// old one (it used to allocate the new form before freeing the old, and refused).
+#[test]
+fn a_store_at_its_limit_rewrites_a_page_with_content_of_the_same_size() {
+    let limit = 64 * 1024;
+    let store = PageStore::builder().shards(1).mem_limit(limit).build();
+    let mut rng = Rng(99);
+    let mut random = || {
+        let mut page = Page::zeroed();
+        page.words_mut().iter_mut().for_each(|w| *w = rng.next());
+        page
+    };
+    // Incompressible pages are stored raw, 4096 bytes each, until the limit refuses one.
+    let mut stored = Vec::new();
+    loop {
+        let page = random();
+        match store.insert(stored.len() as u64, &page) {
+            Ok(()) => stored.push(page),
+            Err(StoreError::MemoryLimit { .. }) => break,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(stored.len() >= 8, "{} pages", stored.len());
+    for id in 0..stored.len() {
+        let page = random();
+        store
+            .insert(id as u64, &page)
+            .expect("same-size rewrite at the limit");
+        stored[id] = page;
+    }
+    for (id, page) in stored.iter().enumerate() {
+        assert!(*store.read(id as u64).unwrap() == *page, "page {id}");
+    }
+    assert!(store.stats().mem_used_total <= limit);
+    // A smaller form takes a raw page's place too; a new page still fails cleanly.
+    let mut small = *Page::filled(0x6161_6161_6161_6162);
+    small.0[100] = b'x';
+    store.insert(0, &small).unwrap();
+    assert!(*store.read(0).unwrap() == small);
+    let new = random();
+    assert!(matches!(
+        store.insert(stored.len() as u64 + 1, &new),
+        Err(StoreError::MemoryLimit { .. })
+    ));
+    assert!(store.read(stored.len() as u64 + 1).is_err());
+}
+
 #[test]
 fn compaction_gives_memory_back_and_keeps_every_page() {
     let pages = sample_pages();

@@ -4,8 +4,12 @@
 //! - Every stored form is self-describing: byte 0 is the [`Class`] tag, the rest is the
 //!   class's payload, so a stored page decodes with nothing but its bytes.
 //! - Tags are part of the on-disk/in-memory format and never change meaning.
-//! - [`decode`] never panics and never yields a wrong page for malformed input: every
-//!   length, parameter and backend result is checked, and any mismatch is a [`DecodeError`].
+//! - [`decode`] never panics, never reads or writes outside its buffers, and refuses a
+//!   structurally malformed form: every length, parameter and backend result is checked,
+//!   and any mismatch is a [`DecodeError`]. It cannot refuse a form that was altered yet
+//!   stays well formed (a flipped bit in a raw page, in an LZ4 literal, in a residual):
+//!   that decodes to a different page. Catching those is the store's job: every payload
+//!   it keeps carries a CRC-32, checked on every read ([`crate::StoreError::Checksum`]).
 //! - [`encode`] never emits a form larger than [`RAW_SIZE`]: a codec whose output would
 //!   reach the configured huge threshold falls back to the incompressible (raw) form, as
 //!   zram does.

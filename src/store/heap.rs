@@ -173,6 +173,31 @@ impl Heap {
         Ok(handle)
     }
 
+    /// Puts `bytes` (1 to `old.len()` of them) where the live object `old` lies, and
+    /// returns their handle; the tail they no longer need becomes a hole. It needs no
+    /// memory, so it cannot fail: a store at its limit overwrites a page this way when the
+    /// new form is no larger. Not for objects of an evacuating slab (compaction may
+    /// already have passed them).
+    pub fn replace_in_place(&mut self, old: Handle, bytes: &[u8]) -> Handle {
+        let (len, old_len, offset) = (bytes.len(), old.len(), old.offset());
+        assert!((1..=old_len).contains(&len), "{len} bytes into {old_len}");
+        assert!(!self.is_evacuating(old), "in place into an evacuating slab");
+        let slab = self.slab_mut(old);
+        slab.mem[offset..offset + len].copy_from_slice(bytes);
+        slab.live -= old_len - len;
+        let generation = slab.generation;
+        self.live -= (old_len - len) as u64;
+        if len < old_len {
+            self.push_hole(Hole {
+                slab: old.slab(),
+                generation,
+                offset: (offset + len) as u16,
+                len: (old_len - len) as u16,
+            });
+        }
+        Handle::new(old.slab(), offset, len)
+    }
+
     /// The bytes of a live object.
     pub fn get(&self, handle: Handle) -> &[u8] {
         let slab = self.slabs[handle.slab() as usize]

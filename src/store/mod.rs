@@ -246,14 +246,7 @@ impl PageStore {
     ) -> Result<(), StoreError> {
         let mut shard = slot.shard.write();
         let old = shard.table.get(id);
-        let meta = {
-            let mut heap = self.heap.write();
-            let meta = store_form(&mut heap, class, page, encoded)?;
-            if let Some(old) = old {
-                free_form(&mut heap, old);
-            }
-            meta
-        };
+        let meta = replace_form(&mut self.heap.write(), old, class, page, encoded)?;
         if let Some(old) = old {
             shard.forget(id, old);
         }
@@ -610,6 +603,43 @@ fn store_form(
         stored: Some(class),
         hot: false,
     })
+}
+
+/// Stores a form in place of `old` (if any), which is freed. At the memory limit a form
+/// no larger than the old one takes its place instead, so rewriting a page with content
+/// of the same size never fails; otherwise a failure changes nothing.
+fn replace_form(
+    heap: &mut Heap,
+    old: Option<Meta>,
+    class: Class,
+    page: &Page,
+    encoded: &[u8],
+) -> Result<Meta, StoreError> {
+    let error = match store_form(heap, class, page, encoded) {
+        Ok(meta) => {
+            if let Some(old) = old {
+                free_form(heap, old);
+            }
+            return Ok(meta);
+        }
+        Err(error) => error,
+    };
+    let payload = &encoded[1..];
+    match old {
+        Some(old) if in_allocator(old.stored) && in_allocator(Some(class)) => {
+            let handle = Handle::from_bits(old.word);
+            if payload.len() > handle.len() || heap.is_evacuating(handle) {
+                return Err(error);
+            }
+            Ok(Meta {
+                word: heap.replace_in_place(handle, payload).bits(),
+                checksum: crc32fast::hash(payload),
+                stored: Some(class),
+                hot: false,
+            })
+        }
+        _ => Err(error),
+    }
 }
 
 fn free_form(heap: &mut Heap, meta: Meta) {
