@@ -254,12 +254,12 @@ fn a_store_at_its_limit_rewrites_a_page_with_content_of_the_same_size() {
         }
     }
     assert!(stored.len() >= 8, "{} pages", stored.len());
-    for id in 0..stored.len() {
+    for (id, slot) in stored.iter_mut().enumerate() {
         let page = random();
         store
             .insert(id as u64, &page)
             .expect("same-size rewrite at the limit");
-        stored[id] = page;
+        *slot = page;
     }
     for (id, page) in stored.iter().enumerate() {
         assert!(*store.read(id as u64).unwrap() == *page, "page {id}");
