@@ -49,10 +49,15 @@ pub struct PageEntropy {
 
 pub fn page_entropy(page: &Page, engine: &Engine) -> PageEntropy {
     let class = engine.classify(page);
-    let input_bits = information_bits(page.bytes());
+    let word = information_bits(&page.words()[0].to_le_bytes());
+    let input_bits = match class {
+        // A same-filled page's byte counts are its word's, times the 512 words.
+        Class::Zero | Class::Same => 512.0 * word,
+        _ => information_bits(page.bytes()),
+    };
     let output_bits = match class {
         Class::Zero => 0.0,
-        Class::Same => information_bits(&page.words()[0].to_le_bytes()),
+        Class::Same => word,
         Class::Delta => information_bits(&delta::transformed_bytes(page)),
         Class::General | Class::Dense | Class::Incompressible => input_bits,
     };

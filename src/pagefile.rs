@@ -7,14 +7,14 @@
 //! symbolic links are followed, but a link back to an ancestor is not walked again, and
 //! every file (by device and inode) is read once however many paths lead to it. A
 //! [`PageFile`] holds one chunk at a time, whatever the file's size, and opens its file
-//! only when first read (a directory of many files does not hold a descriptor each).
+//! only when first read (a directory of many files does not hold a descriptor each); the
+//! holes of a sparse file (`SEEK_DATA`) are zero pages it yields without reading them.
 
 use crate::page::{PAGE_SIZE, Page};
 use crate::source::{CHUNK_PAGES, PageSource, SourceError};
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why page input could not be read.
@@ -135,6 +135,8 @@ pub struct PageFile {
     file: Option<File>,
     size: u64,
     read: u64,
+    /// Where the next data lies at or after `read` (bytes before it are a hole).
+    data: u64,
 }
 
 impl PageFile {
@@ -173,6 +175,7 @@ impl PageFile {
             file: None,
             size,
             read: 0,
+            data: 0,
         })
     }
 
@@ -227,10 +230,22 @@ impl PageSource for PageFile {
         out.clear();
         out.resize(count, Page::zeroed());
         let bytes = (left as usize).min(count * PAGE_SIZE);
-        let (size, path) = (self.size, self.path.clone());
+        let (size, path, at) = (self.size, self.path.clone(), self.read);
+        self.file()?;
+        let file = self.file.as_ref().expect("opened above");
+        if self.data <= at {
+            self.data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(at)) {
+                Ok(data) => data,
+                // No data after `at`: the rest is a hole.
+                Err(rustix::io::Errno::NXIO) => size,
+                // A filesystem without SEEK_DATA: read everything.
+                Err(_) => at,
+            };
+        }
+        // Whole pages of hole are already zero in `out`; the rest is read.
+        let hole = ((self.data - at) as usize / PAGE_SIZE * PAGE_SIZE).min(bytes);
         let buffer: &mut [u8] = bytemuck::cast_slice_mut(out);
-        self.file()?
-            .read_exact(&mut buffer[..bytes])
+        file.read_exact_at(&mut buffer[hole..bytes], at + hole as u64)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => PageFileError::Changed {
                     path: path.clone(),

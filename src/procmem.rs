@@ -38,7 +38,7 @@ pub enum ProcError {
     )]
     Denied { pid: u32, what: &'static str },
     #[error(
-        "cannot read {what} of PID {pid}: permission denied although running as root (the kernel refuses ptrace access: the process may be in another user namespace or PID namespace's init, Yama's ptrace_scope may be 3, or CAP_SYS_PTRACE may be missing)"
+        "cannot read {what} of PID {pid}: permission denied although running as root: the kernel refuses ptrace access (this process may be in a user namespace that does not own PID {pid}, Yama's ptrace_scope may be 3, or CAP_SYS_PTRACE may be dropped)"
     )]
     DeniedToRoot { pid: u32, what: &'static str },
     #[error("cannot read {what} of PID {pid}: {source}")]

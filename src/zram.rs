@@ -1,8 +1,10 @@
 //! Driving the kernel's own zram on the same pages, for a side-by-side comparison.
 //!
-//! Invariants: a device is touched only if it is free (disksize 0, not swap, not
-//! mounted) and we are root; once configured, it is reset on every way out (a guard's
-//! `Drop`), so it is left as found; pages are written and read with O_DIRECT in 1 MiB
+//! Invariants: a device is named, not a path (`zram` and a number), and touched only if
+//! it is free (disksize 0, not swap, not mounted) and we are root; once configured, it is
+//! reset on every way out (a guard's `Drop`), so it is left as found: while it is
+//! configured SIGINT, SIGTERM and SIGHUP only raise a flag, checked after every request,
+//! which ends the run through the guard (a second signal takes the default action); pages are written and read with O_DIRECT in 1 MiB
 //! requests (like `dd bs=1M oflag=direct`), so the page cache never holds a copy and the
 //! timings are the device's; the data read back is compared before any figure is
 //! reported.
@@ -12,7 +14,12 @@ use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// The signals that end a run cleanly (the device is reset first).
+const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Pages per request: 1 MiB, as `dd bs=1M`.
 const REQUEST_PAGES: usize = 256;
@@ -39,6 +46,10 @@ pub enum ZramError {
     },
     #[error("zram device {device}: page {page} read back differs from what was written")]
     Mismatch { device: String, page: usize },
+    #[error("{0:?} is not a zram device name (zram0, zram1, ...)")]
+    BadName(String),
+    #[error("interrupted by a signal; zram device {0} was reset")]
+    Interrupted(String),
 }
 
 /// What the kernel's zram reported for one page set.
@@ -68,8 +79,12 @@ pub struct Device {
 impl Device {
     /// Checks that `name` is a free zram device we may configure.
     pub fn open_free(name: &str) -> Result<Device, ZramError> {
+        let number = name.strip_prefix("zram").unwrap_or("");
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ZramError::BadName(name.to_string()));
+        }
         let sys = Path::new("/sys/block").join(name);
-        if !name.starts_with("zram") || !sys.join("comp_algorithm").exists() {
+        if !sys.join("comp_algorithm").exists() {
             return Err(ZramError::Missing(name.to_string()));
         }
         if !is_root() {
@@ -119,10 +134,12 @@ impl Device {
                 available: available.join(" "),
             });
         }
+        let signals = Signals::catch().map_err(|e| self.io("catch signals".into(), e))?;
         self.write_attr("comp_algorithm", algo)?;
         let size = (pages.len() * PAGE_SIZE).max(PAGE_SIZE);
-        self.write_attr("disksize", &size.to_string())?;
+        let configured = self.write_attr("disksize", &size.to_string());
         let _reset = ResetOnDrop(self);
+        configured?;
         let node = format!("/dev/{}", self.name);
         let file = OpenOptions::new()
             .read(true)
@@ -130,8 +147,8 @@ impl Device {
             .custom_flags(libc::O_DIRECT)
             .open(&node)
             .map_err(|e| self.io(format!("open {node} with O_DIRECT"), e))?;
-        let write = self.write_pages(&file, pages)?;
-        let (read, verified) = self.read_back(&file, pages)?;
+        let write = self.write_pages(&file, pages, &signals)?;
+        let (read, verified) = self.read_back(&file, pages, &signals)?;
         drop(file);
         let stat = self.read_attr("mm_stat")?;
         let field = |i: usize| -> u64 {
@@ -143,6 +160,8 @@ impl Device {
         let (orig, compr, used) = (field(0), field(1), field(2));
         let input = (pages.len() * PAGE_SIZE) as u64;
         let mb_s = |d: Duration| crate::compare::mb_s(input, d);
+        // A signal after the last request still ends the run (and the command).
+        signals.check(&self.name)?;
         Ok(KernelRun {
             algorithm: algo.to_string(),
             pages: pages.len() as u64,
@@ -159,9 +178,15 @@ impl Device {
         })
     }
 
-    fn write_pages(&self, file: &File, pages: &[Page]) -> Result<Duration, ZramError> {
+    fn write_pages(
+        &self,
+        file: &File,
+        pages: &[Page],
+        signals: &Signals,
+    ) -> Result<Duration, ZramError> {
         let start = Instant::now();
         for (index, chunk) in pages.chunks(REQUEST_PAGES).enumerate() {
+            signals.check(&self.name)?;
             let offset = (index * REQUEST_PAGES * PAGE_SIZE) as u64;
             file.write_all_at(bytemuck::cast_slice(chunk), offset)
                 .map_err(|e| self.io("write".into(), e))?;
@@ -169,10 +194,16 @@ impl Device {
         Ok(start.elapsed())
     }
 
-    fn read_back(&self, file: &File, pages: &[Page]) -> Result<(Duration, bool), ZramError> {
+    fn read_back(
+        &self,
+        file: &File,
+        pages: &[Page],
+        signals: &Signals,
+    ) -> Result<(Duration, bool), ZramError> {
         let mut buffer = vec![Page::zeroed(); REQUEST_PAGES];
         let mut spent = Duration::ZERO;
         for (index, chunk) in pages.chunks(REQUEST_PAGES).enumerate() {
+            signals.check(&self.name)?;
             let offset = (index * REQUEST_PAGES * PAGE_SIZE) as u64;
             let out = &mut buffer[..chunk.len()];
             let start = Instant::now();
@@ -210,6 +241,47 @@ impl Device {
             device: self.name.clone(),
             what,
             source,
+        }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP caught into a flag while this lives (a second one takes the
+/// default action); the default handling is restored on drop.
+struct Signals {
+    raised: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    fn catch() -> std::io::Result<Signals> {
+        let raised = Arc::new(AtomicBool::new(false));
+        let mut signals = Signals {
+            raised: raised.clone(),
+            ids: Vec::new(),
+        };
+        for signal in SIGNALS {
+            // The conditional default first: it acts only once the flag is already set.
+            let id = signal_hook::flag::register_conditional_default(signal, raised.clone())?;
+            signals.ids.push(id);
+            signals
+                .ids
+                .push(signal_hook::flag::register(signal, raised.clone())?);
+        }
+        Ok(signals)
+    }
+
+    fn check(&self, device: &str) -> Result<(), ZramError> {
+        if self.raised.load(Ordering::SeqCst) {
+            return Err(ZramError::Interrupted(device.to_string()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
         }
     }
 }

@@ -3,43 +3,10 @@
 
 mod common;
 
-use common::{data_dir, zpage};
-use serde_json::Value;
+use common::{data_dir, fails, json, large_file, sample, stderr, stdout, zpage};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use zpage::zram::is_root;
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A successful `--json` run: silent stderr, one JSON object.
-fn json(args: &[&str]) -> Value {
-    let out = zpage(args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    assert!(out.stderr.is_empty(), "stderr must stay silent with --json");
-    serde_json::from_slice(&out.stdout).expect("one JSON object")
-}
-
-/// A failing run: exit 1, one line on stderr containing every `needles`, no panic.
-fn fails(args: &[&str], needles: &[&str]) {
-    let out = zpage(args);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for needle in needles {
-        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-    }
-}
-
-fn sample(name: &str) -> String {
-    data_dir().join(name).to_str().unwrap().to_string()
-}
 
 #[test]
 fn sim_without_input_runs_on_the_shipped_sample() {
@@ -321,6 +288,66 @@ fn zram_side_by_side_and_its_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
+}
+
+/// SIGINT, SIGTERM or SIGHUP while the device holds the pages: the run ends with an
+/// error and the device is reset (it used to stay configured, and busy for the next run).
+#[test]
+fn an_interrupted_zram_run_resets_the_device() {
+    let Some(device) = ScratchZram::add() else {
+        eprintln!("skipped: kernel zram needs root and /sys/class/zram-control");
+        return;
+    };
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let input = large_file(dir.path(), 34);
+    let disksize = format!("/sys/block/{}/disksize", device.0);
+    let configured = || std::fs::read_to_string(&disksize).unwrap().trim() != "0";
+    for signal in ["INT", "TERM", "HUP"] {
+        // The signal may land between kernel runs, where the default action applies (the
+        // device is reset then): try until one lands during a run.
+        let mut interrupted = false;
+        for _ in 0..5 {
+            let child = Command::new(env!("CARGO_BIN_EXE_zpage"))
+                .args(["zram", &input, "--device", &device.0, "--runs", "100"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let start = std::time::Instant::now();
+            while !configured() {
+                assert!(
+                    start.elapsed().as_secs() < 120,
+                    "the device was never configured"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let kill = Command::new("kill")
+                .args([format!("-{signal}"), child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            let out = child.wait_with_output().unwrap();
+            assert!(!configured(), "SIG{signal}: the device is left configured");
+            if out.status.code() == Some(1) {
+                let err = stderr(&out);
+                assert!(err.contains("interrupted by a signal"), "{err}");
+                interrupted = true;
+                break;
+            }
+        }
+        assert!(interrupted, "SIG{signal} never landed during a kernel run");
+    }
+    // And the device is free for the next run.
+    let v = json(&[
+        "zram",
+        &sample("sqlite.pages"),
+        "--device",
+        &device.0,
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(v["inputs"][0]["kernel"]["verified"], true);
 }
 
 #[test]

@@ -1,0 +1,217 @@
+//! Inputs an adversarial user gives the tools: special files, symlink loops, huge sparse
+//! and large files (memory must stay bounded), processes that exit or may not be read.
+
+mod common;
+
+use common::{data_dir, fails, json, large_file, sample, stderr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `zpage args`, failing the test if it has not finished within `limit` (it is then
+/// killed): a hang is a failure, not a stuck test run.
+fn within(limit: Duration, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zpage"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("{args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+}
+
+#[test]
+fn fifos_are_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stream.pages");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let inside = dir.path().to_str().unwrap();
+    for command in ["sim", "entropy", "train"] {
+        for path in [fifo, inside] {
+            let out = within(Duration::from_secs(20), &[command, path]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{command} {path}: {err}");
+            assert!(
+                err.contains("stream.pages") && err.contains("not a regular file (a FIFO)"),
+                "{command} {path}: {err}"
+            );
+        }
+    }
+    fails(&["sim", "/dev/null"], &["/dev/null", "character device"]);
+}
+
+#[test]
+fn symlink_loops_are_walked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pages");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::copy(data_dir().join("sqlite.pages"), root.join("a.pages")).unwrap();
+    std::os::unix::fs::symlink(".", root.join("self")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("sub/up")).unwrap();
+    // A second path to the same file is the same file.
+    std::os::unix::fs::symlink("a.pages", root.join("again.pages")).unwrap();
+    let expected = std::fs::metadata(data_dir().join("sqlite.pages"))
+        .unwrap()
+        .len()
+        / 4096;
+    let root = root.to_str().unwrap();
+    let out = within(Duration::from_secs(60), &["entropy", root, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pages"].as_u64(), Some(expected), "{v}");
+    assert_eq!(v["inputs"].as_array().unwrap().len(), 1);
+    let v = json(&["sim", root, "--json"]);
+    assert_eq!(v["pages"].as_u64(), Some(expected));
+}
+
+/// Working memory beyond the simulated store that the tools may hold (the binary, chunk
+/// buffers, codec contexts), whatever the input's size.
+const WORKING_SET: u64 = 48 << 20;
+
+#[test]
+fn large_and_sparse_inputs_stream_in_bounded_memory() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // 255 MiB of real pages: sim holds its store and a bounded working set, not the input.
+    let large = large_file(dir.path(), 68);
+    let v = json(&["sim", &large, "--profile", "fast", "--json"]);
+    let store = v["mem_used_total"].as_u64().unwrap() + v["metadata_bytes"].as_u64().unwrap();
+    let peak = v["peak_rss_bytes"].as_u64().unwrap();
+    assert!(v["pages"].as_u64().unwrap() == 68 * 960, "{v}");
+    assert!(
+        peak <= store + WORKING_SET,
+        "sim peak RSS {peak} over its store's {store} + {WORKING_SET}"
+    );
+    let v = json(&["entropy", &large, "--json"]);
+    let peak = v["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak <= WORKING_SET, "entropy peak RSS {peak}");
+    // 64 GiB of holes: entropy streams it (it used to allocate 64 GiB and abort); sim on
+    // 1 GiB of holes holds only the store's per-page metadata.
+    let sparse = dir.path().join("sparse.pages");
+    let file = std::fs::File::create(&sparse).unwrap();
+    file.set_len(64 << 30).unwrap();
+    let sparse = sparse.to_str().unwrap();
+    let out = within(Duration::from_secs(600), &["entropy", sparse, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pages"].as_u64(), Some(16 << 20));
+    assert_eq!(v["classes"]["zero"]["pages"].as_u64(), Some(16 << 20));
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() <= WORKING_SET, "{v}");
+    file.set_len(1 << 30).unwrap();
+    let v = json(&["sim", sparse, "--json"]);
+    assert_eq!(v["same_pages"].as_u64(), Some(1 << 18));
+    let store = v["metadata_bytes"].as_u64().unwrap();
+    assert!(
+        v["peak_rss_bytes"].as_u64().unwrap() <= store + WORKING_SET,
+        "{v}"
+    );
+}
+
+/// A child holding 8 MiB of touched memory; its stdout says when it is ready.
+fn child_with_memory() -> std::process::Child {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
+             sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child
+}
+
+#[test]
+fn a_process_that_exits_mid_read_is_an_error_not_a_short_result() {
+    use zpage::source::PageSource;
+    let mut child = child_with_memory();
+    let pid = child.id();
+    let mut process = zpage::procmem::Process::open(pid).expect("the child is readable");
+    let mut chunk = Vec::new();
+    assert!(process.next_chunk(&mut chunk).unwrap(), "a first chunk");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let error = loop {
+        match process.next_chunk(&mut chunk) {
+            Ok(true) => continue,
+            Ok(false) => panic!("the walk ended as if complete"),
+            Err(error) => break error.to_string(),
+        }
+    };
+    assert!(
+        error.contains(&format!("PID {pid} exited while it was read")),
+        "{error}"
+    );
+}
+
+#[test]
+fn sim_json_reports_what_a_process_read_left_out() {
+    let mut child = child_with_memory();
+    let pid = child.id().to_string();
+    let v = json(&["sim", "--pid", &pid, "--profile", "fast", "--json"]);
+    child.kill().ok();
+    child.wait().ok();
+    let skipped = &v["inputs"][0]["skipped"];
+    assert!(
+        skipped["zero_mapped"].is_u64() && skipped["unreadable"].is_u64(),
+        "{v}"
+    );
+}
+
+#[test]
+fn root_without_ptrace_access_is_told_why() {
+    // In a new user namespace this process is root, yet may not read PID 1 outside it.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(env!("CARGO_BIN_EXE_zpage"))
+        .args(["sim", "--pid", "1"])
+        .output();
+    let Ok(out) = out else {
+        eprintln!("skipped: no unshare here");
+        return;
+    };
+    let err = stderr(&out);
+    if err.contains("unshare:") {
+        eprintln!("skipped: user namespaces unavailable: {err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("PID 1") && err.contains("although running as root"),
+        "{err}"
+    );
+    assert!(!err.contains("needs root"), "{err}");
+}
+
+#[test]
+fn zram_takes_device_names_not_paths() {
+    for name in ["..", "../zram0", "zram", "zram0/..", "loop0", "zram-1"] {
+        fails(
+            &["zram", &sample("sqlite.pages"), "--device", name],
+            &["not a zram device name"],
+        );
+    }
+}
