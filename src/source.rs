@@ -4,7 +4,7 @@
 //!
 //! Invariants: a source yields each of its pages once, in order, and never a page it could
 //! not read whole; `expected_pages` is known before the first chunk (for progress) and is
-//! exact for files and in-memory sets, an estimate for a live process (it runs on); a source that
+//! exact for files, an estimate for a live process (it runs on); a source that
 //! cannot finish returns an error, never a silently short input.
 
 use crate::page::Page;
@@ -42,38 +42,6 @@ pub trait PageSource {
     /// What the source left out so far.
     fn skipped(&self) -> Skipped {
         Skipped::default()
-    }
-}
-
-/// Pages already in memory as a source (tests, benches, and `zpage zram`, which writes
-/// the same pages to the kernel's device).
-pub struct InMemory<'a> {
-    name: &'a str,
-    pages: &'a [Page],
-    at: usize,
-}
-
-impl<'a> InMemory<'a> {
-    pub fn new(name: &'a str, pages: &'a [Page]) -> InMemory<'a> {
-        InMemory { name, pages, at: 0 }
-    }
-}
-
-impl PageSource for InMemory<'_> {
-    fn name(&self) -> &str {
-        self.name
-    }
-
-    fn expected_pages(&self) -> u64 {
-        self.pages.len() as u64
-    }
-
-    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
-        let chunk = &self.pages[self.at..(self.at + CHUNK_PAGES).min(self.pages.len())];
-        self.at += chunk.len();
-        out.clear();
-        out.extend_from_slice(chunk);
-        Ok(!chunk.is_empty())
     }
 }
 

@@ -4,12 +4,15 @@
 //! it is free (disksize 0, not swap, not mounted) and we are root; once configured, it is
 //! reset on every way out (a guard's `Drop`), so it is left as found: while it is
 //! configured SIGINT, SIGTERM and SIGHUP only raise a flag, checked after every request,
-//! which ends the run through the guard (a second signal takes the default action); pages are written and read with O_DIRECT in 1 MiB
-//! requests (like `dd bs=1M oflag=direct`), so the page cache never holds a copy and the
-//! timings are the device's; the data read back is compared before any figure is
-//! reported.
+//! which ends the run through the guard (a second signal takes the default action). Pages
+//! are written and read with O_DIRECT in 1 MiB requests (like `dd bs=1M oflag=direct`), so
+//! the page cache never holds a copy and the timings are the device's (the clock runs
+//! around each request only, not around reading the input); the input streams through a
+//! request at a time and is read again to compare what the device returns, before any
+//! figure is reported.
 
 use crate::page::{PAGE_SIZE, Page};
+use crate::source::{CHUNK_PAGES, PageSource, SourceError};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -20,9 +23,6 @@ use std::time::{Duration, Instant};
 
 /// The signals that end a run cleanly (the device is reset first).
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-/// Pages per request: 1 MiB, as `dd bs=1M`.
-const REQUEST_PAGES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZramError {
@@ -50,6 +50,8 @@ pub enum ZramError {
     BadName(String),
     #[error("interrupted by a signal; zram device {0} was reset")]
     Interrupted(String),
+    #[error("{0}")]
+    Input(String),
 }
 
 /// What the kernel's zram reported for one page set.
@@ -123,9 +125,16 @@ impl Device {
             .collect())
     }
 
-    /// Configures the device with `algo`, writes `pages`, reads them back, takes
-    /// `mm_stat` and resets the device.
-    pub fn run(&self, algo: &str, pages: &[Page]) -> Result<KernelRun, ZramError> {
+    /// Configures the device with `algo` and a size of `pages` pages, writes the pages a
+    /// source from `open` yields, reads them back and compares them with those of a second
+    /// source from `open`, takes `mm_stat` and resets the device.
+    pub fn run(
+        &self,
+        algo: &str,
+        pages: u64,
+        open: &dyn Fn() -> Result<Box<dyn PageSource>, SourceError>,
+    ) -> Result<KernelRun, ZramError> {
+        let open = || open().map_err(|e| ZramError::Input(e.to_string()));
         let available = self.algorithms()?;
         if !available.iter().any(|a| a == algo) {
             return Err(ZramError::UnknownAlgo {
@@ -136,7 +145,7 @@ impl Device {
         }
         let signals = Signals::catch().map_err(|e| self.io("catch signals".into(), e))?;
         self.write_attr("comp_algorithm", algo)?;
-        let size = (pages.len() * PAGE_SIZE).max(PAGE_SIZE);
+        let size = (pages * PAGE_SIZE as u64).max(PAGE_SIZE as u64);
         let configured = self.write_attr("disksize", &size.to_string());
         let _reset = ResetOnDrop(self);
         configured?;
@@ -147,8 +156,8 @@ impl Device {
             .custom_flags(libc::O_DIRECT)
             .open(&node)
             .map_err(|e| self.io(format!("open {node} with O_DIRECT"), e))?;
-        let write = self.write_pages(&file, pages, &signals)?;
-        let (read, verified) = self.read_back(&file, pages, &signals)?;
+        let write = self.write_pages(&file, open()?.as_mut(), pages, &signals)?;
+        let (read, verified) = self.read_back(&file, open()?.as_mut(), pages, &signals)?;
         drop(file);
         let stat = self.read_attr("mm_stat")?;
         let field = |i: usize| -> u64 {
@@ -158,13 +167,13 @@ impl Device {
                 .unwrap_or(0)
         };
         let (orig, compr, used) = (field(0), field(1), field(2));
-        let input = (pages.len() * PAGE_SIZE) as u64;
+        let input = pages * PAGE_SIZE as u64;
         let mb_s = |d: Duration| crate::compare::mb_s(input, d);
         // A signal after the last request still ends the run (and the command).
         signals.check(&self.name)?;
         Ok(KernelRun {
             algorithm: algo.to_string(),
-            pages: pages.len() as u64,
+            pages,
             orig_data_size: orig,
             compr_data_size: compr,
             mem_used_total: used,
@@ -178,46 +187,76 @@ impl Device {
         })
     }
 
+    /// Writes what `source` yields (which must be `pages` pages), a chunk per request;
+    /// only the requests are timed.
     fn write_pages(
         &self,
         file: &File,
-        pages: &[Page],
+        source: &mut dyn PageSource,
+        pages: u64,
         signals: &Signals,
     ) -> Result<Duration, ZramError> {
-        let start = Instant::now();
-        for (index, chunk) in pages.chunks(REQUEST_PAGES).enumerate() {
+        let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+        let (mut spent, mut written) = (Duration::ZERO, 0u64);
+        while self.next(source, &mut chunk, written, pages)? {
             signals.check(&self.name)?;
-            let offset = (index * REQUEST_PAGES * PAGE_SIZE) as u64;
-            file.write_all_at(bytemuck::cast_slice(chunk), offset)
+            let start = Instant::now();
+            file.write_all_at(bytemuck::cast_slice(&chunk), written * PAGE_SIZE as u64)
                 .map_err(|e| self.io("write".into(), e))?;
+            spent += start.elapsed();
+            written += chunk.len() as u64;
         }
-        Ok(start.elapsed())
+        Ok(spent)
     }
 
+    /// Reads the device back a request at a time (timed) and compares it with what
+    /// `source` yields (untimed).
     fn read_back(
         &self,
         file: &File,
-        pages: &[Page],
+        source: &mut dyn PageSource,
+        pages: u64,
         signals: &Signals,
     ) -> Result<(Duration, bool), ZramError> {
-        let mut buffer = vec![Page::zeroed(); REQUEST_PAGES];
-        let mut spent = Duration::ZERO;
-        for (index, chunk) in pages.chunks(REQUEST_PAGES).enumerate() {
+        let mut buffer = vec![Page::zeroed(); CHUNK_PAGES];
+        let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+        let (mut spent, mut read) = (Duration::ZERO, 0u64);
+        while self.next(source, &mut chunk, read, pages)? {
             signals.check(&self.name)?;
-            let offset = (index * REQUEST_PAGES * PAGE_SIZE) as u64;
             let out = &mut buffer[..chunk.len()];
             let start = Instant::now();
-            file.read_exact_at(bytemuck::cast_slice_mut(out), offset)
+            file.read_exact_at(bytemuck::cast_slice_mut(out), read * PAGE_SIZE as u64)
                 .map_err(|e| self.io("read".into(), e))?;
             spent += start.elapsed();
             if let Some(bad) = chunk.iter().zip(out.iter()).position(|(a, b)| a != b) {
                 return Err(ZramError::Mismatch {
                     device: self.name.clone(),
-                    page: index * REQUEST_PAGES + bad,
+                    page: read as usize + bad,
                 });
             }
+            read += chunk.len() as u64;
         }
         Ok((spent, true))
+    }
+
+    /// The source's next chunk, checked against the page count the device was sized for.
+    fn next(
+        &self,
+        source: &mut dyn PageSource,
+        chunk: &mut Vec<Page>,
+        done: u64,
+        pages: u64,
+    ) -> Result<bool, ZramError> {
+        let more = source
+            .next_chunk(chunk)
+            .map_err(|e| ZramError::Input(format!("{}: {e}", source.name())))?;
+        if done + chunk.len() as u64 > pages || (!more && done != pages) {
+            return Err(ZramError::Input(format!(
+                "{}: the input changed size while it was read ({pages} pages expected)",
+                source.name()
+            )));
+        }
+        Ok(more)
     }
 
     fn read_attr(&self, attr: &str) -> Result<String, ZramError> {

@@ -3,9 +3,9 @@
 use super::progress::Progress;
 use crate::Engine;
 use crate::model::Profile;
-use crate::pagefile;
+use crate::pagefile::{self, PageFile};
 use crate::sim;
-use crate::source::{InMemory, PageSource};
+use crate::source::{PageSource, SourceError};
 use crate::zram::{Device, KernelRun};
 use clap::Args;
 use serde::Serialize;
@@ -74,10 +74,17 @@ struct ZramReport {
     summary: Summary,
 }
 
+/// Memory: each input streams through a request (1 MiB) at a time, to the device and
+/// through zpage's stores, which hold what they simulate.
 pub fn run(args: ZramArgs) -> Result<String, String> {
     let device = Device::open_free(&args.device).map_err(|e| e.to_string())?;
-    let sets = pagefile::read_all(&args.paths, args.pad).map_err(|e| e.to_string())?;
-    let total: u64 = sets.iter().map(|s| s.pages.len() as u64).sum();
+    let files = pagefile::expand(&args.paths).map_err(|e| e.to_string())?;
+    let open = |path: &std::path::Path| PageFile::open(path, args.pad).map_err(|e| e.to_string());
+    let sizes = files
+        .iter()
+        .map(|path| open(path).map(|file| (file.expected_pages(), file.name().to_string())))
+        .collect::<Result<Vec<_>, String>>()?;
+    let total: u64 = sizes.iter().map(|(pages, _)| pages).sum();
     // Per run and input: the kernel's write and read, then each profile's store and
     // read-back phases.
     let mut progress = Progress::new(
@@ -87,16 +94,18 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
     );
     let mut inputs = Vec::new();
     let engines = [Profile::Fast, Profile::Dense].map(|p| (p, Engine::new(p)));
-    for set in &sets {
+    for (path, (pages, name)) in files.iter().zip(sizes) {
+        let source = || -> Result<Box<dyn PageSource>, SourceError> {
+            Ok(Box::new(PageFile::open(path, args.pad)?))
+        };
         let mut best: Option<InputRun> = None;
         for _ in 0..args.runs {
             let kernel = device
-                .run(&args.algo, &set.pages)
-                .map_err(|e| format!("{}: {e}", set.name))?;
-            progress.inc(set.pages.len() as u64);
+                .run(&args.algo, pages, &source)
+                .map_err(|e| e.to_string())?;
+            progress.inc(pages);
             let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {
-                let mut one: [Box<dyn PageSource>; 1] =
-                    [Box::new(InMemory::new(&set.name, &set.pages))];
+                let mut one = [source().map_err(|e| e.to_string())?];
                 let report = sim::simulate(&mut one, engine, profile.name(), false, &mut |n| {
                     progress.inc(n)
                 })?;
@@ -108,8 +117,8 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
                 })
             };
             let run = InputRun {
-                name: set.name.clone(),
-                pages: set.pages.len() as u64,
+                name: name.clone(),
+                pages,
                 kernel,
                 fast: zpage(&engines[0])?,
                 dense: zpage(&engines[1])?,
