@@ -66,16 +66,20 @@
 //! copy is exact); an unreferenced resident page is always write-protected; a page is
 //! read for compression only once it is out of the application's reach (moved).
 
+mod handler;
+mod kernel;
 mod mapping;
 mod uffd;
 
 pub use uffd::Access;
 
 use crate::model::Profile;
-use crate::page::{PAGE_SIZE, Page};
+use crate::page::PAGE_SIZE;
 use crate::store::{PageStore, Stats};
 use crate::sync::{Arc, AtomicU64, Ordering};
-use mapping::{Mapping, Pages, STAGING_PAGES};
+use handler::{Handler, fatal};
+use kernel::{Fault, Uffd};
+use mapping::Mapping;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
@@ -221,22 +225,11 @@ impl RegionBuilder {
             counters: Counters::default(),
         });
         let uffd = Arc::new(uffd);
-        let handler = Handler {
-            uffd: uffd.clone(),
-            pages: mapping.pages(),
-            budget,
-            state,
-            clock,
-            recent: [u32::MAX; RECENT_FAULTS],
-            recent_next: 0,
-            staged: 0,
-            shared: shared.clone(),
-            scratch: Page::boxed(),
-            evictions_since_check: 0,
-        };
+        let kernel = Uffd::new(uffd.clone(), mapping.pages());
+        let handler = Handler::new(kernel, budget, RECENT_FAULTS, state, clock, shared.clone());
         let thread = std::thread::Builder::new()
             .name("zpage-region".into())
-            .spawn(move || handler.run(OwnedFd::from(stop_reader)))
+            .spawn(move || serve(handler, OwnedFd::from(stop_reader)))
             .map_err(|source| RegionError::Setup {
                 what: "fault handler thread",
                 source,
@@ -335,284 +328,61 @@ impl Drop for Region {
 /// How long the handler keeps polling after a fault before it blocks.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// Every this many evictions the handler checks the store's garbage (pages faulted back
-/// in and then written leave holes) and compacts once it exceeds 1/16 of the live data.
-const COMPACT_CHECK_EVICTIONS: u32 = 1024;
-
-/// Paging state bits, one byte per page.
-const RESIDENT: u8 = 1;
-const REFERENCED: u8 = 2;
-const PROTECTED: u8 = 4;
-/// The store holds the page's exact content.
-const STORED: u8 = 8;
-
-struct Handler {
-    uffd: Arc<Userfaultfd>,
-    pages: Pages,
-    budget: usize,
-    state: Vec<u8>,
-    /// Resident pages in CLOCK order: the hand is at the front.
-    clock: VecDeque<u32>,
-    /// The last pages faulted in (a ring), which eviction skips.
-    recent: [u32; RECENT_FAULTS],
-    recent_next: usize,
-    /// Staging pages holding moved-out pages since they were last discarded.
-    staged: usize,
-    shared: Arc<Shared>,
-    scratch: Box<Page>,
-    evictions_since_check: u32,
-}
-
-impl Handler {
-    fn run(mut self, stop: OwnedFd) {
-        let mut messages = [Message::default(); 16];
-        let mut last_fault = std::time::Instant::now();
-        loop {
-            // Faults come in bursts: polling the fd for a moment after one is cheaper
-            // than the wakeup a blocking wait costs the next faulting thread.
-            if last_fault.elapsed() > SPIN {
-                match self.uffd.wait(&stop) {
-                    Ok(true) => return,
-                    Ok(false) => {}
-                    Err(e) => fatal(&format!("waiting for faults: {e}")),
-                }
-            }
-            let n = match self.uffd.read(&mut messages) {
-                Ok(n) => n,
-                Err(e) => fatal(&format!("reading fault messages: {e}")),
-            };
-            if n == 0 {
-                std::hint::spin_loop();
+/// The handler thread: reads fault messages and serves them until `stop` fires.
+fn serve(mut handler: Handler<Uffd>, stop: OwnedFd) {
+    let uffd = handler.kernel.uffd.clone();
+    let pages = handler.kernel.pages;
+    let mut messages = [Message::default(); 16];
+    let handle = |handler: &mut Handler<Uffd>, messages: &[Message]| {
+        for message in messages {
+            if message.event != uffd::EVENT_PAGEFAULT {
                 continue;
             }
-            self.handle(&messages[..n]);
-            // Room for the next fault is made after the waiters are woken, off their
-            // path; faults that arrive meanwhile go first (a pending write fault is
-            // reference information the hand must see).
-            while self.clock.len() >= self.budget {
-                match self.uffd.read(&mut messages) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        self.handle(&messages[..n]);
-                        continue;
-                    }
-                    Err(e) => fatal(&format!("reading fault messages: {e}")),
-                }
-                if !self.evict_one() {
-                    break;
-                }
-            }
-            last_fault = std::time::Instant::now();
-        }
-    }
-
-    fn handle(&mut self, messages: &[Message]) {
-        for message in messages {
-            if message.event == uffd::EVENT_PAGEFAULT {
-                self.fault(message);
+            if let Some(index) = pages.index_of(message.address) {
+                handler.fault(Fault {
+                    index,
+                    write: message.flags & uffd::PAGEFAULT_FLAG_WRITE != 0,
+                    wp: message.flags & uffd::PAGEFAULT_FLAG_WP != 0,
+                });
             }
         }
-    }
-
-    fn fault(&mut self, message: &Message) {
-        let Some(index) = self.pages.index_of(message.address) else {
-            return;
+    };
+    let mut last_fault = std::time::Instant::now();
+    loop {
+        // Faults come in bursts: polling the fd for a moment after one is cheaper than
+        // the wakeup a blocking wait costs the next faulting thread.
+        if last_fault.elapsed() > SPIN {
+            match uffd.wait(&stop) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => fatal(&format!("waiting for faults: {e}")),
+            }
+        }
+        let n = match uffd.read(&mut messages) {
+            Ok(n) => n,
+            Err(e) => fatal(&format!("reading fault messages: {e}")),
         };
-        let address = self.pages.address(index);
-        let state = self.state[index];
-        if message.flags & uffd::PAGEFAULT_FLAG_WP != 0 {
-            if state & RESIDENT == 0 {
-                // Evicted while the writer waited: it retries and faults the page in.
-                check(self.uffd.wake(address), "wake");
-                return;
-            }
-            self.count(|c| &c.wp_faults);
-            if state & STORED != 0 {
-                self.shared.store.remove(index as u64);
-            }
-            self.state[index] = RESIDENT | REFERENCED;
-            check(self.uffd.unprotect(address), "unprotect");
-            return;
+        if n == 0 {
+            std::hint::spin_loop();
+            continue;
         }
-        if state & RESIDENT != 0 {
-            // A second thread's fault on a page the first one's already brought in.
-            check(self.uffd.wake(address), "wake");
-            return;
-        }
-        while self.clock.len() >= self.budget {
-            if !self.evict_one() {
+        handle(&mut handler, &messages[..n]);
+        // Room for the next fault is made after the waiters are woken, off their path;
+        // faults that arrive meanwhile go first (a pending write fault is reference
+        // information the hand must see).
+        while handler.over_budget() {
+            match uffd.read(&mut messages) {
+                Ok(0) => {}
+                Ok(n) => {
+                    handle(&mut handler, &messages[..n]);
+                    continue;
+                }
+                Err(e) => fatal(&format!("reading fault messages: {e}")),
+            }
+            if !handler.evict_one() {
                 break;
             }
         }
-        let write = message.flags & uffd::PAGEFAULT_FLAG_WRITE != 0;
-        let id = index as u64;
-        if state & STORED != 0 {
-            self.count(|c| &c.refaults);
-            if let Err(e) = self.shared.store.read_into(id, &mut self.scratch) {
-                fatal(&format!("page {index} cannot be restored: {e}"));
-            }
-            if write {
-                self.shared.store.remove(id);
-            }
-        } else {
-            self.count(|c| &c.zero_faults);
-            self.scratch.bytes_mut().fill(0);
-        }
-        let zero = !write && self.scratch.same_filled_word() == Some(0);
-        if zero && state & STORED != 0 {
-            // Mapped from the zero page, it cannot keep the exact-copy state (module docs).
-            self.shared.store.remove(id);
-        }
-        self.state[index] = if write {
-            RESIDENT | REFERENCED
-        } else if zero {
-            RESIDENT | PROTECTED
-        } else {
-            RESIDENT | PROTECTED | (state & STORED)
-        };
-        self.clock.push_back(index as u32);
-        self.recent[self.recent_next] = index as u32;
-        self.recent_next = (self.recent_next + 1) % RECENT_FAULTS;
-        // Published before the mapping wakes the faulting thread, so what it reads next
-        // already counts its page.
-        self.publish_resident();
-        self.map(address, write, zero);
-    }
-
-    /// Publishes the resident count; called wherever the clock gains or loses a page.
-    fn publish_resident(&self) {
-        let resident = self.clock.len() as u64;
-        let c = &self.shared.counters;
-        c.resident.store(resident, Ordering::Relaxed);
-        c.resident_max.fetch_max(resident, Ordering::Relaxed);
-    }
-
-    /// Maps the scratch page at `address`: for a write, a writable copy; for a read, the
-    /// shared zero page (no memory until written; `zero`: the scratch page is all zero)
-    /// or a copy, write-protected.
-    fn map(&self, address: usize, write: bool, zero: bool) {
-        if write {
-            check(self.uffd.copy(address, self.scratch.bytes(), false), "copy");
-        } else if zero {
-            check(self.uffd.zeropage(address), "zeropage");
-            check(self.uffd.protect(address), "protect");
-        } else {
-            check(self.uffd.copy(address, self.scratch.bytes(), true), "copy");
-        }
-    }
-
-    /// Advances the CLOCK hand until one page is evicted; false if none could be.
-    fn evict_one(&mut self) -> bool {
-        for _ in 0..2 * self.clock.len() + 1 {
-            let Some(index) = self.clock.pop_front() else {
-                return false;
-            };
-            let state = self.state[index as usize];
-            if self.recent.contains(&index) {
-                self.clock.push_back(index);
-                continue;
-            }
-            if state & REFERENCED != 0 {
-                self.state[index as usize] = (state & !REFERENCED) | PROTECTED;
-                check(
-                    self.uffd.protect(self.pages.address(index as usize)),
-                    "protect",
-                );
-                self.clock.push_back(index);
-                continue;
-            }
-            if state & STORED == 0 {
-                match self.move_and_store(index as usize) {
-                    Stored::Yes => {}
-                    Stored::Pinned => {
-                        self.count(|c| &c.evictions_busy);
-                        self.clock.push_back(index);
-                        continue;
-                    }
-                    Stored::Refused => {
-                        self.count(|c| &c.evictions_refused);
-                        self.clock.push_back(index);
-                        return false;
-                    }
-                }
-            } else {
-                // SAFETY: the page's exact content is in the store, from which the fault
-                // path restores it; the range is registered for missing faults.
-                check(unsafe { self.pages.discard(index as usize) }, "discard");
-            }
-            self.state[index as usize] = STORED;
-            self.count(|c| &c.evictions);
-            self.publish_resident();
-            self.evictions_since_check += 1;
-            if self.evictions_since_check >= COMPACT_CHECK_EVICTIONS {
-                self.evictions_since_check = 0;
-                let stats = self.shared.store.stats();
-                if stats.mem_used_total > stats.compr_data_size + stats.compr_data_size / 16 {
-                    self.shared.store.compact();
-                }
-            }
-            return true;
-        }
-        false
-    }
-
-    /// Moves an unreferenced (so write-protected) page out of the region and stores it.
-    /// A pinned page is left where it is; a page the store refuses is moved back.
-    fn move_and_store(&mut self, index: usize) -> Stored {
-        let (address, staging) = (self.pages.address(index), self.pages.staging(self.staged));
-        match self.uffd.move_page(address, staging) {
-            Ok(true) => {}
-            Ok(false) => return Stored::Pinned,
-            Err(e) => fatal(&format!("move page {index} out: {e}")),
-        }
-        // SAFETY: a page was just moved into this staging slot; the reference ends with
-        // the insert, before the staging pages are next discarded.
-        let page = unsafe { self.pages.staged(self.staged) };
-        let result = self.shared.store.insert(index as u64, page);
-        if result.is_err() {
-            // The region's page is missing meanwhile: an access waits for this handler,
-            // which finds the page resident again and wakes it.
-            match self.uffd.move_page(staging, address) {
-                Ok(true) => {}
-                Ok(false) => fatal(&format!("page {index} cannot be moved back: busy")),
-                Err(e) => fatal(&format!("page {index} cannot be moved back: {e}")),
-            }
-            // A moved page is mapped writable: referenced, as after a write fault.
-            self.state[index] = RESIDENT | REFERENCED;
-            return Stored::Refused;
-        }
-        self.staged += 1;
-        if self.staged == STAGING_PAGES {
-            check(self.pages.discard_staging(), "discard staging pages");
-            self.staged = 0;
-        }
-        Stored::Yes
-    }
-
-    fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
-        counter(&self.shared.counters).fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// What became of a page the hand tried to compress.
-enum Stored {
-    Yes,
-    /// Pinned for I/O: left resident.
-    Pinned,
-    /// The store refused it (memory limit): left resident.
-    Refused,
-}
-
-/// The handler cannot continue (the kernel refused an operation on our own registered
-/// range, or a saved page is corrupt): threads waiting on faults would hang or read wrong
-/// data, so the process stops with the reason.
-fn fatal(reason: &str) -> ! {
-    eprintln!("zpage region: fault handler cannot continue: {reason}");
-    std::process::abort()
-}
-
-fn check(result: io::Result<()>, what: &str) {
-    if let Err(e) = result {
-        fatal(&format!("{what}: {e}"));
+        last_fault = std::time::Instant::now();
     }
 }

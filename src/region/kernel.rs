@@ -1,0 +1,134 @@
+//! The kernel operations the fault handler needs, as a trait, and their userfaultfd
+//! implementation over the region's mapping.
+//!
+//! Each operation is atomic with respect to the application's accesses; *between* two of
+//! them an application thread may run (a woken thread, or any other one), which is what
+//! the handler's state machine must be correct under and what the model checks.
+//!
+//! Invariants of [`Uffd`]: pages are addressed by index inside the region; eviction
+//! stages moved-out pages in the staging slots after the application's pages, filled in
+//! order and all dropped at once when they run out, and [`Kernel::staged`] only ever
+//! names the slot filled last, so it never reads a missing page.
+
+use super::mapping::{Pages, STAGING_PAGES};
+use super::uffd::Userfaultfd;
+use crate::page::Page;
+use crate::sync::Arc;
+use std::io;
+
+/// A page fault, decoded: which page, and whether a write or a write-protect fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub index: usize,
+    pub write: bool,
+    pub wp: bool,
+}
+
+/// What the handler can ask of the kernel, on pages of the region by index.
+pub trait Kernel {
+    /// Maps a copy of `page` at the missing page `index` (write-protected, atomically, if
+    /// `protected`) and wakes the threads waiting on it.
+    fn copy(&mut self, index: usize, page: &Page, protected: bool) -> io::Result<()>;
+    /// Maps the shared zero page at the missing page `index`, writable until protected,
+    /// and wakes the threads waiting on it.
+    fn zeropage(&mut self, index: usize) -> io::Result<()>;
+    /// Write-protects a present page.
+    fn protect(&mut self, index: usize) -> io::Result<()>;
+    /// Lifts write protection and wakes the writers waiting on it.
+    fn unprotect(&mut self, index: usize) -> io::Result<()>;
+    /// Wakes the threads waiting on a fault at `index` (they retry the access).
+    fn wake(&mut self, index: usize) -> io::Result<()>;
+    /// Moves the present page `index` out of the application's reach into a staging page;
+    /// `Ok(false)` if the kernel refuses because the page is pinned for I/O.
+    fn move_out(&mut self, index: usize) -> io::Result<bool>;
+    /// The page moved out last.
+    fn staged(&self) -> &Page;
+    /// Moves the page moved out last back to `index` (missing since), mapped writable.
+    fn move_back(&mut self, index: usize) -> io::Result<()>;
+    /// Drops page `index`'s memory; the next access faults. The caller holds its exact
+    /// content in the store.
+    fn discard(&mut self, index: usize) -> io::Result<()>;
+}
+
+/// The real kernel: a userfaultfd registered over the region's mapping.
+pub struct Uffd {
+    pub uffd: Arc<Userfaultfd>,
+    pub pages: Pages,
+    /// Staging slots filled since they were last dropped.
+    staged: usize,
+}
+
+impl Uffd {
+    pub fn new(uffd: Arc<Userfaultfd>, pages: Pages) -> Uffd {
+        Uffd {
+            uffd,
+            pages,
+            staged: 0,
+        }
+    }
+}
+
+impl Kernel for Uffd {
+    fn copy(&mut self, index: usize, page: &Page, protected: bool) -> io::Result<()> {
+        self.uffd
+            .copy(self.pages.address(index), page.bytes(), protected)
+    }
+
+    fn zeropage(&mut self, index: usize) -> io::Result<()> {
+        self.uffd.zeropage(self.pages.address(index))
+    }
+
+    fn protect(&mut self, index: usize) -> io::Result<()> {
+        self.uffd.protect(self.pages.address(index))
+    }
+
+    fn unprotect(&mut self, index: usize) -> io::Result<()> {
+        self.uffd.unprotect(self.pages.address(index))
+    }
+
+    fn wake(&mut self, index: usize) -> io::Result<()> {
+        self.uffd.wake(self.pages.address(index))
+    }
+
+    fn move_out(&mut self, index: usize) -> io::Result<bool> {
+        if self.staged == STAGING_PAGES {
+            self.pages.discard_staging()?;
+            self.staged = 0;
+        }
+        let moved = self
+            .uffd
+            .move_page(self.pages.address(index), self.pages.staging(self.staged))?;
+        self.staged += usize::from(moved);
+        Ok(moved)
+    }
+
+    fn staged(&self) -> &Page {
+        assert!(self.staged > 0, "no page was moved out");
+        // SAFETY: slot `staged - 1` was filled by the last successful move and is dropped
+        // only by a later `move_out` (`&mut self`), which this borrow of `self` excludes
+        // while the page is in use.
+        unsafe { self.pages.staged(self.staged - 1) }
+    }
+
+    fn move_back(&mut self, index: usize) -> io::Result<()> {
+        assert!(self.staged > 0, "no page was moved out");
+        let slot = self.staged - 1;
+        match self
+            .uffd
+            .move_page(self.pages.staging(slot), self.pages.address(index))?
+        {
+            true => {
+                self.staged = slot;
+                Ok(())
+            }
+            // Nothing but the handler knows a staging page, so nothing can pin it.
+            false => Err(io::Error::other("staging page busy")),
+        }
+    }
+
+    fn discard(&mut self, index: usize) -> io::Result<()> {
+        // SAFETY: the caller holds the page's exact content in the store, from which the
+        // fault path restores it; the range is registered for missing faults.
+        unsafe { self.pages.discard(index) }
+    }
+}
