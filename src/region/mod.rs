@@ -69,6 +69,8 @@
 mod handler;
 mod kernel;
 mod mapping;
+#[cfg(test)]
+mod model;
 mod uffd;
 
 pub use uffd::Access;
