@@ -317,6 +317,33 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_shrinks_while_read_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shrinks.pages");
+        std::fs::write(&path, vec![7u8; (CHUNK_PAGES + 10) * PAGE_SIZE]).unwrap();
+        let mut file = PageFile::open(&path, false).unwrap();
+        let mut chunk = Vec::new();
+        assert!(file.next_chunk(&mut chunk).unwrap());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(CHUNK_PAGES as u64 * PAGE_SIZE as u64 + 100)
+            .unwrap();
+        let err = file.next_chunk(&mut chunk).unwrap_err().to_string();
+        assert!(
+            err.contains("shrinks.pages") && err.contains("changed"),
+            "{err}"
+        );
+        // Changed between the check and the first read: refused too.
+        std::fs::write(&path, vec![7u8; PAGE_SIZE]).unwrap();
+        let mut file = PageFile::open(&path, false).unwrap();
+        std::fs::write(&path, vec![7u8; 2 * PAGE_SIZE]).unwrap();
+        let err = file.next_chunk(&mut chunk).unwrap_err().to_string();
+        assert!(err.contains("changed"), "{err}");
+    }
+
+    #[test]
     fn a_file_is_read_in_chunks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.pages");
