@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{data_dir, fails, json, large_file, sample, stderr};
+use common::{child_with_memory, data_dir, fails, json, large_file, sample, stderr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,26 +124,6 @@ fn large_and_sparse_inputs_stream_in_bounded_memory() {
     );
 }
 
-/// A child holding 8 MiB of touched memory; its stdout says when it is ready.
-fn child_with_memory() -> std::process::Child {
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
-             sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    child
-}
-
 #[test]
 fn a_process_that_exits_mid_read_is_an_error_not_a_short_result() {
     use zpage::source::PageSource;
@@ -164,20 +144,6 @@ fn a_process_that_exits_mid_read_is_an_error_not_a_short_result() {
     assert!(
         error.contains(&format!("PID {pid} exited while it was read")),
         "{error}"
-    );
-}
-
-#[test]
-fn sim_json_reports_what_a_process_read_left_out() {
-    let mut child = child_with_memory();
-    let pid = child.id().to_string();
-    let v = json(&["sim", "--pid", &pid, "--profile", "fast", "--json"]);
-    child.kill().ok();
-    child.wait().ok();
-    let skipped = &v["inputs"][0]["skipped"];
-    assert!(
-        skipped["zero_mapped"].is_u64() && skipped["unreadable"].is_u64(),
-        "{v}"
     );
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{data_dir, fails, json, large_file, sample, stderr, stdout, zpage};
+use common::{child_with_memory, data_dir, fails, json, large_file, sample, stderr, stdout, zpage};
 use std::path::Path;
 use std::process::Command;
 use zpage::zram::is_root;
@@ -98,27 +98,18 @@ fn sim_errors_are_one_line() {
 
 #[test]
 fn sim_reads_a_live_process() {
-    // A child that allocates and touches recognisable memory, then waits.
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
-             sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let mut child = child_with_memory();
     let pid = child.id().to_string();
     let v = json(&["sim", "--pid", &pid, "--profile", "fast", "--json"]);
     child.kill().ok();
     child.wait().ok();
     assert_eq!(v["verified"], true);
+    // What the read left out is in the JSON too, not only on stderr.
+    let skipped = &v["inputs"][0]["skipped"];
+    assert!(
+        skipped["zero_mapped"].is_u64() && skipped["unreadable"].is_u64(),
+        "{v}"
+    );
     assert!(
         v["pages"].as_u64().unwrap() >= 2048,
         "the 8 MiB buffer: {v}"

@@ -246,14 +246,19 @@ impl World {
 
 struct ModelKernel(World);
 
-impl Kernel for ModelKernel {
-    fn copy(&mut self, index: usize, page: &Page, protected: bool) -> io::Result<()> {
+impl ModelKernel {
+    /// Before each operation: threads may run, then the operation is recorded.
+    fn before(&mut self, op: &'static str, page: usize) -> &mut World {
         let w = &mut self.0;
         w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "copy",
-            page: index,
-        });
+        w.trace.push(Event::Kernel { op, page });
+        w
+    }
+}
+
+impl Kernel for ModelKernel {
+    fn copy(&mut self, index: usize, page: &Page, protected: bool) -> io::Result<()> {
+        let w = self.before("copy", index);
         if let Pte::None = w.ptes[index] {
             let frame = w.new_frame(page);
             w.ptes[index] = Pte::Frame {
@@ -266,12 +271,7 @@ impl Kernel for ModelKernel {
     }
 
     fn zeropage(&mut self, index: usize) -> io::Result<()> {
-        let w = &mut self.0;
-        w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "zeropage",
-            page: index,
-        });
+        let w = self.before("zeropage", index);
         if let Pte::None = w.ptes[index] {
             w.ptes[index] = Pte::Zero { wp: false };
         }
@@ -280,12 +280,7 @@ impl Kernel for ModelKernel {
     }
 
     fn protect(&mut self, index: usize) -> io::Result<()> {
-        let w = &mut self.0;
-        w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "protect",
-            page: index,
-        });
+        let w = self.before("protect", index);
         w.ptes[index] = match w.ptes[index] {
             Pte::None => {
                 w.fail(format!("protect of missing page {index}"));
@@ -298,12 +293,7 @@ impl Kernel for ModelKernel {
     }
 
     fn unprotect(&mut self, index: usize) -> io::Result<()> {
-        let w = &mut self.0;
-        w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "unprotect",
-            page: index,
-        });
+        let w = self.before("unprotect", index);
         w.ptes[index] = match w.ptes[index] {
             Pte::Zero { .. } => Pte::Zero { wp: false },
             Pte::Frame { frame, .. } => Pte::Frame { frame, wp: false },
@@ -314,23 +304,13 @@ impl Kernel for ModelKernel {
     }
 
     fn wake(&mut self, index: usize) -> io::Result<()> {
-        let w = &mut self.0;
-        w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "wake",
-            page: index,
-        });
+        let w = self.before("wake", index);
         w.wake(index);
         Ok(())
     }
 
     fn move_out(&mut self, index: usize) -> io::Result<bool> {
-        let w = &mut self.0;
-        w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "move_out",
-            page: index,
-        });
+        let w = self.before("move_out", index);
         let frame = match w.ptes[index] {
             Pte::None => return Err(io::Error::other(format!("move of missing page {index}"))),
             Pte::Zero { .. } => w.new_frame(&Page::zeroed()),
@@ -349,12 +329,7 @@ impl Kernel for ModelKernel {
     }
 
     fn move_back(&mut self, index: usize) -> io::Result<()> {
-        let w = &mut self.0;
-        w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "move_back",
-            page: index,
-        });
+        let w = self.before("move_back", index);
         let frame = w.staging.pop().expect("a moved page");
         w.ptes[index] = Pte::Frame { frame, wp: false };
         w.wake(index);
@@ -362,12 +337,7 @@ impl Kernel for ModelKernel {
     }
 
     fn discard(&mut self, index: usize) -> io::Result<()> {
-        let w = &mut self.0;
-        w.interleave();
-        w.trace.push(Event::Kernel {
-            op: "discard",
-            page: index,
-        });
+        let w = self.before("discard", index);
         // The frame is dropped from the page table; a pinned one lives on, unmapped.
         w.ptes[index] = Pte::None;
         Ok(())

@@ -65,6 +65,26 @@ pub fn large_file(dir: &Path, copies: usize) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A child holding 8 MiB of touched memory; its stdout says when it is ready.
+pub fn child_with_memory() -> std::process::Child {
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
+             sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child
+}
+
 /// Every page of the shipped sample.
 pub fn sample_pages() -> Vec<Page> {
     zpage::pagefile::read_all(&[data_dir()], false)
