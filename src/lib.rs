@@ -2,29 +2,41 @@
 //!
 //! A page's cheap [`features`] feed a small learned decision tree ([`model`]), which
 //! names the page's data pattern ([`codec::Class`]); the [`engine`] encodes the page with
-//! the codec specialised for that class, and a [`store::PageStore`] keeps the result. See ARCHITECTURE.md for the data flow and module
-//! map.
+//! the codec specialised for that class, and a [`store::PageStore`] keeps the result. See
+//! ARCHITECTURE.md for the data flow and module map.
+//!
+//! The `tools` feature (off by default; the `zpage` command turns it on) adds the analysis
+//! modules: zram simulation ([`sim`]), side-by-side baselines, entropy, training, and the
+//! page inputs they read (page files, live processes, the kernel's zram).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod cli;
 pub mod codec;
-pub mod compare;
 pub mod engine;
-pub mod entropy;
 pub mod features;
 pub mod model;
 pub mod page;
-pub mod pagefile;
-pub mod procmem;
 // The region runs real threads and a real userfaultfd: not a loom model.
 #[cfg(not(loom))]
 pub mod region;
-pub mod sim;
-pub mod source;
 pub mod store;
 pub mod sync;
+
+#[cfg(feature = "tools")]
+pub mod compare;
+#[cfg(feature = "tools")]
+pub mod entropy;
+#[cfg(feature = "tools")]
+pub mod pagefile;
+#[cfg(feature = "tools")]
+pub mod procmem;
+#[cfg(feature = "tools")]
+pub mod sim;
+#[cfg(feature = "tools")]
+pub mod source;
+#[cfg(feature = "tools")]
 pub mod train;
+#[cfg(feature = "tools")]
 pub mod zram;
 
 pub use codec::{Class, CodecConfig, DecodeError};

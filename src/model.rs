@@ -16,7 +16,7 @@ use std::path::Path;
 pub const FORMAT: u32 = 1;
 
 /// A trade-off between speed and ratio.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     /// Never picks a codec slower than LZ4 to compress.
@@ -47,6 +47,18 @@ impl Profile {
             Profile::Fast => "fast",
             Profile::Dense => "dense",
         }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    /// A profile by its [`Profile::name`].
+    fn from_str(name: &str) -> Result<Profile, String> {
+        [Profile::Fast, Profile::Dense]
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| format!("no profile {name:?}: fast or dense"))
     }
 }
 

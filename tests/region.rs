@@ -318,7 +318,9 @@ fn budgets_and_sizes_are_checked() {
     };
     region.as_mut_slice().fill(3);
     assert!(region.as_slice().iter().all(|&b| b == 3));
-    assert_eq!(region.stats().evictions, 0);
+    // Filled to its budget, the handler evicts one page ahead (it keeps a slot free).
+    let stats = region.stats();
+    assert!(stats.evictions <= 1 && stats.refaults <= 1, "{stats:?}");
 }
 
 /// At the smallest budget an access that crosses a page boundary needs two pages at once;

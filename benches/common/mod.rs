@@ -1,9 +1,15 @@
-//! Pages for the benches: the shared corpus when it is beside the checkout, otherwise
-//! the small sample shipped in the repo.
+//! Pages for the benches: the development corpus when it is beside the checkout,
+//! otherwise the small sample shipped in the repo.
+
+// Shared with the tests; not every bench reads every field.
+#[allow(dead_code)]
+#[path = "../../tests/common/pages.rs"]
+mod pages;
 
 use std::path::{Path, PathBuf};
 use zpage::Page;
-use zpage::pagefile::{self, PageSet};
+
+pub use pages::Named;
 
 pub fn corpus_dir() -> PathBuf {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
@@ -15,8 +21,8 @@ pub fn corpus_dir() -> PathBuf {
 }
 
 /// Every page set of the corpus.
-pub fn sets() -> Vec<PageSet> {
-    pagefile::read_all(&[corpus_dir()], true).expect("corpus readable")
+pub fn sets() -> Vec<Named> {
+    pages::read_dir(&corpus_dir())
 }
 
 /// Up to `per_set` pages from each set, spread evenly.

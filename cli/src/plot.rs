@@ -1,9 +1,9 @@
 //! The entropy plot: an SVG (plotters' SVG backend, no font libraries) with the per-page
 //! entropy distribution before and after the class transforms, and per-class bars.
 
-use crate::entropy::{Distribution, Report};
 use plotters::prelude::*;
 use std::path::Path;
+use zpage::entropy::{Distribution, Report};
 
 const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);

@@ -2,10 +2,10 @@
 //! in total, with an optional SVG plot.
 
 use super::progress::Progress;
-use crate::entropy::{self, Report};
-use crate::model::Profile;
 use clap::Args;
 use std::path::PathBuf;
+use zpage::entropy::{self, Report};
+use zpage::model::Profile;
 
 #[derive(Args, Debug)]
 pub struct EntropyArgs {
@@ -19,7 +19,7 @@ pub struct EntropyArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// The classifier that assigns each page its class (and so its transform).
-    #[arg(long, value_enum, default_value = "dense")]
+    #[arg(long, default_value = "dense", value_parser = super::profile_arg())]
     profile: Profile,
     #[arg(long)]
     model: Option<PathBuf>,

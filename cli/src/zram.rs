@@ -1,15 +1,15 @@
 //! `zpage zram`: the kernel's zram and zpage on the same pages, side by side.
 
 use super::progress::Progress;
-use crate::Engine;
-use crate::model::Profile;
-use crate::pagefile::{self, PageFile};
-use crate::sim;
-use crate::source::{PageSource, SourceError};
-use crate::zram::{Device, KernelRun};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
+use zpage::Engine;
+use zpage::model::Profile;
+use zpage::pagefile::{self, PageFile};
+use zpage::sim;
+use zpage::source::{PageSource, SourceError};
+use zpage::zram::{Device, KernelRun};
 
 /// The JSON schema name and version of the `zpage zram` report.
 pub const SCHEMA: &str = "zpage-zram/1";
@@ -168,7 +168,7 @@ fn summarise(inputs: &[InputRun]) -> Summary {
         .sum();
     // Aggregate throughput: total bytes over total time, from each input's MB/s.
     let aggregate = |mb_s: fn(&InputRun) -> f64| {
-        let bytes = |i: &InputRun| (i.pages * crate::PAGE_SIZE as u64) as f64;
+        let bytes = |i: &InputRun| (i.pages * zpage::PAGE_SIZE as u64) as f64;
         let total: f64 = inputs.iter().map(bytes).sum();
         let time: f64 = inputs.iter().map(|i| bytes(i) / mb_s(i).max(1e-9)).sum();
         total / time.max(1e-12)

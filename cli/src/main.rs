@@ -1,4 +1,5 @@
-//! The `zpage` command line: argument parsing and one module per subcommand.
+//! The `zpage` command: argument parsing and one module per subcommand, over the `zpage`
+//! library's analysis tools (its `tools` feature). See `zpage --help` and README.md.
 //!
 //! Invariants: every failure a user can cause (bad path, partial page file, unparsable
 //! model, unreadable PID, busy zram device) is returned as an error with a one-line message
@@ -40,13 +41,13 @@ use std::path::PathBuf;
     version,
     about = "Transparent compressed memory page store: simulate zram, train the page classifier, measure entropy"
 )]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {
+enum Command {
     /// Simulate zram: store page files or a live process's memory, read it back, and
     /// report mm_stat figures, per-class figures and baselines.
     Sim(sim::SimArgs),
@@ -58,8 +59,16 @@ pub enum Command {
     Train(train::TrainArgs),
 }
 
+fn main() {
+    let cli = Cli::parse();
+    if let Err(message) = run(cli) {
+        eprintln!("zpage: {message}");
+        std::process::exit(1);
+    }
+}
+
 /// Runs the parsed command line and writes its output.
-pub fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<(), String> {
     let output = match cli.command {
         Command::Entropy(args) => entropy::run(args),
         Command::Sim(args) => sim::run(args),
@@ -92,30 +101,34 @@ fn json(report: &impl serde::Serialize) -> String {
 fn open_sources(
     paths: &[PathBuf],
     pad: bool,
-) -> Result<Vec<Box<dyn crate::source::PageSource>>, String> {
-    let files = crate::pagefile::expand(paths).map_err(|e| e.to_string())?;
+) -> Result<Vec<Box<dyn zpage::source::PageSource>>, String> {
+    let files = zpage::pagefile::expand(paths).map_err(|e| e.to_string())?;
     files
         .iter()
         .map(|path| {
-            crate::pagefile::PageFile::open(path, pad)
-                .map(|f| Box::new(f) as Box<dyn crate::source::PageSource>)
+            zpage::pagefile::PageFile::open(path, pad)
+                .map(|f| Box::new(f) as Box<dyn zpage::source::PageSource>)
                 .map_err(|e| e.to_string())
         })
         .collect()
 }
 
+/// `--profile`: one of the profile names (listed in `--help`).
+fn profile_arg() -> impl clap::builder::TypedValueParser<Value = zpage::Profile> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["fast", "dense"])
+        .map(|name| name.parse().expect("a listed profile name"))
+}
+
 /// Loads the model a command was given, or the embedded one of its profile.
-pub fn load_engine(
-    model: Option<&PathBuf>,
-    profile: crate::Profile,
-) -> Result<crate::Engine, String> {
+fn load_engine(model: Option<&PathBuf>, profile: zpage::Profile) -> Result<zpage::Engine, String> {
     match model {
-        Some(path) => crate::Model::load(path)
-            .map(crate::Engine::with_model)
+        Some(path) => zpage::Model::load(path)
+            .map(zpage::Engine::with_model)
             .map_err(|e| match e {
-                crate::model::ModelError::Io { .. } => e.to_string(),
+                zpage::model::ModelError::Io { .. } => e.to_string(),
                 _ => format!("{}: {e}", path.display()),
             }),
-        None => Ok(crate::Engine::new(profile)),
+        None => Ok(zpage::Engine::new(profile)),
     }
 }

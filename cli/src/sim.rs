@@ -2,11 +2,11 @@
 //! zram would (`mm_stat`), per class, and against baselines on the same pages.
 
 use super::progress::Progress;
-use crate::model::Profile;
-use crate::procmem;
-use crate::sim::{self, Report};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use zpage::model::Profile;
+use zpage::procmem;
+use zpage::sim::{self, Report};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -16,7 +16,7 @@ pub struct SimArgs {
     /// Also (or instead) read the private anonymous memory of this live process.
     #[arg(long)]
     pid: Option<u32>,
-    #[arg(long, value_enum, default_value = "dense")]
+    #[arg(long, default_value = "dense", value_parser = super::profile_arg())]
     profile: Profile,
     /// A model file from `zpage train` instead of the profile's embedded model.
     #[arg(long)]
@@ -29,9 +29,12 @@ pub struct SimArgs {
     pad: bool,
 }
 
-/// The sample shipped with the source tree.
-pub fn shipped_sample() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+/// The sample shipped with the source tree (at the workspace root).
+fn shipped_sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .join("data")
 }
 
 pub fn run(args: SimArgs) -> Result<String, String> {

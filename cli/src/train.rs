@@ -1,12 +1,12 @@
 //! `zpage train`: label pages with the oracle, fit the tree, report on held-out pages.
 
 use super::progress::Progress;
-use crate::model::Profile;
-use crate::page::Page;
-use crate::source::{CHUNK_PAGES, PageSource};
-use crate::train::{self, Labelled, Oracle, TreeLimits};
 use clap::Args;
 use std::path::PathBuf;
+use zpage::model::Profile;
+use zpage::page::Page;
+use zpage::source::{CHUNK_PAGES, PageSource};
+use zpage::train::{self, Labelled, Oracle, TreeLimits};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -16,7 +16,7 @@ pub struct TrainArgs {
     /// Test on these instead of every fifth 64-page run of the training input.
     #[arg(long, num_args = 1..)]
     test: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value = "dense")]
+    #[arg(long, default_value = "dense", value_parser = super::profile_arg())]
     profile: Profile,
     /// Write the model here (JSON).
     #[arg(short, long)]

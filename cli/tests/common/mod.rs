@@ -1,0 +1,88 @@
+//! Shared helpers of the command's tests: running it, its outputs, and inputs to give it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// Runs the `zpage` binary with `args`.
+pub fn zpage(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_zpage"))
+        .args(args)
+        .output()
+        .expect("zpage runs")
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A successful `--json` run: silent stderr, one JSON object.
+pub fn json(args: &[&str]) -> serde_json::Value {
+    let out = zpage(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    assert!(out.stderr.is_empty(), "stderr must stay silent with --json");
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+/// A failing run: exit 1, one line on stderr containing every `needles`, no panic.
+pub fn fails(args: &[&str], needles: &[&str]) {
+    let out = zpage(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    }
+}
+
+pub fn sample(name: &str) -> String {
+    data_dir().join(name).to_str().unwrap().to_string()
+}
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .join("data")
+}
+
+/// A file of `copies` concatenated copies of the shipped sample (3.75 MiB each).
+pub fn large_file(dir: &Path, copies: usize) -> String {
+    let sample: Vec<u8> = std::fs::read_dir(data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pages"))
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let path = dir.join("large.pages");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for _ in 0..copies {
+        std::io::Write::write_all(&mut file, &sample).unwrap();
+    }
+    drop(file);
+    path.to_str().unwrap().to_string()
+}
+
+/// A child holding 8 MiB of touched memory; its stdout says when it is ready.
+pub fn child_with_memory() -> std::process::Child {
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
+             sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    child
+}
