@@ -18,10 +18,13 @@ pub struct EntropyArgs {
     /// Write an SVG plot: per-page entropy before vs after, and per-class bars.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// The classifier that assigns each page its class (and so its transform).
+    /// The embedded classifier to use: fast (never slower than LZ4 to compress) or dense
+    /// (zstd where its ratio pays).
     #[arg(long, default_value = "dense", value_parser = super::profile_arg())]
     profile: Profile,
-    #[arg(long)]
+    /// A model file from `zpage train` instead of the profile's embedded model (it
+    /// assigns each page its class, and so its transform).
+    #[arg(long, conflicts_with = "profile")]
     model: Option<PathBuf>,
     /// Zero-fill a partial last page instead of refusing the file.
     #[arg(long)]
@@ -29,6 +32,16 @@ pub struct EntropyArgs {
 }
 
 pub fn run(args: EntropyArgs) -> Result<String, String> {
+    if let Some(plot) = &args.plot
+        && !plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        return Err(format!(
+            "--plot {}: the plot is an SVG; give a file name ending in .svg",
+            plot.display()
+        ));
+    }
     let engine = super::load_engine(args.model.as_ref(), args.profile)?;
     let mut sources = super::open_sources(&args.paths, args.pad)?;
     let total: u64 = sources.iter().map(|s| s.expected_pages()).sum();

@@ -16,10 +16,12 @@ pub struct SimArgs {
     /// Also (or instead) read the private anonymous memory of this live process.
     #[arg(long)]
     pid: Option<u32>,
+    /// The embedded classifier to use: fast (never slower than LZ4 to compress) or dense
+    /// (zstd where its ratio pays).
     #[arg(long, default_value = "dense", value_parser = super::profile_arg())]
     profile: Profile,
     /// A model file from `zpage train` instead of the profile's embedded model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "profile")]
     model: Option<PathBuf>,
     /// Print one JSON object (schema zpage-sim/1) instead of the report.
     #[arg(long)]

@@ -8,6 +8,11 @@ use zpage::page::Page;
 use zpage::source::{CHUNK_PAGES, PageSource};
 use zpage::train::{self, Labelled, Oracle, TreeLimits};
 
+/// The JSON schema names and versions of `zpage train --json` and of its
+/// `--leave-one-out` form.
+const SCHEMA: &str = "zpage-train/1";
+const LEAVE_ONE_OUT_SCHEMA: &str = "zpage-train-leave-one-out/1";
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Page files or directories (walked for *.pages) to train on.
@@ -16,6 +21,8 @@ pub struct TrainArgs {
     /// Test on these instead of every fifth 64-page run of the training input.
     #[arg(long, num_args = 1..)]
     test: Vec<PathBuf>,
+    /// The profile to train: fast (never slower than LZ4 to compress) or dense (zstd
+    /// where its ratio pays).
     #[arg(long, default_value = "dense", value_parser = super::profile_arg())]
     profile: Profile,
     /// Write the model here (JSON).
@@ -128,12 +135,13 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     }
     if args.json {
         let mut v = serde_json::to_value(&eval).expect("evaluation serialises");
+        v["schema"] = SCHEMA.into();
         v["profile"] = args.profile.name().into();
         v["train_pages"] = (train_pages as u64).into();
         v["speed_weight"] = oracle.speed_weight.into();
         v["tree_nodes"] = model.nodes.len().into();
         v["tree_depth"] = model.depth().into();
-        return Ok(format!("{v}\n"));
+        return Ok(super::json(&v));
     }
     let mut out = String::new();
     outln!(
@@ -241,12 +249,13 @@ fn leave_one_out(
     let regret = (tree as f64 - best as f64) / best.max(1) as f64;
     if json {
         let v = serde_json::json!({
+            "schema": LEAVE_ONE_OUT_SCHEMA,
             "profile": oracle.profile.name(),
             "max_depth": limits.max_depth,
             "regret": regret,
             "inputs": held,
         });
-        return Ok(format!("{v}\n"));
+        return Ok(super::json(&v));
     }
     let mut out = String::new();
     outln!(

@@ -182,6 +182,32 @@ fn entropy_json_plot_and_headline() {
 #[test]
 fn entropy_errors_are_one_line() {
     fails(&["entropy", "/no/such/dir"], &["/no/such/dir"]);
+    // The plot is an SVG: a .png name is refused, not written with SVG inside.
+    fails(
+        &[
+            "entropy",
+            &sample("sqlite.pages"),
+            "--plot",
+            "/tmp/zpage-plot.png",
+        ],
+        &["zpage-plot.png", ".svg"],
+    );
+    assert!(!Path::new("/tmp/zpage-plot.png").exists());
+    // A model file and a profile are two answers to one question.
+    let out = zpage(&[
+        "entropy",
+        &sample("sqlite.pages"),
+        "--profile",
+        "fast",
+        "--model",
+        "m.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
     fails(
         &[
             "entropy",
@@ -250,6 +276,12 @@ fn zram_side_by_side_and_its_errors() {
             .as_f64()
             .unwrap()
             > 1.0
+    );
+    // Both sample files are under 16 MiB, which the report points out.
+    assert_eq!(
+        v["summary"]["small_inputs"].as_array().unwrap().len(),
+        2,
+        "{v}"
     );
     let disksize = std::fs::read_to_string(format!("/sys/block/{}/disksize", device.0)).unwrap();
     assert_eq!(disksize.trim(), "0", "the device is reset afterwards");

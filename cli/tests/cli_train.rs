@@ -30,6 +30,9 @@ fn train_json_has_the_documented_fields() {
     ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
+    assert_eq!(v["schema"], "zpage-train/1");
+    // Pretty-printed, as every command's JSON.
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("{\n  \""));
     assert!(v["test_pages"].as_u64().unwrap() > 0);
     assert!((0.0..=1.0).contains(&v["accuracy"].as_f64().unwrap()));
     assert_eq!(v["confusion"].as_array().unwrap().len(), 6);
@@ -45,6 +48,7 @@ fn leave_one_out_tests_each_input_on_a_tree_trained_on_the_others() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["schema"], "zpage-train-leave-one-out/1");
     let inputs = v["inputs"].as_array().unwrap();
     let files = std::fs::read_dir(&data).unwrap().count();
     assert_eq!(inputs.len(), files, "{v}");
