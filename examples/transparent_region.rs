@@ -11,7 +11,7 @@ use bytemuck::{Pod, Zeroable};
 use std::process::Command;
 use std::time::Instant;
 use zpage::region::{Region, RegionError};
-use zpage::{PAGE_SIZE, Profile};
+use zpage::{PAGE_SIZE, PageStore, Profile};
 
 /// A 128-byte record, shaped like an order row: a key, a sequence number, small
 /// numbers and a text column from a small vocabulary, zero-padded (like pgbench's filler).
@@ -117,7 +117,7 @@ fn child(in_region: bool, mib: usize) {
     let (checksum, region) = if in_region {
         let mut region = match Region::builder(bytes)
             .resident_pages(bytes.div_ceil(PAGE_SIZE) / 4)
-            .profile(Profile::Dense)
+            .store(PageStore::builder().profile(Profile::Dense).shards(4))
             .build()
         {
             Ok(region) => region,

@@ -437,3 +437,38 @@ fn torture_tiny_budget() {
 fn torture_large_budget() {
     torture(512, 256, 3, 250_000, 2);
 }
+
+/// The region's store is configured like any store: at its memory limit the hand keeps
+/// pages resident instead of losing them.
+#[test]
+fn a_region_with_a_store_at_its_memory_limit_keeps_pages_resident() {
+    let pages = 256;
+    let store = zpage::PageStore::builder().mem_limit(16 * 4096).shards(1);
+    let built = Region::builder(pages * PAGE_SIZE)
+        .resident_pages(16)
+        .store(store)
+        .build();
+    let mut region = match built {
+        Ok(region) => region,
+        Err(zpage::region::RegionError::Unavailable(e)) => {
+            eprintln!("skipped: userfaultfd unavailable here: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    // Random words: incompressible, so the 64 KiB limit holds about 16 pages.
+    let mut rng = Rng(3);
+    let mut expected = vec![0u8; pages * PAGE_SIZE];
+    for word in expected.chunks_exact_mut(8) {
+        word.copy_from_slice(&rng.next().to_le_bytes());
+    }
+    region.as_mut_slice().copy_from_slice(&expected);
+    assert!(region.as_slice() == expected.as_slice());
+    let stats = region.stats();
+    assert!(stats.evictions_refused > 0, "{stats:?}");
+    assert!(stats.store.mem_used_total <= 16 * 4096, "{stats:?}");
+    assert!(
+        stats.resident_max > 16,
+        "beyond the budget rather than lost: {stats:?}"
+    );
+}

@@ -77,7 +77,7 @@ pub use uffd::Access;
 
 use crate::model::Profile;
 use crate::page::PAGE_SIZE;
-use crate::store::{PageStore, Stats};
+use crate::store::{PageStore, Stats, StoreBuilder};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use handler::{Handler, fatal};
 use kernel::{Fault, Uffd};
@@ -164,7 +164,7 @@ struct Shared {
 pub struct RegionBuilder {
     bytes: usize,
     resident: usize,
-    profile: Profile,
+    store: StoreBuilder,
 }
 
 impl RegionBuilder {
@@ -176,9 +176,12 @@ impl RegionBuilder {
         self
     }
 
-    /// The codec profile of the backing store (default: fast).
-    pub fn profile(mut self, profile: Profile) -> Self {
-        self.profile = profile;
+    /// The store evicted pages go to, configured as any store (memory limit, model or
+    /// profile, shards); default: the fast profile, four shards. Its hot tier is not
+    /// used (the resident pages are the region's hot tier). At the store's memory limit
+    /// the hand keeps pages resident (`evictions_refused`), beyond the budget if need be.
+    pub fn store(mut self, store: StoreBuilder) -> Self {
+        self.store = store;
         self
     }
 
@@ -223,7 +226,7 @@ impl RegionBuilder {
             source,
         })?;
         let shared = Arc::new(Shared {
-            store: PageStore::builder().profile(self.profile).shards(4).build(),
+            store: self.store.hot_budget(0).build(),
             counters: Counters::default(),
         });
         let uffd = Arc::new(uffd);
@@ -264,7 +267,7 @@ impl Region {
                 .div_ceil(PAGE_SIZE)
                 .div_ceil(4)
                 .max(MIN_RESIDENT_PAGES),
-            profile: Profile::Fast,
+            store: PageStore::builder().profile(Profile::Fast).shards(4),
         }
     }
 
