@@ -40,7 +40,7 @@ impl Engine {
     }
 
     pub fn codec(&self) -> &CodecConfig {
-        &self.model.codec
+        self.model.codec()
     }
 
     /// The class the engine stores a page as (before any huge-page fallback).
@@ -58,11 +58,11 @@ impl Engine {
         if let Some(word) = page.same_filled_word() {
             return codec::encode_filled(word, out);
         }
-        let config = &self.model.codec;
+        let config = self.model.codec();
         let features = features::extract(page);
         let class = self.model.predict(&features);
         let stored = codec::encode(class, page, config, out);
-        let second_look = self.model.profile == Profile::Dense
+        let second_look = self.model.profile() == Profile::Dense
             && class == Class::Dense
             && stored == Class::Dense
             && features[features::RECORD_SMALL] >= RECORD_SECOND_LOOK;

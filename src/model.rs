@@ -87,16 +87,54 @@ pub struct Provenance {
     pub regret: f64,
 }
 
-/// A trained classifier with the settings it was trained for.
+/// Deepest tree a model may hold (trained trees have 3 to 6 levels): `predict` visits
+/// at most this many nodes.
+pub const MAX_DEPTH: usize = 64;
+
+/// A trained classifier with the settings it was trained for. Every `Model` that exists
+/// has been checked ([`Model::new`], or when read from JSON): its nodes form a tree of at
+/// most [`MAX_DEPTH`] levels whose children are in range and follow their parent, whose
+/// features are known and thresholds finite, and whose leaves its profile allows; so
+/// `predict` never indexes out of range or loops.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ModelFile")]
 pub struct Model {
-    pub format: u32,
-    pub profile: Profile,
-    pub codec: CodecConfig,
-    pub features: Vec<String>,
-    pub nodes: Vec<Node>,
-    #[serde(default)]
+    format: u32,
+    profile: Profile,
+    codec: CodecConfig,
+    features: Vec<String>,
+    nodes: Vec<Node>,
+    /// Informational: how it was trained and scored.
     pub provenance: Provenance,
+}
+
+/// A model file as it parses, before [`Model`]'s checks.
+#[derive(Deserialize)]
+struct ModelFile {
+    format: u32,
+    profile: Profile,
+    codec: CodecConfig,
+    features: Vec<String>,
+    nodes: Vec<Node>,
+    #[serde(default)]
+    provenance: Provenance,
+}
+
+impl TryFrom<ModelFile> for Model {
+    type Error = ModelError;
+
+    fn try_from(file: ModelFile) -> Result<Model, ModelError> {
+        let model = Model {
+            format: file.format,
+            profile: file.profile,
+            codec: file.codec,
+            features: file.features,
+            nodes: file.nodes,
+            provenance: file.provenance,
+        };
+        model.validate()?;
+        Ok(model)
+    }
 }
 
 /// Why a model file could not be used.
@@ -114,6 +152,38 @@ pub enum ModelError {
 }
 
 impl Model {
+    /// A model of `profile` for `codec` settings with the tree `nodes` (the root first),
+    /// checked as the type's docs say.
+    pub fn new(
+        profile: Profile,
+        codec: CodecConfig,
+        nodes: Vec<Node>,
+        provenance: Provenance,
+    ) -> Result<Model, ModelError> {
+        ModelFile {
+            format: FORMAT,
+            profile,
+            codec,
+            features: features::NAMES.iter().map(|s| s.to_string()).collect(),
+            nodes,
+            provenance,
+        }
+        .try_into()
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    pub fn codec(&self) -> &CodecConfig {
+        &self.codec
+    }
+
+    /// The tree, root first; every child follows its parent.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
     pub fn predict(&self, x: &Features) -> Class {
         let mut i = 0usize;
         loop {
@@ -152,9 +222,9 @@ impl Model {
     }
 
     pub fn from_json(text: &str) -> Result<Model, ModelError> {
-        let model: Model = serde_json::from_str(text)?;
-        model.validate()?;
-        Ok(model)
+        // Parse first, then check, so that a check's error is not one of serde's.
+        let file: ModelFile = serde_json::from_str(text)?;
+        file.try_into()
     }
 
     pub fn load(path: &Path) -> Result<Model, ModelError> {
@@ -221,6 +291,10 @@ impl Model {
                 }
                 Node::Leaf(_) => {}
             }
+        }
+        let depth = self.depth();
+        if depth > MAX_DEPTH {
+            return invalid(format!("{depth} levels deep, more than {MAX_DEPTH}"));
         }
         if self.codec.huge_threshold == 0 || !(-7..=22).contains(&self.codec.zstd_level) {
             return invalid("codec settings out of range".into());

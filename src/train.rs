@@ -12,7 +12,7 @@
 use crate::codec::delta::{self, Backend};
 use crate::codec::{self, Class, CodecConfig};
 use crate::features::{self, Features};
-use crate::model::{self, Model, Node, Profile, Provenance};
+use crate::model::{Model, Node, Profile, Provenance};
 use crate::page::Page;
 use serde::Serialize;
 use std::time::Instant;
@@ -435,18 +435,13 @@ pub fn evaluate(model: &Model, samples: &[Sample], timing: &[Page]) -> Evaluatio
 /// A model fitted on already labelled samples.
 pub fn model_of(samples: &[Sample], oracle: &Oracle, limits: TreeLimits) -> Model {
     let nodes = fit(samples, oracle.profile, limits);
-    Model {
-        format: model::FORMAT,
-        profile: oracle.profile,
-        codec: oracle.codec,
-        features: features::NAMES.iter().map(|s| s.to_string()).collect(),
-        nodes,
-        provenance: Provenance {
-            train_pages: samples.len() as u64,
-            speed_weight: oracle.speed_weight,
-            ..Provenance::default()
-        },
-    }
+    let provenance = Provenance {
+        train_pages: samples.len() as u64,
+        speed_weight: oracle.speed_weight,
+        ..Provenance::default()
+    };
+    Model::new(oracle.profile, oracle.codec, nodes, provenance)
+        .expect("a fitted tree within MAX_DEPTH is a valid model")
 }
 
 /// One input's figures when the tree is trained on every other input.

@@ -78,34 +78,50 @@ fn text_is_compressed_by_a_general_codec() {
     assert!(out.len() < 1024, "text page stored in {} bytes", out.len());
 }
 
-/// A model file whose nodes share children (a DAG: the old depth walk took exponential
-/// time) is refused; a valid chain of 200,000 splits (the old walk overflowed the stack)
-/// loads and reports its depth.
+/// A model whose nodes are not a small tree is refused at the boundary, from JSON or
+/// built in code: shared children (a DAG; the old depth walk took exponential time), and a
+/// chain deeper than `MAX_DEPTH` (200,000 splits used to overflow the stack); a chain at
+/// the bound loads and reports its depth.
 #[test]
 fn model_shapes_that_are_not_small_trees() {
-    use zpage::model::Node;
-    let base = Engine::new(Profile::Fast).model().clone();
+    use zpage::model::{MAX_DEPTH, Model, Node, Provenance};
     let split = |left, right| Node::Split {
         feature: 0,
         threshold: 0.5,
         left,
         right,
     };
-    let mut dag = base.clone();
+    // A valid model's JSON with other nodes.
+    let with_nodes = |nodes: &[Node]| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&Engine::new(Profile::Fast).model().to_json()).unwrap();
+        v["nodes"] = serde_json::to_value(nodes).unwrap();
+        v.to_string()
+    };
     // Node i's two children are both i + 1: 2^60 paths through 61 nodes.
-    dag.nodes = (0..60).map(|i| split(i + 1, i + 1)).collect();
-    dag.nodes.push(Node::Leaf(Class::General));
-    let Err(err) = zpage::Model::from_json(&dag.to_json()) else {
+    let mut dag: Vec<Node> = (0..60).map(|i| split(i + 1, i + 1)).collect();
+    dag.push(Node::Leaf(Class::General));
+    let Err(err) = Model::from_json(&with_nodes(&dag)) else {
         panic!("a DAG is refused");
     };
     assert!(err.to_string().contains("not a tree"), "{err}");
-    let mut chain = base;
-    let n = 200_000u32;
+    let codec = *Engine::new(Profile::Fast).model().codec();
+    assert!(Model::new(Profile::Fast, codec, dag, Provenance::default()).is_err());
     // Node 2i splits into the leaf 2i + 1 and the next split 2i + 2.
-    chain.nodes = (0..n)
-        .flat_map(|i| [split(2 * i + 1, 2 * i + 2), Node::Leaf(Class::General)])
-        .collect();
-    chain.nodes.push(Node::Leaf(Class::General));
-    let model = zpage::Model::from_json(&chain.to_json()).expect("a deep chain is a valid tree");
-    assert_eq!(model.depth(), n as usize + 1);
+    let chain = |splits: u32| -> Vec<Node> {
+        let mut nodes: Vec<Node> = (0..splits)
+            .flat_map(|i| [split(2 * i + 1, 2 * i + 2), Node::Leaf(Class::General)])
+            .collect();
+        nodes.push(Node::Leaf(Class::General));
+        nodes
+    };
+    let Err(err) = Model::from_json(&with_nodes(&chain(200_000))) else {
+        panic!("too deep");
+    };
+    assert!(err.to_string().contains("levels deep"), "{err}");
+    let bound = MAX_DEPTH as u32 - 1;
+    let model = Model::from_json(&with_nodes(&chain(bound))).expect("a chain at the bound");
+    assert_eq!(model.depth(), MAX_DEPTH);
+    let model = Model::new(Profile::Fast, codec, chain(bound), Provenance::default()).unwrap();
+    assert_eq!(model.depth(), MAX_DEPTH);
 }

@@ -74,6 +74,12 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         }
         oracle.codec.zstd_level = level;
     }
+    if args.max_depth.is_some_and(|d| d >= zpage::model::MAX_DEPTH) {
+        return Err(format!(
+            "--max-depth must be below {}",
+            zpage::model::MAX_DEPTH
+        ));
+    }
     let defaults = TreeLimits::for_profile(args.profile);
     let limits = TreeLimits {
         max_depth: args.max_depth.unwrap_or(defaults.max_depth),
@@ -139,7 +145,7 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         v["profile"] = args.profile.name().into();
         v["train_pages"] = (train_pages as u64).into();
         v["speed_weight"] = oracle.speed_weight.into();
-        v["tree_nodes"] = model.nodes.len().into();
+        v["tree_nodes"] = model.nodes().len().into();
         v["tree_depth"] = model.depth().into();
         return Ok(super::json(&v));
     }
@@ -159,7 +165,7 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     outln!(
         out,
         "  tree: {} nodes, depth {}; classify {:.1} ns/page (features + tree, cache-warm pages)",
-        model.nodes.len(),
+        model.nodes().len(),
         model.depth(),
         eval.classify_ns_per_page
     );
