@@ -91,6 +91,47 @@ fn insert_read_remove_on_one_page() {
     });
 }
 
+/// `take` against an overwrite, with and without a hot tier: the page taken is one of
+/// the two versions, and exactly the versions not taken remain (never both gone, never
+/// one returned and still there).
+#[test]
+fn take_against_an_overwrite() {
+    let engine = engine();
+    for hot in [0, PAGE_SIZE] {
+        let engine = engine.clone();
+        model(move || {
+            let store = Arc::new(
+                PageStore::builder()
+                    .shards(1)
+                    .hot_budget(hot)
+                    .engine(engine.clone())
+                    .build(),
+            );
+            store.insert(0, &text_page(1)).unwrap();
+            let writer = {
+                let store = store.clone();
+                spawn(move || store.insert(0, &text_page(2)).unwrap())
+            };
+            let taken = store.take(0).unwrap().expect("page 0 is there until taken");
+            writer.join().unwrap();
+            let left = store.get(0).unwrap();
+            if *taken == text_page(1) {
+                // Taken before the overwrite, which then put version 2 back.
+                assert!(left.is_some_and(|p| *p == text_page(2)));
+            } else {
+                assert!(*taken == text_page(2), "one of the versions");
+                assert!(left.is_none(), "version 2 taken: nothing is left");
+            }
+            assert_eq!(store.len(), usize::from(store.contains(0)));
+            if hot == 0 {
+                // Without a hot tier every page present is a stored form.
+                let expected = store.len() as u64 * PAGE_SIZE as u64;
+                assert_eq!(store.stats().orig_data_size, expected);
+            }
+        });
+    }
+}
+
 /// A hot tier of one page: inserting page 1 evicts dirty page 0 (compressing it) while
 /// page 0 is overwritten and read; the reader gets one of page 0's versions, and the
 /// overwrite is never lost to the eviction.

@@ -437,3 +437,65 @@ fn stress(hot_budget: usize, limit: Option<u64>) {
     assert_eq!(stats.pages, all.len() as u64);
     assert_eq!(stats.failed_reads, 0);
 }
+
+/// The cache calls: `get` answers absent with `None`, `take` returns what it removes,
+/// `insert_bytes` checks the length; with and without a hot tier.
+#[test]
+fn get_take_and_insert_bytes() {
+    for hot in [0, 8 * PAGE_SIZE] {
+        let store = PageStore::builder().hot_budget(hot).build();
+        let page = *Page::filled(0x0102_0304_0506_0708);
+        let mut text = page;
+        text.0[..11].copy_from_slice(b"hello pages");
+        assert_eq!(store.get(1), Ok(None));
+        assert_eq!(store.take(1), Ok(None));
+        store.insert(1, &text).unwrap();
+        assert!(*store.get(1).unwrap().unwrap() == text);
+        assert!(*store.take(1).unwrap().unwrap() == text, "hot {hot}");
+        assert_eq!(store.get(1), Ok(None));
+        assert!(store.is_empty() && store.stats().compr_data_size == 0);
+        assert_eq!(
+            store.insert_bytes(2, &[0; 100]),
+            Err(StoreError::PageLength { len: 100 })
+        );
+        store.insert_bytes(2, text.bytes()).unwrap();
+        assert!(*store.read(2).unwrap() == text);
+        assert!(format!("{store:?}").contains("pages: 1"));
+    }
+}
+
+/// `take` racing inserts of the same page: every page taken is one that was inserted,
+/// and whatever was not taken is still there at the end.
+#[test]
+fn take_races_inserts_without_losing_a_page() {
+    for hot in [0, 4 * PAGE_SIZE] {
+        let store = Arc::new(PageStore::builder().hot_budget(hot).build());
+        let version = |v: u64| {
+            let mut page = Page::zeroed();
+            page.words_mut()[..64].iter_mut().for_each(|w| *w = v * 977);
+            page
+        };
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for v in 1..=20_000u64 {
+                    store.insert(7, &version(v)).unwrap();
+                }
+            })
+        };
+        let (mut taken, mut last) = (0u64, 0u64);
+        while !writer.is_finished() || taken == 0 {
+            if let Some(page) = store.take(7).unwrap() {
+                let v = page.words()[0] / 977;
+                assert!(*page == version(v), "a page that was inserted");
+                assert!(v > last, "versions only go up: {v} after {last}");
+                (taken, last) = (taken + 1, v);
+            }
+        }
+        writer.join().unwrap();
+        if let Some(page) = store.get(7).unwrap() {
+            assert!(page.words()[0] / 977 > last);
+        }
+        assert!(taken > 0);
+    }
+}

@@ -89,6 +89,7 @@ use uffd::{Message, Userfaultfd};
 
 /// Why a region could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegionError {
     #[error(
         "userfaultfd is not available here ({0}): a Region needs Linux with userfaultfd (and write-protect support for anonymous memory)"
@@ -124,6 +125,7 @@ const RECENT_FAULTS: usize = 4;
 /// a fault the handler evicts ahead, off the faulting thread's path, until a slot is free:
 /// an idle region holds at most `resident_pages - 1` pages.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RegionStats {
     pub pages: u64,
     /// Pages in RAM now (published after every fault and eviction).
@@ -161,6 +163,7 @@ struct Shared {
 }
 
 /// Configures a [`Region`].
+#[derive(Clone, Debug)]
 pub struct RegionBuilder {
     bytes: usize,
     resident: usize,
@@ -246,6 +249,16 @@ impl RegionBuilder {
             thread: Some(thread),
             shared,
         })
+    }
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("bytes", &self.len())
+            .field("access", &self.access())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 

@@ -58,6 +58,7 @@ thread_local! {
 
 /// What can go wrong with a store operation.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error("page {0} is not in the store")]
     NotFound(u64),
@@ -71,6 +72,8 @@ pub enum StoreError {
     Corrupt { id: u64, source: DecodeError },
     #[error("page {id}: stored bytes do not match their checksum")]
     Checksum { id: u64 },
+    #[error("a page is {PAGE_SIZE} bytes, not {len}")]
+    PageLength { len: usize },
 }
 
 impl From<AllocError> for StoreError {
@@ -191,6 +194,16 @@ struct ShardSlot {
     failed_reads: AtomicU64,
 }
 
+impl std::fmt::Debug for PageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageStore")
+            .field("pages", &self.len())
+            .field("shards", &self.shards.len())
+            .field("profile", &self.engine.model().profile())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A concurrent compressed page store. See the module docs for its state machine.
 pub struct PageStore {
     engine: Engine,
@@ -273,6 +286,49 @@ impl PageStore {
             slot.failed_reads.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Page `id`, or `None` if the store does not hold it; an error only if its stored
+    /// form is corrupt.
+    pub fn get(&self, id: u64) -> Result<Option<Box<Page>>, StoreError> {
+        match self.read(id) {
+            Ok(page) => Ok(Some(page)),
+            Err(StoreError::NotFound(_)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Stores `bytes`, which must be one page long, as page `id` (see [`PageStore::insert`]).
+    pub fn insert_bytes(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut page = Page::zeroed();
+        if bytes.len() != PAGE_SIZE {
+            return Err(StoreError::PageLength { len: bytes.len() });
+        }
+        page.bytes_mut().copy_from_slice(bytes);
+        self.insert(id, &page)
+    }
+
+    /// Removes page `id` and returns what it held (`None` if absent), in one step under
+    /// the page's shard lock: a concurrent insert of `id` is either taken or stays. A
+    /// corrupt page is an error and stays where it is.
+    pub fn take(&self, id: u64) -> Result<Option<Box<Page>>, StoreError> {
+        let slot = self.slot(id);
+        let mut shard = slot.shard.write();
+        let Some(meta) = shard.table.get(id) else {
+            return Ok(None);
+        };
+        let mut page = Page::boxed();
+        if meta.hot {
+            let hot = shard.hot.peek(&id).expect("hot bit mirrors the LRU");
+            page.bytes_mut().copy_from_slice(hot.bytes());
+        } else if let Err(error) = self.decode(id, meta, &mut page) {
+            slot.failed_reads.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
+        }
+        shard.table.remove(id);
+        free_form(&mut self.heap.write(), meta);
+        shard.forget(id, meta);
+        Ok(Some(page))
     }
 
     /// Page `id` as an owned page.

@@ -40,6 +40,7 @@ impl ClassStats {
 /// One snapshot of a store. The first eight fields are zram's `mm_stat`, in its order and
 /// with its meaning; sizes are bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Stats {
     /// Pages held in compressed form, times 4096 (dirty hot pages are not yet counted).
     pub orig_data_size: u64,
