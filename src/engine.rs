@@ -18,6 +18,8 @@ use crate::page::Page;
 /// order book: 5.26x, 6.59x with this look); corpus pages rarely trigger it.
 const RECORD_SECOND_LOOK: f32 = 0.75;
 
+/// A page's way in and out of the store: the exact zero/same scan, the classifier, and
+/// the codecs of the class it picks. Cheap to clone (the model is small).
 #[derive(Clone, Debug)]
 pub struct Engine {
     model: Model,
@@ -31,14 +33,17 @@ impl Engine {
         }
     }
 
+    /// An engine with a trained model (checked when it was made).
     pub fn with_model(model: Model) -> Engine {
         Engine { model }
     }
 
+    /// The classifier.
     pub fn model(&self) -> &Model {
         &self.model
     }
 
+    /// The codec settings pages are encoded with (the model's).
     pub fn codec(&self) -> &CodecConfig {
         self.model.codec()
     }

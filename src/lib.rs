@@ -6,10 +6,11 @@
 //! ARCHITECTURE.md for the data flow and module map.
 //!
 //! The `tools` feature (off by default; the `zpage` command turns it on) adds the analysis
-//! modules: zram simulation ([`sim`]), side-by-side baselines, entropy, training, and the
+//! modules: zram simulation (`sim`), side-by-side baselines, entropy, training, and the
 //! page inputs they read (page files, live processes, the kernel's zram).
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 pub mod codec;
 pub mod engine;
@@ -20,23 +21,55 @@ pub mod page;
 #[cfg(not(loom))]
 pub mod region;
 pub mod store;
-pub mod sync;
+mod sync;
 
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod compare;
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod entropy;
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod pagefile;
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod procmem;
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod sim;
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod source;
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod train;
 #[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "tool reports: their fields are documented as JSON in README.md"
+)]
 pub mod zram;
 
 pub use codec::{Class, CodecConfig, DecodeError};

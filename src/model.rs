@@ -1,4 +1,4 @@
-//! The learned classifier: a decision tree over [`features`](crate::features), with the
+//! The learned classifier: a decision tree over [`crate::features`], with the
 //! profile and codec settings it was trained for, stored as JSON.
 //!
 //! Invariants (checked by [`Model::from_json`], so a loaded model can never index out of
@@ -35,6 +35,7 @@ impl Profile {
         }
     }
 
+    /// The codec settings the profile's embedded model was trained for.
     pub fn codec(self) -> CodecConfig {
         match self {
             Profile::Fast => CodecConfig::FAST,
@@ -42,6 +43,7 @@ impl Profile {
         }
     }
 
+    /// The profile's name on the command line and in model files.
     pub fn name(self) -> &'static str {
         match self {
             Profile::Fast => "fast",
@@ -68,22 +70,33 @@ impl std::str::FromStr for Profile {
 pub enum Node {
     /// Go `left` when `features[feature] <= threshold`, else `right`.
     Split {
+        /// Index into [`crate::features::NAMES`].
         feature: u8,
+        /// The split point (finite).
         threshold: f32,
+        /// Index of the node for features at or below the threshold.
         left: u32,
+        /// Index of the node for features above it.
         right: u32,
     },
+    /// The class of the pages that reach this node.
     Leaf(Class),
 }
 
 /// How the model was trained and how it scored on its test pages (informational).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
+    /// The `zpage train` arguments (paths left out).
     pub command: String,
+    /// Pages the tree was fitted on.
     pub train_pages: u64,
+    /// Held-out pages it was scored on.
     pub test_pages: u64,
+    /// Bytes a codec had to save per unit of relative compress cost.
     pub speed_weight: f64,
+    /// Share of test pages where the tree chose the oracle's class.
     pub accuracy: f64,
+    /// Bytes stored following the tree over the oracle's, minus one, on the test pages.
     pub regret: f64,
 }
 
@@ -140,13 +153,18 @@ impl TryFrom<ModelFile> for Model {
 /// Why a model file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// The file could not be read.
     #[error("model file {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The text is not a model file's JSON.
     #[error("model does not parse: {0}")]
     Parse(#[from] serde_json::Error),
+    /// The model fails a check (see [`Model`]): which one.
     #[error("model is invalid: {0}")]
     Invalid(String),
 }
@@ -171,10 +189,12 @@ impl Model {
         .try_into()
     }
 
+    /// The profile the model was trained for (which classes its leaves may name).
     pub fn profile(&self) -> Profile {
         self.profile
     }
 
+    /// The codec settings the model was trained for, and the store encodes with.
     pub fn codec(&self) -> &CodecConfig {
         &self.codec
     }
@@ -184,6 +204,8 @@ impl Model {
         &self.nodes
     }
 
+    /// The class the tree gives a page of features `x` (never zero or same-filled: an
+    /// exact scan decides those before the tree is asked).
     pub fn predict(&self, x: &Features) -> Class {
         let mut i = 0usize;
         loop {
@@ -217,16 +239,19 @@ impl Model {
         depth.first().copied().unwrap_or(0)
     }
 
+    /// The model file's JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a model always serialises")
     }
 
+    /// A model from its file's JSON, checked.
     pub fn from_json(text: &str) -> Result<Model, ModelError> {
         // Parse first, then check, so that a check's error is not one of serde's.
         let file: ModelFile = serde_json::from_str(text)?;
         file.try_into()
     }
 
+    /// A model read from a file, checked.
     pub fn load(path: &Path) -> Result<Model, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
             path: path.display().to_string(),

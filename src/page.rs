@@ -64,26 +64,32 @@ impl Page {
         page
     }
 
+    /// The page's bytes.
     pub fn bytes(&self) -> &[u8; PAGE_SIZE] {
         &self.0
     }
 
+    /// The page's bytes, to write.
     pub fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
         &mut self.0
     }
 
+    /// The page as 512 little-endian 8-byte words.
     pub fn words(&self) -> &[u64] {
         bytemuck::cast_slice(&self.0)
     }
 
+    /// The page as 8-byte words, to write.
     pub fn words_mut(&mut self) -> &mut [u64] {
         bytemuck::cast_slice_mut(&mut self.0)
     }
 
+    /// The page as 1024 4-byte words.
     pub fn u32s(&self) -> &[u32] {
         bytemuck::cast_slice(&self.0)
     }
 
+    /// The page as 2048 2-byte words.
     pub fn u16s(&self) -> &[u16] {
         bytemuck::cast_slice(&self.0)
     }

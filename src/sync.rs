@@ -6,34 +6,21 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+    pub use parking_lot::RwLock;
     /// Per-thread scratch only (codec contexts, encode buffers in `thread_local!`), never
     /// shared state.
     pub use std::cell::{Cell, RefCell};
     pub use std::sync::Arc;
-    pub use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    pub use std::sync::atomic::{AtomicU64, Ordering};
     pub use std::thread_local;
 }
 
 #[cfg(loom)]
 mod imp {
-    pub use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-    pub use loom::sync::{Arc, MutexGuard, RwLockReadGuard, RwLockWriteGuard};
+    pub use loom::sync::atomic::{AtomicU64, Ordering};
+    use loom::sync::{RwLockReadGuard, RwLockWriteGuard};
     pub use loom::thread_local;
     pub use std::cell::{Cell, RefCell};
-
-    /// loom's mutex behind parking_lot's panic-free `lock()` signature.
-    #[derive(Debug, Default)]
-    pub struct Mutex<T>(loom::sync::Mutex<T>);
-
-    impl<T> Mutex<T> {
-        pub fn new(value: T) -> Self {
-            Self(loom::sync::Mutex::new(value))
-        }
-        pub fn lock(&self) -> MutexGuard<'_, T> {
-            self.0.lock().expect("loom mutex poisoned")
-        }
-    }
 
     /// loom's rwlock behind parking_lot's panic-free signatures.
     #[derive(Debug, Default)]

@@ -41,8 +41,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
+    /// Each residual in the fewest bits that hold the page's largest one.
     Bitpack = 0,
+    /// The (byte-shuffled) residual stream through LZ4.
     Lz4 = 1,
+    /// The (byte-shuffled) residual stream through zstd.
     Zstd = 2,
 }
 
@@ -50,13 +53,18 @@ pub enum Backend {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transform {
+    /// Each word minus the page's minimum (frame of reference).
     Identity = 0,
+    /// Each word minus the one `lag` words back (zigzag-coded).
     Sub = 1,
+    /// Each word XOR the one `lag` words back (floats whose high bits repeat).
     Xor = 2,
+    /// f64 short decimals as their digits `k` (`value = k / 10^e`), then `Sub`.
     Decimal = 3,
 }
 
 impl Transform {
+    /// Every transform, in parameter-byte order.
     pub const ALL: [Transform; 4] = [
         Transform::Identity,
         Transform::Sub,
@@ -83,9 +91,13 @@ pub const MAX_LAG: usize = 32;
 /// The parameters recorded in a delta page's `params` byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Params {
+    /// Word width in bytes: 2, 4 or 8.
     pub width: usize,
+    /// How words become residuals.
     pub transform: Transform,
+    /// How residuals are stored.
     pub backend: Backend,
+    /// Whether residual bytes are grouped by position (byte planes) before the backend.
     pub shuffle: bool,
     /// Words between a word and the one its residual is taken against (1: neighbours).
     pub lag: usize,
@@ -527,12 +539,15 @@ fn clogc_table() -> &'static [f32] {
 /// Delta parameters for a page, with the estimated size of its residuals in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Choice {
+    /// Word width in bytes.
     pub width: usize,
+    /// How words become residuals.
     pub transform: Transform,
     /// Words back each residual is taken against (1: neighbours).
     pub lag: usize,
     /// The decimal exponent (`Decimal` only).
     pub exponent: u8,
+    /// Estimated bytes of the residuals under these parameters.
     pub estimate: usize,
 }
 
@@ -965,6 +980,8 @@ fn unpack<W: Word>(src: &[u8], bits: u32, res: &mut [W]) {
     }
 }
 
+/// Decodes a delta payload (parameter bytes, then the residuals) into `out`, refusing
+/// one that is not well formed.
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     let corrupt = |reason| DecodeError::corrupt(Class::Delta, reason);
     if payload.is_empty() {

@@ -11,11 +11,13 @@ use crate::sync::RefCell;
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe::{CParameter, DParameter, FrameFormat};
 
+/// Appends the payload of this form to `out`: a zstd frame (magicless) of the page at `level`.
 pub fn encode(page: &Page, level: i32, out: &mut Vec<u8>) {
     out.push(Class::Dense.tag());
     zstd_append(page.bytes(), level, out);
 }
 
+/// Decodes a zstd frame payload into `out`, refusing one that is not well formed.
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     zstd_exact(payload, out.bytes_mut())
         .map_err(|reason| DecodeError::corrupt(Class::Dense, reason))

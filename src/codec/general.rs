@@ -8,11 +8,13 @@ use crate::page::{PAGE_SIZE, Page};
 use crate::sync::{RefCell, thread_local};
 use lz4_flex::block::{CompressTable, compress_into_with_table};
 
+/// Appends the payload of this form to `out`: an LZ4 block of the page.
 pub fn encode(page: &Page, out: &mut Vec<u8>) {
     out.push(Class::General.tag());
     lz4_append(page.bytes(), out);
 }
 
+/// Decodes an LZ4 block payload into `out`, refusing one that is not well formed.
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     lz4_exact(payload, out.bytes_mut())
         .map_err(|reason| DecodeError::corrupt(Class::General, reason))

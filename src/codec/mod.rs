@@ -64,6 +64,7 @@ pub enum Class {
 }
 
 impl Class {
+    /// Every class, in tag order.
     pub const ALL: [Class; 6] = [
         Class::Zero,
         Class::Same,
@@ -73,14 +74,17 @@ impl Class {
         Class::Incompressible,
     ];
 
+    /// The byte that opens the class's stored forms.
     pub fn tag(self) -> u8 {
         self as u8
     }
 
+    /// The class of a tag byte, if it is one.
     pub fn from_tag(tag: u8) -> Option<Class> {
         Class::ALL.get(tag as usize).copied()
     }
 
+    /// The class's name in reports and model files.
     pub fn name(self) -> &'static str {
         match self {
             Class::Zero => "zero",
@@ -92,6 +96,7 @@ impl Class {
         }
     }
 
+    /// The class's position in [`Class::ALL`] (its tag).
     pub fn index(self) -> usize {
         self as usize
     }
@@ -106,18 +111,30 @@ impl std::fmt::Display for Class {
 /// Why a stored form could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// No bytes at all.
     #[error("empty input: a stored page has at least its tag byte")]
     Empty,
+    /// The first byte is no class's tag.
     #[error("unknown tag {0}: not a zpage stored form")]
     UnknownTag(u8),
+    /// A fixed-size form of the wrong size.
     #[error("{class} form: expected {expected} bytes, got {got}")]
     Length {
+        /// The form's class.
         class: Class,
+        /// Its size.
         expected: usize,
+        /// The size given.
         got: usize,
     },
+    /// The payload is inconsistent (a length, a parameter, the backend refused it).
     #[error("{class} form is corrupt: {reason}")]
-    Corrupt { class: Class, reason: &'static str },
+    Corrupt {
+        /// The form's class.
+        class: Class,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 impl DecodeError {

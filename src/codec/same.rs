@@ -5,11 +5,13 @@
 use super::{Class, DecodeError};
 use crate::page::Page;
 
+/// Appends the payload of this form to `out`: the one word a same-filled page repeats.
 pub fn encode(word: u64, out: &mut Vec<u8>) {
     out.push(Class::Same.tag());
     out.extend_from_slice(&word.to_le_bytes());
 }
 
+/// Decodes a same-filled page's word payload into `out`, refusing one that is not well formed.
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     let word: [u8; 8] = payload
         .try_into()

@@ -3,10 +3,12 @@
 use super::{Class, DecodeError};
 use crate::page::Page;
 
+/// Appends the payload of this form to `out`: nothing: the tag says it all.
 pub fn encode(out: &mut Vec<u8>) {
     out.push(Class::Zero.tag());
 }
 
+/// Decodes a zero page's (empty) payload into `out`, refusing one that is not well formed.
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     if !payload.is_empty() {
         return Err(DecodeError::length(Class::Zero, 0, payload.len()));

@@ -94,26 +94,49 @@ pub enum RegionError {
     #[error(
         "userfaultfd is not available here ({0}): a Region needs Linux with userfaultfd (and write-protect support for anonymous memory)"
     )]
+    /// No usable userfaultfd (or no `UFFDIO_MOVE`): what the kernel said.
     Unavailable(io::Error),
+    /// The region's memory (or its bookkeeping) could not be reserved.
     #[error("cannot reserve {bytes} bytes for the region: {source}")]
-    Reserve { bytes: usize, source: io::Error },
+    Reserve {
+        /// The region's size.
+        bytes: usize,
+        /// Why.
+        source: io::Error,
+    },
+    /// A region of zero bytes.
     #[error("a region needs at least one page of memory")]
     Empty,
     #[error(
         "resident_pages({resident}) is below the minimum of {min}: one instruction can touch several pages at once, and the handler needs room to evict around them"
     )]
-    Budget { resident: usize, min: usize },
+    /// `resident_pages` below [`MIN_RESIDENT_PAGES`].
+    Budget {
+        /// The budget asked for.
+        resident: usize,
+        /// [`MIN_RESIDENT_PAGES`].
+        min: usize,
+    },
+    /// More pages than a region can index.
     #[error("a region of {bytes} bytes is too large: at most {max} pages")]
-    TooLarge { bytes: usize, max: u64 },
+    TooLarge {
+        /// The size asked for.
+        bytes: usize,
+        /// The most pages a region holds.
+        max: u64,
+    },
+    /// The handler's stop pipe or thread could not be made.
     #[error("cannot set up the region's {what}: {source}")]
     Setup {
+        /// Which.
         what: &'static str,
+        /// Why.
         source: io::Error,
     },
 }
 
-/// The fewest resident pages a region accepts: the last [`RECENT_FAULTS`] pages faulted
-/// in are never evicted, and the hand needs others to choose from.
+/// The fewest resident pages a region accepts: the last four pages faulted in are never
+/// evicted (one instruction can need four), and the hand needs others to choose from.
 pub const MIN_RESIDENT_PAGES: usize = 8;
 
 /// Pages faulted in last that eviction skips: one x86 instruction touches at most four
@@ -127,9 +150,11 @@ const RECENT_FAULTS: usize = 4;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RegionStats {
+    /// The region's size in pages.
     pub pages: u64,
     /// Pages in RAM now (published after every fault and eviction).
     pub resident: u64,
+    /// The most pages ever in RAM at once.
     pub resident_max: u64,
     /// First touches served with a zero page.
     pub zero_faults: u64,
@@ -137,11 +162,13 @@ pub struct RegionStats {
     pub refaults: u64,
     /// Writes to write-protected pages (the CLOCK's reference information).
     pub wp_faults: u64,
+    /// Pages dropped from RAM (their content in the store).
     pub evictions: u64,
     /// Evictions skipped because the store refused the page (its memory limit).
     pub evictions_refused: u64,
     /// Evictions skipped because the page was pinned for I/O (see the module docs).
     pub evictions_busy: u64,
+    /// The statistics of the store holding the evicted pages.
     pub store: Stats,
 }
 
@@ -188,6 +215,7 @@ impl RegionBuilder {
         self
     }
 
+    /// Reserves the region and starts its fault handler.
     pub fn build(self) -> Result<Region, RegionError> {
         let pages = self.bytes.div_ceil(PAGE_SIZE);
         if pages == 0 {
@@ -284,10 +312,12 @@ impl Region {
         }
     }
 
+    /// The region's size in bytes (whole pages).
     pub fn len(&self) -> usize {
         self.mapping.len()
     }
 
+    /// Never: a region holds at least one page.
     pub fn is_empty(&self) -> bool {
         self.mapping.len() == 0
     }
@@ -310,6 +340,7 @@ impl Region {
         self.uffd.access
     }
 
+    /// The fault, eviction and store counters (see [`RegionStats`] on their agreement).
     pub fn stats(&self) -> RegionStats {
         let c = &self.shared.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

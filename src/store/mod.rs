@@ -38,7 +38,7 @@ mod heap;
 mod stats;
 mod table;
 
-pub use heap::{AllocError, SLAB_BYTES};
+pub use heap::SLAB_BYTES;
 pub use stats::{ClassStats, Stats};
 
 use crate::codec::{self, Class, DecodeError, RAW_SIZE};
@@ -46,7 +46,7 @@ use crate::engine::Engine;
 use crate::model::{Model, Profile};
 use crate::page::{PAGE_SIZE, Page};
 use crate::sync::{AtomicU64, Cell, Ordering, RwLock, thread_local};
-use heap::{Handle, Heap};
+use heap::{AllocError, Handle, Heap};
 use lru::LruCache;
 use table::{Meta, Table};
 
@@ -60,20 +60,42 @@ thread_local! {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// The store holds no page of this id.
     #[error("page {0} is not in the store")]
     NotFound(u64),
     #[error(
         "memory limit reached: storing needs {needed} bytes of compressed memory, the limit is {limit}"
     )]
-    MemoryLimit { needed: u64, limit: u64 },
+    /// Storing would take the compressed memory over the limit; nothing changed.
+    MemoryLimit {
+        /// What `mem_used_total` would have become.
+        needed: u64,
+        /// The store's memory limit.
+        limit: u64,
+    },
+    /// The kernel refused memory for a new slab; nothing changed.
     #[error("out of memory: the kernel refused a new slab")]
     OutOfMemory,
+    /// The page's stored bytes match their checksum but do not decode.
     #[error("page {id}: stored form is corrupt: {source}")]
-    Corrupt { id: u64, source: DecodeError },
+    Corrupt {
+        /// The page.
+        id: u64,
+        /// Why it does not decode.
+        source: DecodeError,
+    },
+    /// The page's stored bytes changed since they were stored.
     #[error("page {id}: stored bytes do not match their checksum")]
-    Checksum { id: u64 },
+    Checksum {
+        /// The page.
+        id: u64,
+    },
+    /// Bytes given as a page are not one page long.
     #[error("a page is {PAGE_SIZE} bytes, not {len}")]
-    PageLength { len: usize },
+    PageLength {
+        /// Their length.
+        len: usize,
+    },
 }
 
 impl From<AllocError> for StoreError {
@@ -135,16 +157,19 @@ impl StoreBuilder {
         self
     }
 
+    /// A trained model (`zpage train`, or [`Model::load`]) instead of an embedded one.
     pub fn model(mut self, model: Model) -> Self {
         self.engine = Engine::with_model(model);
         self
     }
 
+    /// The classifier and codecs to store pages with (shared by clones).
     pub fn engine(mut self, engine: Engine) -> Self {
         self.engine = engine;
         self
     }
 
+    /// The store, empty.
     pub fn build(self) -> PageStore {
         let pages = self.hot_budget / PAGE_SIZE;
         let shards = (0..self.shards)
@@ -213,6 +238,7 @@ pub struct PageStore {
 }
 
 impl PageStore {
+    /// A builder with the defaults (dense profile, no hot tier, no limit).
     pub fn builder() -> StoreBuilder {
         StoreBuilder::default()
     }
@@ -222,6 +248,7 @@ impl PageStore {
         StoreBuilder::default().build()
     }
 
+    /// The classifier and codecs this store uses.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -362,14 +389,17 @@ impl PageStore {
         self.slot(id).shard.read().table.get(id)?.stored
     }
 
+    /// Whether the store holds page `id`.
     pub fn contains(&self, id: u64) -> bool {
         self.slot(id).shard.read().table.get(id).is_some()
     }
 
+    /// How many pages the store holds.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.shard.read().table.len()).sum()
     }
 
+    /// Whether the store holds no page.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 /// Pages and bytes of one class among the stored (compressed) forms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ClassStats {
+    /// Pages stored in this class.
     pub pages: u64,
     /// `pages * 4096`.
     pub orig_bytes: u64,
@@ -66,8 +67,11 @@ pub struct Stats {
     pub bookkeeping_bytes: u64,
     /// Decoded pages in the hot tier, and how many of them have no compressed form yet.
     pub hot_pages: u64,
+    /// Of `hot_pages`, those written since they were last compressed.
     pub hot_dirty_pages: u64,
+    /// Reads served from the hot tier.
     pub hot_hits: u64,
+    /// Reads that decoded a stored form.
     pub hot_misses: u64,
     /// Reads that found a corrupt stored form.
     pub failed_reads: u64,
@@ -130,6 +134,7 @@ impl Stats {
         )
     }
 
+    /// The figures of one class (zero for a class with no page).
     pub fn class(&self, class: Class) -> ClassStats {
         self.classes.get(class.name()).copied().unwrap_or_default()
     }
