@@ -5,6 +5,27 @@
 //! the codec specialised for that class, and a [`store::PageStore`] keeps the result. See
 //! ARCHITECTURE.md for the data flow and module map.
 //!
+//! # Quick start
+//!
+//! ```
+//! use zpage::{Page, PageStore, Profile};
+//!
+//! let store = PageStore::builder()
+//!     .profile(Profile::Fast) // codecs no slower than LZ4 to compress
+//!     .mem_limit(64 << 20)     // compressed memory never exceeds this
+//!     .build();
+//! let mut page = Page::zeroed();
+//! for (i, word) in page.words_mut().iter_mut().enumerate() {
+//!     *word = 1_000_000 + 8 * i as u64; // a counter: the delta class
+//! }
+//! store.insert(7, &page)?;
+//! assert!(*store.get(7)?.expect("stored") == page);
+//! assert_eq!(store.get(8)?, None);
+//! let stats = store.stats(); // zram's mm_stat fields and more
+//! assert!(stats.compr_data_size < 4096 / 4);
+//! # Ok::<(), zpage::StoreError>(())
+//! ```
+//!
 //! The `tools` feature (off by default; the `zpage` command turns it on) adds the analysis
 //! modules: zram simulation (`sim`), side-by-side baselines, entropy, training, and the
 //! page inputs they read (page files, live processes, the kernel's zram).

@@ -109,6 +109,29 @@ pub const MAX_DEPTH: usize = 64;
 /// most [`MAX_DEPTH`] levels whose children are in range and follow their parent, whose
 /// features are known and thresholds finite, and whose leaves its profile allows; so
 /// `predict` never indexes out of range or loops.
+///
+/// ```
+/// use zpage::model::{Model, Node, Provenance};
+/// use zpage::{Class, Engine, Profile};
+///
+/// // A one-split tree: feature 0 at or below 0.5 is delta, else general.
+/// let nodes = vec![
+///     Node::Split { feature: 0, threshold: 0.5, left: 1, right: 2 },
+///     Node::Leaf(Class::Delta),
+///     Node::Leaf(Class::General),
+/// ];
+/// let codec = Profile::Fast.codec();
+/// let model = Model::new(Profile::Fast, codec, nodes, Provenance::default())?;
+/// assert_eq!(model.depth(), 2);
+/// let round_trip = Model::from_json(&model.to_json())?;
+/// assert_eq!(round_trip, model);
+/// // A tree whose child points back up is refused with a one-line reason.
+/// let looped = vec![Node::Split { feature: 0, threshold: 0.5, left: 0, right: 0 }];
+/// assert!(Model::new(Profile::Fast, codec, looped, Provenance::default()).is_err());
+/// let engine = Engine::with_model(model); // for PageStore::builder().engine(..)
+/// # let _ = engine;
+/// # Ok::<(), zpage::model::ModelError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ModelFile")]
 pub struct Model {

@@ -291,6 +291,30 @@ impl std::fmt::Debug for Region {
 }
 
 /// Memory that compresses itself; see the module docs.
+///
+/// ```
+/// use zpage::region::{Region, RegionError};
+/// use zpage::{PAGE_SIZE, PageStore};
+///
+/// let built = Region::builder(64 * PAGE_SIZE)
+///     .resident_pages(16)
+///     .store(PageStore::builder().mem_limit(1 << 20))
+///     .build();
+/// let mut region = match built {
+///     Ok(region) => region,
+///     // No userfaultfd here (or no UFFDIO_MOVE): nothing to show.
+///     Err(RegionError::Unavailable(_)) => return,
+///     Err(e) => panic!("{e}"),
+/// };
+/// let memory = region.as_mut_slice();
+/// for (i, page) in memory.chunks_exact_mut(PAGE_SIZE).enumerate() {
+///     page[..8].copy_from_slice(&(i as u64).to_le_bytes()); // most pages get evicted
+/// }
+/// for (i, page) in region.as_slice().chunks_exact(PAGE_SIZE).enumerate() {
+///     assert_eq!(page[..8], (i as u64).to_le_bytes()); // and come back when touched
+/// }
+/// assert!(region.stats().evictions > 0);
+/// ```
 pub struct Region {
     mapping: Mapping,
     uffd: Arc<Userfaultfd>,

@@ -108,6 +108,18 @@ impl From<AllocError> for StoreError {
 }
 
 /// Configures a [`PageStore`].
+///
+/// ```
+/// use zpage::{PageStore, Profile};
+///
+/// let store = PageStore::builder()
+///     .profile(Profile::Dense)  // zstd where its ratio pays
+///     .hot_budget(16 << 20)     // 16 MiB of decoded pages kept hot
+///     .mem_limit(256 << 20)     // at most 256 MiB of compressed memory
+///     .shards(8)
+///     .build();
+/// assert!(store.is_empty());
+/// ```
 #[derive(Clone, Debug)]
 pub struct StoreBuilder {
     shards: usize,
@@ -230,6 +242,30 @@ impl std::fmt::Debug for PageStore {
 }
 
 /// A concurrent compressed page store. See the module docs for its state machine.
+///
+/// `Send + Sync`: share it in an `Arc`; readers of different pages do not meet on a lock.
+///
+/// ```
+/// use std::sync::Arc;
+/// use zpage::{Page, PageStore, StoreError};
+///
+/// let store = Arc::new(PageStore::builder().mem_limit(1 << 20).build());
+/// let writer = {
+///     let store = store.clone();
+///     std::thread::spawn(move || {
+///         for id in 0..64 {
+///             store.insert(id, &Page::filled(id)).unwrap(); // same-filled: metadata only
+///         }
+///     })
+/// };
+/// writer.join().unwrap();
+/// assert_eq!(store.len(), 64);
+/// assert!(*store.take(3)?.unwrap() == *Page::filled(3));
+/// assert!(!store.contains(3));
+/// // Bytes that are not one page are refused, not truncated.
+/// assert_eq!(store.insert_bytes(9, &[0; 10]), Err(StoreError::PageLength { len: 10 }));
+/// # Ok::<(), StoreError>(())
+/// ```
 pub struct PageStore {
     engine: Engine,
     shards: Box<[ShardSlot]>,
