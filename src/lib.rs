@@ -44,54 +44,19 @@ pub mod region;
 pub mod store;
 mod sync;
 
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod compare;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod entropy;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod pagefile;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod procmem;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod sim;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod source;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod train;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "tool reports: their fields are documented as JSON in README.md"
-)]
-pub mod zram;
+/// The analysis modules of the `tools` feature. Their reports' fields are documented as
+/// the commands' JSON schemas in README.md, not one by one here.
+macro_rules! tools {
+    ($($module:ident),*) => {$(
+        #[cfg(feature = "tools")]
+        #[allow(missing_docs, reason = "report fields: see the JSON schemas in README.md")]
+        pub mod $module;
+    )*};
+}
+
+tools!(
+    compare, entropy, pagefile, procmem, sim, source, train, zram
+);
 
 pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;

@@ -35,6 +35,17 @@ fn engine() -> Engine {
     Engine::new(Profile::Fast)
 }
 
+/// A one-shard store (so every page meets on one lock) with a hot tier of `hot` bytes.
+fn store(engine: &Engine, hot: usize) -> Arc<PageStore> {
+    Arc::new(
+        PageStore::builder()
+            .shards(1)
+            .hot_budget(hot)
+            .engine(engine.clone())
+            .build(),
+    )
+}
+
 /// Runs a loom model whose body and threads have room for codec stacks (LZ4's hash
 /// table, pages on the stack); the preemption bound comes from `LOOM_MAX_PREEMPTIONS`.
 fn model(body: impl Fn() + Sync + Send + 'static) {
@@ -58,12 +69,7 @@ fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::J
 fn insert_read_remove_on_one_page() {
     let engine = engine();
     model(move || {
-        let store = Arc::new(
-            PageStore::builder()
-                .shards(1)
-                .engine(engine.clone())
-                .build(),
-        );
+        let store = store(&engine, 0);
         store.insert(0, &text_page(1)).unwrap();
         let writer = {
             let store = store.clone();
@@ -100,13 +106,7 @@ fn take_against_an_overwrite() {
     for hot in [0, PAGE_SIZE] {
         let engine = engine.clone();
         model(move || {
-            let store = Arc::new(
-                PageStore::builder()
-                    .shards(1)
-                    .hot_budget(hot)
-                    .engine(engine.clone())
-                    .build(),
-            );
+            let store = store(&engine, hot);
             store.insert(0, &text_page(1)).unwrap();
             let writer = {
                 let store = store.clone();
@@ -139,13 +139,7 @@ fn take_against_an_overwrite() {
 fn eviction_of_a_dirty_page_against_a_reader_and_a_writer() {
     let engine = engine();
     model(move || {
-        let store = Arc::new(
-            PageStore::builder()
-                .shards(1)
-                .hot_budget(PAGE_SIZE)
-                .engine(engine.clone())
-                .build(),
-        );
+        let store = store(&engine, PAGE_SIZE);
         store.insert(0, &text_page(10)).unwrap();
         let inserter = {
             let store = store.clone();
