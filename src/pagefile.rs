@@ -210,27 +210,14 @@ impl PageFile {
         Ok(self.file.as_mut().expect("opened above"))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl PageSource for PageFile {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn expected_pages(&self) -> u64 {
-        self.size.div_ceil(PAGE_SIZE as u64)
-    }
-
-    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
+    /// [`PageSource::next_chunk`], with this module's error.
+    pub fn read_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, PageFileError> {
         let left = self.size - self.read;
         let count = left.div_ceil(PAGE_SIZE as u64).min(CHUNK_PAGES as u64) as usize;
         out.clear();
         out.resize(count, Page::zeroed());
         let bytes = (left as usize).min(count * PAGE_SIZE);
-        let (size, path, at) = (self.size, self.path.clone(), self.read);
+        let (size, at) = (self.size, self.read);
         self.file()?;
         let file = self.file.as_ref().expect("opened above");
         if self.data <= at {
@@ -248,13 +235,27 @@ impl PageSource for PageFile {
         file.read_exact_at(&mut buffer[hole..bytes], at + hole as u64)
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => PageFileError::Changed {
-                    path: path.clone(),
+                    path: self.path.clone(),
                     detail: format!("it ended before the {size} bytes it had"),
                 },
-                _ => io_error(&path, e),
+                _ => io_error(&self.path, e),
             })?;
         self.read += bytes as u64;
         Ok(count > 0)
+    }
+}
+
+impl PageSource for PageFile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn expected_pages(&self) -> u64 {
+        self.size.div_ceil(PAGE_SIZE as u64)
+    }
+
+    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
+        Ok(self.read_chunk(out)?)
     }
 }
 
@@ -270,11 +271,7 @@ pub fn read(path: &Path, pad: bool) -> Result<PageSet, PageFileError> {
     let mut file = PageFile::open(path, pad)?;
     let mut pages = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
-    let downcast = |e: SourceError| match e.downcast::<PageFileError>() {
-        Ok(e) => *e,
-        Err(e) => io_error(path, std::io::Error::other(e)),
-    };
-    while file.next_chunk(&mut chunk).map_err(downcast)? {
+    while file.read_chunk(&mut chunk)? {
         pages.extend_from_slice(&chunk);
     }
     Ok(PageSet {

@@ -363,11 +363,7 @@ impl PageStore {
 
     /// Stores `bytes`, which must be one page long, as page `id` (see [`PageStore::insert`]).
     pub fn insert_bytes(&self, id: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut page = Page::zeroed();
-        if bytes.len() != PAGE_SIZE {
-            return Err(StoreError::PageLength { len: bytes.len() });
-        }
-        page.bytes_mut().copy_from_slice(bytes);
+        let page = Page::from_slice(bytes).ok_or(StoreError::PageLength { len: bytes.len() })?;
         self.insert(id, &page)
     }
 
@@ -388,9 +384,7 @@ impl PageStore {
             slot.failed_reads.fetch_add(1, Ordering::Relaxed);
             return Err(error);
         }
-        shard.table.remove(id);
-        free_form(&mut self.heap.write(), meta);
-        shard.forget(id, meta);
+        self.unlink(&mut shard, id);
         Ok(Some(page))
     }
 
@@ -411,7 +405,12 @@ impl PageStore {
 
     /// Removes page `id`; returns whether it was present.
     pub fn remove(&self, id: u64) -> bool {
-        let mut shard = self.slot(id).shard.write();
+        self.unlink(&mut self.slot(id).shard.write(), id)
+    }
+
+    /// Drops page `id` from its shard, under the shard's write lock: table, allocator,
+    /// counters, hot tier; whether it was there.
+    fn unlink(&self, shard: &mut Shard, id: u64) -> bool {
         let Some(meta) = shard.table.remove(id) else {
             return false;
         };
