@@ -5,8 +5,9 @@ mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
+use zpage::classify::features;
 use zpage::codec::{self, Class, CodecConfig};
-use zpage::{Engine, Page, Profile, features};
+use zpage::{Engine, Page, Profile};
 
 /// Classification per page. `warm`: 4 pages of each corpus file, few enough to stay in
 /// cache, as a page being compressed was just written or faulted; `cold`: 64 pages of
@@ -29,7 +30,7 @@ fn classify(c: &mut Criterion) {
             b.iter(|| {
                 pages
                     .iter()
-                    .filter(|p| engine.classify(black_box(p)) == Class::Delta)
+                    .filter(|p| engine.classify(black_box(p)).class == Class::Delta)
                     .count()
             })
         });
@@ -44,7 +45,7 @@ fn codecs(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(bytes));
     for (name, class, config) in [
         ("lz4", Class::General, CodecConfig::FAST),
-        ("zstd-3", Class::Dense, CodecConfig::DENSE),
+        ("zstd-3", Class::Zstd, CodecConfig::DENSE),
         ("delta-lz4", Class::Delta, CodecConfig::FAST),
         ("delta-zstd", Class::Delta, CodecConfig::DENSE),
     ] {

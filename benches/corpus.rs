@@ -9,7 +9,7 @@ mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use zpage::codec::{Class, CodecConfig};
-use zpage::compare::{Comparison, Scheme, SchemeResult, compare, run_scheme};
+use zpage::tools::compare::{Comparison, Scheme, SchemeResult, compare, run_scheme};
 use zpage::{Engine, Page, Profile};
 
 fn print_table() {

@@ -2,21 +2,20 @@
 //!
 //! Invariants: zero and same-filled pages are decided by an exact scan (never by the
 //! tree, which cannot see every word); every other page goes through features and the
-//! model's tree (in the dense profile, a record-like page the tree sends to zstd also gets
-//! the delta form tried); whatever the tree says, the stored form decodes to the same
-//! page (a wrong class costs bytes, never data). An `Engine` is immutable and
-//! `Send + Sync`.
+//! model, whose [`Plan`] names the forms to try, and the engine encodes exactly those
+//! and keeps the smaller. [`Engine::classify`] returns that same plan. Whatever the plan
+//! says, the stored form decodes to the same page (a wrong class costs bytes, never
+//! data). An `Engine` is immutable and `Send + Sync`.
 
-use crate::codec::{self, Class, CodecConfig, DecodeError};
-use crate::features;
-use crate::model::{self, Model, Profile};
+use crate::classify::features;
+use crate::classify::model::{self, Model, Profile};
+use crate::classify::plan::Plan;
+use crate::codec::{self, Class, CodecConfig, DecodeError, RAW_SIZE};
 use crate::page::Page;
 
-/// A dense-profile page the tree sends to zstd but whose fields mostly repeat one record
-/// later also gets the delta form tried, and the smaller is kept. The tree, trained on a
-/// corpus with few record arrays, misses them on programs it has not seen (a captured
-/// order book: 5.26x, 6.59x with this look); corpus pages rarely trigger it.
-const RECORD_SECOND_LOOK: f32 = 0.75;
+crate::sync::thread_local! {
+    static SECOND_FORM: crate::sync::RefCell<Vec<u8>> = crate::sync::RefCell::new(Vec::with_capacity(RAW_SIZE));
+}
 
 /// A page's way in and out of the store: the exact zero/same scan, the classifier, and
 /// the codecs of the class it picks. Cheap to clone (the model is small).
@@ -48,12 +47,14 @@ impl Engine {
         self.model.codec()
     }
 
-    /// The class the engine stores a page as (before any huge-page fallback).
-    pub fn classify(&self, page: &Page) -> Class {
+    /// The forms the engine tries for a page: what [`Engine::encode`] does with it. The
+    /// class stored is the plan's first form or its second, or the incompressible form
+    /// where both reach the huge threshold.
+    pub fn classify(&self, page: &Page) -> Plan {
         match page.same_filled_word() {
-            Some(0) => Class::Zero,
-            Some(_) => Class::Same,
-            None => self.model.predict(&features::extract(page)),
+            Some(0) => Plan::single(Class::Zero),
+            Some(_) => Plan::single(Class::Same),
+            None => self.model.plan(&features::extract(page)),
         }
     }
 
@@ -63,18 +64,28 @@ impl Engine {
         if let Some(word) = page.same_filled_word() {
             return codec::encode_filled(word, out);
         }
+        let plan = self.model.plan(&features::extract(page));
+        self.encode_plan(&plan, page, out)
+    }
+
+    /// Encodes a page into `out` following `plan`: its first form, then its second where
+    /// the plan says, keeping the smaller. Returns the class stored.
+    pub fn encode_plan(&self, plan: &Plan, page: &Page, out: &mut Vec<u8>) -> Class {
         let config = self.model.codec();
-        let features = features::extract(page);
-        let class = self.model.predict(&features);
-        let stored = codec::encode(class, page, config, out);
-        let second_look = self.model.profile() == Profile::Dense
-            && class == Class::Dense
-            && stored == Class::Dense
-            && features[features::RECORD_SMALL] >= RECORD_SECOND_LOOK;
-        if second_look && codec::keep_delta_if_smaller(page, config, out) {
-            return Class::Delta;
-        }
-        stored
+        let first = codec::encode(plan.class, page, config, out);
+        let Some(second) = plan.second_after(out.len()) else {
+            return first;
+        };
+        SECOND_FORM.with(|form| {
+            let form = &mut *form.borrow_mut();
+            let class = codec::encode(second, page, config, form);
+            if form.len() < out.len() {
+                std::mem::swap(out, form);
+                class
+            } else {
+                first
+            }
+        })
     }
 
     /// Decodes any stored form (the form carries its own class and parameters).

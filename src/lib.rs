@@ -1,8 +1,10 @@
 //! zpage: a transparent compressed memory page store.
 //!
-//! A page's cheap [`features`] feed a small learned decision tree ([`model`]), which
-//! names the page's data pattern ([`codec::Class`]); the [`engine`] encodes the page with
-//! the codec specialised for that class, and a [`store::PageStore`] keeps the result. See
+//! The modules are the stages a page goes through: [`classify`] reads a page's cheap
+//! features and a small learned decision tree names its data pattern ([`Class`]) and the
+//! forms to try; [`codec`] holds the stored forms; the [`engine`] joins the two; a
+//! [`store::PageStore`] keeps the results (table, slab allocator, hot tier), and a
+//! [`region::Region`] is memory that pages itself out through a store. See
 //! ARCHITECTURE.md for the data flow and module map.
 //!
 //! # Quick start
@@ -27,39 +29,30 @@
 //! ```
 //!
 //! The `tools` feature (off by default; the `zpage` command turns it on) adds the analysis
-//! modules: zram simulation (`sim`), side-by-side baselines, entropy, training, and the
-//! page inputs they read (page files, live processes, the kernel's zram).
+//! modules under `tools`: zram simulation, side-by-side baselines, entropy, training, and
+//! the page inputs they read (page files, live processes, the kernel's zram).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod classify;
 pub mod codec;
 pub mod engine;
-pub mod features;
-pub mod model;
 pub mod page;
 // The region runs real threads and a real userfaultfd: not a loom model.
 #[cfg(not(loom))]
 pub mod region;
 pub mod store;
 mod sync;
+#[cfg(feature = "tools")]
+#[allow(
+    missing_docs,
+    reason = "report fields: see the JSON schemas in README.md"
+)]
+pub mod tools;
 
-/// The analysis modules of the `tools` feature. Their reports' fields are documented as
-/// the commands' JSON schemas in README.md, not one by one here.
-macro_rules! tools {
-    ($($module:ident),*) => {$(
-        #[cfg(feature = "tools")]
-        #[allow(missing_docs, reason = "report fields: see the JSON schemas in README.md")]
-        pub mod $module;
-    )*};
-}
-
-tools!(
-    compare, entropy, pagefile, procmem, sim, source, train, zram
-);
-
+pub use classify::model::{Model, Profile};
 pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;
-pub use model::{Model, Profile};
 pub use page::{PAGE_SIZE, Page};
 pub use store::{PageStore, Stats, StoreBuilder, StoreError};

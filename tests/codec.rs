@@ -4,6 +4,7 @@ mod common;
 
 use common::{Rng, adversarial_pages, decimal_page, sample_pages};
 use proptest::prelude::*;
+use zpage::classify::plan::{self, Plan, Second};
 use zpage::codec::{self, Class, CodecConfig};
 use zpage::{Engine, Page, Profile};
 
@@ -52,27 +53,39 @@ fn sample_pages_round_trip() {
     }
 }
 
+/// A dense-profile delta plan tries zstd on the page when the delta form is not small.
+fn delta_plan() -> Plan {
+    Plan::for_leaf(
+        Class::Delta,
+        &[0.0; zpage::classify::features::COUNT],
+        Profile::Dense,
+        &CodecConfig::DENSE,
+    )
+}
+
 #[test]
 fn dense_delta_forms_that_are_not_small_are_no_larger_than_zstd() {
-    let (mut delta, mut dense) = (Vec::new(), Vec::new());
+    let engine = Engine::new(Profile::Dense);
+    let (mut stored_form, mut delta, mut zstd) = (Vec::new(), Vec::new(), Vec::new());
     let mut second_opinions = 0;
     for page in sample_pages() {
-        let stored = codec::encode(Class::Delta, &page, &CodecConfig::DENSE, &mut delta);
-        let dense_class = codec::encode(Class::Dense, &page, &CodecConfig::DENSE, &mut dense);
-        if stored == Class::Delta && delta.len() <= codec::SECOND_OPINION {
+        let stored = engine.encode_plan(&delta_plan(), &page, &mut stored_form);
+        let delta_class = codec::encode(Class::Delta, &page, &CodecConfig::DENSE, &mut delta);
+        let zstd_class = codec::encode(Class::Zstd, &page, &CodecConfig::DENSE, &mut zstd);
+        if delta_class == Class::Delta && delta.len() <= plan::SECOND_OPINION {
+            assert_eq!(
+                stored_form, delta,
+                "a small delta form is kept without a look"
+            );
             continue;
         }
         second_opinions += 1;
-        if dense_class == Class::Dense {
-            assert!(
-                delta.len() <= dense.len(),
-                "{stored}: {} > {}",
-                delta.len(),
-                dense.len()
-            );
+        assert_eq!(stored_form.len(), delta.len().min(zstd.len()));
+        if stored == Class::Zstd {
+            assert_eq!(stored_form, zstd);
         }
-        if stored == Class::Dense {
-            assert_eq!(delta, dense);
+        if zstd_class == Class::Zstd {
+            assert!(stored_form.len() <= zstd.len());
         }
     }
     assert!(
@@ -84,38 +97,88 @@ fn dense_delta_forms_that_are_not_small_are_no_larger_than_zstd() {
 #[test]
 fn dense_engine_stores_record_arrays_as_the_better_of_delta_and_zstd() {
     let engine = Engine::new(Profile::Dense);
-    let (mut stored, mut delta, mut dense) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut stored, mut delta, mut zstd) = (Vec::new(), Vec::new(), Vec::new());
     for (what, page) in adversarial_pages() {
         if !what.contains("records") {
             continue;
         }
         engine.encode(&page, &mut stored);
         codec::encode(Class::Delta, &page, &CodecConfig::DENSE, &mut delta);
-        codec::encode(Class::Dense, &page, &CodecConfig::DENSE, &mut dense);
-        let best = delta.len().min(dense.len());
+        codec::encode(Class::Zstd, &page, &CodecConfig::DENSE, &mut zstd);
+        let best = delta.len().min(zstd.len());
         assert!(stored.len() <= best, "{what}: {} > {best}", stored.len());
     }
 }
 
 #[test]
-fn keeping_the_delta_form_only_when_smaller() {
-    let page = &adversarial_pages()[0].1;
+fn a_plan_keeps_its_second_form_only_when_smaller() {
+    let engine = Engine::new(Profile::Dense);
     let ramp = adversarial_pages()
         .into_iter()
         .find(|(what, _)| *what == "ramp")
         .expect("a ramp page")
         .1;
-    let config = CodecConfig::DENSE;
-    let mut out = Vec::new();
-    // A raw form: the delta form of a ramp is far smaller and replaces it.
-    codec::encode(Class::Incompressible, &ramp, &config, &mut out);
-    assert!(codec::keep_delta_if_smaller(&ramp, &config, &mut out));
-    assert_eq!(codec::stored_class(&out), Ok(Class::Delta));
-    // A zero page's form (empty payload) is smaller than any delta form: kept as is.
-    codec::encode(Class::Zero, page, &config, &mut out);
-    let before = out.clone();
-    assert!(!codec::keep_delta_if_smaller(page, &config, &mut out));
-    assert_eq!(out, before);
+    let (mut out, mut delta) = (Vec::new(), Vec::new());
+    // Incompressible first, delta always second: the ramp's delta form replaces the copy.
+    let plan = Plan {
+        class: Class::Incompressible,
+        second: Some(Second {
+            class: Class::Delta,
+            above: 0,
+        }),
+    };
+    assert_eq!(engine.encode_plan(&plan, &ramp, &mut out), Class::Delta);
+    codec::encode(Class::Delta, &ramp, &CodecConfig::DENSE, &mut delta);
+    assert_eq!(out, delta);
+    // The ramp's delta form first and raw second: the first is smaller and kept.
+    let plan = Plan {
+        class: Class::Delta,
+        second: Some(Second {
+            class: Class::Incompressible,
+            above: 0,
+        }),
+    };
+    assert_eq!(engine.encode_plan(&plan, &ramp, &mut out), Class::Delta);
+    assert_eq!(out, delta);
+    // A condition that does not hold: the second form is never tried.
+    let plan = Plan {
+        class: Class::Incompressible,
+        second: Some(Second {
+            class: Class::Delta,
+            above: codec::RAW_SIZE,
+        }),
+    };
+    assert_eq!(
+        engine.encode_plan(&plan, &ramp, &mut out),
+        Class::Incompressible
+    );
+}
+
+/// Every page is stored as its plan says: the plan's first form, its second, or (when
+/// both reach the huge threshold) the incompressible form; and no larger than the first.
+#[test]
+fn the_engine_stores_what_classify_reports() {
+    for profile in [Profile::Fast, Profile::Dense] {
+        let engine = Engine::new(profile);
+        let (mut stored, mut first) = (Vec::new(), Vec::new());
+        for (i, page) in sample_pages().iter().enumerate() {
+            let plan = engine.classify(page);
+            let class = engine.encode(page, &mut stored);
+            let allowed = [
+                Some(plan.class),
+                plan.second.map(|s| s.class),
+                Some(Class::Incompressible),
+            ];
+            assert!(
+                allowed.contains(&Some(class)),
+                "page {i}: {class} from {plan:?}"
+            );
+            if !matches!(plan.class, Class::Zero | Class::Same) {
+                codec::encode(plan.class, page, engine.codec(), &mut first);
+                assert!(stored.len() <= first.len(), "page {i} ({profile:?})");
+            }
+        }
+    }
 }
 
 #[test]
@@ -280,7 +343,7 @@ fn structural_errors_are_reported() {
     assert!(codec::decode(&[Class::Zero.tag(), 0], &mut back).is_err());
     assert!(codec::decode(&[Class::Incompressible.tag(); 100], &mut back).is_err());
     assert!(codec::decode(&[Class::General.tag(), 0xff, 0xff], &mut back).is_err());
-    assert!(codec::decode(&[Class::Dense.tag(), 1, 2, 3, 4], &mut back).is_err());
+    assert!(codec::decode(&[Class::Zstd.tag(), 1, 2, 3, 4], &mut back).is_err());
     assert!(codec::decode(&[Class::Delta.tag(), 0x80], &mut back).is_err());
 }
 

@@ -4,8 +4,8 @@
 use super::progress::Progress;
 use clap::Args;
 use std::path::PathBuf;
-use zpage::entropy::{self, Report};
-use zpage::model::Profile;
+use zpage::classify::model::Profile;
+use zpage::tools::entropy::{self, Report};
 
 #[derive(Args, Debug)]
 pub struct EntropyArgs {

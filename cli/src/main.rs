@@ -101,13 +101,13 @@ fn json(report: &impl serde::Serialize) -> String {
 fn open_sources(
     paths: &[PathBuf],
     pad: bool,
-) -> Result<Vec<Box<dyn zpage::source::PageSource>>, String> {
-    let files = zpage::pagefile::expand(paths).map_err(|e| e.to_string())?;
+) -> Result<Vec<Box<dyn zpage::tools::source::PageSource>>, String> {
+    let files = zpage::tools::pagefile::expand(paths).map_err(|e| e.to_string())?;
     files
         .iter()
         .map(|path| {
-            zpage::pagefile::PageFile::open(path, pad)
-                .map(|f| Box::new(f) as Box<dyn zpage::source::PageSource>)
+            zpage::tools::pagefile::PageFile::open(path, pad)
+                .map(|f| Box::new(f) as Box<dyn zpage::tools::source::PageSource>)
                 .map_err(|e| e.to_string())
         })
         .collect()
@@ -126,7 +126,7 @@ fn load_engine(model: Option<&PathBuf>, profile: zpage::Profile) -> Result<zpage
         Some(path) => zpage::Model::load(path)
             .map(zpage::Engine::with_model)
             .map_err(|e| match e {
-                zpage::model::ModelError::Io { .. } => e.to_string(),
+                zpage::classify::model::ModelError::Io { .. } => e.to_string(),
                 _ => format!("{}: {e}", path.display()),
             }),
         None => Ok(zpage::Engine::new(profile)),

@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 use std::path::Path;
-use zpage::entropy::{Distribution, Report};
+use zpage::tools::entropy::{Distribution, Report};
 
 const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);
@@ -74,7 +74,7 @@ fn bars(report: &Report, area: &Area) -> DrawResult {
     let classes: Vec<(&str, f64, f64)> = report
         .classes
         .iter()
-        .map(|(name, f)| (*name, f.input_entropy, f.output_entropy))
+        .map(|(class, f)| (class.name(), f.input_entropy, f.output_entropy))
         .chain([("total", report.input_entropy, report.output_entropy)])
         .collect();
     let mut chart = ChartBuilder::on(area)

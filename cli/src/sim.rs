@@ -4,9 +4,9 @@
 use super::progress::Progress;
 use clap::Args;
 use std::path::{Path, PathBuf};
-use zpage::model::Profile;
-use zpage::procmem;
-use zpage::sim::{self, Report};
+use zpage::classify::model::Profile;
+use zpage::tools::procmem;
+use zpage::tools::sim::{self, Report};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {

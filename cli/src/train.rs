@@ -3,10 +3,10 @@
 use super::progress::Progress;
 use clap::Args;
 use std::path::PathBuf;
-use zpage::model::Profile;
+use zpage::classify::model::Profile;
 use zpage::page::Page;
-use zpage::source::{CHUNK_PAGES, PageSource};
-use zpage::train::{self, Labelled, Oracle, TreeLimits};
+use zpage::tools::source::{CHUNK_PAGES, PageSource};
+use zpage::tools::train::{self, Labelled, Oracle, TreeLimits};
 
 /// The JSON schema names and versions of `zpage train --json` and of its
 /// `--leave-one-out` form.
@@ -74,10 +74,13 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         }
         oracle.codec.zstd_level = level;
     }
-    if args.max_depth.is_some_and(|d| d >= zpage::model::MAX_DEPTH) {
+    if args
+        .max_depth
+        .is_some_and(|d| d >= zpage::classify::model::MAX_DEPTH)
+    {
         return Err(format!(
             "--max-depth must be below {}",
-            zpage::model::MAX_DEPTH
+            zpage::classify::model::MAX_DEPTH
         ));
     }
     let defaults = TreeLimits::for_profile(args.profile);

@@ -5,11 +5,11 @@ use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 use zpage::Engine;
-use zpage::model::Profile;
-use zpage::pagefile::{self, PageFile};
-use zpage::sim;
-use zpage::source::{PageSource, SourceError};
-use zpage::zram::{Device, KernelRun};
+use zpage::classify::model::Profile;
+use zpage::tools::pagefile::{self, PageFile};
+use zpage::tools::sim;
+use zpage::tools::source::{PageSource, SourceError};
+use zpage::tools::zram::{Device, KernelRun};
 
 /// The JSON schema name and version of the `zpage zram` report.
 pub const SCHEMA: &str = "zpage-zram/1";

@@ -6,7 +6,7 @@ mod common;
 use common::{child_with_memory, data_dir, fails, json, large_file, sample, stderr, stdout, zpage};
 use std::path::Path;
 use std::process::Command;
-use zpage::zram::is_root;
+use zpage::tools::zram::is_root;
 
 #[test]
 fn sim_without_input_runs_on_the_shipped_sample() {
@@ -23,6 +23,37 @@ fn sim_without_input_runs_on_the_shipped_sample() {
         "classify",
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
+/// Both commands ask the engine for each page's class the same way, so they agree on
+/// every page: the per-class page counts are equal, for both profiles.
+#[test]
+fn sim_and_entropy_agree_on_every_class() {
+    let data = data_dir();
+    for profile in ["fast", "dense"] {
+        let args = |command| {
+            [
+                command,
+                data.to_str().unwrap(),
+                "--profile",
+                profile,
+                "--json",
+            ]
+        };
+        let sim = json(&args("sim"));
+        let entropy = json(&args("entropy"));
+        let counts = |v: &serde_json::Value| {
+            v["classes"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(name, class)| (name.clone(), class["pages"].as_u64().unwrap()))
+                .filter(|&(_, pages)| pages > 0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&sim), counts(&entropy), "{profile}");
+        assert!(counts(&sim).len() >= 3, "{profile}: {:?}", counts(&sim));
     }
 }
 

@@ -13,17 +13,15 @@
 //! - [`encode`] never emits a form larger than [`RAW_SIZE`]: a codec whose output would
 //!   reach the configured huge threshold falls back to the incompressible (raw) form, as
 //!   zram does.
-//! - With the zstd backend (dense profile), a delta form above [`SECOND_OPINION`] bytes is
-//!   compared with zstd on the page itself and the smaller is stored, so the stored class
-//!   may be `Dense` where `Delta` was asked for.
+//! - [`encode`] encodes the one form asked for; which forms to try for a page is the
+//!   classifier's decision ([`crate::classify::plan`]), not the codecs'.
 
-pub mod decimal;
 pub mod delta;
-pub mod dense;
 pub mod general;
 pub mod raw;
 pub mod same;
 pub mod zero;
+pub mod zstd;
 
 use crate::page::{PAGE_SIZE, Page};
 use serde::{Deserialize, Serialize};
@@ -34,17 +32,12 @@ pub const RAW_SIZE: usize = 1 + PAGE_SIZE;
 /// 3/4 of a page; zpage keeps anything that saves at least 1/32 of a page, because numeric
 /// pages (images, sensor data) often compress to 70-95% and that saving is real memory.
 pub const HUGE_THRESHOLD: usize = PAGE_SIZE - PAGE_SIZE / 32;
-/// A dense-profile delta form larger than this is checked against zstd on the page.
-/// Byte-shuffled residuals hide the long repeats zstd finds in the page itself (arrays
-/// of structs whose fields are not narrow numbers: a captured order book's delta pages
-/// came out at twice zstd's size); below it the delta form is good enough to keep.
-pub const SECOND_OPINION: usize = PAGE_SIZE / 8;
 
-crate::sync::thread_local! {
-    static ALTERNATIVE: crate::sync::RefCell<Vec<u8>> = crate::sync::RefCell::new(Vec::with_capacity(RAW_SIZE));
-}
-
-/// A page's data pattern and, identically, the tag of its stored form.
+/// A page's data pattern, as the store keeps it: each class has one codec specialised for
+/// it, and the class is the tag of the stored form. Numeric pages are `Delta`; general
+/// data (objects, text, code) is `General` (LZ4) or `Zstd` where zstd's extra ratio pays
+/// (the two differ in effort, not pattern: only the dense profile chooses `Zstd`).
+/// A class is what a page is; a [`crate::Profile`] is a policy choosing among them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[repr(u8)]
@@ -57,8 +50,10 @@ pub enum Class {
     Delta = 2,
     /// General data (objects, text): LZ4.
     General = 3,
-    /// General data where zstd's extra ratio pays for its time.
-    Dense = 4,
+    /// General data where zstd's extra ratio pays for its time (the dense profile's).
+    /// Model files written before the rename call it `dense`.
+    #[serde(alias = "dense")]
+    Zstd = 4,
     /// Nothing beats the huge threshold: the page is stored as it is.
     Incompressible = 5,
 }
@@ -70,7 +65,7 @@ impl Class {
         Class::Same,
         Class::Delta,
         Class::General,
-        Class::Dense,
+        Class::Zstd,
         Class::Incompressible,
     ];
 
@@ -91,7 +86,7 @@ impl Class {
             Class::Same => "same",
             Class::Delta => "delta",
             Class::General => "general",
-            Class::Dense => "dense",
+            Class::Zstd => "zstd",
             Class::Incompressible => "incompressible",
         }
     }
@@ -104,7 +99,7 @@ impl Class {
 
 impl std::fmt::Display for Class {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
@@ -198,23 +193,15 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         },
         Class::Delta => {
             delta::encode(page, config, out);
-            if second_opinion(config, out.len())
-                && keep_smaller(config, out, |alt| {
-                    dense::encode(page, config.zstd_level, alt)
-                })
-            {
-                Class::Dense
-            } else {
-                Class::Delta
-            }
+            Class::Delta
         }
         Class::General => {
             general::encode(page, out);
             Class::General
         }
-        Class::Dense => {
-            dense::encode(page, config.zstd_level, out);
-            Class::Dense
+        Class::Zstd => {
+            zstd::encode(page, config.zstd_level, out);
+            Class::Zstd
         }
         Class::Incompressible => Class::Incompressible,
     };
@@ -239,39 +226,6 @@ pub fn encode_filled(word: u64, out: &mut Vec<u8>) -> Class {
     }
 }
 
-/// Whether a delta form of `len` bytes is checked against zstd on the page: with the zstd
-/// backend (the dense profile) and above [`SECOND_OPINION`].
-pub fn second_opinion(config: &CodecConfig, len: usize) -> bool {
-    config.delta_backend == delta::Backend::Zstd && len > SECOND_OPINION
-}
-
-/// Keeps the delta form of `page` in `out` if it is smaller than the form `out` holds
-/// (and below the huge threshold); returns whether it did. For pages whose class the tree
-/// is least sure of: the caller pays one more encode.
-pub fn keep_delta_if_smaller(page: &Page, config: &CodecConfig, out: &mut Vec<u8>) -> bool {
-    keep_smaller(config, out, |alt| delta::encode(page, config, alt))
-}
-
-/// Encodes an alternative form with `encode` and swaps it into `out` if it is smaller
-/// than `out`'s form and below the huge threshold.
-fn keep_smaller(
-    config: &CodecConfig,
-    out: &mut Vec<u8>,
-    encode: impl FnOnce(&mut Vec<u8>),
-) -> bool {
-    ALTERNATIVE.with(|alternative| {
-        let alternative = &mut *alternative.borrow_mut();
-        alternative.clear();
-        encode(alternative);
-        let smaller = alternative.len() < out.len()
-            && alternative.len() < config.huge_threshold.min(RAW_SIZE);
-        if smaller {
-            std::mem::swap(out, alternative);
-        }
-        smaller
-    })
-}
-
 /// Decodes a stored form into `out`, returning its class.
 pub fn decode(stored: &[u8], out: &mut Page) -> Result<Class, DecodeError> {
     let class = stored_class(stored)?;
@@ -287,7 +241,7 @@ pub fn decode_payload(class: Class, payload: &[u8], out: &mut Page) -> Result<()
         Class::Same => same::decode(payload, out),
         Class::Delta => delta::decode(payload, out),
         Class::General => general::decode(payload, out),
-        Class::Dense => dense::decode(payload, out),
+        Class::Zstd => zstd::decode(payload, out),
         Class::Incompressible => raw::decode(payload, out),
     }
 }

@@ -75,7 +75,7 @@ mod uffd;
 
 pub use uffd::Access;
 
-use crate::model::Profile;
+use crate::classify::model::Profile;
 use crate::page::PAGE_SIZE;
 use crate::store::{PageStore, Stats, StoreBuilder};
 use crate::sync::{Arc, AtomicU64, Ordering};

@@ -34,20 +34,20 @@
 //! - Stored bytes carry a CRC-32, checked on every read: corruption is an error, never
 //!   wrong data.
 
-mod heap;
+mod slab;
 mod stats;
 mod table;
 
-pub use heap::SLAB_BYTES;
+pub use slab::SLAB_BYTES;
 pub use stats::{ClassStats, Stats};
 
+use crate::classify::model::{Model, Profile};
 use crate::codec::{self, Class, DecodeError, RAW_SIZE};
 use crate::engine::Engine;
-use crate::model::{Model, Profile};
 use crate::page::{PAGE_SIZE, Page};
 use crate::sync::{AtomicU64, Cell, Ordering, RwLock, thread_local};
-use heap::{AllocError, Handle, Heap};
 use lru::LruCache;
+use slab::{AllocError, Handle, Slabs};
 use table::{Meta, Table};
 
 thread_local! {
@@ -206,7 +206,7 @@ impl StoreBuilder {
             engine: self.engine,
             shards,
             shard_bits: self.shards.trailing_zeros(),
-            heap: RwLock::new(Heap::new(self.mem_limit)),
+            slabs: RwLock::new(Slabs::new(self.mem_limit)),
         }
     }
 }
@@ -270,7 +270,7 @@ pub struct PageStore {
     engine: Engine,
     shards: Box<[ShardSlot]>,
     shard_bits: u32,
-    heap: RwLock<Heap>,
+    slabs: RwLock<Slabs>,
 }
 
 impl PageStore {
@@ -322,7 +322,7 @@ impl PageStore {
     ) -> Result<(), StoreError> {
         let mut shard = slot.shard.write();
         let old = shard.table.get(id);
-        let meta = replace_form(&mut self.heap.write(), old, class, page, encoded)?;
+        let meta = replace_form(&mut self.slabs.write(), old, class, page, encoded)?;
         if let Some(old) = old {
             shard.forget(id, old);
         }
@@ -414,7 +414,7 @@ impl PageStore {
         let Some(meta) = shard.table.remove(id) else {
             return false;
         };
-        free_form(&mut self.heap.write(), meta);
+        free_form(&mut self.slabs.write(), meta);
         shard.forget(id, meta);
         true
     }
@@ -460,7 +460,7 @@ impl PageStore {
     /// Changes the memory limit (None: unlimited). Memory already used above a lower
     /// limit stays; only growth is refused.
     pub fn set_mem_limit(&self, limit: Option<u64>) {
-        self.heap.write().set_limit(limit);
+        self.slabs.write().set_limit(limit);
     }
 
     /// Compresses every dirty page of the hot tier (they stay hot, now clean).
@@ -486,48 +486,48 @@ impl PageStore {
     /// locked only while its own objects move.
     pub fn compact(&self) -> u64 {
         let before = {
-            let mut heap = self.heap.write();
-            let before = heap.pages_compacted();
-            if !heap.begin_compaction() {
+            let mut slabs = self.slabs.write();
+            let before = slabs.pages_compacted();
+            if !slabs.begin_compaction() {
                 return 0;
             }
             before
         };
         for slot in self.shards.iter() {
             let mut shard = slot.shard.write();
-            let mut heap = self.heap.write();
+            let mut slabs = self.slabs.write();
             let movable: Vec<(u64, Meta)> = shard
                 .table
                 .iter()
                 .filter(|(_, meta)| {
-                    in_allocator(meta.stored) && heap.is_evacuating(Handle::from_bits(meta.word))
+                    in_allocator(meta.stored) && slabs.is_evacuating(Handle::from_bits(meta.word))
                 })
                 .collect();
             for (id, meta) in movable {
-                if let Some(moved) = heap.relocate(Handle::from_bits(meta.word)) {
+                if let Some(moved) = slabs.relocate(Handle::from_bits(meta.word)) {
                     let word = moved.bits();
                     shard.table.set(id, Meta { word, ..meta });
                 }
             }
         }
-        let mut heap = self.heap.write();
-        heap.end_compaction();
-        heap.pages_compacted() - before
+        let mut slabs = self.slabs.write();
+        slabs.end_compaction();
+        slabs.pages_compacted() - before
     }
 
     /// A consistent snapshot of the store's statistics.
     pub fn stats(&self) -> Stats {
         let shards: Vec<_> = self.shards.iter().map(|s| s.shard.write()).collect();
-        let heap = self.heap.read();
-        let heap_stats = heap.stats();
+        let slabs = self.slabs.read();
+        let slab_stats = slabs.stats();
         let mut classes = [ClassStats::default(); Class::ALL.len()];
         let mut stats = Stats {
-            compr_data_size: heap_stats.live,
-            mem_used_total: heap_stats.resident,
-            mem_limit: heap_stats.limit.unwrap_or(0),
-            mem_used_max: heap_stats.resident_max,
-            pages_compacted: heap_stats.pages_compacted,
-            bookkeeping_bytes: heap_stats.bookkeeping,
+            compr_data_size: slab_stats.live,
+            mem_used_total: slab_stats.resident,
+            mem_limit: slab_stats.limit.unwrap_or(0),
+            mem_used_max: slab_stats.resident_max,
+            pages_compacted: slab_stats.pages_compacted,
+            bookkeeping_bytes: slab_stats.bookkeeping,
             ..Stats::default()
         };
         for (shard, slot) in shards.iter().zip(self.shards.iter()) {
@@ -573,8 +573,8 @@ impl PageStore {
                 Ok(())
             }
             _ => {
-                let heap = self.heap.read();
-                let bytes = heap.get(Handle::from_bits(meta.word));
+                let slabs = self.slabs.read();
+                let bytes = slabs.get(Handle::from_bits(meta.word));
                 if crc32fast::hash(bytes) != meta.checksum {
                     return Err(StoreError::Checksum { id });
                 }
@@ -616,7 +616,7 @@ impl PageStore {
         copy.bytes_mut().copy_from_slice(page.bytes());
         shard.hot.put(id, copy);
         if let Some(old) = old {
-            free_form(&mut self.heap.write(), old);
+            free_form(&mut self.slabs.write(), old);
             shard.forget(id, Meta { hot: false, ..old });
         }
         shard.hot_dirty += 1;
@@ -654,7 +654,7 @@ impl PageStore {
     fn clean(&self, shard: &mut Shard, id: u64, page: &Page) -> Result<(), StoreError> {
         let mut encoded = SCRATCH.with(Cell::take);
         let class = self.engine.encode(page, &mut encoded);
-        let stored = store_form(&mut self.heap.write(), class, page, &encoded);
+        let stored = store_form(&mut self.slabs.write(), class, page, &encoded);
         SCRATCH.with(|cell| cell.set(encoded));
         let meta = stored?;
         shard.hot_dirty -= 1;
@@ -706,7 +706,7 @@ fn stored_len(meta: Meta) -> usize {
 /// Puts an encoded page where its class keeps it: the metadata word for zero and
 /// same-filled pages, the allocator for the rest.
 fn store_form(
-    heap: &mut Heap,
+    slabs: &mut Slabs,
     class: Class,
     page: &Page,
     encoded: &[u8],
@@ -715,7 +715,7 @@ fn store_form(
         Class::Zero | Class::Same => (page.words()[0], 0),
         _ => {
             let payload = &encoded[1..];
-            (heap.alloc(payload)?.bits(), crc32fast::hash(payload))
+            (slabs.alloc(payload)?.bits(), crc32fast::hash(payload))
         }
     };
     Ok(Meta {
@@ -730,16 +730,16 @@ fn store_form(
 /// no larger than the old one takes its place instead, so rewriting a page with content
 /// of the same size never fails; otherwise a failure changes nothing.
 fn replace_form(
-    heap: &mut Heap,
+    slabs: &mut Slabs,
     old: Option<Meta>,
     class: Class,
     page: &Page,
     encoded: &[u8],
 ) -> Result<Meta, StoreError> {
-    let error = match store_form(heap, class, page, encoded) {
+    let error = match store_form(slabs, class, page, encoded) {
         Ok(meta) => {
             if let Some(old) = old {
-                free_form(heap, old);
+                free_form(slabs, old);
             }
             return Ok(meta);
         }
@@ -749,11 +749,11 @@ fn replace_form(
     match old {
         Some(old) if in_allocator(old.stored) && in_allocator(Some(class)) => {
             let handle = Handle::from_bits(old.word);
-            if payload.len() > handle.len() || heap.is_evacuating(handle) {
+            if payload.len() > handle.len() || slabs.is_evacuating(handle) {
                 return Err(error);
             }
             Ok(Meta {
-                word: heap.replace_in_place(handle, payload).bits(),
+                word: slabs.replace_in_place(handle, payload).bits(),
                 checksum: crc32fast::hash(payload),
                 stored: Some(class),
                 hot: false,
@@ -763,9 +763,9 @@ fn replace_form(
     }
 }
 
-fn free_form(heap: &mut Heap, meta: Meta) {
+fn free_form(slabs: &mut Slabs, meta: Meta) {
     if in_allocator(meta.stored) {
-        heap.free(Handle::from_bits(meta.word));
+        slabs.free(Handle::from_bits(meta.word));
     }
 }
 
@@ -793,9 +793,9 @@ mod tests {
     fn corrupt_bytes_fail_their_checksum() {
         let (store, _, meta) = store_with_text_page();
         let handle = Handle::from_bits(meta.word);
-        let mut bytes = store.heap.read().get(handle).to_vec();
+        let mut bytes = store.slabs.read().get(handle).to_vec();
         bytes[handle.len() / 2] ^= 0x10;
-        store.heap.write().overwrite(handle, &bytes);
+        store.slabs.write().overwrite(handle, &bytes);
         assert_eq!(store.read(5).unwrap_err(), StoreError::Checksum { id: 5 });
         assert_eq!(store.stats().failed_reads, 1);
     }
@@ -805,7 +805,7 @@ mod tests {
         let (store, _, meta) = store_with_text_page();
         let handle = Handle::from_bits(meta.word);
         let garbage = vec![0xff; handle.len()];
-        store.heap.write().overwrite(handle, &garbage);
+        store.slabs.write().overwrite(handle, &garbage);
         let forged = Meta {
             checksum: crc32fast::hash(&garbage),
             ..meta

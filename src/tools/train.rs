@@ -3,16 +3,20 @@
 //!
 //! Invariants: the oracle encodes every page with every codec the profile allows and
 //! records each stored size, so labels, regret and the tree's leaves all come from the
-//! same measured bytes; a page's cost under a class is its stored size plus
-//! `speed_weight` × the class's relative compress cost (LZ4 = 1), so a slower codec is
-//! chosen only when it saves enough. Splits minimise the summed cost of the leaves
-//! directly (not Gini), which is exactly what regret measures. Zero and same-filled pages
-//! are left to the engine's exact scan and carry no tree label.
+//! same measured bytes. A leaf is priced by the [`Plan`] the model would make for the
+//! page with that leaf (the forms the store would try, and the smaller it would keep):
+//! a page's cost under a leaf is the plan's stored size plus `speed_weight` × the
+//! relative compress cost of every form the plan tries (LZ4 = 1), so a slower codec is
+//! chosen only when it saves enough, and the regret reported is that of what the store
+//! does. Splits minimise the summed cost of the leaves directly (not Gini), which is
+//! exactly what regret measures. Zero and same-filled pages are left to the engine's
+//! exact scan and carry no tree label.
 
+use crate::classify::features::{self, Features};
+use crate::classify::model::{Model, Node, Profile, Provenance};
+use crate::classify::plan::Plan;
 use crate::codec::delta::{self, Backend};
 use crate::codec::{self, Class, CodecConfig};
-use crate::features::{self, Features};
-use crate::model::{Model, Node, Profile, Provenance};
 use crate::page::Page;
 use serde::Serialize;
 use std::time::Instant;
@@ -21,16 +25,15 @@ const K: usize = Class::ALL.len();
 
 /// Relative compress cost of encoding a page as `requested` (LZ4 on a page = 1), measured
 /// with the codec benches on this machine and rounded; only their ratios matter. A codec
-/// that fell back to another form still spent its time: the fallback adds to it.
+/// that fell back to the incompressible form still spent its time: the copy adds to it.
 pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f64 {
     const RAW: f64 = 0.1;
-    const DENSE: f64 = 2.5;
     let stored_class = codec::stored_class(stored).ok();
     let attempt = match requested {
         Class::Zero | Class::Same => 0.0,
         Class::Incompressible => return RAW,
         Class::General => 1.0,
-        Class::Dense => DENSE,
+        Class::Zstd => 2.5,
         // A delta page that fell back to raw tried the configured backend.
         Class::Delta => match stored_class
             .filter(|&c| c == Class::Delta)
@@ -42,16 +45,21 @@ pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f
             Backend::Zstd => 3.0,
         },
     };
-    match (requested, stored_class) {
-        (_, Some(Class::Incompressible)) => attempt + RAW,
-        // A dense-profile delta form checked against zstd on the page paid for both,
-        // whichever was kept.
-        (Class::Delta, Some(Class::Dense)) => attempt + DENSE,
-        (Class::Delta, Some(Class::Delta)) if codec::second_opinion(config, stored.len()) => {
-            attempt + DENSE
-        }
+    match stored_class {
+        Some(Class::Incompressible) => attempt + RAW,
         _ => attempt,
     }
+}
+
+/// One form of one page as the oracle measured it.
+#[derive(Clone, Copy, Debug)]
+struct Form {
+    /// Bytes the form takes in the store's allocator.
+    stored: u32,
+    /// Its encoded length, tag included (what a plan's condition looks at).
+    encoded: usize,
+    /// Relative compress cost of the attempt.
+    cost: f64,
 }
 
 /// What the oracle measured for one page.
@@ -60,9 +68,11 @@ pub struct Sample {
     pub features: Features,
     /// The exact class for zero/same pages (the tree does not see those).
     pub fixed: Option<Class>,
-    /// Stored bytes under each class (by [`Class::index`]); `u32::MAX` where not allowed.
+    /// Stored bytes when the tree's leaf is each class (by [`Class::index`]): the smaller
+    /// form of the leaf's plan; `u32::MAX` where the profile does not allow the leaf.
     pub sizes: [u32; K],
-    /// Cost under each class; `f64::INFINITY` where not allowed.
+    /// Cost of each leaf's plan: stored bytes plus the speed weight times the compress
+    /// cost of every form the plan tried; `f64::INFINITY` where not allowed.
     pub costs: [f64; K],
 }
 
@@ -122,12 +132,29 @@ impl Oracle {
             return sample;
         }
         sample.features = features::extract(page);
-        for class in Class::ALL.into_iter().filter(|&c| self.profile.allows(c)) {
-            let stored = codec::encode(class, page, &self.codec, scratch);
-            let size = codec::stored_size(stored, scratch.len());
-            sample.sizes[class.index()] = size as u32;
-            sample.costs[class.index()] =
-                size as f64 + self.speed_weight * relative_cost(class, scratch, &self.codec);
+        let mut forms: [Option<Form>; K] = [None; K];
+        let mut form = |class: Class| {
+            *forms[class.index()].get_or_insert_with(|| {
+                let stored = codec::encode(class, page, &self.codec, scratch);
+                Form {
+                    stored: codec::stored_size(stored, scratch.len()) as u32,
+                    encoded: scratch.len(),
+                    cost: relative_cost(class, scratch, &self.codec),
+                }
+            })
+        };
+        for leaf in Class::ALL.into_iter().filter(|&c| self.profile.allows(c)) {
+            let plan = Plan::for_leaf(leaf, &sample.features, self.profile, &self.codec);
+            let first = form(leaf);
+            let (stored, cost) = match plan.second_after(first.encoded) {
+                Some(second) => {
+                    let second = form(second);
+                    (first.stored.min(second.stored), first.cost + second.cost)
+                }
+                None => (first.stored, first.cost),
+            };
+            sample.sizes[leaf.index()] = stored;
+            sample.costs[leaf.index()] = stored as f64 + self.speed_weight * cost;
         }
         sample
     }

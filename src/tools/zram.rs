@@ -12,7 +12,7 @@
 //! figure is reported.
 
 use crate::page::{PAGE_SIZE, Page};
-use crate::source::{CHUNK_PAGES, PageSource, SourceError};
+use crate::tools::source::{CHUNK_PAGES, PageSource, SourceError};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -168,7 +168,7 @@ impl Device {
         };
         let (orig, compr, used) = (field(0), field(1), field(2));
         let input = pages * PAGE_SIZE as u64;
-        let mb_s = |d: Duration| crate::compare::mb_s(input, d);
+        let mb_s = |d: Duration| crate::tools::compare::mb_s(input, d);
         // A signal after the last request still ends the run (and the command).
         signals.check(&self.name)?;
         Ok(KernelRun {

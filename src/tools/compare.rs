@@ -71,7 +71,7 @@ pub enum Scheme<'a> {
 
 const ORACLE_CANDIDATES: [(Class, CodecConfig); 5] = [
     (Class::General, CodecConfig::FAST),
-    (Class::Dense, CodecConfig::DENSE),
+    (Class::Zstd, CodecConfig::DENSE),
     (Class::Delta, CodecConfig::FAST),
     (Class::Delta, CodecConfig::DENSE),
     (Class::Incompressible, CodecConfig::FAST),
@@ -160,7 +160,7 @@ pub struct Baselines {
 pub fn baselines(pages: &[Page]) -> Result<Baselines, String> {
     Ok(Baselines {
         lz4: run_scheme(pages, Scheme::Fixed(Class::General, CodecConfig::FAST))?,
-        zstd3: run_scheme(pages, Scheme::Fixed(Class::Dense, CodecConfig::DENSE))?,
+        zstd3: run_scheme(pages, Scheme::Fixed(Class::Zstd, CodecConfig::DENSE))?,
         oracle: run_scheme(pages, Scheme::Oracle)?,
     })
 }

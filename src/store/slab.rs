@@ -40,8 +40,8 @@ const HOLE_STEP: usize = 16;
 const HOLE_CLASSES: usize = PAGE_SIZE / HOLE_STEP + 1;
 /// The head slab is populated up to this far ahead with one `MADV_POPULATE_WRITE`: the
 /// kernel fills several pages per call instead of taking a fault for each (about 5% of
-/// insert time). A small heap populates less, at most 1/32 of its size ahead, so memory
-/// resident before use stays under ~3% of any heap.
+/// insert time). A small allocator populates less, at most 1/32 of its size ahead, so memory
+/// resident before use stays under ~3% of any allocator.
 const POPULATE_STEP: usize = 16 * 1024;
 
 /// Where an object lives: slab, offset and length packed in 8 bytes, so a page's metadata
@@ -112,7 +112,7 @@ struct Hole {
 
 /// Allocator counters, all in bytes except `pages_compacted`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HeapStats {
+pub struct SlabStats {
     pub live: u64,
     pub resident: u64,
     pub resident_max: u64,
@@ -122,7 +122,7 @@ pub struct HeapStats {
     pub bookkeeping: u64,
 }
 
-pub struct Heap {
+pub struct Slabs {
     slabs: Vec<Option<Slab>>,
     unused_ids: Vec<u32>,
     next_generation: u32,
@@ -137,9 +137,9 @@ pub struct Heap {
     pages_compacted: u64,
 }
 
-impl Heap {
-    pub fn new(limit: Option<u64>) -> Heap {
-        Heap {
+impl Slabs {
+    pub fn new(limit: Option<u64>) -> Slabs {
+        Slabs {
             slabs: Vec::new(),
             unused_ids: Vec::new(),
             next_generation: 0,
@@ -231,7 +231,7 @@ impl Heap {
         self.pages_compacted
     }
 
-    pub fn stats(&self) -> HeapStats {
+    pub fn stats(&self) -> SlabStats {
         let bookkeeping = self.slabs.capacity() * size_of::<Option<Slab>>()
             + self.unused_ids.capacity() * size_of::<u32>()
             + self.holes.capacity() * size_of::<Vec<Hole>>()
@@ -240,7 +240,7 @@ impl Heap {
                 .iter()
                 .map(|list| list.capacity() * size_of::<Hole>())
                 .sum::<usize>();
-        HeapStats {
+        SlabStats {
             live: self.live,
             resident: self.resident,
             resident_max: self.resident_max,

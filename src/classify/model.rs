@@ -1,4 +1,4 @@
-//! The learned classifier: a decision tree over [`crate::features`], with the
+//! The learned classifier: a decision tree over [`crate::classify::features`], with the
 //! profile and codec settings it was trained for, stored as JSON.
 //!
 //! Invariants (checked by [`Model::from_json`], so a loaded model can never index out of
@@ -7,8 +7,9 @@
 //! match this build's; leaves name only classes the tree may choose (not zero/same, which
 //! the engine's exact scan decides).
 
+use super::features::{self, Features};
+use super::plan::Plan;
 use crate::codec::{Class, CodecConfig};
-use crate::features::{self, Features};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -30,7 +31,7 @@ impl Profile {
     pub fn allows(self, class: Class) -> bool {
         match class {
             Class::Zero | Class::Same => false,
-            Class::Dense => self == Profile::Dense,
+            Class::Zstd => self == Profile::Dense,
             _ => true,
         }
     }
@@ -70,7 +71,7 @@ impl std::str::FromStr for Profile {
 pub enum Node {
     /// Go `left` when `features[feature] <= threshold`, else `right`.
     Split {
-        /// Index into [`crate::features::NAMES`].
+        /// Index into [`crate::classify::features::NAMES`].
         feature: u8,
         /// The split point (finite).
         threshold: f32,
@@ -111,7 +112,7 @@ pub const MAX_DEPTH: usize = 64;
 /// `predict` never indexes out of range or loops.
 ///
 /// ```
-/// use zpage::model::{Model, Node, Provenance};
+/// use zpage::classify::model::{Model, Node, Provenance};
 /// use zpage::{Class, Engine, Profile};
 ///
 /// // A one-split tree: feature 0 at or below 0.5 is delta, else general.
@@ -130,7 +131,7 @@ pub const MAX_DEPTH: usize = 64;
 /// assert!(Model::new(Profile::Fast, codec, looped, Provenance::default()).is_err());
 /// let engine = Engine::with_model(model); // for PageStore::builder().engine(..)
 /// # let _ = engine;
-/// # Ok::<(), zpage::model::ModelError>(())
+/// # Ok::<(), zpage::classify::model::ModelError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ModelFile")]
@@ -225,6 +226,12 @@ impl Model {
     /// The tree, root first; every child follows its parent.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+
+    /// The forms to try for a page of features `x`: the tree's leaf and what the
+    /// profile adds to it ([`Plan::for_leaf`]).
+    pub fn plan(&self, x: &Features) -> Plan {
+        Plan::for_leaf(self.predict(x), x, self.profile, &self.codec)
     }
 
     /// The class the tree gives a page of features `x` (never zero or same-filled: an
@@ -387,7 +394,7 @@ mod tests {
             Model::from_json(&m.to_json()),
             Err(ModelError::Invalid(_))
         ));
-        m.nodes = vec![Node::Leaf(Class::Dense)];
+        m.nodes = vec![Node::Leaf(Class::Zstd)];
         assert!(matches!(
             Model::from_json(&m.to_json()),
             Err(ModelError::Invalid(_))

@@ -16,7 +16,7 @@
 //! batch of `pagemap` entries, whatever the process's size.
 
 use crate::page::{PAGE_SIZE, Page};
-use crate::source::{CHUNK_PAGES, PageSource, Skipped, SourceError};
+use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped, SourceError};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
@@ -248,7 +248,7 @@ fn start_time(pid: u32) -> Option<String> {
 }
 
 fn denied(pid: u32, what: &'static str) -> ProcError {
-    if crate::zram::is_root() {
+    if crate::tools::zram::is_root() {
         ProcError::DeniedToRoot { pid, what }
     } else {
         ProcError::Denied { pid, what }

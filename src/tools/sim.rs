@@ -2,7 +2,7 @@
 //! tier), are read back and compared, and the result is reported with zram's `mm_stat`
 //! fields, per class, and against single-codec baselines run on the same pages.
 //!
-//! Inputs stream through in chunks ([`crate::source`]): beyond the store itself (its
+//! Inputs stream through in chunks ([`crate::tools::source`]): beyond the store itself (its
 //! `mem_used_total` and metadata, the point of a simulation), a run holds a few chunks of
 //! pages and their baseline forms, whatever the input's size.
 //!
@@ -14,11 +14,11 @@
 //! are measured around the store calls only (not around reading inputs or comparing).
 
 use crate::codec::Class;
-use crate::compare::{self, SchemeResult};
 use crate::engine::Engine;
 use crate::page::Page;
-use crate::source::{CHUNK_PAGES, PageSource, Skipped};
 use crate::store::{PageStore, Stats};
+use crate::tools::compare::{self, SchemeResult};
+use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -96,7 +96,7 @@ pub struct Report {
     /// `mem_used_total / compr_data_size - 1`.
     pub allocator_overhead: f64,
     pub verified: bool,
-    pub classes: BTreeMap<&'static str, ClassReport>,
+    pub classes: BTreeMap<Class, ClassReport>,
     /// "lz4", "zstd-3" and "oracle".
     pub baselines: BTreeMap<&'static str, BaselineReport>,
     pub timing: Timing,
@@ -178,7 +178,7 @@ pub fn simulate(
                 let start = Instant::now();
                 let delta_pages = chunk
                     .iter()
-                    .filter(|p| engine.classify(std::hint::black_box(p)) == Class::Delta)
+                    .filter(|p| engine.classify(std::hint::black_box(p)).class == Class::Delta)
                     .count();
                 std::hint::black_box(delta_pages);
                 classify += start.elapsed();
@@ -221,7 +221,7 @@ pub fn simulate(
                 stored_bytes: c.stored_bytes,
                 time_share: class_time[class.index()].as_secs_f64() / total_time,
             };
-            (class.name(), report)
+            (*class, report)
         })
         .collect();
     let baselines = ["lz4", "zstd-3", "oracle"]
@@ -262,7 +262,7 @@ pub fn simulate(
             decompress_mb_s: mb_s(decompress),
             classify_ns_per_page: classify.as_nanos() as f64 / pages.max(1) as f64,
         },
-        peak_rss_bytes: crate::source::peak_rss_bytes(),
+        peak_rss_bytes: crate::tools::source::peak_rss_bytes(),
     })
 }
 

@@ -11,7 +11,7 @@
 //! holes of a sparse file (`SEEK_DATA`) are zero pages it yields without reading them.
 
 use crate::page::{PAGE_SIZE, Page};
-use crate::source::{CHUNK_PAGES, PageSource, SourceError};
+use crate::tools::source::{CHUNK_PAGES, PageSource, SourceError};
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};

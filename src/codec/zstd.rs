@@ -1,4 +1,4 @@
-//! Dense pages: zstd at a configurable level, for pages where its extra ratio pays.
+//! Zstd pages: zstd at a configurable level, for pages where its extra ratio pays.
 //!
 //! Invariants: the payload is a magicless zstd frame (no magic, checksum, dictionary id or
 //! content size: the page size is implied; this saves 6-8 bytes a page) that must decode to
@@ -8,19 +8,18 @@
 use super::{Class, DecodeError};
 use crate::page::Page;
 use crate::sync::RefCell;
-use zstd::bulk::{Compressor, Decompressor};
-use zstd::zstd_safe::{CParameter, DParameter, FrameFormat};
+use ::zstd::bulk::{Compressor, Decompressor};
+use ::zstd::zstd_safe::{CParameter, DParameter, FrameFormat};
 
 /// Appends the payload of this form to `out`: a zstd frame (magicless) of the page at `level`.
 pub fn encode(page: &Page, level: i32, out: &mut Vec<u8>) {
-    out.push(Class::Dense.tag());
+    out.push(Class::Zstd.tag());
     zstd_append(page.bytes(), level, out);
 }
 
 /// Decodes a zstd frame payload into `out`, refusing one that is not well formed.
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
-    zstd_exact(payload, out.bytes_mut())
-        .map_err(|reason| DecodeError::corrupt(Class::Dense, reason))
+    zstd_exact(payload, out.bytes_mut()).map_err(|reason| DecodeError::corrupt(Class::Zstd, reason))
 }
 
 thread_local! {
@@ -44,7 +43,7 @@ fn new_compressor(level: i32) -> Compressor<'static> {
 /// Appends a magicless zstd frame of `src` to `out`.
 pub(crate) fn zstd_append(src: &[u8], level: i32, out: &mut Vec<u8>) {
     let start = out.len();
-    out.resize(start + zstd::zstd_safe::compress_bound(src.len()), 0);
+    out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
     let written = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.as_ref().is_none_or(|(l, _)| *l != level) {

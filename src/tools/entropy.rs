@@ -3,8 +3,9 @@
 //! For each page: the input is its 4096 bytes; the output is what its class's transform
 //! leaves for an entropy coder — nothing for a zero page, the 8-byte word of a
 //! same-filled page, the (shuffled) residual stream of a delta page, and the page itself
-//! for general, dense and incompressible pages (no transform; their gain is LZ matching,
-//! which order-0 entropy does not see).
+//! for general, zstd and incompressible pages (no transform; their gain is LZ matching,
+//! which order-0 entropy does not see). A page's class is the one the store stores it as
+//! (the engine's plan carried out), so these classes are `zpage sim`'s.
 //!
 //! Invariants: every figure is in bits per *input* byte: a page's information is its
 //! length times its order-0 entropy, summed over pages and divided by the input bytes, so
@@ -15,7 +16,7 @@
 use crate::codec::{Class, delta};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
-use crate::source::{CHUNK_PAGES, PageSource};
+use crate::tools::source::{CHUNK_PAGES, PageSource};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -47,8 +48,10 @@ pub struct PageEntropy {
     pub output_bits: f64,
 }
 
-pub fn page_entropy(page: &Page, engine: &Engine) -> PageEntropy {
-    let class = engine.classify(page);
+/// The entropy of one page under the class `engine` stores it as; `scratch` holds the
+/// stored form, which tells that class.
+pub fn page_entropy(page: &Page, engine: &Engine, scratch: &mut Vec<u8>) -> PageEntropy {
+    let class = engine.encode(page, scratch);
     let word = information_bits(&page.words()[0].to_le_bytes());
     let input_bits = match class {
         // A same-filled page's byte counts are its word's, times the 512 words.
@@ -59,7 +62,7 @@ pub fn page_entropy(page: &Page, engine: &Engine) -> PageEntropy {
         Class::Zero => 0.0,
         Class::Same => word,
         Class::Delta => information_bits(&delta::transformed_bytes(page)),
-        Class::General | Class::Dense | Class::Incompressible => input_bits,
+        Class::General | Class::Zstd | Class::Incompressible => input_bits,
     };
     PageEntropy {
         class,
@@ -153,7 +156,7 @@ pub struct Report {
     /// Bits per input byte over every page, after them.
     pub output_entropy: f64,
     /// Per class (only classes that occur).
-    pub classes: BTreeMap<&'static str, Figures>,
+    pub classes: BTreeMap<Class, Figures>,
     pub inputs: Vec<InputFigures>,
     /// Per-page entropy histograms, for plots (not serialised).
     #[serde(skip)]
@@ -173,6 +176,7 @@ pub fn analyse(
     let mut distribution = Distribution::new();
     let mut inputs = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    let mut scratch = Vec::new();
     for source in sources.iter_mut() {
         let mut input = Sums::default();
         while source
@@ -180,7 +184,7 @@ pub fn analyse(
             .map_err(|e| format!("{}: {e}", source.name()))?
         {
             for page in &chunk {
-                let e = page_entropy(page, engine);
+                let e = page_entropy(page, engine, &mut scratch);
                 input.add(&e);
                 classes[e.class.index()].add(&e);
                 distribution.add(&e);
@@ -199,7 +203,7 @@ pub fn analyse(
     let classes = Class::ALL
         .iter()
         .filter(|c| classes[c.index()].pages > 0)
-        .map(|c| (c.name(), classes[c.index()].figures()))
+        .map(|&c| (c, classes[c.index()].figures()))
         .collect();
     Ok(Report {
         schema: SCHEMA,
@@ -210,7 +214,7 @@ pub fn analyse(
         classes,
         inputs,
         distribution,
-        peak_rss_bytes: crate::source::peak_rss_bytes(),
+        peak_rss_bytes: crate::tools::source::peak_rss_bytes(),
     })
 }
 
@@ -233,7 +237,7 @@ mod tests {
         for (i, w) in page.words_mut().iter_mut().enumerate() {
             *w = 1_000_000 + 3 * i as u64;
         }
-        let e = page_entropy(&page, &Engine::default());
+        let e = page_entropy(&page, &Engine::default(), &mut Vec::new());
         assert_eq!(e.class, Class::Delta);
         assert!(e.output_bits < e.input_bits / 4.0, "{e:?}");
     }

@@ -13,8 +13,8 @@ use serde::Serialize;
 /// Pages per chunk: 1 MiB, enough to amortise a read, small beside any store.
 pub const CHUNK_PAGES: usize = 256;
 
-/// Why a source could not yield its pages (a [`crate::pagefile::PageFileError`] or a
-/// [`crate::procmem::ProcError`]).
+/// Why a source could not yield its pages (a [`crate::tools::pagefile::PageFileError`] or a
+/// [`crate::tools::procmem::ProcError`]).
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Touched pages a source left out, and why.

@@ -1,0 +1,14 @@
+//! The analysis tools behind the `zpage` command (the `tools` feature): page inputs,
+//! zram simulation, side-by-side baselines, entropy, training, and the kernel's zram.
+//! Nothing here is needed to store pages; the library proper never depends on it.
+//!
+//! Their reports' fields are documented as the commands' JSON schemas in README.md.
+
+pub mod compare;
+pub mod entropy;
+pub mod pagefile;
+pub mod procmem;
+pub mod sim;
+pub mod source;
+pub mod train;
+pub mod zram;
