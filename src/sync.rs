@@ -6,7 +6,7 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub use parking_lot::RwLock;
+    pub use parking_lot::{RwLock, RwLockWriteGuard};
     /// Per-thread scratch only (codec contexts, encode buffers in `thread_local!`), never
     /// shared state.
     pub use std::cell::{Cell, RefCell};
@@ -17,8 +17,9 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
+    use loom::sync::RwLockReadGuard;
+    pub use loom::sync::RwLockWriteGuard;
     pub use loom::sync::atomic::{AtomicU64, Ordering};
-    use loom::sync::{RwLockReadGuard, RwLockWriteGuard};
     pub use loom::thread_local;
     pub use std::cell::{Cell, RefCell};
 

@@ -77,7 +77,7 @@ fn insert_read_remove_on_one_page() {
         };
         let remover = {
             let store = store.clone();
-            spawn(move || store.remove(0))
+            spawn(move || store.discard(0))
         };
         match store.read(0) {
             Ok(page) => assert!(*page == text_page(1) || *page == text_page(2)),
@@ -97,11 +97,11 @@ fn insert_read_remove_on_one_page() {
     });
 }
 
-/// `take` against an overwrite, with and without a hot tier: the page taken is one of
+/// `remove` against an overwrite, with and without a hot tier: the page taken is one of
 /// the two versions, and exactly the versions not taken remain (never both gone, never
 /// one returned and still there).
 #[test]
-fn take_against_an_overwrite() {
+fn remove_against_an_overwrite() {
     let engine = engine();
     for hot in [0, PAGE_SIZE] {
         let engine = engine.clone();
@@ -112,7 +112,10 @@ fn take_against_an_overwrite() {
                 let store = store.clone();
                 spawn(move || store.insert(0, &text_page(2)).unwrap())
             };
-            let taken = store.take(0).unwrap().expect("page 0 is there until taken");
+            let taken = store
+                .remove(0)
+                .unwrap()
+                .expect("page 0 is there until taken");
             writer.join().unwrap();
             let left = store.get(0).unwrap();
             if *taken == text_page(1) {
@@ -130,6 +133,46 @@ fn take_against_an_overwrite() {
             }
         });
     }
+}
+
+/// Two `get_or_insert_with` calls race a `discard` on an absent page: each caller gets
+/// the page the store held when its call returned (one of the two made pages), and
+/// the counters end consistent with what is left.
+#[test]
+fn get_or_insert_with_against_another_and_a_discard() {
+    let engine = engine();
+    model(move || {
+        let store = store(&engine, 0);
+        let other = {
+            let store = store.clone();
+            spawn(move || {
+                *store
+                    .get_or_insert_with(0, || Box::new(text_page(2)))
+                    .unwrap()
+            })
+        };
+        let discarder = {
+            let store = store.clone();
+            spawn(move || store.discard(0))
+        };
+        let mine = *store
+            .get_or_insert_with(0, || Box::new(text_page(1)))
+            .unwrap();
+        let other = other.join().unwrap();
+        discarder.join().unwrap();
+        for page in [&mine, &other] {
+            assert!(*page == text_page(1) || *page == text_page(2));
+        }
+        let discarded = !store.contains(0);
+        if !discarded {
+            // Nothing removed the page after both calls: they agree on it.
+            let held = store.get(0).unwrap().expect("present");
+            assert!(mine == *held || other == *held);
+        }
+        let expected = store.len() as u64 * PAGE_SIZE as u64;
+        assert_eq!(store.stats().orig_data_size, expected);
+        assert_eq!(store.mm_stat(), store.stats().mm_stat());
+    });
 }
 
 /// A hot tier of one page: inserting page 1 evicts dirty page 0 (compressing it) while
@@ -176,8 +219,8 @@ fn compaction_against_a_reader() {
         for id in 0..4 {
             store.insert(id, &noise_page(id + 1)).unwrap();
         }
-        store.remove(1);
-        store.remove(2);
+        store.discard(1);
+        store.discard(2);
         let compactor = {
             let store = store.clone();
             spawn(move || store.compact())

@@ -84,7 +84,9 @@ fn every_sample_page_round_trips_with_zram_accounting() {
         "overhead {:.4}",
         stats.allocator_overhead()
     );
-    assert_eq!(stats.mm_stat().split(' ').count(), 8);
+    assert_eq!(stats.mm_stat().to_string().split(' ').count(), 8);
+    // Read without locks, the counters agree with the snapshot when nothing moves.
+    assert_eq!(store.mm_stat(), stats.mm_stat());
 }
 
 /// Per-page metadata on a store the size of a corpus snapshot (16 MiB, dense ids), with
@@ -116,12 +118,14 @@ fn overwrite_remove_ids_contains() {
             .unwrap();
     }
     for id in (0..200).step_by(2) {
-        assert!(store.remove(id * 3));
-        assert!(!store.remove(id * 3));
+        assert!(store.discard(id * 3));
+        assert!(!store.discard(id * 3));
     }
     assert_eq!(store.len(), 100);
+    let mut ids: Vec<u64> = store.ids().collect();
+    ids.sort_unstable();
     assert_eq!(
-        store.ids(),
+        ids,
         (0..200)
             .filter(|i| i % 2 == 1)
             .map(|i| i * 3)
@@ -144,7 +148,7 @@ fn overwrite_remove_ids_contains() {
     assert_eq!(stats.pages, 100);
     assert_eq!(stats.orig_data_size, 100 * PAGE_SIZE as u64);
     for id in store.ids() {
-        store.remove(id);
+        store.discard(id);
     }
     let empty = store.stats();
     assert_eq!(
@@ -288,7 +292,7 @@ fn compaction_gives_memory_back_and_keeps_every_page() {
     let mut rng = Rng(7);
     for id in 0..pages.len() as u64 {
         if rng.below(3) > 0 {
-            store.remove(id);
+            store.discard(id);
         }
     }
     let before = store.stats();
@@ -406,7 +410,7 @@ fn stress(hot_budget: usize, limit: Option<u64>) {
                                 Err(other) => panic!("{other}"),
                             }
                         }
-                        4 => assert_eq!(store.remove(id), reference.remove(&id).is_some()),
+                        4 => assert_eq!(store.discard(id), reference.remove(&id).is_some()),
                         _ => match (store.read_into(id, &mut out), reference.get(&id)) {
                             (Ok(()), Some(expected)) => assert!(out == *expected, "id {id}"),
                             (Err(StoreError::NotFound(_)), None) => {}
@@ -438,20 +442,20 @@ fn stress(hot_budget: usize, limit: Option<u64>) {
     assert_eq!(stats.failed_reads, 0);
 }
 
-/// The cache calls: `get` answers absent with `None`, `take` returns what it removes,
+/// The cache calls: `get` answers absent with `None`, `remove` returns what it removes,
 /// `insert_bytes` checks the length; with and without a hot tier.
 #[test]
-fn get_take_and_insert_bytes() {
+fn get_remove_and_insert_bytes() {
     for hot in [0, 8 * PAGE_SIZE] {
         let store = PageStore::builder().hot_budget(hot).build();
         let page = *Page::filled(0x0102_0304_0506_0708);
         let mut text = page;
         text.0[..11].copy_from_slice(b"hello pages");
         assert_eq!(store.get(1), Ok(None));
-        assert_eq!(store.take(1), Ok(None));
+        assert_eq!(store.remove(1), Ok(None));
         store.insert(1, &text).unwrap();
         assert!(*store.get(1).unwrap().unwrap() == text);
-        assert!(*store.take(1).unwrap().unwrap() == text, "hot {hot}");
+        assert!(*store.remove(1).unwrap().unwrap() == text, "hot {hot}");
         assert_eq!(store.get(1), Ok(None));
         assert!(store.is_empty() && store.stats().compr_data_size == 0);
         assert_eq!(
@@ -464,10 +468,10 @@ fn get_take_and_insert_bytes() {
     }
 }
 
-/// `take` racing inserts of the same page: every page taken is one that was inserted,
+/// `remove` racing inserts of the same page: every page taken is one that was inserted,
 /// and whatever was not taken is still there at the end.
 #[test]
-fn take_races_inserts_without_losing_a_page() {
+fn remove_races_inserts_without_losing_a_page() {
     for hot in [0, 4 * PAGE_SIZE] {
         let store = Arc::new(PageStore::builder().hot_budget(hot).build());
         let version = |v: u64| {
@@ -485,7 +489,7 @@ fn take_races_inserts_without_losing_a_page() {
         };
         let (mut taken, mut last) = (0u64, 0u64);
         while !writer.is_finished() || taken == 0 {
-            if let Some(page) = store.take(7).unwrap() {
+            if let Some(page) = store.remove(7).unwrap() {
                 let v = page.words()[0] / 977;
                 assert!(*page == version(v), "a page that was inserted");
                 assert!(v > last, "versions only go up: {v} after {last}");
@@ -498,4 +502,97 @@ fn take_races_inserts_without_losing_a_page() {
         }
         assert!(taken > 0);
     }
+}
+
+/// `get_or_insert_with` makes a page only when absent, and of racing callers every one
+/// gets the page the store ends up holding: one `make` wins, the others' pages are dropped.
+#[test]
+fn get_or_insert_with_makes_once_and_agrees() {
+    let store = PageStore::new();
+    let text = |v: u8| {
+        let mut page = Page::zeroed();
+        page.bytes_mut()[..64].fill(v);
+        page.bytes_mut()[100] = 1;
+        Box::new(page)
+    };
+    assert!(*store.get_or_insert_with(3, || text(1)).unwrap() == *text(1));
+    let calls = std::cell::Cell::new(0);
+    let got = store
+        .get_or_insert_with(3, || {
+            calls.set(calls.get() + 1);
+            text(2)
+        })
+        .unwrap();
+    assert!(*got == *text(1) && calls.get() == 0, "present: no make");
+    for round in 0..200u64 {
+        let store = Arc::new(PageStore::new());
+        let threads: Vec<_> = (1..=2u8)
+            .map(|v| {
+                let store = store.clone();
+                std::thread::spawn(move || *store.get_or_insert_with(round, || text(v)).unwrap())
+            })
+            .collect();
+        let got: Vec<Page> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let held = store.get(round).unwrap().expect("inserted");
+        assert!(got.iter().all(|page| *page == *held), "round {round}");
+        assert_eq!(store.len(), 1);
+    }
+}
+
+/// `ids` holds no lock between items: the store can be changed while iterating, and
+/// every page present throughout is yielded exactly once.
+#[test]
+fn ids_iterate_while_the_store_changes() {
+    let store = PageStore::builder().shards(4).build();
+    for id in 0..1000 {
+        store.insert(id, &Page::filled(id + 1)).unwrap();
+    }
+    let mut seen = Vec::new();
+    for id in store.ids() {
+        seen.push(id);
+        // Removing and adding pages mid-iteration neither deadlocks nor repeats ids.
+        if id % 2 == 0 {
+            store.discard(id);
+        }
+        store.insert(10_000 + id, &Page::filled(7)).unwrap();
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no id twice");
+    let originals: Vec<u64> = sorted.iter().copied().filter(|&id| id < 1000).collect();
+    assert_eq!(originals, (0..1000).collect::<Vec<_>>());
+}
+
+/// `mm_stat` is read without stopping the store: while writers insert and remove, every
+/// reading is sane (sizes within what was ever stored), and at rest it equals `stats`.
+#[test]
+fn mm_stat_reads_while_writers_run() {
+    let store = Arc::new(PageStore::builder().shards(4).build());
+    let pages = Arc::new(sample_pages());
+    let writers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let (store, pages) = (store.clone(), pages.clone());
+            std::thread::spawn(move || {
+                for (i, page) in pages.iter().enumerate().take(400) {
+                    let id = t * 1000 + i as u64;
+                    store.insert(id, page).unwrap();
+                    if i % 3 == 0 {
+                        store.discard(id);
+                    }
+                }
+            })
+        })
+        .collect();
+    while writers.iter().any(|w| !w.is_finished()) {
+        let mm = store.mm_stat();
+        assert!(mm.orig_data_size <= 800 * PAGE_SIZE as u64);
+        assert!(mm.mem_used_total <= mm.mem_used_max);
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let stats = store.stats();
+    assert_eq!(store.mm_stat(), stats.mm_stat());
+    assert_eq!(stats.pages * PAGE_SIZE as u64, stats.orig_data_size);
 }

@@ -103,7 +103,7 @@ impl<K: Kernel> Handler<K> {
             }
             self.count(|c| &c.wp_faults);
             if state & STORED != 0 {
-                self.shared.store.remove(index as u64);
+                self.shared.store.discard(index as u64);
             }
             self.state[index] = RESIDENT | REFERENCED;
             check(self.kernel.unprotect(index), "unprotect");
@@ -126,7 +126,7 @@ impl<K: Kernel> Handler<K> {
                 fatal(&format!("page {index} cannot be restored: {e}"));
             }
             if write {
-                self.shared.store.remove(id);
+                self.shared.store.discard(id);
             }
         } else {
             self.count(|c| &c.zero_faults);
@@ -135,7 +135,7 @@ impl<K: Kernel> Handler<K> {
         let zero = !write && self.scratch.same_filled_word() == Some(0);
         if zero && state & STORED != 0 {
             // Mapped from the zero page, it cannot keep the exact-copy state (module docs).
-            self.shared.store.remove(id);
+            self.shared.store.discard(id);
         }
         self.state[index] = if write {
             RESIDENT | REFERENCED
@@ -247,17 +247,24 @@ impl<K: Kernel> Handler<K> {
         Stored::Yes
     }
 
+    /// What the handler shares with the region.
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     fn count(&self, counter: impl Fn(&Counters) -> &AtomicU64) {
         counter(&self.shared.counters).fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// The handler cannot continue (the kernel refused an operation on our own registered
-/// range, or a saved page is corrupt): threads waiting on faults would hang or read wrong
-/// data, so the process stops with the reason.
+/// Why the handler stopped serving: the kernel refused an operation on our own
+/// registered range, or a saved page is corrupt.
+pub(super) struct Fatal(pub(super) String);
+
+/// The handler cannot continue: it unwinds (without the panic hook: this is no bug in
+/// the caller) to the handler thread's top, which poisons the region (see `serve`).
 pub(super) fn fatal(reason: &str) -> ! {
-    eprintln!("zpage region: fault handler cannot continue: {reason}");
-    std::process::abort()
+    std::panic::resume_unwind(Box::new(Fatal(reason.to_string())))
 }
 
 fn check(result: std::io::Result<()>, what: &str) {

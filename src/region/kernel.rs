@@ -66,10 +66,36 @@ impl Uffd {
             staged: 0,
         }
     }
+
+    /// Makes the region safe to use without a handler: every missing page is poisoned
+    /// (an access raises SIGBUS, a system call on it fails with EFAULT) and every present
+    /// one unprotected, waking whoever waits on either, so no access ever waits for a
+    /// handler again or reads a page that is not its content. Whatever state the handler
+    /// left a page in, one of the two applies. The first page neither can be done to is
+    /// the error.
+    pub fn poison_all(&self) -> io::Result<()> {
+        for index in 0..self.pages.count() {
+            let address = self.pages.address(index);
+            match self.uffd.poison(address) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self.uffd.unprotect(address)?,
+                result => result?,
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Makes the next `Uffd::copy` fail, as a kernel refusing it would (tests only).
+#[cfg(test)]
+pub static FAIL_NEXT_COPY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 impl Kernel for Uffd {
     fn copy(&mut self, index: usize, page: &Page, protected: bool) -> io::Result<()> {
+        #[cfg(test)]
+        if FAIL_NEXT_COPY.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         self.uffd
             .copy(self.pages.address(index), page.bytes(), protected)
     }

@@ -133,6 +133,11 @@ pub struct Pages {
 }
 
 impl Pages {
+    /// The application's pages.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
     pub fn address(&self, index: usize) -> usize {
         debug_assert!(index < self.count);
         self.base + index * PAGE_SIZE

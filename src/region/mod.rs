@@ -78,7 +78,7 @@ pub use uffd::Access;
 use crate::classify::model::Profile;
 use crate::page::PAGE_SIZE;
 use crate::store::{PageStore, Stats, StoreBuilder};
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicU64, Ordering, RwLock};
 use handler::{Handler, fatal};
 use kernel::{Fault, Uffd};
 use mapping::Mapping;
@@ -187,6 +187,8 @@ struct Counters {
 struct Shared {
     store: PageStore,
     counters: Counters,
+    /// Why the handler stopped, once it has: the region is poisoned.
+    poisoned: RwLock<Option<String>>,
 }
 
 /// Configures a [`Region`].
@@ -259,13 +261,14 @@ impl RegionBuilder {
         let shared = Arc::new(Shared {
             store: self.store.hot_budget(0).build(),
             counters: Counters::default(),
+            poisoned: RwLock::new(None),
         });
         let uffd = Arc::new(uffd);
         let kernel = Uffd::new(uffd.clone(), mapping.pages());
         let handler = Handler::new(kernel, budget, RECENT_FAULTS, state, clock, shared.clone());
         let thread = std::thread::Builder::new()
             .name("zpage-region".into())
-            .spawn(move || serve(handler, OwnedFd::from(stop_reader)))
+            .spawn(move || run_handler(handler, OwnedFd::from(stop_reader)))
             .map_err(|source| RegionError::Setup {
                 what: "fault handler thread",
                 source,
@@ -364,6 +367,16 @@ impl Region {
         self.uffd.access
     }
 
+    /// Why the region is poisoned, if it is: its fault handler hit an error it cannot
+    /// serve around (the kernel refused an operation, a saved page failed its
+    /// checksum). From then on every page that was not resident is poisoned: touching it
+    /// raises SIGBUS (as a memory error would) and a system call given it fails with
+    /// EFAULT; resident pages keep their content and stay usable. Nothing waits forever
+    /// and nothing reads wrong data; the process is not aborted.
+    pub fn poisoned(&self) -> Option<String> {
+        self.shared.poisoned.read().clone()
+    }
+
     /// The fault, eviction and store counters (see [`RegionStats`] on their agreement).
     pub fn stats(&self) -> RegionStats {
         let c = &self.shared.counters;
@@ -401,8 +414,37 @@ impl Drop for Region {
 /// How long the handler keeps polling after a fault before it blocks.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
-/// The handler thread: reads fault messages and serves them until `stop` fires.
-fn serve(mut handler: Handler<Uffd>, stop: OwnedFd) {
+/// The handler thread: serves faults until `stop` fires. If serving fails, the region is
+/// poisoned (see [`Region::poisoned`]) and the thread waits for `stop`, so that the
+/// region's `Drop` finds it as always. Only if the kernel refuses the poisoning too does
+/// the process stop, with the reason: waiting threads would otherwise hang.
+fn run_handler(mut handler: Handler<Uffd>, stop: OwnedFd) {
+    let served =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| serve(&mut handler, &stop)));
+    let reason = match served {
+        Ok(()) => return,
+        Err(payload) => match payload.downcast::<handler::Fatal>() {
+            Ok(fatal) => fatal.0,
+            // A bug in the handler itself: poison, and tell.
+            Err(payload) => payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the fault handler panicked".into()),
+        },
+    };
+    *handler.shared().poisoned.write() = Some(reason.clone());
+    if let Err(e) = handler.kernel.poison_all() {
+        eprintln!(
+            "zpage region: fault handler cannot continue ({reason}) and the region cannot be poisoned ({e})"
+        );
+        std::process::abort();
+    }
+    let _ = Userfaultfd::wait_for_stop(&stop);
+}
+
+/// Reads fault messages and serves them until `stop` fires.
+fn serve(handler: &mut Handler<Uffd>, stop: &OwnedFd) {
     let uffd = handler.kernel.uffd.clone();
     let pages = handler.kernel.pages;
     let mut messages = [Message::default(); 16];
@@ -425,7 +467,7 @@ fn serve(mut handler: Handler<Uffd>, stop: OwnedFd) {
         // Faults come in bursts: polling the fd for a moment after one is cheaper than
         // the wakeup a blocking wait costs the next faulting thread.
         if last_fault.elapsed() > SPIN {
-            match uffd.wait(&stop) {
+            match uffd.wait(stop) {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => fatal(&format!("waiting for faults: {e}")),
@@ -439,7 +481,7 @@ fn serve(mut handler: Handler<Uffd>, stop: OwnedFd) {
             std::hint::spin_loop();
             continue;
         }
-        handle(&mut handler, &messages[..n]);
+        handle(handler, &messages[..n]);
         // Room for the next fault is made after the waiters are woken, off their path;
         // faults that arrive meanwhile go first (a pending write fault is reference
         // information the hand must see).
@@ -447,7 +489,7 @@ fn serve(mut handler: Handler<Uffd>, stop: OwnedFd) {
             match uffd.read(&mut messages) {
                 Ok(0) => {}
                 Ok(n) => {
-                    handle(&mut handler, &messages[..n]);
+                    handle(handler, &messages[..n]);
                     continue;
                 }
                 Err(e) => fatal(&format!("reading fault messages: {e}")),
@@ -457,5 +499,53 @@ fn serve(mut handler: Handler<Uffd>, stop: OwnedFd) {
             }
         }
         last_fault = std::time::Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A kernel refusal in the handler poisons the region instead of aborting: the
+    /// access that needed the page fails cleanly (a system call gets EFAULT; a CPU
+    /// access would get SIGBUS), the reason is reported, resident pages keep their
+    /// content, and the region drops as usual.
+    #[test]
+    fn a_refused_fault_poisons_the_region() {
+        let mut region = match Region::builder(64 * PAGE_SIZE).resident_pages(8).build() {
+            Ok(region) => region,
+            Err(RegionError::Unavailable(e)) => {
+                eprintln!("skipped: no userfaultfd here ({e})");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        if region.access() != Access::Full {
+            eprintln!("skipped: kernel-side faults are not handled here");
+            return;
+        }
+        let memory = region.as_mut_slice();
+        for (i, page) in memory.chunks_exact_mut(PAGE_SIZE).enumerate() {
+            page[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+            page[100] = 1;
+        }
+        assert!(region.stats().evictions > 0, "early pages were evicted");
+        assert_eq!(region.poisoned(), None);
+        kernel::FAIL_NEXT_COPY.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The kernel writes into evicted page 0 on our behalf; restoring it fails.
+        let page0 = &mut region.as_mut_slice()[..PAGE_SIZE];
+        let error = std::fs::File::open("/dev/zero")
+            .unwrap()
+            .read(page0)
+            .expect_err("the page cannot be restored");
+        assert_eq!(error.raw_os_error(), Some(libc::EFAULT), "{error}");
+        let reason = region.poisoned().expect("the region is poisoned");
+        assert!(reason.contains("copy"), "{reason}");
+        // The last page written is resident: still readable and writable.
+        let last = &mut region.as_mut_slice()[63 * PAGE_SIZE..];
+        assert_eq!(last[..8], 64u64.to_le_bytes());
+        last[9] = 3;
+        assert_eq!(last[9], 3);
     }
 }

@@ -393,6 +393,7 @@ fn run(scenario: &Scenario, prefix: Vec<usize>) -> (Chooser, Option<String>) {
     let shared = Arc::new(Shared {
         store: PageStore::builder().shards(1).build(),
         counters: Counters::default(),
+        poisoned: crate::sync::RwLock::new(None),
     });
     let mut handler = Handler::new(
         ModelKernel(world),

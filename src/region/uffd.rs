@@ -26,6 +26,8 @@ const REGISTER_MODE_WP: u64 = 2;
 const COPY_MODE_WP: u64 = 2;
 const WRITEPROTECT_MODE_WP: u64 = 1;
 const FEATURE_MOVE: u64 = 1 << 16;
+/// `UFFD_FEATURE_POISON` (Linux 6.6, so present wherever MOVE is).
+const FEATURE_POISON: u64 = 1 << 14;
 pub const EVENT_PAGEFAULT: u8 = 0x12;
 pub const PAGEFAULT_FLAG_WRITE: u64 = 1;
 pub const PAGEFAULT_FLAG_WP: u64 = 2;
@@ -45,6 +47,7 @@ const UFFDIO_COPY: u64 = ioc(READ_WRITE, 0x03, size_of::<Copy>());
 const UFFDIO_ZEROPAGE: u64 = ioc(READ_WRITE, 0x04, size_of::<ZeroPage>());
 const UFFDIO_MOVE: u64 = ioc(READ_WRITE, 0x05, size_of::<Move>());
 const UFFDIO_WRITEPROTECT: u64 = ioc(READ_WRITE, 0x06, size_of::<WriteProtect>());
+const UFFDIO_POISON: u64 = ioc(READ_WRITE, 0x08, size_of::<Poison>());
 
 #[repr(C)]
 struct Api {
@@ -98,6 +101,13 @@ struct WriteProtect {
     mode: u64,
 }
 
+#[repr(C)]
+struct Poison {
+    range: Range,
+    mode: u64,
+    updated: i64,
+}
+
 /// `struct uffd_msg` for page faults (the union's other members are not used).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -145,7 +155,7 @@ impl Userfaultfd {
         let uffd = Userfaultfd { fd, access };
         let mut api = Api {
             api: UFFD_API,
-            features: FEATURE_MOVE,
+            features: FEATURE_MOVE | FEATURE_POISON,
             ioctls: 0,
         };
         uffd.ioctl(UFFDIO_API, &mut api).map_err(|e| {
@@ -236,6 +246,18 @@ impl Userfaultfd {
         self.write_protect(address, 0)
     }
 
+    /// Marks the missing page at `address` poisoned (an access raises SIGBUS, a system
+    /// call on it fails with EFAULT) and wakes the threads waiting on it; EEXIST if the
+    /// page is present.
+    pub fn poison(&self, address: usize) -> io::Result<()> {
+        let mut poison = Poison {
+            range: range(address, PAGE_SIZE),
+            mode: 0,
+            updated: 0,
+        };
+        self.ioctl(UFFDIO_POISON, &mut poison)
+    }
+
     /// Wakes threads waiting on a fault at `address` (they retry the access).
     pub fn wake(&self, address: usize) -> io::Result<()> {
         self.ioctl(UFFDIO_WAKE, &mut range(address, PAGE_SIZE))
@@ -277,6 +299,25 @@ impl Userfaultfd {
             let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
             if n >= 0 {
                 return Ok(fds[1].revents != 0);
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Blocks until `stop` is readable (a byte, or its writer closed).
+    pub fn wait_for_stop(stop: &impl AsRawFd) -> io::Result<()> {
+        let mut fd = libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `fd` is a valid pollfd for the duration of the call.
+            if unsafe { libc::poll(&mut fd, 1, -1) } >= 0 {
+                return Ok(());
             }
             let error = io::Error::last_os_error();
             if error.kind() != io::ErrorKind::Interrupted {

@@ -39,15 +39,16 @@ mod stats;
 mod table;
 
 pub use slab::SLAB_BYTES;
-pub use stats::{ClassStats, Stats};
+pub use stats::{ClassStats, MmStat, Stats};
 
 use crate::classify::model::{Model, Profile};
 use crate::codec::{self, Class, DecodeError, RAW_SIZE};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
-use crate::sync::{AtomicU64, Cell, Ordering, RwLock, thread_local};
+use crate::sync::{AtomicU64, Cell, Ordering, RwLock, RwLockWriteGuard, thread_local};
 use lru::LruCache;
 use slab::{AllocError, Handle, Slabs};
+use stats::Counters;
 use table::{Meta, Table};
 
 thread_local! {
@@ -193,7 +194,6 @@ impl StoreBuilder {
                         table: Table::new(self.shards.trailing_zeros()),
                         hot: LruCache::unbounded(),
                         hot_dirty: 0,
-                        classes: [ClassStats::default(); Class::ALL.len()],
                     }),
                     hot_capacity: capacity,
                     hits: AtomicU64::new(0),
@@ -202,12 +202,15 @@ impl StoreBuilder {
                 }
             })
             .collect();
-        PageStore {
+        let store = PageStore {
             engine: self.engine,
             shards,
             shard_bits: self.shards.trailing_zeros(),
             slabs: RwLock::new(Slabs::new(self.mem_limit)),
-        }
+            counters: Counters::default(),
+        };
+        store.slabs_mut(); // publishes the limit
+        store
     }
 }
 
@@ -216,7 +219,32 @@ struct Shard {
     /// Decoded copies, most recently used first; the table's `hot` bit mirrors membership.
     hot: LruCache<u64, Box<Page>>,
     hot_dirty: usize,
-    classes: [ClassStats; Class::ALL.len()],
+}
+
+/// The allocator under its write lock; dropping it publishes the allocator's totals to
+/// the store's counters, so every change is published, whichever path made it.
+struct SlabsMut<'a> {
+    slabs: RwLockWriteGuard<'a, Slabs>,
+    counters: &'a Counters,
+}
+
+impl std::ops::Deref for SlabsMut<'_> {
+    type Target = Slabs;
+    fn deref(&self) -> &Slabs {
+        &self.slabs
+    }
+}
+
+impl std::ops::DerefMut for SlabsMut<'_> {
+    fn deref_mut(&mut self) -> &mut Slabs {
+        &mut self.slabs
+    }
+}
+
+impl Drop for SlabsMut<'_> {
+    fn drop(&mut self) {
+        self.counters.publish(self.slabs.totals());
+    }
 }
 
 /// A shard and its read-side counters, on their own cache lines so that threads working
@@ -260,7 +288,7 @@ impl std::fmt::Debug for PageStore {
 /// };
 /// writer.join().unwrap();
 /// assert_eq!(store.len(), 64);
-/// assert!(*store.take(3)?.unwrap() == *Page::filled(3));
+/// assert!(*store.remove(3)?.unwrap() == *Page::filled(3));
 /// assert!(!store.contains(3));
 /// // Bytes that are not one page are refused, not truncated.
 /// assert_eq!(store.insert_bytes(9, &[0; 10]), Err(StoreError::PageLength { len: 10 }));
@@ -271,6 +299,7 @@ pub struct PageStore {
     shards: Box<[ShardSlot]>,
     shard_bits: u32,
     slabs: RwLock<Slabs>,
+    counters: Counters,
 }
 
 impl PageStore {
@@ -287,6 +316,14 @@ impl PageStore {
     /// The classifier and codecs this store uses.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The allocator, to change it (see [`SlabsMut`]).
+    fn slabs_mut(&self) -> SlabsMut<'_> {
+        SlabsMut {
+            slabs: self.slabs.write(),
+            counters: &self.counters,
+        }
     }
 
     /// Stores (or overwrites) page `id`. On error nothing changed.
@@ -322,11 +359,11 @@ impl PageStore {
     ) -> Result<(), StoreError> {
         let mut shard = slot.shard.write();
         let old = shard.table.get(id);
-        let meta = replace_form(&mut self.slabs.write(), old, class, page, encoded)?;
+        let meta = replace_form(&mut self.slabs_mut(), old, class, page, encoded)?;
         if let Some(old) = old {
-            shard.forget(id, old);
+            shard.forget(id, old, &self.counters);
         }
-        shard.record(meta);
+        self.counters.record(meta);
         shard.table.set(id, meta);
         Ok(())
     }
@@ -369,8 +406,9 @@ impl PageStore {
 
     /// Removes page `id` and returns what it held (`None` if absent), in one step under
     /// the page's shard lock: a concurrent insert of `id` is either taken or stays. A
-    /// corrupt page is an error and stays where it is.
-    pub fn take(&self, id: u64) -> Result<Option<Box<Page>>, StoreError> {
+    /// corrupt page is an error and stays where it is. To drop a page without decoding
+    /// it, see [`PageStore::discard`].
+    pub fn remove(&self, id: u64) -> Result<Option<Box<Page>>, StoreError> {
         let slot = self.slot(id);
         let mut shard = slot.shard.write();
         let Some(meta) = shard.table.get(id) else {
@@ -388,6 +426,47 @@ impl PageStore {
         Ok(Some(page))
     }
 
+    /// Page `id`; if absent, stores `make()`'s page first and returns it. `make` runs
+    /// without any lock held (it may use the store); if another thread stores `id` in
+    /// the meantime, that page is kept and returned, and `make`'s is dropped, so every
+    /// caller gets the page the store holds. The page is stored compressed (the hot tier
+    /// fills on reads).
+    pub fn get_or_insert_with(
+        &self,
+        id: u64,
+        make: impl FnOnce() -> Box<Page>,
+    ) -> Result<Box<Page>, StoreError> {
+        let (mut make, mut made) = (Some(make), None);
+        loop {
+            if let Some(page) = self.get(id)? {
+                return Ok(page);
+            }
+            let page = made
+                .take()
+                .unwrap_or_else(|| make.take().expect("made once")());
+            let mut encoded = SCRATCH.with(Cell::take);
+            let class = self.engine.encode(&page, &mut encoded);
+            let installed = {
+                let mut shard = self.slot(id).shard.write();
+                match shard.table.get(id) {
+                    Some(_) => Ok(false),
+                    None => store_form(&mut self.slabs_mut(), class, &page, &encoded).map(|meta| {
+                        self.counters.record(meta);
+                        shard.table.set(id, meta);
+                        true
+                    }),
+                }
+            };
+            SCRATCH.with(|cell| cell.set(encoded));
+            if installed? {
+                return Ok(page);
+            }
+            // Stored by another thread since the first look: return that page (or, if it
+            // is gone again, try this one once more).
+            made = Some(page);
+        }
+    }
+
     /// Page `id` as an owned page.
     pub fn read(&self, id: u64) -> Result<Box<Page>, StoreError> {
         let mut page = Page::boxed();
@@ -403,8 +482,8 @@ impl PageStore {
         Ok(f(&page))
     }
 
-    /// Removes page `id`; returns whether it was present.
-    pub fn remove(&self, id: u64) -> bool {
+    /// Drops page `id` without decoding it; returns whether it was present.
+    pub fn discard(&self, id: u64) -> bool {
         self.unlink(&mut self.slot(id).shard.write(), id)
     }
 
@@ -414,8 +493,8 @@ impl PageStore {
         let Some(meta) = shard.table.remove(id) else {
             return false;
         };
-        free_form(&mut self.slabs.write(), meta);
-        shard.forget(id, meta);
+        free_form(&mut self.slabs_mut(), meta);
+        shard.forget(id, meta, &self.counters);
         true
     }
 
@@ -439,28 +518,24 @@ impl PageStore {
         self.len() == 0
     }
 
-    /// Every page id present, sorted.
-    pub fn ids(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self
-            .shards
-            .iter()
-            .flat_map(|s| {
-                s.shard
-                    .read()
-                    .table
-                    .iter()
-                    .map(|(id, _)| id)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        ids.sort_unstable();
-        ids
+    /// The ids of the pages present, in no particular order. One shard at a time: a
+    /// shard's ids are copied out under its read lock when the iterator reaches it
+    /// (into one buffer the size of the largest shard, reused), so no lock is held
+    /// between items and the store may be used freely while iterating. Every page
+    /// present throughout the iteration is yielded once; one inserted or removed
+    /// meanwhile may or may not be.
+    pub fn ids(&self) -> Ids<'_> {
+        Ids {
+            store: self,
+            next_shard: 0,
+            batch: Vec::new(),
+        }
     }
 
     /// Changes the memory limit (None: unlimited). Memory already used above a lower
     /// limit stays; only growth is refused.
     pub fn set_mem_limit(&self, limit: Option<u64>) {
-        self.slabs.write().set_limit(limit);
+        self.slabs_mut().set_limit(limit);
     }
 
     /// Compresses every dirty page of the hot tier (they stay hot, now clean).
@@ -486,7 +561,7 @@ impl PageStore {
     /// locked only while its own objects move.
     pub fn compact(&self) -> u64 {
         let before = {
-            let mut slabs = self.slabs.write();
+            let mut slabs = self.slabs_mut();
             let before = slabs.pages_compacted();
             if !slabs.begin_compaction() {
                 return 0;
@@ -495,7 +570,7 @@ impl PageStore {
         };
         for slot in self.shards.iter() {
             let mut shard = slot.shard.write();
-            let mut slabs = self.slabs.write();
+            let mut slabs = self.slabs_mut();
             let movable: Vec<(u64, Meta)> = shard
                 .table
                 .iter()
@@ -510,30 +585,41 @@ impl PageStore {
                 }
             }
         }
-        let mut slabs = self.slabs.write();
+        let mut slabs = self.slabs_mut();
         slabs.end_compaction();
         slabs.pages_compacted() - before
     }
 
-    /// A consistent snapshot of the store's statistics.
+    /// zram's `mm_stat` fields, read without stopping any shard (each field exact at some
+    /// instant of the call; for one consistent instant, see [`PageStore::stats`]).
+    pub fn mm_stat(&self) -> MmStat {
+        self.counters.mm_stat()
+    }
+
+    /// A consistent snapshot of the store's statistics: every shard and the allocator
+    /// are locked while it is taken.
     pub fn stats(&self) -> Stats {
         let shards: Vec<_> = self.shards.iter().map(|s| s.shard.write()).collect();
         let slabs = self.slabs.read();
-        let slab_stats = slabs.stats();
-        let mut classes = [ClassStats::default(); Class::ALL.len()];
+        let mm = self.counters.mm_stat();
+        let classes = self.counters.classes();
         let mut stats = Stats {
-            compr_data_size: slab_stats.live,
-            mem_used_total: slab_stats.resident,
-            mem_limit: slab_stats.limit.unwrap_or(0),
-            mem_used_max: slab_stats.resident_max,
-            pages_compacted: slab_stats.pages_compacted,
-            bookkeeping_bytes: slab_stats.bookkeeping,
+            orig_data_size: mm.orig_data_size,
+            compr_data_size: mm.compr_data_size,
+            mem_used_total: mm.mem_used_total,
+            mem_limit: mm.mem_limit,
+            mem_used_max: mm.mem_used_max,
+            same_pages: mm.same_pages,
+            pages_compacted: mm.pages_compacted,
+            huge_pages: mm.huge_pages,
+            bookkeeping_bytes: slabs.bookkeeping(),
+            classes: Class::ALL
+                .iter()
+                .map(|&class| (class, classes[class.index()]))
+                .collect(),
             ..Stats::default()
         };
         for (shard, slot) in shards.iter().zip(self.shards.iter()) {
-            for (total, class) in classes.iter_mut().zip(&shard.classes) {
-                total.merge(class);
-            }
             stats.pages += shard.table.len() as u64;
             stats.metadata_bytes += shard.table.memory_bytes() as u64;
             stats.hot_pages += shard.hot.len() as u64;
@@ -542,13 +628,6 @@ impl PageStore {
             stats.hot_misses += slot.misses.load(Ordering::Relaxed);
             stats.failed_reads += slot.failed_reads.load(Ordering::Relaxed);
         }
-        stats.orig_data_size = classes.iter().map(|c| c.orig_bytes).sum();
-        stats.same_pages = classes[Class::Zero.index()].pages + classes[Class::Same.index()].pages;
-        stats.huge_pages = classes[Class::Incompressible.index()].pages;
-        stats.classes = Class::ALL
-            .iter()
-            .map(|class| (class.name(), classes[class.index()]))
-            .collect();
         stats
     }
 
@@ -616,8 +695,8 @@ impl PageStore {
         copy.bytes_mut().copy_from_slice(page.bytes());
         shard.hot.put(id, copy);
         if let Some(old) = old {
-            free_form(&mut self.slabs.write(), old);
-            shard.forget(id, Meta { hot: false, ..old });
+            free_form(&mut self.slabs_mut(), old);
+            shard.forget(id, Meta { hot: false, ..old }, &self.counters);
         }
         shard.hot_dirty += 1;
         shard.table.set(
@@ -654,13 +733,38 @@ impl PageStore {
     fn clean(&self, shard: &mut Shard, id: u64, page: &Page) -> Result<(), StoreError> {
         let mut encoded = SCRATCH.with(Cell::take);
         let class = self.engine.encode(page, &mut encoded);
-        let stored = store_form(&mut self.slabs.write(), class, page, &encoded);
+        let stored = store_form(&mut self.slabs_mut(), class, page, &encoded);
         SCRATCH.with(|cell| cell.set(encoded));
         let meta = stored?;
         shard.hot_dirty -= 1;
-        shard.record(meta);
+        self.counters.record(meta);
         shard.table.set(id, Meta { hot: true, ..meta });
         Ok(())
+    }
+}
+
+/// The iterator of [`PageStore::ids`].
+#[derive(Debug)]
+pub struct Ids<'a> {
+    store: &'a PageStore,
+    next_shard: usize,
+    /// The current shard's ids not yet yielded (taken from the end).
+    batch: Vec<u64>,
+}
+
+impl Iterator for Ids<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        loop {
+            if let Some(id) = self.batch.pop() {
+                return Some(id);
+            }
+            let slot = self.store.shards.get(self.next_shard)?;
+            self.next_shard += 1;
+            let shard = slot.shard.read();
+            self.batch.extend(shard.table.iter().map(|(id, _)| id));
+        }
     }
 }
 
@@ -670,18 +774,20 @@ impl Default for PageStore {
     }
 }
 
-impl Shard {
-    /// Counts a newly stored form.
-    fn record(&mut self, meta: Meta) {
+impl Counters {
+    /// Counts a newly stored form (under its shard's lock).
+    fn record(&self, meta: Meta) {
         if let Some(class) = meta.stored {
-            self.classes[class.index()].add(stored_len(meta));
+            self.add(class, stored_len(meta));
         }
     }
+}
 
+impl Shard {
     /// Uncounts a page's old state (its stored form, its hot copy).
-    fn forget(&mut self, id: u64, meta: Meta) {
+    fn forget(&mut self, id: u64, meta: Meta, counters: &Counters) {
         if let Some(class) = meta.stored {
-            self.classes[class.index()].sub(stored_len(meta));
+            counters.sub(class, stored_len(meta));
         } else {
             self.hot_dirty -= 1;
         }

@@ -110,16 +110,15 @@ struct Hole {
     len: u16,
 }
 
-/// Allocator counters, all in bytes except `pages_compacted`.
+/// Allocator totals, all in bytes except `pages_compacted`: each a field read, so the
+/// store publishes them after every change.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SlabStats {
+pub struct SlabTotals {
     pub live: u64,
     pub resident: u64,
     pub resident_max: u64,
     pub limit: Option<u64>,
     pub pages_compacted: u64,
-    /// The allocator's own bookkeeping (slab table and free lists), on the heap.
-    pub bookkeeping: u64,
 }
 
 pub struct Slabs {
@@ -231,23 +230,26 @@ impl Slabs {
         self.pages_compacted
     }
 
-    pub fn stats(&self) -> SlabStats {
-        let bookkeeping = self.slabs.capacity() * size_of::<Option<Slab>>()
+    pub fn totals(&self) -> SlabTotals {
+        SlabTotals {
+            live: self.live,
+            resident: self.resident,
+            resident_max: self.resident_max,
+            limit: self.limit,
+            pages_compacted: self.pages_compacted,
+        }
+    }
+
+    /// The allocator's own bookkeeping (slab table and free lists), on the heap, in bytes.
+    pub fn bookkeeping(&self) -> u64 {
+        (self.slabs.capacity() * size_of::<Option<Slab>>()
             + self.unused_ids.capacity() * size_of::<u32>()
             + self.holes.capacity() * size_of::<Vec<Hole>>()
             + self
                 .holes
                 .iter()
                 .map(|list| list.capacity() * size_of::<Hole>())
-                .sum::<usize>();
-        SlabStats {
-            live: self.live,
-            resident: self.resident,
-            resident_max: self.resident_max,
-            limit: self.limit,
-            pages_compacted: self.pages_compacted,
-            bookkeeping: bookkeeping as u64,
-        }
+                .sum::<usize>()) as u64
     }
 
     /// Starts a compaction pass: marks the slabs worth evacuating (at least a page of

@@ -1,11 +1,21 @@
 //! A store's statistics: zram's `mm_stat` fields plus per-class and hot-tier counters.
 //!
-//! Invariant: a [`Stats`] is one consistent snapshot — it is built while every shard and the
-//! allocator are locked, so its sizes and counts describe one instant.
+//! Invariants: the `mm_stat` counters and the per-class counts live in atomics
+//! ([`Counters`]), changed only under the lock that guards what they count (a page's shard
+//! lock for its class, the allocator's lock for its sizes), so
+//! - a [`Stats`] is one consistent snapshot: it is built while every shard and the
+//!   allocator are locked, so its sizes and counts describe one instant;
+//! - an [`MmStat`] is read without any lock (no shard stops): each field is exact at
+//!   some instant of the read, but fields may come from different instants, as zram's
+//!   own `mm_stat` does (`mem_used_total <= mem_used_max` holds in every reading).
 
+use super::slab::SlabTotals;
 use crate::codec::Class;
+use crate::sync::{AtomicU64, Ordering};
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+const CLASSES: usize = Class::ALL.len();
 
 /// Pages and bytes of one class among the stored (compressed) forms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -19,22 +29,120 @@ pub struct ClassStats {
 }
 
 impl ClassStats {
-    pub(crate) fn add(&mut self, stored_bytes: usize) {
-        self.pages += 1;
-        self.orig_bytes += crate::PAGE_SIZE as u64;
-        self.stored_bytes += stored_bytes as u64;
-    }
-
-    pub(crate) fn sub(&mut self, stored_bytes: usize) {
-        self.pages -= 1;
-        self.orig_bytes -= crate::PAGE_SIZE as u64;
-        self.stored_bytes -= stored_bytes as u64;
-    }
-
-    pub(crate) fn merge(&mut self, other: &ClassStats) {
+    fn merge(&mut self, other: &ClassStats) {
         self.pages += other.pages;
         self.orig_bytes += other.orig_bytes;
         self.stored_bytes += other.stored_bytes;
+    }
+}
+
+/// zram's `mm_stat` fields, in its order and with its meaning; sizes are bytes. Read
+/// without stopping the store ([`crate::PageStore::mm_stat`]); its `Display` is the line
+/// zram prints in `/sys/block/zramN/mm_stat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct MmStat {
+    /// Pages held in compressed form, times 4096 (dirty hot pages are not yet counted).
+    pub orig_data_size: u64,
+    /// Bytes of compressed data in the allocator.
+    pub compr_data_size: u64,
+    /// Memory the allocator takes (resident slab pages).
+    pub mem_used_total: u64,
+    /// The memory limit; 0 when there is none, as in zram.
+    pub mem_limit: u64,
+    /// The most `mem_used_total` has been.
+    pub mem_used_max: u64,
+    /// Zero and same-filled pages (stored in metadata only).
+    pub same_pages: u64,
+    /// Pages of memory compaction has given back.
+    pub pages_compacted: u64,
+    /// Pages stored uncompressed (nothing beat the huge threshold).
+    pub huge_pages: u64,
+}
+
+impl std::fmt::Display for MmStat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {} {} {} {}",
+            self.orig_data_size,
+            self.compr_data_size,
+            self.mem_used_total,
+            self.mem_limit,
+            self.mem_used_max,
+            self.same_pages,
+            self.pages_compacted,
+            self.huge_pages
+        )
+    }
+}
+
+/// The store's live counters: per class pages and allocator bytes, and the allocator's
+/// totals as of its last change.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pages: [AtomicU64; CLASSES],
+    stored_bytes: [AtomicU64; CLASSES],
+    live: AtomicU64,
+    resident: AtomicU64,
+    resident_max: AtomicU64,
+    limit: AtomicU64,
+    pages_compacted: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a stored form of `class` taking `stored_bytes` in the allocator (the
+    /// caller holds the page's shard lock).
+    pub(crate) fn add(&self, class: Class, stored_bytes: usize) {
+        self.pages[class.index()].fetch_add(1, Ordering::Relaxed);
+        self.stored_bytes[class.index()].fetch_add(stored_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Uncounts a stored form counted by [`Counters::add`].
+    pub(crate) fn sub(&self, class: Class, stored_bytes: usize) {
+        self.pages[class.index()].fetch_sub(1, Ordering::Relaxed);
+        self.stored_bytes[class.index()].fetch_sub(stored_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Records the allocator's totals (the caller holds the allocator's write lock).
+    pub(crate) fn publish(&self, totals: SlabTotals) {
+        self.live.store(totals.live, Ordering::Relaxed);
+        // The maximum first, released with the total: a reader that sees a total sees a
+        // maximum at least as large.
+        self.resident_max
+            .store(totals.resident_max, Ordering::Relaxed);
+        self.resident.store(totals.resident, Ordering::Release);
+        self.limit
+            .store(totals.limit.unwrap_or(0), Ordering::Relaxed);
+        self.pages_compacted
+            .store(totals.pages_compacted, Ordering::Relaxed);
+    }
+
+    /// Per class, by [`Class::index`].
+    pub(crate) fn classes(&self) -> [ClassStats; CLASSES] {
+        std::array::from_fn(|i| {
+            let pages = self.pages[i].load(Ordering::Relaxed);
+            ClassStats {
+                pages,
+                orig_bytes: pages * crate::PAGE_SIZE as u64,
+                stored_bytes: self.stored_bytes[i].load(Ordering::Relaxed),
+            }
+        })
+    }
+
+    pub(crate) fn mm_stat(&self) -> MmStat {
+        let classes = self.classes();
+        let mem_used_total = self.resident.load(Ordering::Acquire);
+        MmStat {
+            orig_data_size: classes.iter().map(|c| c.orig_bytes).sum(),
+            compr_data_size: self.live.load(Ordering::Relaxed),
+            mem_used_total,
+            mem_limit: self.limit.load(Ordering::Relaxed),
+            mem_used_max: self.resident_max.load(Ordering::Relaxed),
+            same_pages: classes[Class::Zero.index()].pages + classes[Class::Same.index()].pages,
+            pages_compacted: self.pages_compacted.load(Ordering::Relaxed),
+            huge_pages: classes[Class::Incompressible.index()].pages,
+        }
     }
 }
 
@@ -75,8 +183,8 @@ pub struct Stats {
     pub hot_misses: u64,
     /// Reads that found a corrupt stored form.
     pub failed_reads: u64,
-    /// Per class, by name.
-    pub classes: BTreeMap<&'static str, ClassStats>,
+    /// Per class (every class, in tag order).
+    pub classes: BTreeMap<Class, ClassStats>,
 }
 
 impl Stats {
@@ -109,8 +217,8 @@ impl Stats {
         self.bookkeeping_bytes += other.bookkeeping_bytes;
         self.same_pages += other.same_pages;
         self.huge_pages += other.huge_pages;
-        for (name, class) in &other.classes {
-            self.classes.entry(name).or_default().merge(class);
+        for (&class, figures) in &other.classes {
+            self.classes.entry(class).or_default().merge(figures);
         }
     }
 
@@ -119,23 +227,22 @@ impl Stats {
         self.mem_used_total as f64 / self.compr_data_size.max(1) as f64 - 1.0
     }
 
-    /// The line zram prints in `/sys/block/zramN/mm_stat` (its first eight fields).
-    pub fn mm_stat(&self) -> String {
-        format!(
-            "{} {} {} {} {} {} {} {}",
-            self.orig_data_size,
-            self.compr_data_size,
-            self.mem_used_total,
-            self.mem_limit,
-            self.mem_used_max,
-            self.same_pages,
-            self.pages_compacted,
-            self.huge_pages
-        )
+    /// The snapshot's `mm_stat` fields (print it for zram's line).
+    pub fn mm_stat(&self) -> MmStat {
+        MmStat {
+            orig_data_size: self.orig_data_size,
+            compr_data_size: self.compr_data_size,
+            mem_used_total: self.mem_used_total,
+            mem_limit: self.mem_limit,
+            mem_used_max: self.mem_used_max,
+            same_pages: self.same_pages,
+            pages_compacted: self.pages_compacted,
+            huge_pages: self.huge_pages,
+        }
     }
 
     /// The figures of one class (zero for a class with no page).
     pub fn class(&self, class: Class) -> ClassStats {
-        self.classes.get(class.name()).copied().unwrap_or_default()
+        self.classes.get(&class).copied().unwrap_or_default()
     }
 }

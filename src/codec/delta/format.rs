@@ -1,7 +1,7 @@
 //! The delta form's layout: the parameter byte (width, transform, backend, shuffle, lag),
 //! the `Decimal` prelude, and the residual count a form implies.
 //!
-//! Invariants: [`Params::parse`] accepts exactly what [`Params::write`] can write (no
+//! Invariants: `Params::parse` accepts exactly what `Params::write` can write (no
 //! reserved backend, no shuffled bytes or bit-packed shuffle, `Decimal` only on 8-byte
 //! words, a lag byte in 2..=[`MAX_LAG`] only on `Sub`/`Xor`), and [`split_prelude`]
 //! refuses an exponent out of range, too many exceptions, positions out of order or

@@ -5,7 +5,7 @@
 //! - `Sub`: residual = zigzag(word − previous word) (counters, timestamps, smooth signals),
 //! - `Xor`: residual = word ^ previous word (floats whose sign/exponent/high mantissa repeat),
 //! - `Decimal` (8-byte words only): each f64 word that is a short decimal becomes its integer
-//!   digits `k` at one exponent per page (see [`super::decimal`]), then `Sub` on the `k`s;
+//!   digits `k` at one exponent per page (see [`decimal`]), then `Sub` on the `k`s;
 //!   the words that are not (at most [`MAX_EXCEPTIONS`]) are stored verbatim,
 //! - `Sub` at a lag: residual = zigzag(word − the word one record earlier), for arrays of
 //!   fixed-size records ([`LAG_BYTES`]: 16 or 32 bytes; a database page's rows, an
@@ -28,7 +28,7 @@
 //! length is implied by the width, so any disagreement in the payload is corruption,
 //! reported, never guessed around.
 //!
-//! One job per file: [`format`] the layout, `word` the arithmetic and transforms,
+//! One job per file: `format` the layout, `word` the arithmetic and transforms,
 //! `estimate` the sampled parameter choice, `encode` and `decode`, `shuffle` the byte
 //! planes, `pack` bit-packing, [`decimal`] the f64 ↔ decimal mapping.
 
@@ -36,7 +36,7 @@ pub mod decimal;
 mod decode;
 mod encode;
 mod estimate;
-pub mod format;
+mod format;
 mod pack;
 mod shuffle;
 mod word;
