@@ -5,6 +5,7 @@ use super::progress::Progress;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use zpage::classify::model::Profile;
+use zpage::tools::compare::Baseline;
 use zpage::tools::procmem;
 use zpage::tools::sim::{self, Report};
 
@@ -29,6 +30,11 @@ pub struct SimArgs {
     /// Zero-fill a partial last page instead of refusing the file.
     #[arg(long)]
     pad: bool,
+    /// Schemes to run beside zpage on the same pages, in one table (as `zstd -b` does):
+    /// lz4, zstd-1 to zstd-22 (each: that codec for every page), oracle (per page the
+    /// smallest of every codec).
+    #[arg(long, value_delimiter = ',', default_values = Baseline::DEFAULT, value_parser = Baseline::parse)]
+    codecs: Vec<Baseline>,
 }
 
 /// The sample shipped with the source tree (at the workspace root).
@@ -64,9 +70,14 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         Some(path) => format!("model {}", path.display()),
         None => args.profile.name().to_string(),
     };
-    let report = sim::simulate(&mut sources, &engine, &profile, true, &mut |n| {
-        progress.inc(n)
-    })?;
+    let report = sim::simulate(
+        &mut sources,
+        &engine,
+        &profile,
+        &args.codecs,
+        true,
+        &mut |n| progress.inc(n),
+    )?;
     drop(progress);
     Ok(if args.json {
         super::json(&report)
@@ -164,7 +175,7 @@ fn print_report(r: &Report) -> String {
     outln!(out);
     outln!(
         out,
-        "{:<16} {:>8} {:>15} {:>17}   (same pages, same run)",
+        "{:<20} {:>8} {:>15} {:>17}   (same pages, same run)",
         "scheme",
         "ratio",
         "compress MB/s",
@@ -172,21 +183,20 @@ fn print_report(r: &Report) -> String {
     );
     outln!(
         out,
-        "{:<16} {:>8.3} {:>15.0} {:>17.0}",
+        "{:<20} {:>8.3} {:>15.0} {:>17.0}",
         format!("zpage ({})", r.profile.split(' ').next().unwrap_or("")),
         r.ratio,
         r.timing.compress_mb_s,
         r.timing.decompress_mb_s
     );
     for (name, b) in &r.baselines {
-        let label = match *name {
-            "lz4" => "lz4, every page",
-            "zstd-3" => "zstd-3, every pg",
-            _ => "oracle (best/pg)",
+        let label = match name.as_str() {
+            "oracle" => "oracle (best/pg)".to_string(),
+            _ => format!("{name}, every page"),
         };
         outln!(
             out,
-            "{label:<16} {:>8.3} {:>15.0} {:>17.0}",
+            "{label:<20} {:>8.3} {:>15.0} {:>17.0}",
             b.ratio,
             b.compress_mb_s,
             b.decompress_mb_s

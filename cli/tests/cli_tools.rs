@@ -26,6 +26,44 @@ fn sim_without_input_runs_on_the_shipped_sample() {
     }
 }
 
+/// `--codecs` runs any codecs and levels beside zpage in one table, in the order given,
+/// and refuses a name it does not know in one line.
+#[test]
+fn sim_codecs_side_by_side() {
+    let file = sample("sqlite.pages");
+    let args = ["sim", &file, "--json", "--codecs", "zstd-9,lz4,zstd-1"];
+    let v = json(&args);
+    let mut names: Vec<&String> = v["baselines"].as_object().unwrap().keys().collect();
+    names.sort();
+    assert_eq!(names, ["lz4", "zstd-1", "zstd-9"]);
+    // In the text of the object, the order given.
+    let raw = stdout(&zpage(&args));
+    let at = |name: &str| raw.find(&format!("\"{name}\": {{")).unwrap();
+    assert!(
+        at("zstd-9") < at("lz4") && at("lz4") < at("zstd-1"),
+        "{raw}"
+    );
+    let ratio = |name: &str| v["baselines"][name]["ratio"].as_f64().unwrap();
+    assert!(ratio("zstd-9") >= ratio("zstd-1") && ratio("zstd-1") > ratio("lz4"));
+    let out = zpage(&["sim", &file, "--codecs", "zstd-19,oracle"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("zstd-19, every page") && text.contains("oracle"),
+        "{text}"
+    );
+    // A usage error, as clap reports them: exit 2, the reason on the first line.
+    for (bad, needle) in [
+        ("zstd-23", "no codec \"zstd-23\""),
+        ("brotli", "lz4, zstd-1 to zstd-22, or oracle"),
+    ] {
+        let out = zpage(&["sim", &file, "--codecs", bad]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(first.contains(needle) && !err.contains("panicked"), "{err}");
+    }
+}
+
 /// Both commands ask the engine for each page's class the same way, so they agree on
 /// every page: the per-class page counts are equal, for both profiles.
 #[test]

@@ -148,6 +148,44 @@ pub fn compare(pages: &[Page], engine: &Engine) -> Result<Comparison, String> {
     })
 }
 
+/// A scheme run beside zpage on the same pages, by the name a user gives it.
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    pub name: String,
+    pub scheme: Scheme<'static>,
+}
+
+impl Baseline {
+    /// The names `zpage sim --codecs` shows by default.
+    pub const DEFAULT: [&'static str; 3] = ["lz4", "zstd-3", "oracle"];
+
+    /// `lz4` (every page), `zstd-N` (every page at level N, 1 to 22) or `oracle`.
+    pub fn parse(name: &str) -> Result<Baseline, String> {
+        let scheme = match name {
+            "lz4" => Scheme::Fixed(Class::General, CodecConfig::FAST),
+            "oracle" => Scheme::Oracle,
+            _ => match name.strip_prefix("zstd-").map(str::parse::<i32>) {
+                Some(Ok(level @ 1..=22)) => Scheme::Fixed(
+                    Class::Zstd,
+                    CodecConfig {
+                        zstd_level: level,
+                        ..CodecConfig::DENSE
+                    },
+                ),
+                _ => {
+                    return Err(format!(
+                        "no codec {name:?}: lz4, zstd-1 to zstd-22, or oracle"
+                    ));
+                }
+            },
+        };
+        Ok(Baseline {
+            name: name.to_string(),
+            scheme,
+        })
+    }
+}
+
 /// The single-codec baselines and the oracle on one page set.
 #[derive(Clone, Debug, Default)]
 pub struct Baselines {

@@ -17,7 +17,7 @@ use crate::codec::Class;
 use crate::engine::Engine;
 use crate::page::Page;
 use crate::store::{PageStore, Stats};
-use crate::tools::compare::{self, SchemeResult};
+use crate::tools::compare::{self, Baseline, SchemeResult};
 use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -97,8 +97,9 @@ pub struct Report {
     pub allocator_overhead: f64,
     pub verified: bool,
     pub classes: BTreeMap<Class, ClassReport>,
-    /// "lz4", "zstd-3" and "oracle".
-    pub baselines: BTreeMap<&'static str, BaselineReport>,
+    /// The baselines asked for, by name, in the order given.
+    #[serde(serialize_with = "in_order")]
+    pub baselines: Vec<(String, BaselineReport)>,
     pub timing: Timing,
     /// This process's peak resident memory (0 where unknown): the store's memory plus a
     /// bounded working set.
@@ -116,6 +117,7 @@ pub fn simulate(
     sources: &mut [Box<dyn PageSource + '_>],
     engine: &Engine,
     profile: &str,
+    baselines: &[Baseline],
     detailed: bool,
     tick: &mut dyn FnMut(u64),
 ) -> Result<Report, String> {
@@ -124,7 +126,7 @@ pub fn simulate(
     let mut class_time = [Duration::ZERO; Class::ALL.len()];
     let (mut compress, mut decompress, mut classify) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    let mut baselines: [SchemeResult; 3] = Default::default();
+    let mut sums = vec![SchemeResult::default(); baselines.len()];
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
     let mut back = vec![Page::zeroed(); CHUNK_PAGES];
     let mut spent = Vec::with_capacity(CHUNK_PAGES);
@@ -182,13 +184,10 @@ pub fn simulate(
                     .count();
                 std::hint::black_box(delta_pages);
                 classify += start.elapsed();
-                let found = compare::baselines(&chunk).map_err(|e| format!("{name}: {e}"))?;
-                for (sum, scheme) in
-                    baselines
-                        .iter_mut()
-                        .zip([&found.lz4, &found.zstd3, &found.oracle])
-                {
-                    sum.absorb(scheme);
+                for (sum, baseline) in sums.iter_mut().zip(baselines) {
+                    let found = compare::run_scheme(&chunk, baseline.scheme)
+                        .map_err(|e| format!("{name}: {}: {e}", baseline.name))?;
+                    sum.absorb(&found);
                 }
             }
             tick(chunk.len() as u64);
@@ -224,18 +223,18 @@ pub fn simulate(
             (*class, report)
         })
         .collect();
-    let baselines = ["lz4", "zstd-3", "oracle"]
-        .into_iter()
-        .zip(baselines)
+    let baselines = baselines
+        .iter()
+        .zip(sums)
         .filter(|_| detailed)
-        .map(|(name, scheme)| {
+        .map(|(baseline, scheme)| {
             let report = BaselineReport {
                 compr_data_size: scheme.compr_data_size,
                 ratio: scheme.ratio(),
                 compress_mb_s: scheme.compress_mb_s(),
                 decompress_mb_s: scheme.decompress_mb_s(),
             };
-            (name, report)
+            (baseline.name.clone(), report)
         })
         .collect();
     let pages = totals.pages;
@@ -309,4 +308,12 @@ fn read_back(
         ));
     }
     Ok(spent)
+}
+
+/// The baselines as one JSON object, keyed by name in the order they were asked for.
+fn in_order<S: serde::Serializer>(
+    baselines: &[(String, BaselineReport)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(baselines.iter().map(|(name, report)| (name, report)))
 }
