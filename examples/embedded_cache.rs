@@ -103,11 +103,11 @@ fn main() -> Result<(), zpage::StoreError> {
     );
     println!(
         "memory: {:.1} MiB compressed + {:.1} MiB hot + {:.2} MiB metadata (ratio {:.2}, limit {} MiB)",
-        stats.mem_used_total as f64 / (1 << 20) as f64,
+        stats.mm.mem_used_total as f64 / (1 << 20) as f64,
         (stats.hot_pages * PAGE_SIZE as u64) as f64 / (1 << 20) as f64,
         (stats.metadata_bytes + stats.bookkeeping_bytes) as f64 / (1 << 20) as f64,
         stats.ratio(),
-        stats.mem_limit >> 20
+        stats.mm.mem_limit >> 20
     );
     println!(
         "{} lookups on 2 threads in {:.2?} ({:.0} ns each); hot tier hit rate {:.1}%",
@@ -124,6 +124,6 @@ fn main() -> Result<(), zpage::StoreError> {
             );
         }
     }
-    println!("mm_stat: {}", stats.mm_stat());
+    println!("mm_stat: {}", stats.mm);
     Ok(())
 }

@@ -141,7 +141,7 @@ fn child(in_region: bool, mib: usize) {
             "pages={}\nresident_max={}\ncompressed_mib={:.1}\nratio={:.2}\nrefaults={}\nzero_faults={}\nwp_faults={}\nevictions={}",
             s.pages,
             s.resident_max,
-            s.store.mem_used_total as f64 / (1 << 20) as f64,
+            s.store.mm.mem_used_total as f64 / (1 << 20) as f64,
             s.store.ratio(),
             s.refaults,
             s.zero_faults,

@@ -90,9 +90,9 @@ fn insert_read_remove_on_one_page() {
         match store.read(0) {
             Ok(page) => {
                 assert!(*page == text_page(2), "remove ran first, insert last");
-                assert_eq!(stats.orig_data_size, PAGE_SIZE as u64);
+                assert_eq!(stats.mm.orig_data_size, PAGE_SIZE as u64);
             }
-            Err(_) => assert_eq!((stats.orig_data_size, stats.compr_data_size), (0, 0)),
+            Err(_) => assert_eq!((stats.mm.orig_data_size, stats.mm.compr_data_size), (0, 0)),
         }
     });
 }
@@ -129,7 +129,7 @@ fn remove_against_an_overwrite() {
             if hot == 0 {
                 // Without a hot tier every page present is a stored form.
                 let expected = store.len() as u64 * PAGE_SIZE as u64;
-                assert_eq!(store.stats().orig_data_size, expected);
+                assert_eq!(store.stats().mm.orig_data_size, expected);
             }
         });
     }
@@ -170,8 +170,8 @@ fn get_or_insert_with_against_another_and_a_discard() {
             assert!(mine == *held || other == *held);
         }
         let expected = store.len() as u64 * PAGE_SIZE as u64;
-        assert_eq!(store.stats().orig_data_size, expected);
-        assert_eq!(store.mm_stat(), store.stats().mm_stat());
+        assert_eq!(store.stats().mm.orig_data_size, expected);
+        assert_eq!(store.mm_stat(), store.stats().mm);
     });
 }
 
@@ -229,8 +229,8 @@ fn compaction_against_a_reader() {
         assert!(*store.read(0).unwrap() == noise_page(1));
         compactor.join().unwrap();
         let stats = store.stats();
-        assert_eq!(stats.compr_data_size, 2 * PAGE_SIZE as u64);
-        assert!(stats.pages_compacted > 0);
+        assert_eq!(stats.mm.compr_data_size, 2 * PAGE_SIZE as u64);
+        assert!(stats.mm.pages_compacted > 0);
         assert!(stats.allocator_overhead() <= 0.03);
     });
 }

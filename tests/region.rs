@@ -47,8 +47,11 @@ fn never_touched_pages_read_as_zero_and_cost_nothing() {
     assert_eq!(stats.zero_faults, 256);
     assert!(stats.resident_max <= 16, "{stats:?}");
     assert_eq!(stats.resident, 15, "{stats:?}");
-    assert_eq!(stats.store.same_pages, 256 - stats.resident);
-    assert_eq!(stats.store.mem_used_total, 0, "zero pages take no memory");
+    assert_eq!(stats.store.mm.same_pages, 256 - stats.resident);
+    assert_eq!(
+        stats.store.mm.mem_used_total, 0,
+        "zero pages take no memory"
+    );
     assert_eq!(stats.evictions, 256 - stats.resident);
 }
 
@@ -466,7 +469,7 @@ fn a_region_with_a_store_at_its_memory_limit_keeps_pages_resident() {
     assert!(region.as_slice() == expected.as_slice());
     let stats = region.stats();
     assert!(stats.evictions_refused > 0, "{stats:?}");
-    assert!(stats.store.mem_used_total <= 16 * 4096, "{stats:?}");
+    assert!(stats.store.mm.mem_used_total <= 16 * 4096, "{stats:?}");
     assert!(
         stats.resident_max > 16,
         "beyond the budget rather than lost: {stats:?}"

@@ -68,25 +68,28 @@ fn every_sample_page_round_trips_with_zram_accounting() {
     }
     let stats = store.stats();
     assert_eq!(stats.pages, pages.len() as u64);
-    assert_eq!(stats.orig_data_size, (pages.len() * PAGE_SIZE) as u64);
+    assert_eq!(stats.mm.orig_data_size, (pages.len() * PAGE_SIZE) as u64);
     let class_pages: u64 = stats.classes.values().map(|c| c.pages).sum();
     let class_bytes: u64 = stats.classes.values().map(|c| c.stored_bytes).sum();
     assert_eq!(class_pages, pages.len() as u64);
-    assert_eq!(class_bytes, stats.compr_data_size);
+    assert_eq!(class_bytes, stats.mm.compr_data_size);
     assert_eq!(
-        stats.same_pages,
+        stats.mm.same_pages,
         stats.class(Class::Zero).pages + stats.class(Class::Same).pages
     );
-    assert_eq!(stats.huge_pages, stats.class(Class::Incompressible).pages);
+    assert_eq!(
+        stats.mm.huge_pages,
+        stats.class(Class::Incompressible).pages
+    );
     assert!(stats.ratio() > 2.0, "sample compresses: {}", stats.ratio());
     assert!(
         stats.allocator_overhead() <= 0.03,
         "overhead {:.4}",
         stats.allocator_overhead()
     );
-    assert_eq!(stats.mm_stat().to_string().split(' ').count(), 8);
+    assert_eq!(stats.mm.to_string().split(' ').count(), 8);
     // Read without locks, the counters agree with the snapshot when nothing moves.
-    assert_eq!(store.mm_stat(), stats.mm_stat());
+    assert_eq!(store.mm_stat(), stats.mm);
 }
 
 /// Per-page metadata on a store the size of a corpus snapshot (16 MiB, dense ids), with
@@ -146,16 +149,16 @@ fn overwrite_remove_ids_contains() {
     assert_eq!(words, vec![9, 1]);
     let stats = store.stats();
     assert_eq!(stats.pages, 100);
-    assert_eq!(stats.orig_data_size, 100 * PAGE_SIZE as u64);
+    assert_eq!(stats.mm.orig_data_size, 100 * PAGE_SIZE as u64);
     for id in store.ids() {
         store.discard(id);
     }
     let empty = store.stats();
     assert_eq!(
         (
-            empty.compr_data_size,
-            empty.mem_used_total,
-            empty.orig_data_size
+            empty.mm.compr_data_size,
+            empty.mm.mem_used_total,
+            empty.mm.orig_data_size
         ),
         (0, 0, 0),
         "an empty store gives all its memory back"
@@ -177,7 +180,10 @@ fn hot_tier_counts_hits_and_compresses_dirty_pages_on_eviction() {
     let stats = store.stats();
     assert_eq!(stats.hot_pages, 8);
     assert_eq!(stats.hot_dirty_pages, 8);
-    assert_eq!(stats.orig_data_size, ((ids.len() - 8) * PAGE_SIZE) as u64);
+    assert_eq!(
+        stats.mm.orig_data_size,
+        ((ids.len() - 8) * PAGE_SIZE) as u64
+    );
     // The 8 most recent are hot: reading them hits.
     for &id in &ids[ids.len() - 8..] {
         assert!(*store.read(id).unwrap() == make_page(id, 0, &samples));
@@ -193,7 +199,7 @@ fn hot_tier_counts_hits_and_compresses_dirty_pages_on_eviction() {
     store.flush().unwrap();
     let stats = store.stats();
     assert_eq!(stats.hot_dirty_pages, 0);
-    assert_eq!(stats.orig_data_size, (ids.len() * PAGE_SIZE) as u64);
+    assert_eq!(stats.mm.orig_data_size, (ids.len() * PAGE_SIZE) as u64);
     for &id in &ids {
         assert!(*store.read(id).unwrap() == make_page(id, 0, &samples));
     }
@@ -225,7 +231,7 @@ fn memory_limit_is_never_exceeded_and_a_refused_insert_changes_nothing() {
                 Err(other) => panic!("{other}"),
             }
             let stats = store.stats();
-            assert!(stats.mem_used_total <= limit && stats.mem_used_max <= limit);
+            assert!(stats.mm.mem_used_total <= limit && stats.mm.mem_used_max <= limit);
         }
         assert!(refused > 0, "the limit was reached (hot {hot})");
         for (id, page) in &reference {
@@ -268,7 +274,7 @@ fn a_store_at_its_limit_rewrites_a_page_with_content_of_the_same_size() {
     for (id, page) in stored.iter().enumerate() {
         assert!(*store.read(id as u64).unwrap() == *page, "page {id}");
     }
-    assert!(store.stats().mem_used_total <= limit);
+    assert!(store.stats().mm.mem_used_total <= limit);
     // A smaller form takes a raw page's place too; a new page still fails cleanly.
     let mut small = *Page::filled(0x6161_6161_6161_6162);
     small.0[100] = b'x';
@@ -300,8 +306,8 @@ fn compaction_gives_memory_back_and_keeps_every_page() {
     let given_back = store.compact();
     let after = store.stats();
     assert!(given_back > 0);
-    assert_eq!(after.pages_compacted, given_back);
-    assert!(after.mem_used_total < before.mem_used_total);
+    assert_eq!(after.mm.pages_compacted, given_back);
+    assert!(after.mm.mem_used_total < before.mm.mem_used_total);
     assert_compacted(&after);
     for id in store.ids() {
         assert!(*store.read(id).unwrap() == pages[id as usize], "page {id}");
@@ -317,7 +323,7 @@ fn holes_are_reused_before_memory_grows() {
     for id in 0..300 {
         store.insert(id, &make_page(id, 0, &samples)).unwrap();
     }
-    let full = store.stats().mem_used_total;
+    let full = store.stats().mm.mem_used_total;
     for round in 1..5 {
         for id in 0..300 {
             store
@@ -327,9 +333,9 @@ fn holes_are_reused_before_memory_grows() {
     }
     let stats = store.stats();
     assert!(
-        stats.mem_used_total <= full + full / 2,
+        stats.mm.mem_used_total <= full + full / 2,
         "overwrites reuse freed space: {} vs {full}",
-        stats.mem_used_total
+        stats.mm.mem_used_total
     );
     store.compact();
     assert_compacted(&store.stats());
@@ -338,8 +344,8 @@ fn holes_are_reused_before_memory_grows() {
 /// What compaction leaves by design: under a page of garbage in each slab it kept (a slab
 /// with less is not worth moving), plus the head's populated-ahead pages (16 KiB at most).
 fn assert_compacted(stats: &Stats) {
-    let slabs = stats.mem_used_total.div_ceil(SLAB_BYTES as u64);
-    let garbage = stats.mem_used_total - stats.compr_data_size;
+    let slabs = stats.mm.mem_used_total.div_ceil(SLAB_BYTES as u64);
+    let garbage = stats.mm.mem_used_total - stats.mm.compr_data_size;
     assert!(
         garbage < (slabs + 4) * PAGE_SIZE as u64,
         "{garbage} bytes of garbage in {slabs} slabs after compaction"
@@ -384,7 +390,7 @@ fn stress(hot_budget: usize, limit: Option<u64>) {
                 store.compact();
                 let stats = store.stats();
                 if let Some(limit) = limit {
-                    assert!(stats.mem_used_max <= limit);
+                    assert!(stats.mm.mem_used_max <= limit);
                 }
             }
             checked
@@ -457,7 +463,7 @@ fn get_remove_and_insert_bytes() {
         assert!(*store.get(1).unwrap().unwrap() == text);
         assert!(*store.remove(1).unwrap().unwrap() == text, "hot {hot}");
         assert_eq!(store.get(1), Ok(None));
-        assert!(store.is_empty() && store.stats().compr_data_size == 0);
+        assert!(store.is_empty() && store.stats().mm.compr_data_size == 0);
         assert_eq!(
             store.insert_bytes(2, &[0; 100]),
             Err(StoreError::PageLength { len: 100 })
@@ -593,6 +599,6 @@ fn mm_stat_reads_while_writers_run() {
         writer.join().unwrap();
     }
     let stats = store.stats();
-    assert_eq!(store.mm_stat(), stats.mm_stat());
-    assert_eq!(stats.pages * PAGE_SIZE as u64, stats.orig_data_size);
+    assert_eq!(store.mm_stat(), stats.mm);
+    assert_eq!(stats.pages * PAGE_SIZE as u64, stats.mm.orig_data_size);
 }

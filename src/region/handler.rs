@@ -211,8 +211,8 @@ impl<K: Kernel> Handler<K> {
             self.evictions_since_check += 1;
             if self.evictions_since_check >= COMPACT_CHECK_EVICTIONS {
                 self.evictions_since_check = 0;
-                let stats = self.shared.store.stats();
-                if stats.mem_used_total > stats.compr_data_size + stats.compr_data_size / 16 {
+                let mm = self.shared.store.mm_stat();
+                if mm.mem_used_total > mm.compr_data_size + mm.compr_data_size / 16 {
                     self.shared.store.compact();
                 }
             }

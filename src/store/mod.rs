@@ -601,17 +601,9 @@ impl PageStore {
     pub fn stats(&self) -> Stats {
         let shards: Vec<_> = self.shards.iter().map(|s| s.shard.write()).collect();
         let slabs = self.slabs.read();
-        let mm = self.counters.mm_stat();
         let classes = self.counters.classes();
         let mut stats = Stats {
-            orig_data_size: mm.orig_data_size,
-            compr_data_size: mm.compr_data_size,
-            mem_used_total: mm.mem_used_total,
-            mem_limit: mm.mem_limit,
-            mem_used_max: mm.mem_used_max,
-            same_pages: mm.same_pages,
-            pages_compacted: mm.pages_compacted,
-            huge_pages: mm.huge_pages,
+            mm: self.counters.mm_stat(),
             bookkeeping_bytes: slabs.bookkeeping(),
             classes: Class::ALL
                 .iter()

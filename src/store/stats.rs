@@ -146,27 +146,14 @@ impl Counters {
     }
 }
 
-/// One snapshot of a store. The first eight fields are zram's `mm_stat`, in its order and
-/// with its meaning; sizes are bytes.
+/// One snapshot of a store: zram's `mm_stat` fields ([`Stats::mm`]) and the rest;
+/// sizes are bytes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Pages held in compressed form, times 4096 (dirty hot pages are not yet counted).
-    pub orig_data_size: u64,
-    /// Bytes of compressed data in the allocator.
-    pub compr_data_size: u64,
-    /// Memory the allocator takes (resident slab pages).
-    pub mem_used_total: u64,
-    /// The memory limit; 0 when there is none, as in zram.
-    pub mem_limit: u64,
-    /// The most `mem_used_total` has been.
-    pub mem_used_max: u64,
-    /// Zero and same-filled pages (stored in metadata only).
-    pub same_pages: u64,
-    /// Pages of memory compaction has given back.
-    pub pages_compacted: u64,
-    /// Pages stored uncompressed (nothing beat the huge threshold).
-    pub huge_pages: u64,
+    /// zram's `mm_stat` fields (flattened into the JSON object).
+    #[serde(flatten)]
+    pub mm: MmStat,
     /// Pages present, in any state.
     pub pages: u64,
     /// Per-page metadata (the page table), in bytes.
@@ -190,7 +177,7 @@ pub struct Stats {
 impl Stats {
     /// `orig_data_size / compr_data_size`, as zram users compute it.
     pub fn ratio(&self) -> f64 {
-        self.orig_data_size as f64 / self.compr_data_size.max(1) as f64
+        self.mm.orig_data_size as f64 / self.mm.compr_data_size.max(1) as f64
     }
 
     /// Memory spent besides the compressed data: the page table and the allocator's
@@ -202,21 +189,21 @@ impl Stats {
     /// `orig_data_size / (mem_used_total + metadata + bookkeeping)`: what the memory
     /// really buys.
     pub fn effective_ratio(&self) -> f64 {
-        let used = self.mem_used_total + self.metadata_total();
-        self.orig_data_size as f64 / used.max(1) as f64
+        let used = self.mm.mem_used_total + self.metadata_total();
+        self.mm.orig_data_size as f64 / used.max(1) as f64
     }
 
     /// Adds another store's sizes and page counts (as for stores side by side); limits,
     /// maxima and counters of events are not summed.
     pub fn absorb(&mut self, other: &Stats) {
         self.pages += other.pages;
-        self.orig_data_size += other.orig_data_size;
-        self.compr_data_size += other.compr_data_size;
-        self.mem_used_total += other.mem_used_total;
+        self.mm.orig_data_size += other.mm.orig_data_size;
+        self.mm.compr_data_size += other.mm.compr_data_size;
+        self.mm.mem_used_total += other.mm.mem_used_total;
         self.metadata_bytes += other.metadata_bytes;
         self.bookkeeping_bytes += other.bookkeeping_bytes;
-        self.same_pages += other.same_pages;
-        self.huge_pages += other.huge_pages;
+        self.mm.same_pages += other.mm.same_pages;
+        self.mm.huge_pages += other.mm.huge_pages;
         for (&class, figures) in &other.classes {
             self.classes.entry(class).or_default().merge(figures);
         }
@@ -224,21 +211,7 @@ impl Stats {
 
     /// Allocator overhead: `mem_used_total / compr_data_size - 1`.
     pub fn allocator_overhead(&self) -> f64 {
-        self.mem_used_total as f64 / self.compr_data_size.max(1) as f64 - 1.0
-    }
-
-    /// The snapshot's `mm_stat` fields (print it for zram's line).
-    pub fn mm_stat(&self) -> MmStat {
-        MmStat {
-            orig_data_size: self.orig_data_size,
-            compr_data_size: self.compr_data_size,
-            mem_used_total: self.mem_used_total,
-            mem_limit: self.mem_limit,
-            mem_used_max: self.mem_used_max,
-            same_pages: self.same_pages,
-            pages_compacted: self.pages_compacted,
-            huge_pages: self.huge_pages,
-        }
+        self.mm.mem_used_total as f64 / self.mm.compr_data_size.max(1) as f64 - 1.0
     }
 
     /// The figures of one class (zero for a class with no page).

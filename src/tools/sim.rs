@@ -197,9 +197,9 @@ pub fn simulate(
         inputs.push(InputReport {
             name,
             pages: stats.pages,
-            orig_data_size: stats.orig_data_size,
-            compr_data_size: stats.compr_data_size,
-            mem_used_total: stats.mem_used_total,
+            orig_data_size: stats.mm.orig_data_size,
+            compr_data_size: stats.mm.compr_data_size,
+            mem_used_total: stats.mm.mem_used_total,
             metadata_bytes: stats.metadata_total(),
             ratio: stats.ratio(),
             effective_ratio: stats.effective_ratio(),
@@ -207,7 +207,7 @@ pub fn simulate(
         });
         totals.absorb(&stats);
     }
-    let input_bytes = totals.orig_data_size;
+    let input_bytes = totals.mm.orig_data_size;
     let mb_s = |time: Duration| compare::mb_s(input_bytes, time);
     let total_time = compress.as_secs_f64().max(1e-9);
     let classes = Class::ALL
@@ -243,13 +243,13 @@ pub fn simulate(
         profile: profile.to_string(),
         inputs,
         pages,
-        orig_data_size: totals.orig_data_size,
-        compr_data_size: totals.compr_data_size,
-        mem_used_total: totals.mem_used_total,
+        orig_data_size: totals.mm.orig_data_size,
+        compr_data_size: totals.mm.compr_data_size,
+        mem_used_total: totals.mm.mem_used_total,
         metadata_bytes: totals.metadata_total(),
         page_table_bytes: totals.metadata_bytes,
-        same_pages: totals.same_pages,
-        huge_pages: totals.huge_pages,
+        same_pages: totals.mm.same_pages,
+        huge_pages: totals.mm.huge_pages,
         ratio: totals.ratio(),
         effective_ratio: totals.effective_ratio(),
         allocator_overhead: totals.allocator_overhead(),
