@@ -23,8 +23,9 @@
 //! store.insert(7, &page)?;
 //! assert!(*store.get(7)?.expect("stored") == page);
 //! assert_eq!(store.get(8)?, None);
-//! let stats = store.stats(); // zram's mm_stat fields and more
-//! assert!(stats.compr_data_size < 4096 / 4);
+//! let mm = store.mm_stat(); // zram's mm_stat fields, read without stopping the store
+//! assert!(mm.compr_data_size < 4096 / 4);
+//! println!("{mm}"); // the line zram prints in /sys/block/zram0/mm_stat
 //! # Ok::<(), zpage::StoreError>(())
 //! ```
 //!
