@@ -197,10 +197,8 @@ pub struct TreeLimits {
 impl TreeLimits {
     /// The limits `scripts/train-models` uses. Depth is chosen by leave-one-file-out
     /// regret (train on nine corpus files, test on the tenth), the estimate for memory
-    /// of programs the corpus lacks: fast 2.35% at depth 3 (6.0% at 2, 9.6% at 4, 13.5%
-    /// at 5): deeper trees learn the files, not the patterns. Dense is flat from depth 4
-    /// to 6 (3.94%, 4.05%, 4.36%); depth 5 is kept because depth 4 stores every
-    /// snapshot and both captured programs 0.1-3% larger.
+    /// of programs the corpus lacks: deeper trees learn the files, not the patterns
+    /// (the figures per depth are in the README).
     pub fn for_profile(profile: Profile) -> TreeLimits {
         TreeLimits {
             max_depth: match profile {
