@@ -125,3 +125,15 @@ fn model_shapes_that_are_not_small_trees() {
     let model = Model::new(Profile::Fast, codec, chain(bound), Provenance::default()).unwrap();
     assert_eq!(model.depth(), MAX_DEPTH);
 }
+
+/// Model files written before `Class::Dense` became `Class::Zstd` name the leaf `dense`:
+/// they still load, to the same class; new files write `zstd`.
+#[test]
+fn model_files_with_the_old_class_name_still_load() {
+    let json = Engine::new(Profile::Dense).model().to_json();
+    assert!(json.contains("\"zstd\"") && !json.contains("\"leaf\": \"dense\""));
+    let old = json.replace("\"leaf\": \"zstd\"", "\"leaf\": \"dense\"");
+    assert_ne!(old, json, "the dense model has zstd leaves");
+    let model = zpage::Model::from_json(&old).expect("an old model file loads");
+    assert_eq!(model.nodes(), Engine::new(Profile::Dense).model().nodes());
+}
