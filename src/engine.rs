@@ -10,6 +10,8 @@
 use crate::classify::features;
 use crate::classify::model::{self, Model, Profile};
 use crate::classify::plan::Plan;
+use crate::codec::dict::Dictionary;
+use crate::codec::dictset::DictionarySet;
 use crate::codec::{self, Class, CodecConfig, DecodeError, RAW_SIZE};
 use crate::page::Page;
 
@@ -61,24 +63,61 @@ impl Engine {
     /// Classifies and encodes a page into `out`; returns the class stored. The exact scan
     /// runs once: a same-filled page goes straight to its form.
     pub fn encode(&self, page: &Page, out: &mut Vec<u8>) -> Class {
+        self.encode_with(page, None, out)
+    }
+
+    /// [`Engine::encode`], with zstd forms encoded with the dictionary of the page's
+    /// cluster in `dicts` (if given).
+    pub fn encode_with(
+        &self,
+        page: &Page,
+        dicts: Option<&DictionarySet>,
+        out: &mut Vec<u8>,
+    ) -> Class {
         if let Some(word) = page.same_filled_word() {
             return codec::encode_filled(word, out);
         }
-        let plan = self.model.plan(&features::extract(page));
-        self.encode_plan(&plan, page, out)
+        let x = features::extract(page);
+        let plan = self.model.plan(&x);
+        let dict = dicts.map(|set| &**set.dictionary_for(&x));
+        self.run_plan(&plan, page, dict, out)
     }
 
     /// Encodes a page into `out` following `plan`: its first form, then its second where
     /// the plan says, keeping the smaller. Returns the class stored.
     pub fn encode_plan(&self, plan: &Plan, page: &Page, out: &mut Vec<u8>) -> Class {
+        self.run_plan(plan, page, None, out)
+    }
+
+    /// One form of a plan: zstd with the dictionary where there is one.
+    fn form(
+        &self,
+        class: Class,
+        page: &Page,
+        dict: Option<&Dictionary>,
+        out: &mut Vec<u8>,
+    ) -> Class {
         let config = self.model.codec();
-        let first = codec::encode(plan.class, page, config, out);
+        match (class, dict) {
+            (Class::Zstd, Some(dict)) => codec::encode_with_dictionary(page, dict, config, out),
+            _ => codec::encode(class, page, config, out),
+        }
+    }
+
+    fn run_plan(
+        &self,
+        plan: &Plan,
+        page: &Page,
+        dict: Option<&Dictionary>,
+        out: &mut Vec<u8>,
+    ) -> Class {
+        let first = self.form(plan.class, page, dict, out);
         let Some(second) = plan.second_after(out.len()) else {
             return first;
         };
         SECOND_FORM.with(|form| {
             let form = &mut *form.borrow_mut();
-            let class = codec::encode(second, page, config, form);
+            let class = self.form(second, page, dict, form);
             if form.len() < out.len() {
                 std::mem::swap(out, form);
                 class

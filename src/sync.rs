@@ -41,3 +41,11 @@ mod imp {
 }
 
 pub use imp::*;
+
+/// A number no earlier call in this process returned: names for immutable things (a
+/// dictionary's per-thread contexts are found by it). Not shared state a model checks,
+/// so the same plain atomic in both configurations.
+pub fn unique_serial() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

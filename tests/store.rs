@@ -602,3 +602,131 @@ fn mm_stat_reads_while_writers_run() {
     assert_eq!(store.mm_stat(), stats.mm);
     assert_eq!(stats.pages * PAGE_SIZE as u64, stats.mm.orig_data_size);
 }
+
+/// Text-like pages the sort a dictionary helps: words drawn from one vocabulary of a few
+/// hundred (field names, paths, log words) with numbers between, every page different;
+/// zstd alone sees each word once or twice a page.
+fn text_pages(n: u64) -> Vec<Page> {
+    let vocabulary: Vec<String> = (0..300u64)
+        .map(|w| {
+            let stem = [
+                "session", "user", "order", "worker", "request", "latency", "cache",
+            ];
+            format!(
+                "{}_{:x}",
+                stem[(w % 7) as usize],
+                w * 2_654_435_761 % 65_521
+            )
+        })
+        .collect();
+    let mut rng = common::Rng(7);
+    (0..n)
+        .map(|_| {
+            let mut text = String::new();
+            while text.len() < PAGE_SIZE {
+                text.push_str(&vocabulary[rng.below(300) as usize]);
+                text.push_str(&format!("={} ", rng.below(10_000)));
+            }
+            Page::from_slice(&text.as_bytes()[..PAGE_SIZE])
+                .map(|p| *p)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Dictionaries trained on the store's own pages: new zstd pages are encoded with them
+/// and read back exactly; pages stored before keep their form and read back too; a
+/// replaced set lives exactly as long as pages name it; a saved set loads into another
+/// store, and a damaged file is refused.
+#[test]
+fn dictionaries_train_encode_retire_and_load() {
+    let pages = text_pages(3000);
+    let store = PageStore::builder().shards(2).build();
+    for (id, page) in (0..).zip(&pages[..1500]) {
+        store.insert(id, page).unwrap();
+    }
+    let before = store.stats();
+    assert_eq!(before.dictionaries, 0);
+    let set = store
+        .train_dictionaries()
+        .unwrap()
+        .expect("text pages get a dictionary");
+    let trained = set.dictionaries().len() as u64;
+    // Saved now; held, it would keep its dictionaries alive after they are replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dicts.zpd");
+    set.save(&path).unwrap();
+    drop(set);
+    // The same content again, now with the dictionaries: smaller.
+    for (id, page) in (1500..).zip(&pages[..1500]) {
+        store.insert(id, page).unwrap();
+    }
+    for (id, page) in (0..).zip(pages[..1500].iter().chain(&pages[..1500])) {
+        assert!(*store.get(id).unwrap().unwrap() == *page, "page {id}");
+    }
+    let after = store.stats();
+    assert_eq!(after.dictionaries, trained);
+    assert!(after.dictionary_bytes > 0);
+    let with = after.mm.compr_data_size - before.mm.compr_data_size;
+    assert!(
+        with < before.mm.compr_data_size * 97 / 100,
+        "{with} vs {}",
+        before.mm.compr_data_size
+    );
+    // Retrain on new content: the old set stays while pages name it, and goes with them.
+    for (id, page) in (3000..).zip(&pages[1500..]) {
+        store.insert(id, page).unwrap();
+    }
+    store.train_dictionaries().unwrap().expect("a second set");
+    assert!(
+        store.stats().dictionaries > trained,
+        "the old set is still named"
+    );
+    // Every page encoded with the first set: the copies and the new content.
+    for id in 1500..4500 {
+        assert!(store.discard(id));
+    }
+    let now = store.stats();
+    assert_eq!(
+        now.dictionaries,
+        store.dictionaries().unwrap().dictionaries().len() as u64
+    );
+    for (id, page) in (0..).zip(&pages[..1500]) {
+        assert!(
+            *store.get(id).unwrap().unwrap() == *page,
+            "old form, page {id}"
+        );
+    }
+    // Loaded into a new store, which encodes with it from the start.
+    let loaded = zpage::codec::dictset::DictionarySet::load(&path, 1, 3).unwrap();
+    let fresh = PageStore::builder().dictionaries(loaded).build();
+    for (id, page) in (0..).zip(&pages[..300]) {
+        fresh.insert(id, page).unwrap();
+        assert!(*fresh.get(id).unwrap().unwrap() == *page);
+    }
+    assert!(fresh.stats().mm.compr_data_size < with / 4);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = zpage::codec::dictset::DictionarySet::load(&path, 1, 3).unwrap_err();
+    assert!(
+        err.to_string().contains("not a zpage dictionary set"),
+        "{err}"
+    );
+}
+
+/// `auto_dictionaries`: the store trains by itself once enough zstd pages are in, and
+/// every page reads back.
+#[test]
+fn a_store_trains_its_dictionaries_by_itself() {
+    let pages = text_pages(2400);
+    let store = PageStore::builder().auto_dictionaries(600).build();
+    for (id, page) in (0..).zip(&pages) {
+        store.insert(id, page).unwrap();
+    }
+    assert!(store.dictionaries().is_some());
+    assert!(store.stats().dictionaries >= 1);
+    for (id, page) in (0..).zip(&pages) {
+        assert!(*store.get(id).unwrap().unwrap() == *page, "page {id}");
+    }
+}

@@ -35,6 +35,14 @@ pub struct SimArgs {
     /// smallest of every codec).
     #[arg(long, value_delimiter = ',', default_values = Baseline::DEFAULT, value_parser = Baseline::parse)]
     codecs: Vec<Baseline>,
+    /// Let each input's store train zstd dictionaries on its own pages once this many
+    /// are stored as zstd (and again at four times as many): one per cluster of similar
+    /// pages, or none where none pays for its memory. Pages stored before keep their form.
+    #[arg(long, value_name = "ZSTD_PAGES")]
+    dictionaries: Option<u64>,
+    /// The zstd level of pages encoded with a dictionary (default: the profile's).
+    #[arg(long, requires = "dictionaries", value_parser = clap::value_parser!(i32).range(1..=22))]
+    dictionary_level: Option<i32>,
 }
 
 /// The sample shipped with the source tree (at the workspace root).
@@ -70,9 +78,14 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         Some(path) => format!("model {}", path.display()),
         None => args.profile.name().to_string(),
     };
+    let dictionaries = args.dictionaries.map(|after| sim::Dictionaries {
+        after_zstd_pages: after,
+        level: args.dictionary_level.unwrap_or(engine.codec().zstd_level),
+    });
     let report = sim::simulate(
         &mut sources,
         &engine,
+        dictionaries,
         &profile,
         &args.codecs,
         true,
@@ -118,12 +131,21 @@ fn print_report(r: &Report) -> String {
         ),
         (
             "metadata",
-            format!(
-                "{} (page table {:.1} B/page, allocator bookkeeping {} B)",
-                r.metadata_bytes,
-                r.page_table_bytes as f64 / r.pages.max(1) as f64,
-                r.metadata_bytes - r.page_table_bytes
-            ),
+            match r.dictionaries {
+                0 => format!(
+                    "{} (page table {:.1} B/page, allocator bookkeeping {} B)",
+                    r.metadata_bytes,
+                    r.page_table_bytes as f64 / r.pages.max(1) as f64,
+                    r.metadata_bytes - r.page_table_bytes
+                ),
+                n => format!(
+                    "{} (page table {:.1} B/page, allocator bookkeeping {} B, {n} dictionaries {} B)",
+                    r.metadata_bytes,
+                    r.page_table_bytes as f64 / r.pages.max(1) as f64,
+                    r.metadata_bytes - r.page_table_bytes - r.dictionary_bytes,
+                    r.dictionary_bytes
+                ),
+            },
         ),
         ("same_pages", r.same_pages.to_string()),
         ("huge_pages", r.huge_pages.to_string()),

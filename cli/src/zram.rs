@@ -114,10 +114,15 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
             progress.inc(pages);
             let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {
                 let mut one = [source().map_err(|e| e.to_string())?];
-                let report =
-                    sim::simulate(&mut one, engine, profile.name(), &[], false, &mut |n| {
-                        progress.inc(n)
-                    })?;
+                let report = sim::simulate(
+                    &mut one,
+                    engine,
+                    None,
+                    profile.name(),
+                    &[],
+                    false,
+                    &mut |n| progress.inc(n),
+                )?;
                 Ok(ZpageRun {
                     ratio: report.ratio,
                     effective_ratio: report.effective_ratio,

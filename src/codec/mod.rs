@@ -17,6 +17,8 @@
 //!   classifier's decision ([`crate::classify::plan`]), not the codecs'.
 
 pub mod delta;
+pub mod dict;
+pub mod dictset;
 pub mod general;
 pub mod raw;
 pub mod same;
@@ -122,6 +124,9 @@ pub enum DecodeError {
         /// The size given.
         got: usize,
     },
+    /// The form names a dictionary the decoder was not given.
+    #[error("the form needs zstd dictionary {0}, which is not loaded")]
+    MissingDictionary(u32),
     /// The payload is inconsistent (a length, a parameter, the backend refused it).
     #[error("{class} form is corrupt: {reason}")]
     Corrupt {
@@ -213,6 +218,32 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
     stored
 }
 
+/// Encodes `page` in the zstd form with `dict` into `out` (cleared first), or in the
+/// incompressible form where that reaches the huge threshold; returns the class stored.
+pub fn encode_with_dictionary(
+    page: &Page,
+    dict: &dict::Dictionary,
+    config: &CodecConfig,
+    out: &mut Vec<u8>,
+) -> Class {
+    out.clear();
+    dict::encode(page, dict, out);
+    if out.len() >= config.huge_threshold.min(RAW_SIZE) {
+        out.clear();
+        raw::encode(page, out);
+        return Class::Incompressible;
+    }
+    Class::Zstd
+}
+
+/// The dictionary a stored form names, if any: only zstd forms can.
+pub fn form_dictionary(class: Class, payload: &[u8]) -> Option<u32> {
+    (class == Class::Zstd)
+        .then(|| dict::frame_dict_id(payload))
+        .flatten()
+        .filter(|&id| id != 0)
+}
+
 /// Encodes a page filled with `word` into `out` (cleared first): the zero form for 0, the
 /// same-filled form otherwise; returns that class. For a caller that has scanned already.
 pub fn encode_filled(word: u64, out: &mut Vec<u8>) -> Class {
@@ -234,8 +265,25 @@ pub fn decode(stored: &[u8], out: &mut Page) -> Result<Class, DecodeError> {
 }
 
 /// Decodes a form whose tag is kept elsewhere (the store keeps the class in its
-/// per-page metadata and only the payload in the allocator).
+/// per-page metadata and only the payload in the allocator). A form that names a
+/// dictionary does not decode here (see [`decode_payload_with`]).
 pub fn decode_payload(class: Class, payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
+    decode_payload_with(class, payload, &dict::NoDictionaries, out)
+}
+
+/// [`decode_payload`], with the dictionaries forms may name.
+pub fn decode_payload_with(
+    class: Class,
+    payload: &[u8],
+    dicts: &(impl dict::Dictionaries + ?Sized),
+    out: &mut Page,
+) -> Result<(), DecodeError> {
+    if class == Class::Zstd {
+        match dict::frame_dict_id(payload) {
+            Some(0) | None => {}
+            Some(id) => return dict::decode(payload, id, dicts, out),
+        }
+    }
     match class {
         Class::Zero => zero::decode(payload, out),
         Class::Same => same::decode(payload, out),

@@ -34,6 +34,7 @@
 //! - Stored bytes carry a CRC-32, checked on every read: corruption is an error, never
 //!   wrong data.
 
+mod dicts;
 mod slab;
 mod stats;
 mod table;
@@ -42,10 +43,12 @@ pub use slab::SLAB_BYTES;
 pub use stats::{ClassStats, MmStat, Stats};
 
 use crate::classify::model::{Model, Profile};
+use crate::codec::dictset::{self, DictionarySet, TrainTarget};
 use crate::codec::{self, Class, DecodeError, RAW_SIZE};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
-use crate::sync::{AtomicU64, Cell, Ordering, RwLock, RwLockWriteGuard, thread_local};
+use crate::sync::{Arc, AtomicU64, Cell, Ordering, RwLock, RwLockWriteGuard, thread_local};
+use dicts::Dicts;
 use lru::LruCache;
 use slab::{AllocError, Handle, Slabs};
 use stats::Counters;
@@ -127,6 +130,9 @@ pub struct StoreBuilder {
     hot_budget: usize,
     mem_limit: Option<u64>,
     engine: Engine,
+    dictionaries: Option<DictionarySet>,
+    auto_dictionaries: Option<u64>,
+    dictionary_level: Option<i32>,
 }
 
 impl Default for StoreBuilder {
@@ -139,6 +145,9 @@ impl Default for StoreBuilder {
             hot_budget: 0,
             mem_limit: None,
             engine: Engine::default(),
+            dictionaries: None,
+            auto_dictionaries: None,
+            dictionary_level: None,
         }
     }
 }
@@ -182,6 +191,32 @@ impl StoreBuilder {
         self
     }
 
+    /// Dictionaries to encode zstd pages with from the start (trained offline, e.g. by
+    /// [`PageStore::train_dictionaries`] on another store and saved with
+    /// [`DictionarySet::save`]); they are renamed to this store's ids and prepared at
+    /// its engine's zstd level.
+    pub fn dictionaries(mut self, set: DictionarySet) -> Self {
+        self.dictionaries = Some(set);
+        self
+    }
+
+    /// Trains dictionaries by itself: once the store holds `zstd_pages` pages stored as
+    /// zstd, and again each time that count has grown fourfold. The insert that crosses the
+    /// mark trains, in its own thread, before it returns (sampling, clustering and
+    /// zstd's trainer: on the order of a second); pages stored before keep their form.
+    pub fn auto_dictionaries(mut self, zstd_pages: u64) -> Self {
+        self.auto_dictionaries = Some(zstd_pages);
+        self
+    }
+
+    /// The zstd level pages are encoded at with a dictionary (default: the engine's zstd
+    /// level). A dictionary gives a higher level more to work with (zram's best
+    /// configuration runs level 8 with one); each level costs compress speed.
+    pub fn dictionary_level(mut self, level: i32) -> Self {
+        self.dictionary_level = Some(level.clamp(1, 22));
+        self
+    }
+
     /// The store, empty.
     pub fn build(self) -> PageStore {
         let pages = self.hot_budget / PAGE_SIZE;
@@ -202,14 +237,26 @@ impl StoreBuilder {
                 }
             })
             .collect();
+        let dictionary_level = self
+            .dictionary_level
+            .unwrap_or(self.engine.codec().zstd_level);
         let store = PageStore {
             engine: self.engine,
             shards,
             shard_bits: self.shards.trailing_zeros(),
             slabs: RwLock::new(Slabs::new(self.mem_limit)),
             counters: Counters::default(),
+            dicts: Dicts::new(self.auto_dictionaries),
+            dictionary_level,
         };
         store.slabs_mut(); // publishes the limit
+        if let Some(set) = self.dictionaries {
+            let first = store.dicts.reserve_ids(set.dictionaries().len());
+            let set = set
+                .renamed(first, store.dictionary_level)
+                .expect("a checked dictionary renames");
+            store.dicts.install(set);
+        }
         store
     }
 }
@@ -300,6 +347,9 @@ pub struct PageStore {
     shard_bits: u32,
     slabs: RwLock<Slabs>,
     counters: Counters,
+    dicts: Dicts,
+    /// The zstd level of forms encoded with a dictionary.
+    dictionary_level: i32,
 }
 
 impl PageStore {
@@ -339,12 +389,20 @@ impl PageStore {
             }
         }
         let mut encoded = SCRATCH.with(Cell::take);
+        // Held until the page is counted, so that its dictionary stays registered.
+        let dicts = self.dicts.current();
         let class = match filled {
             Some(word) => codec::encode_filled(word, &mut encoded),
-            None => self.engine.encode(page, &mut encoded),
+            None => self
+                .engine
+                .encode_with(page, dicts.as_deref(), &mut encoded),
         };
         let result = self.install(slot, id, class, page, &encoded);
         SCRATCH.with(|cell| cell.set(encoded));
+        drop(dicts);
+        if result.is_ok() {
+            self.maybe_train();
+        }
         result
     }
 
@@ -359,13 +417,40 @@ impl PageStore {
     ) -> Result<(), StoreError> {
         let mut shard = slot.shard.write();
         let old = shard.table.get(id);
-        let meta = replace_form(&mut self.slabs_mut(), old, class, page, encoded)?;
+        let mut slabs = self.slabs_mut();
+        let old_dict = old.and_then(|old| form_dict(&slabs, old));
+        let meta = replace_form(&mut slabs, old, class, page, encoded)?;
+        drop(slabs);
         if let Some(old) = old {
             shard.forget(id, old, &self.counters);
         }
-        self.counters.record(meta);
+        if let Some(dict) = old_dict {
+            self.dicts.release(dict);
+        }
+        self.record(meta, encoded);
         shard.table.set(id, meta);
         Ok(())
+    }
+
+    /// Counts a newly stored form, and the dictionary it names (under its shard lock).
+    fn record(&self, meta: Meta, encoded: &[u8]) {
+        self.counters.record(meta);
+        if let Some(class) = meta.stored
+            && let Some(dict) = codec::form_dictionary(class, &encoded[1..])
+        {
+            self.dicts.retain(dict);
+        }
+    }
+
+    /// Frees a stored form and uncounts the dictionary it names (under its shard lock).
+    fn release_form(&self, meta: Meta) {
+        let mut slabs = self.slabs_mut();
+        let dict = form_dict(&slabs, meta);
+        free_form(&mut slabs, meta);
+        drop(slabs);
+        if let Some(dict) = dict {
+            self.dicts.release(dict);
+        }
     }
 
     /// Copies page `id` into `out`.
@@ -445,18 +530,22 @@ impl PageStore {
                 .take()
                 .unwrap_or_else(|| make.take().expect("made once")());
             let mut encoded = SCRATCH.with(Cell::take);
-            let class = self.engine.encode(&page, &mut encoded);
+            let dicts = self.dicts.current();
+            let class = self
+                .engine
+                .encode_with(&page, dicts.as_deref(), &mut encoded);
             let installed = {
                 let mut shard = self.slot(id).shard.write();
                 match shard.table.get(id) {
                     Some(_) => Ok(false),
                     None => store_form(&mut self.slabs_mut(), class, &page, &encoded).map(|meta| {
-                        self.counters.record(meta);
+                        self.record(meta, &encoded);
                         shard.table.set(id, meta);
                         true
                     }),
                 }
             };
+            drop(dicts);
             SCRATCH.with(|cell| cell.set(encoded));
             if installed? {
                 return Ok(page);
@@ -493,7 +582,7 @@ impl PageStore {
         let Some(meta) = shard.table.remove(id) else {
             return false;
         };
-        free_form(&mut self.slabs_mut(), meta);
+        self.release_form(meta);
         shard.forget(id, meta, &self.counters);
         true
     }
@@ -556,6 +645,62 @@ impl PageStore {
         Ok(())
     }
 
+    /// Trains dictionaries on the pages the store holds as zstd and encodes new zstd
+    /// pages with them from then on (pages stored before keep their form until they are
+    /// rewritten). Samples up to 4096 of those pages evenly, clusters them by their
+    /// features, trains one dictionary per cluster and keeps the number of clusters (or
+    /// none) that stores a held-out tenth of the sample smallest, counting the
+    /// dictionaries' memory against what they save on the store's zstd pages; their
+    /// total size is at most 1/16 of the compressed data (and 512 KiB), so a small store
+    /// gets small dictionaries or none. Returns the set installed, if any. No lock is
+    /// held while it trains; stores and reads go on meanwhile.
+    pub fn train_dictionaries(&self) -> Result<Option<Arc<DictionarySet>>, StoreError> {
+        const SAMPLE: usize = 4096;
+        let zstd_pages = self.counters.pages_of(Class::Zstd);
+        let ids: Vec<u64> = self
+            .ids()
+            .filter(|&id| self.stored_class(id) == Some(Class::Zstd))
+            .collect();
+        let step = ids.len().div_ceil(SAMPLE).max(1);
+        let mut pages = Vec::with_capacity(ids.len() / step + 1);
+        for &id in ids.iter().step_by(step) {
+            if let Some(page) = self.get(id)? {
+                pages.push(page);
+            }
+        }
+        let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+        let mm = self.counters.mm_stat();
+        let target = TrainTarget {
+            budget_bytes: ((mm.compr_data_size / 16) as usize).min(512 << 10),
+            level: self.dictionary_level,
+            plain_level: self.engine.codec().zstd_level,
+            first_id: self.dicts.reserve_ids(dictset::MAX_TRAINED_CLUSTERS),
+            served_pages: zstd_pages,
+        };
+        // A trainer that fails (samples too uniform) leaves the store as it was.
+        let Some(set) = DictionarySet::train(&refs, target) else {
+            return Ok(None);
+        };
+        self.dicts.install(set);
+        Ok(self.dicts.current())
+    }
+
+    /// The dictionaries new zstd pages are encoded with, if any (to save with
+    /// [`DictionarySet::save`]).
+    pub fn dictionaries(&self) -> Option<Arc<DictionarySet>> {
+        self.dicts.current()
+    }
+
+    /// Trains if `auto_dictionaries` says it is time (after a successful insert).
+    fn maybe_train(&self) {
+        let zstd_pages = self.counters.pages_of(Class::Zstd);
+        if self.dicts.begin_auto(zstd_pages) {
+            // A failure to read a sampled page is the reader's to report, not this insert's.
+            let _ = self.train_dictionaries();
+            self.dicts.trained(zstd_pages);
+        }
+    }
+
     /// Moves objects out of slabs with garbage and unmaps the emptied slabs; returns the
     /// pages of memory given back. Readers keep going during compaction: each shard is
     /// locked only while its own objects move.
@@ -605,6 +750,8 @@ impl PageStore {
         let mut stats = Stats {
             mm: self.counters.mm_stat(),
             bookkeeping_bytes: slabs.bookkeeping(),
+            dictionary_bytes: self.dicts.memory_bytes(),
+            dictionaries: self.dicts.count() as u64,
             classes: Class::ALL
                 .iter()
                 .map(|&class| (class, classes[class.index()]))
@@ -649,7 +796,8 @@ impl PageStore {
                 if crc32fast::hash(bytes) != meta.checksum {
                     return Err(StoreError::Checksum { id });
                 }
-                codec::decode_payload(class, bytes, out)
+                self.dicts
+                    .with_registry(|dicts| codec::decode_payload_with(class, bytes, dicts, out))
                     .map_err(|source| StoreError::Corrupt { id, source })
             }
         }
@@ -687,7 +835,7 @@ impl PageStore {
         copy.bytes_mut().copy_from_slice(page.bytes());
         shard.hot.put(id, copy);
         if let Some(old) = old {
-            free_form(&mut self.slabs_mut(), old);
+            self.release_form(old);
             shard.forget(id, Meta { hot: false, ..old }, &self.counters);
         }
         shard.hot_dirty += 1;
@@ -724,14 +872,18 @@ impl PageStore {
     /// Gives a dirty hot page its compressed form.
     fn clean(&self, shard: &mut Shard, id: u64, page: &Page) -> Result<(), StoreError> {
         let mut encoded = SCRATCH.with(Cell::take);
-        let class = self.engine.encode(page, &mut encoded);
+        let dicts = self.dicts.current();
+        let class = self
+            .engine
+            .encode_with(page, dicts.as_deref(), &mut encoded);
         let stored = store_form(&mut self.slabs_mut(), class, page, &encoded);
+        if let Ok(meta) = stored {
+            shard.hot_dirty -= 1;
+            self.record(meta, &encoded);
+            shard.table.set(id, Meta { hot: true, ..meta });
+        }
         SCRATCH.with(|cell| cell.set(encoded));
-        let meta = stored?;
-        shard.hot_dirty -= 1;
-        self.counters.record(meta);
-        shard.table.set(id, Meta { hot: true, ..meta });
-        Ok(())
+        stored.map(|_| ())
     }
 }
 
@@ -858,6 +1010,16 @@ fn replace_form(
             })
         }
         _ => Err(error),
+    }
+}
+
+/// The dictionary a stored form names, read from its payload's frame header.
+fn form_dict(slabs: &Slabs, meta: Meta) -> Option<u32> {
+    match meta.stored {
+        Some(class @ Class::Zstd) => {
+            codec::form_dictionary(class, slabs.get(Handle::from_bits(meta.word)))
+        }
+        _ => None,
     }
 }
 

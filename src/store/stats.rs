@@ -118,6 +118,11 @@ impl Counters {
             .store(totals.pages_compacted, Ordering::Relaxed);
     }
 
+    /// Pages stored as `class`.
+    pub(crate) fn pages_of(&self, class: Class) -> u64 {
+        self.pages[class.index()].load(Ordering::Relaxed)
+    }
+
     /// Per class, by [`Class::index`].
     pub(crate) fn classes(&self) -> [ClassStats; CLASSES] {
         std::array::from_fn(|i| {
@@ -160,6 +165,10 @@ pub struct Stats {
     pub metadata_bytes: u64,
     /// The allocator's own bookkeeping (slab table, free lists), in bytes.
     pub bookkeeping_bytes: u64,
+    /// Memory the store's dictionaries take (their bytes and zstd's prepared tables).
+    pub dictionary_bytes: u64,
+    /// Dictionaries registered: the current set's and older ones pages still name.
+    pub dictionaries: u64,
     /// Decoded pages in the hot tier, and how many of them have no compressed form yet.
     pub hot_pages: u64,
     /// Of `hot_pages`, those written since they were last compressed.
@@ -180,10 +189,10 @@ impl Stats {
         self.mm.orig_data_size as f64 / self.mm.compr_data_size.max(1) as f64
     }
 
-    /// Memory spent besides the compressed data: the page table and the allocator's
-    /// bookkeeping.
+    /// Memory spent besides the compressed data: the page table, the allocator's
+    /// bookkeeping and the dictionaries.
     pub fn metadata_total(&self) -> u64 {
-        self.metadata_bytes + self.bookkeeping_bytes
+        self.metadata_bytes + self.bookkeeping_bytes + self.dictionary_bytes
     }
 
     /// `orig_data_size / (mem_used_total + metadata + bookkeeping)`: what the memory
@@ -202,6 +211,8 @@ impl Stats {
         self.mm.mem_used_total += other.mm.mem_used_total;
         self.metadata_bytes += other.metadata_bytes;
         self.bookkeeping_bytes += other.bookkeeping_bytes;
+        self.dictionary_bytes += other.dictionary_bytes;
+        self.dictionaries += other.dictionaries;
         self.mm.same_pages += other.mm.same_pages;
         self.mm.huge_pages += other.mm.huge_pages;
         for (&class, figures) in &other.classes {

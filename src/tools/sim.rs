@@ -87,6 +87,10 @@ pub struct Report {
     pub metadata_bytes: u64,
     /// Of `metadata_bytes`, the page tables alone (the per-page metadata).
     pub page_table_bytes: u64,
+    /// Of `metadata_bytes`, the dictionaries the stores trained (0 without them).
+    pub dictionary_bytes: u64,
+    /// Dictionaries the stores hold at the end.
+    pub dictionaries: u64,
     pub same_pages: u64,
     pub huge_pages: u64,
     /// `orig_data_size / compr_data_size`.
@@ -106,6 +110,14 @@ pub struct Report {
     pub peak_rss_bytes: u64,
 }
 
+/// Dictionaries trained by each input's store as it fills (`PageStore`'s
+/// `auto_dictionaries`): from `after_zstd_pages` pages stored as zstd on, at `level`.
+#[derive(Clone, Copy, Debug)]
+pub struct Dictionaries {
+    pub after_zstd_pages: u64,
+    pub level: i32,
+}
+
 /// Simulates every source. With `detailed` it also runs the baselines (most of the time:
 /// the oracle encodes every page five ways), the separate classify-timing pass, and times
 /// each insert for the per-class time shares (a clock read per page, ~1% of an insert);
@@ -116,6 +128,7 @@ pub struct Report {
 pub fn simulate(
     sources: &mut [Box<dyn PageSource + '_>],
     engine: &Engine,
+    dictionaries: Option<Dictionaries>,
     profile: &str,
     baselines: &[Baseline],
     detailed: bool,
@@ -134,10 +147,13 @@ pub fn simulate(
         let name = source.name().to_string();
         // One thread inserts, so one shard: its metadata blocks fill densely, as a zram
         // device's table does.
-        let store = PageStore::builder()
-            .shards(1)
-            .engine(engine.clone())
-            .build();
+        let mut builder = PageStore::builder().shards(1).engine(engine.clone());
+        if let Some(d) = dictionaries {
+            builder = builder
+                .auto_dictionaries(d.after_zstd_pages)
+                .dictionary_level(d.level);
+        }
+        let store = builder.build();
         let (mut next_id, mut digest) = (0u64, 0u64);
         while source
             .next_chunk(&mut chunk)
@@ -248,6 +264,8 @@ pub fn simulate(
         mem_used_total: totals.mm.mem_used_total,
         metadata_bytes: totals.metadata_total(),
         page_table_bytes: totals.metadata_bytes,
+        dictionary_bytes: totals.dictionary_bytes,
+        dictionaries: totals.dictionaries,
         same_pages: totals.mm.same_pages,
         huge_pages: totals.mm.huge_pages,
         ratio: totals.ratio(),

@@ -1,0 +1,340 @@
+//! Trained zstd dictionaries, and the zstd form that names the dictionary it needs.
+//!
+//! A 4 KiB page is too short for zstd to learn a program's strings, pointers and headers
+//! from the page alone; a dictionary trained on the program's own pages gives them up
+//! front (what zram's `algorithm_params dict=` does since Linux 6.12).
+//!
+//! Invariants:
+//! - A [`Dictionary`] is immutable. Its id (at least 1) is written into its zstd header
+//!   and, by zstd, into every frame encoded with it, so a stored form names its
+//!   dictionary; ids below 256 cost one byte a page.
+//! - Decoding a frame that names a dictionary needs exactly that one: an id nobody
+//!   supplies is [`DecodeError::MissingDictionary`], and zstd refuses a frame given a
+//!   dictionary of another id. A frame naming none decodes as before.
+//! - A dictionary is accepted only if zstd parses it (the trainer's output, or a file's
+//!   bytes checked by [`Dictionary::from_bytes`]); nothing here panics on bad bytes.
+
+use super::{Class, DecodeError};
+use crate::page::PAGE_SIZE;
+use crate::page::Page;
+use crate::sync::{AtomicU64, Ordering, RefCell, thread_local};
+use ::zstd::zstd_safe::{CCtx, CParameter, DCtx, DDict, DParameter, FrameFormat};
+
+/// zstd's dictionary magic number, the first four bytes of a trained dictionary.
+const DICT_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
+/// Compression contexts kept per thread, one per dictionary recently encoded with.
+const CONTEXTS_PER_THREAD: usize = 8;
+/// Smallest dictionary zstd's trainer accepts to produce, in bytes.
+pub const MIN_DICT_BYTES: usize = 256;
+
+/// Why a dictionary could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DictError {
+    /// zstd's trainer failed (too few or too uniform samples).
+    #[error("cannot train a dictionary: {0}")]
+    Train(String),
+    /// The bytes are not a zstd dictionary.
+    #[error("not a zstd dictionary: {0}")]
+    Invalid(&'static str),
+    /// Id 0 means "no dictionary" in a zstd frame.
+    #[error("dictionary id 0 is reserved")]
+    ZeroId,
+}
+
+/// A trained zstd dictionary, for encoding at one level and prepared for decoding.
+/// `Send + Sync`: shared by every thread of a store. Encoding digests it once per thread
+/// into a context sized for one page (kept per thread, as zstd's other contexts are),
+/// so a dictionary's own memory is its bytes and its decoding tables.
+pub struct Dictionary {
+    id: u32,
+    level: i32,
+    /// Names this dictionary's per-thread compression contexts (ids can repeat across
+    /// stores; serials cannot).
+    serial: u64,
+    bytes: Box<[u8]>,
+    ddict: DDict<'static>,
+    /// Stored pages whose form names this dictionary (kept by the store).
+    pages: AtomicU64,
+}
+
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("id", &self.id)
+            .field("level", &self.level)
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dictionary {
+    /// Trains a dictionary of at most `max_bytes` on `samples` (zstd's fastCover
+    /// trainer), for encoding at `level`, named `id`.
+    pub fn train(
+        samples: &[&[u8]],
+        max_bytes: usize,
+        id: u32,
+        level: i32,
+    ) -> Result<Dictionary, DictError> {
+        let bytes = ::zstd::dict::from_samples(samples, max_bytes.max(MIN_DICT_BYTES))
+            .map_err(|e| DictError::Train(e.to_string()))?;
+        Dictionary::from_bytes(bytes, id, level)
+    }
+
+    /// A dictionary from the bytes of a trained one (as [`Dictionary::bytes`] gives
+    /// them), renamed `id`, for encoding at `level`. Refused unless zstd parses it.
+    pub fn from_bytes(bytes: Vec<u8>, id: u32, level: i32) -> Result<Dictionary, DictError> {
+        if id == 0 {
+            return Err(DictError::ZeroId);
+        }
+        let mut bytes = bytes.into_boxed_slice();
+        if bytes.len() < 8 || bytes[..4] != DICT_MAGIC {
+            return Err(DictError::Invalid("no zstd dictionary header"));
+        }
+        bytes[4..8].copy_from_slice(&id.to_le_bytes());
+        let ddict = DDict::try_create(&bytes).ok_or(DictError::Invalid("zstd cannot load it"))?;
+        if ddict.get_dict_id().map(|id| id.get()) != Some(id) {
+            return Err(DictError::Invalid("its header does not parse"));
+        }
+        // The encoder must accept it too, before any page depends on that.
+        new_context(&bytes, level).ok_or(DictError::Invalid("zstd cannot load it"))?;
+        Ok(Dictionary {
+            id,
+            level,
+            serial: crate::sync::unique_serial(),
+            bytes,
+            ddict,
+            pages: AtomicU64::new(0),
+        })
+    }
+
+    /// The id stored forms name it by.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The zstd level it encodes at.
+    pub fn level(&self) -> i32 {
+        self.level
+    }
+
+    /// Its bytes (the id written into their header), as saved to a file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Memory it takes: its bytes and zstd's decoding tables (with their copy of the
+    /// bytes).
+    pub fn memory_bytes(&self) -> usize {
+        self.bytes.len() + self.ddict.sizeof()
+    }
+
+    /// Stored pages whose form names it.
+    pub fn pages(&self) -> u64 {
+        self.pages.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_page(&self) {
+        self.pages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a page; returns whether it was the last.
+    pub(crate) fn remove_page(&self) -> bool {
+        self.pages.fetch_sub(1, Ordering::Relaxed) == 1
+    }
+}
+
+/// Where a decoder finds the dictionaries stored forms name.
+pub trait Dictionaries {
+    /// The dictionary of `id`, if there is one.
+    fn get(&self, id: u32) -> Option<&Dictionary>;
+}
+
+/// No dictionaries at all: forms that name one do not decode.
+pub struct NoDictionaries;
+
+impl Dictionaries for NoDictionaries {
+    fn get(&self, _: u32) -> Option<&Dictionary> {
+        None
+    }
+}
+
+impl Dictionaries for [&Dictionary] {
+    fn get(&self, id: u32) -> Option<&Dictionary> {
+        self.iter().find(|d| d.id == id).copied()
+    }
+}
+
+thread_local! {
+    /// Compression contexts with a dictionary loaded, most recent first, by serial.
+    static CCTXS: RefCell<Vec<(u64, CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
+    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// A compression context for pages with `bytes` loaded: magicless frames that name the
+/// dictionary and leave the content size out, tables sized for one page.
+fn new_context(bytes: &[u8], level: i32) -> Option<CCtx<'static>> {
+    let mut cctx = CCtx::try_create()?;
+    for param in [
+        CParameter::CompressionLevel(level),
+        CParameter::Format(FrameFormat::Magicless),
+        CParameter::ContentSizeFlag(false),
+        CParameter::ChecksumFlag(false),
+        CParameter::DictIdFlag(true),
+        CParameter::SrcSizeHint(PAGE_SIZE as u32),
+    ] {
+        cctx.set_parameter(param).ok()?;
+    }
+    cctx.load_dictionary(bytes).ok()?;
+    Some(cctx)
+}
+
+/// Appends the zstd form of `page` encoded with `dict` (at the dictionary's level) to
+/// `out`: the tag, then a magicless zstd frame that names the dictionary.
+pub fn encode(page: &Page, dict: &Dictionary, out: &mut Vec<u8>) {
+    out.push(Class::Zstd.tag());
+    let start = out.len();
+    out.resize(start + ::zstd::zstd_safe::compress_bound(PAGE_SIZE), 0);
+    let written = CCTXS.with(|cell| {
+        let mut contexts = cell.borrow_mut();
+        match contexts
+            .iter()
+            .position(|(serial, _)| *serial == dict.serial)
+        {
+            Some(0) => {}
+            Some(at) => {
+                let entry = contexts.remove(at);
+                contexts.insert(0, entry);
+            }
+            None => {
+                let cctx = new_context(&dict.bytes, dict.level)
+                    .expect("the dictionary loaded when it was made");
+                contexts.truncate(CONTEXTS_PER_THREAD - 1);
+                contexts.insert(0, (dict.serial, cctx));
+            }
+        }
+        contexts[0]
+            .1
+            .compress2(&mut out[start..], page.bytes())
+            .expect("output sized by compress_bound")
+    });
+    out.truncate(start + written);
+}
+
+/// The dictionary id a magicless zstd frame names (0: none), from its frame header;
+/// `None` if the header is cut short.
+pub fn frame_dict_id(payload: &[u8]) -> Option<u32> {
+    let &descriptor = payload.first()?;
+    let size = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let single_segment = descriptor & 0x20 != 0;
+    let at = 1 + usize::from(!single_segment);
+    let field = payload.get(at..at + size)?;
+    let mut id = [0u8; 4];
+    id[..size].copy_from_slice(field);
+    Some(u32::from_le_bytes(id))
+}
+
+/// Decodes a frame that names dictionary `id` with it; the frame must fill `out`.
+pub fn decode(
+    payload: &[u8],
+    id: u32,
+    dicts: &(impl Dictionaries + ?Sized),
+    out: &mut Page,
+) -> Result<(), DecodeError> {
+    let dict = dicts.get(id).ok_or(DecodeError::MissingDictionary(id))?;
+    let corrupt = |reason| DecodeError::corrupt(Class::Zstd, reason);
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dctx = slot.get_or_insert_with(|| {
+            let mut d = DCtx::create();
+            d.set_parameter(DParameter::Format(FrameFormat::Magicless))
+                .expect("valid zstd parameter");
+            d
+        });
+        match dctx.decompress_using_ddict(&mut out.bytes_mut()[..], payload, &dict.ddict) {
+            Ok(n) if n == out.bytes().len() => Ok(()),
+            Ok(_) => Err(corrupt("zstd frame decodes to fewer bytes than expected")),
+            Err(_) => Err(corrupt("invalid zstd frame for its dictionary")),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_pages(n: usize) -> Vec<Page> {
+        (0..n)
+            .map(|i| {
+                let mut page = Page::zeroed();
+                let line = format!("GET /api/v1/users/{i} HTTP/1.1 host=example.org agent=curl ");
+                for (j, chunk) in page.bytes_mut().chunks_mut(line.len()).enumerate() {
+                    let line = format!("{line}{}", (i * 31 + j) % 977);
+                    chunk.copy_from_slice(&line.as_bytes()[..chunk.len()]);
+                }
+                page
+            })
+            .collect()
+    }
+
+    fn trained(id: u32) -> Dictionary {
+        let pages = text_pages(64);
+        let samples: Vec<&[u8]> = pages.iter().map(|p| &p.bytes()[..]).collect();
+        Dictionary::train(&samples, 8192, id, 3).expect("trains")
+    }
+
+    #[test]
+    fn frames_name_their_dictionary_and_round_trip() {
+        let dict = trained(7);
+        let page = &text_pages(70)[69];
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        encode(page, &dict, &mut with);
+        super::super::zstd::encode(page, 3, &mut without);
+        assert!(
+            with.len() < without.len(),
+            "{} vs {}",
+            with.len(),
+            without.len()
+        );
+        assert_eq!(frame_dict_id(&with[1..]), Some(7));
+        assert_eq!(frame_dict_id(&without[1..]), Some(0));
+        let mut back = Page::zeroed();
+        decode(&with[1..], 7, [&dict].as_slice(), &mut back).unwrap();
+        assert_eq!(back, *page);
+        // No dictionary, or another one of the same id: refused, not wrong bytes.
+        assert_eq!(
+            decode(&with[1..], 7, &NoDictionaries, &mut back),
+            Err(DecodeError::MissingDictionary(7))
+        );
+        let other = Dictionary::from_bytes(trained(9).bytes().to_vec(), 7, 3).unwrap();
+        let result = decode(&with[1..], 7, [&other].as_slice(), &mut back);
+        assert!(result.is_err() || back == *page, "never wrong bytes");
+    }
+
+    #[test]
+    fn bad_dictionary_bytes_are_refused() {
+        assert_eq!(
+            Dictionary::from_bytes(vec![0; 100], 1, 3).err(),
+            Some(DictError::Invalid("no zstd dictionary header"))
+        );
+        assert_eq!(
+            Dictionary::from_bytes(trained(1).bytes().to_vec(), 0, 3).err(),
+            Some(DictError::ZeroId)
+        );
+        let mut cut = trained(1).bytes().to_vec();
+        cut.truncate(40);
+        assert!(Dictionary::from_bytes(cut, 1, 3).is_err());
+        assert!(matches!(
+            Dictionary::train(&[&b"x"[..]], 4096, 1, 3),
+            Err(DictError::Train(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_frame_headers_are_none() {
+        assert_eq!(frame_dict_id(&[]), None);
+        assert_eq!(frame_dict_id(&[0x01]), None);
+        assert_eq!(frame_dict_id(&[0x21, 5]), Some(5));
+        assert_eq!(frame_dict_id(&[0x03, 0, 1, 2, 3, 4]), Some(0x0403_0201));
+    }
+}

@@ -1,0 +1,403 @@
+//! A set of dictionaries, one per cluster of similar pages: trained on sampled pages, the
+//! number of clusters chosen by the stored bytes it gives on held-out pages, saved and
+//! loaded as a file.
+//!
+//! Invariants:
+//! - Every cluster has exactly one dictionary; a page's dictionary is its nearest
+//!   centroid's (the features are the classifier's, already extracted on insert).
+//! - Training chooses among no dictionary and 1, 2, 4 or 8 clusters by one stated
+//!   criterion: the bytes the held-out pages (every tenth sampled page) take, scaled to
+//!   the pages the set will serve, plus the memory the dictionaries take. So a small
+//!   store gets small dictionaries or none.
+//! - A file is checked whole before anything is built from it (magic, version, lengths,
+//!   CRC-32, zstd's parse of each dictionary): a bad file is a one-line error.
+
+use super::dict::{DictError, Dictionary};
+use crate::classify::cluster::Clusters;
+use crate::classify::features::{self, COUNT, Features};
+use crate::page::Page;
+use crate::sync::Arc;
+use std::path::Path;
+
+const FILE_MAGIC: &[u8; 8] = b"ZPGDICT\0";
+/// Format version written into dictionary-set files.
+pub const FILE_VERSION: u32 = 1;
+/// Most clusters a set (or a file) may hold.
+pub const MAX_CLUSTERS: usize = 64;
+/// Largest dictionary a file may hold.
+const MAX_DICT_FILE_BYTES: usize = 1 << 20;
+/// Smallest dictionary worth a cluster.
+const MIN_DICT_BYTES: usize = 4 << 10;
+/// Largest dictionary trained (zstd's usual size; more samples a cluster, not more bytes).
+const MAX_DICT_BYTES: usize = 112 << 10;
+/// Sampled pages at most per cluster given to the trainer.
+const MAX_SAMPLES: usize = 2048;
+/// Candidate cluster counts.
+const CLUSTER_COUNTS: [usize; 4] = [1, 2, 4, 8];
+/// Most clusters training makes (so the ids a training needs).
+pub const MAX_TRAINED_CLUSTERS: usize = CLUSTER_COUNTS[CLUSTER_COUNTS.len() - 1];
+
+/// Why a dictionary set could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DictSetError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a dictionary set of this version, or is damaged.
+    #[error("{path}: not a zpage dictionary set: {reason}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What training aims at.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainTarget {
+    /// Most bytes all the dictionaries together may hold.
+    pub budget_bytes: usize,
+    /// The zstd level the dictionaries encode at.
+    pub level: i32,
+    /// The zstd level pages are stored at without a dictionary (what a set must beat).
+    pub plain_level: i32,
+    /// The id of the first dictionary; the others follow.
+    pub first_id: u32,
+    /// How many pages the set is expected to serve (its memory is paid once, its
+    /// savings per page).
+    pub served_pages: u64,
+}
+
+/// Dictionaries by cluster. Cloning shares the dictionaries.
+#[derive(Clone, Debug)]
+pub struct DictionarySet {
+    clusters: Clusters,
+    dicts: Vec<Arc<Dictionary>>,
+}
+
+impl DictionarySet {
+    /// Trains a set on `pages` (those a dictionary would serve: the zstd pages), or
+    /// `None` when no dictionary pays for its memory on the held-out pages (or zstd's
+    /// trainer cannot train on them).
+    pub fn train(pages: &[&Page], target: TrainTarget) -> Option<DictionarySet> {
+        let held_out: Vec<&Page> = pages.iter().skip(9).step_by(10).copied().collect();
+        let train: Vec<&Page> = (0..pages.len())
+            .filter(|i| i % 10 != 9)
+            .map(|i| pages[i])
+            .collect();
+        if held_out.is_empty() {
+            return None;
+        }
+        let scale = target.served_pages.max(held_out.len() as u64) as f64 / held_out.len() as f64;
+        let mut scratch = Vec::new();
+        let plain: usize = held_out
+            .iter()
+            .map(|page| {
+                scratch.clear();
+                super::zstd::encode(page, target.plain_level, &mut scratch);
+                scratch.len()
+            })
+            .sum();
+        let mut best: (f64, Option<DictionarySet>) = (plain as f64 * scale, None);
+        let points: Vec<Features> = train.iter().map(|p| features::extract(p)).collect();
+        for k in CLUSTER_COUNTS {
+            let largest = (target.budget_bytes / k).min(MAX_DICT_BYTES);
+            if largest < MIN_DICT_BYTES || train.len() < 16 * k {
+                break;
+            }
+            let clusters = Clusters::fit(&points, k);
+            // Two sizes a cluster: the most the budget allows, and a small one, which
+            // pays sooner on a store of few pages or a narrow vocabulary.
+            let sizes = [largest, (largest / 8).max(MIN_DICT_BYTES)];
+            for dict_bytes in sizes
+                .into_iter()
+                .take(1 + usize::from(largest / 8 >= MIN_DICT_BYTES))
+            {
+                let Some(set) = DictionarySet::fit(&clusters, &train, &points, dict_bytes, target)
+                else {
+                    return best.1;
+                };
+                let bytes: usize = held_out
+                    .iter()
+                    .map(|page| {
+                        scratch.clear();
+                        let dict = set.dictionary_for(&features::extract(page));
+                        super::dict::encode(page, dict, &mut scratch);
+                        scratch.len()
+                    })
+                    .sum();
+                let cost = bytes as f64 * scale + set.memory_bytes() as f64;
+                if cost < best.0 {
+                    best = (cost, Some(set));
+                }
+            }
+        }
+        best.1
+    }
+
+    /// One dictionary of `dict_bytes` per cluster, trained on its members among `train`
+    /// (a cluster too small or too uniform to train on gets one trained on all of
+    /// `train`); `None` if even that fails.
+    fn fit(
+        clusters: &Clusters,
+        train: &[&Page],
+        points: &[Features],
+        dict_bytes: usize,
+        target: TrainTarget,
+    ) -> Option<DictionarySet> {
+        let mut dicts = Vec::with_capacity(clusters.len());
+        for c in 0..clusters.len() {
+            let members: Vec<&[u8]> = train
+                .iter()
+                .zip(points)
+                .filter(|(_, x)| clusters.nearest(x) == c)
+                .map(|(p, _)| &p.bytes()[..])
+                .collect();
+            let step = members.len().div_ceil(MAX_SAMPLES).max(1);
+            let samples: Vec<&[u8]> = members.into_iter().step_by(step).collect();
+            let id = target.first_id + c as u32;
+            let dict = Dictionary::train(&samples, dict_bytes, id, target.level).or_else(|_| {
+                let step = train.len().div_ceil(MAX_SAMPLES).max(1);
+                let all: Vec<&[u8]> = train.iter().step_by(step).map(|p| &p.bytes()[..]).collect();
+                Dictionary::train(&all, dict_bytes, id, target.level)
+            });
+            dicts.push(Arc::new(dict.ok()?));
+        }
+        Some(DictionarySet {
+            clusters: clusters.clone(),
+            dicts,
+        })
+    }
+
+    /// The dictionary of the cluster nearest to features `x`.
+    pub fn dictionary_for(&self, x: &Features) -> &Arc<Dictionary> {
+        &self.dicts[self.clusters.nearest(x)]
+    }
+
+    /// The dictionaries, by cluster.
+    pub fn dictionaries(&self) -> &[Arc<Dictionary>] {
+        &self.dicts
+    }
+
+    /// The clusters.
+    pub fn clusters(&self) -> &Clusters {
+        &self.clusters
+    }
+
+    /// Memory the dictionaries take (their bytes and zstd's prepared tables).
+    pub fn memory_bytes(&self) -> usize {
+        self.dicts.iter().map(|d| d.memory_bytes()).sum()
+    }
+
+    /// The same dictionaries renamed from `first_id` on and prepared for `level`.
+    pub fn renamed(&self, first_id: u32, level: i32) -> Result<DictionarySet, DictError> {
+        let dicts = self
+            .dicts
+            .iter()
+            .zip(first_id..)
+            .map(|(d, id)| Dictionary::from_bytes(d.bytes().to_vec(), id, level).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(DictionarySet {
+            clusters: self.clusters.clone(),
+            dicts,
+        })
+    }
+
+    /// The set as a file's bytes: magic, version, cluster count, then per cluster its
+    /// centroid and dictionary, then a CRC-32 of all before it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = FILE_MAGIC.to_vec();
+        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.dicts.len() as u32).to_le_bytes());
+        for (centroid, dict) in self.clusters.centroids().iter().zip(&self.dicts) {
+            for x in centroid {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            out.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
+            out.extend_from_slice(dict.bytes());
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Reads a set from [`DictionarySet::to_bytes`]'s form, naming its dictionaries from
+    /// `first_id` on and preparing them for `level`; `Err` says what is wrong.
+    pub fn from_bytes(bytes: &[u8], first_id: u32, level: i32) -> Result<DictionarySet, String> {
+        let body = bytes
+            .len()
+            .checked_sub(4)
+            .filter(|&n| n >= 16)
+            .ok_or("too short")?;
+        let (body, crc) = bytes.split_at(body);
+        if body[..8] != FILE_MAGIC[..] {
+            return Err("no dictionary-set header".into());
+        }
+        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
+        if version != FILE_VERSION {
+            return Err(format!(
+                "format version {version}, this build reads {FILE_VERSION}"
+            ));
+        }
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+            return Err("checksum mismatch (truncated or damaged)".into());
+        }
+        let count = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
+        if count == 0 || count > MAX_CLUSTERS {
+            return Err(format!("{count} clusters (1 to {MAX_CLUSTERS})"));
+        }
+        let mut rest = &body[16..];
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            if rest.len() < n {
+                return Err("truncated".to_string());
+            }
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Ok(head)
+        };
+        let (mut centroids, mut dicts) = (Vec::new(), Vec::new());
+        for c in 0..count {
+            let mut centroid = [0f32; COUNT];
+            for x in centroid.iter_mut() {
+                *x = f32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+            }
+            centroids.push(centroid);
+            let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+            if len > MAX_DICT_FILE_BYTES {
+                return Err(format!("dictionary {c} of {len} bytes"));
+            }
+            let id = first_id + c as u32;
+            let dict = Dictionary::from_bytes(take(len)?.to_vec(), id, level)
+                .map_err(|e| format!("dictionary {c}: {e}"))?;
+            dicts.push(Arc::new(dict));
+        }
+        if !rest.is_empty() {
+            return Err("bytes after the last dictionary".into());
+        }
+        let clusters = Clusters::from_centroids(centroids).ok_or("a centroid is not finite")?;
+        Ok(DictionarySet { clusters, dicts })
+    }
+
+    /// Writes the set to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), DictSetError> {
+        std::fs::write(path, self.to_bytes()).map_err(|source| DictSetError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Reads a set from `path` (see [`DictionarySet::from_bytes`]); files over 64 MiB
+    /// are refused unread.
+    pub fn load(path: &Path, first_id: u32, level: i32) -> Result<DictionarySet, DictSetError> {
+        let io = |source| DictSetError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        let format = |reason: String| DictSetError::Format {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !meta.is_file() {
+            return Err(format("not a regular file".into()));
+        }
+        if meta.len() > 64 << 20 {
+            return Err(format(format!("{} bytes is too large", meta.len())));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 20), &mut bytes)
+            .map_err(io)?;
+        DictionarySet::from_bytes(&bytes, first_id, level).map_err(format)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two kinds of pages: request lines and key-value records.
+    fn pages() -> Vec<Page> {
+        (0..600)
+            .map(|i| {
+                let mut page = Page::zeroed();
+                let text = if i % 2 == 0 {
+                    format!(
+                        "GET /api/v1/users/{i}?session=abc{} HTTP/1.1\r\nHost: svc\r\n",
+                        i * 7
+                    )
+                } else {
+                    format!(
+                        "{{\"key\":\"user:{i}\",\"ttl\":{},\"flags\":[1,2,3]}} ",
+                        i % 13
+                    )
+                };
+                for (j, chunk) in page.bytes_mut().chunks_mut(text.len() + 4).enumerate() {
+                    let line = format!("{text}{:04}", (i * 31 + j * 7) % 9973);
+                    chunk.copy_from_slice(&line.as_bytes()[..chunk.len()]);
+                }
+                page
+            })
+            .collect()
+    }
+
+    fn target(budget: usize) -> TrainTarget {
+        TrainTarget {
+            budget_bytes: budget,
+            level: 3,
+            plain_level: 3,
+            first_id: 5,
+            served_pages: 100_000,
+        }
+    }
+
+    #[test]
+    fn a_trained_set_saves_loads_and_refuses_damage() {
+        let pages = pages();
+        let refs: Vec<&Page> = pages.iter().collect();
+        let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
+        assert!(set.memory_bytes() > 0);
+        assert_eq!(set.dictionaries()[0].id(), 5);
+        let bytes = set.to_bytes();
+        let back = DictionarySet::from_bytes(&bytes, 20, 3).unwrap();
+        assert_eq!(back.clusters(), set.clusters());
+        assert_eq!(back.dictionaries()[0].id(), 20);
+        for bad in [
+            bytes[..bytes.len() - 1].to_vec(),
+            bytes[..10].to_vec(),
+            {
+                let mut b = bytes.clone();
+                b[30] ^= 1;
+                b
+            },
+            {
+                let mut b = bytes.clone();
+                b[8] = 2;
+                b
+            },
+            b"not a set at all, not at all".to_vec(),
+        ] {
+            let err = DictionarySet::from_bytes(&bad, 1, 3).unwrap_err();
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_store_too_small_gets_no_dictionary() {
+        let pages = pages();
+        let refs: Vec<&Page> = pages.iter().collect();
+        let small = TrainTarget {
+            served_pages: 10,
+            ..target(64 << 10)
+        };
+        assert!(DictionarySet::train(&refs, small).is_none());
+        assert!(DictionarySet::train(&refs, target(1 << 10)).is_none());
+    }
+}
