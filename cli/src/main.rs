@@ -25,6 +25,7 @@ macro_rules! out {
     }};
 }
 
+mod dict;
 mod entropy;
 mod plot;
 mod progress;
@@ -57,6 +58,9 @@ enum Command {
     Zram(zram::ZramArgs),
     /// Train a page classifier on page files and report accuracy, regret and speed.
     Train(train::TrainArgs),
+    /// Train zstd dictionaries (one per cluster of similar pages) on page files and save
+    /// them for `sim --dictionary-file`.
+    Dict(dict::DictArgs),
 }
 
 fn main() {
@@ -70,6 +74,7 @@ fn main() {
 /// Runs the parsed command line and writes its output.
 fn run(cli: Cli) -> Result<(), String> {
     let output = match cli.command {
+        Command::Dict(args) => dict::run(args),
         Command::Entropy(args) => entropy::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Train(args) => train::run(args),

@@ -54,7 +54,7 @@ fn sim_codecs_side_by_side() {
     // A usage error, as clap reports them: exit 2, the reason on the first line.
     for (bad, needle) in [
         ("zstd-23", "no codec \"zstd-23\""),
-        ("brotli", "lz4, zstd-1 to zstd-22, or oracle"),
+        ("brotli", "lz4, zstd-1 to zstd-22, zram-best or oracle"),
     ] {
         let out = zpage(&["sim", &file, "--codecs", bad]);
         let err = stderr(&out);

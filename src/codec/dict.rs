@@ -159,6 +159,12 @@ impl Dictionaries for NoDictionaries {
     }
 }
 
+impl Dictionaries for Dictionary {
+    fn get(&self, id: u32) -> Option<&Dictionary> {
+        (self.id == id).then_some(self)
+    }
+}
+
 impl Dictionaries for [&Dictionary] {
     fn get(&self, id: u32) -> Option<&Dictionary> {
         self.iter().find(|d| d.id == id).copied()

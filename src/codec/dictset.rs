@@ -5,7 +5,8 @@
 //! Invariants:
 //! - Every cluster has exactly one dictionary; a page's dictionary is its nearest
 //!   centroid's (the features are the classifier's, already extracted on insert).
-//! - Training chooses among no dictionary and 1, 2, 4 or 8 clusters by one stated
+//! - Training chooses among no dictionary and 1, 2, 4 or 8 clusters (two dictionary
+//!   sizes each; it stops at the first count that does not improve) by one stated
 //!   criterion: the bytes the held-out pages (every tenth sampled page) take, scaled to
 //!   the pages the set will serve, plus the memory the dictionaries take. So a small
 //!   store gets small dictionaries or none.
@@ -108,6 +109,7 @@ impl DictionarySet {
         let mut best: (f64, Option<DictionarySet>) = (plain as f64 * scale, None);
         let points: Vec<Features> = train.iter().map(|p| features::extract(p)).collect();
         for k in CLUSTER_COUNTS {
+            let before = best.0;
             let largest = (target.budget_bytes / k).min(MAX_DICT_BYTES);
             if largest < MIN_DICT_BYTES || train.len() < 16 * k {
                 break;
@@ -137,6 +139,10 @@ impl DictionarySet {
                 if cost < best.0 {
                     best = (cost, Some(set));
                 }
+            }
+            // More clusters than the best so far seldom win: stop when this count lost.
+            if best.0 >= before && k > 1 {
+                break;
             }
         }
         best.1

@@ -7,6 +7,7 @@
 //! huge pages cost a page); every encoded page is decoded and compared, and a mismatch is
 //! an error, so a reported ratio is always of verified data.
 
+use crate::codec::dict::{Dictionaries, Dictionary, NoDictionaries};
 use crate::codec::{self, Class, CodecConfig};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
@@ -67,6 +68,8 @@ pub enum Scheme<'a> {
     Fixed(Class, CodecConfig),
     /// Every codec per page (zero/same by the exact scan), the smallest kept.
     Oracle,
+    /// zram's same-page check, then zstd with one dictionary for every page.
+    Dictionary(&'a Dictionary),
 }
 
 const ORACLE_CANDIDATES: [(Class, CodecConfig); 5] = [
@@ -82,6 +85,10 @@ impl Scheme<'_> {
     fn encode(&self, page: &Page, out: &mut Vec<u8>, spare: &mut Vec<u8>) -> Class {
         match *self {
             Scheme::Engine(engine) => engine.encode(page, out),
+            Scheme::Dictionary(dict) => match page.same_filled_word() {
+                Some(word) => codec::encode_filled(word, out),
+                None => codec::encode_with_dictionary(page, dict, &CodecConfig::DENSE, out),
+            },
             Scheme::Fixed(class, ref config) => codec::encode(class, page, config, out),
             Scheme::Oracle if page.same_filled_word().is_some() => {
                 codec::encode(Class::Same, page, &CodecConfig::FAST, out)
@@ -121,7 +128,14 @@ pub fn run_scheme(pages: &[Page], scheme: Scheme) -> Result<SchemeResult, String
     let mut decompress_time = Duration::ZERO;
     for (i, (page, span)) in pages.iter().zip(&spans).enumerate() {
         let start = Instant::now();
-        codec::decode(&arena[span.clone()], &mut back).map_err(|e| format!("page {i}: {e}"))?;
+        let stored = &arena[span.clone()];
+        let class = codec::stored_class(stored).map_err(|e| format!("page {i}: {e}"))?;
+        let dicts: &dyn Dictionaries = match scheme {
+            Scheme::Dictionary(dict) => dict,
+            _ => &NoDictionaries,
+        };
+        codec::decode_payload_with(class, &stored[1..], dicts, &mut back)
+            .map_err(|e| format!("page {i}: {e}"))?;
         decompress_time += start.elapsed();
         if &back != page {
             return Err(format!("page {i}: decoded page differs from the original"));
@@ -152,15 +166,40 @@ pub fn compare(pages: &[Page], engine: &Engine) -> Result<Comparison, String> {
 #[derive(Clone, Debug)]
 pub struct Baseline {
     pub name: String,
-    pub scheme: Scheme<'static>,
+    pub kind: BaselineKind,
 }
+
+/// How a baseline runs.
+#[derive(Clone, Copy, Debug)]
+pub enum BaselineKind {
+    /// On each chunk as it streams by.
+    PerChunk(Scheme<'static>),
+    /// zram's best configuration (Linux 6.12+), emulated: per page zstd at
+    /// [`ZRAM_BEST_LEVEL`] with one dictionary of [`ZRAM_BEST_DICT_BYTES`] trained on a
+    /// tenth of the input's pages. It needs the input twice (to train, then to store).
+    ZramBest,
+}
+
+/// The zstd level of the emulated zram-best configuration (its authors' best figure).
+pub const ZRAM_BEST_LEVEL: i32 = 8;
+/// Its dictionary's size (the size zram's documentation trains).
+pub const ZRAM_BEST_DICT_BYTES: usize = 110 << 10;
+/// Most pages it trains on (a tenth of the input, up to 16 MiB of samples).
+pub const ZRAM_BEST_SAMPLES: usize = 4096;
 
 impl Baseline {
     /// The names `zpage sim --codecs` shows by default.
-    pub const DEFAULT: [&'static str; 3] = ["lz4", "zstd-3", "oracle"];
+    pub const DEFAULT: [&'static str; 4] = ["lz4", "zstd-3", "zram-best", "oracle"];
 
-    /// `lz4` (every page), `zstd-N` (every page at level N, 1 to 22) or `oracle`.
+    /// `lz4` (every page), `zstd-N` (every page at level N, 1 to 22), `zram-best` or
+    /// `oracle`.
     pub fn parse(name: &str) -> Result<Baseline, String> {
+        if name == "zram-best" {
+            return Ok(Baseline {
+                name: name.to_string(),
+                kind: BaselineKind::ZramBest,
+            });
+        }
         let scheme = match name {
             "lz4" => Scheme::Fixed(Class::General, CodecConfig::FAST),
             "oracle" => Scheme::Oracle,
@@ -174,14 +213,14 @@ impl Baseline {
                 ),
                 _ => {
                     return Err(format!(
-                        "no codec {name:?}: lz4, zstd-1 to zstd-22, or oracle"
+                        "no codec {name:?}: lz4, zstd-1 to zstd-22, zram-best or oracle"
                     ));
                 }
             },
         };
         Ok(Baseline {
             name: name.to_string(),
-            scheme,
+            kind: BaselineKind::PerChunk(scheme),
         })
     }
 }

@@ -257,6 +257,13 @@ impl PageSource for PageFile {
     fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
         Ok(self.read_chunk(out)?)
     }
+
+    /// The file is read again from its start (and checked again for a change of size).
+    fn rewind(&mut self) -> Result<bool, SourceError> {
+        self.file = None;
+        (self.read, self.data) = (0, 0);
+        Ok(true)
+    }
 }
 
 /// The pages of one input, named for reports, all in memory.

@@ -14,10 +14,12 @@
 //! are measured around the store calls only (not around reading inputs or comparing).
 
 use crate::codec::Class;
+use crate::codec::dict::Dictionary;
+use crate::codec::dictset::DictionarySet;
 use crate::engine::Engine;
 use crate::page::Page;
 use crate::store::{PageStore, Stats};
-use crate::tools::compare::{self, Baseline, SchemeResult};
+use crate::tools::compare::{self, Baseline, BaselineKind, Scheme, SchemeResult};
 use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -110,12 +112,15 @@ pub struct Report {
     pub peak_rss_bytes: u64,
 }
 
-/// Dictionaries trained by each input's store as it fills (`PageStore`'s
-/// `auto_dictionaries`): from `after_zstd_pages` pages stored as zstd on, at `level`.
-#[derive(Clone, Copy, Debug)]
-pub struct Dictionaries {
-    pub after_zstd_pages: u64,
-    pub level: i32,
+/// Dictionaries for each input's store, encoding at `level`.
+#[derive(Clone, Debug)]
+pub enum Dictionaries {
+    /// Trained by the store as it fills (`PageStore`'s `auto_dictionaries`), from this
+    /// many pages stored as zstd on.
+    Auto { after_zstd_pages: u64, level: i32 },
+    /// Trained beforehand (a `zpage dict` file): every store encodes with it from the
+    /// start.
+    Set { set: DictionarySet, level: i32 },
 }
 
 /// Simulates every source. With `detailed` it also runs the baselines (most of the time:
@@ -128,7 +133,7 @@ pub struct Dictionaries {
 pub fn simulate(
     sources: &mut [Box<dyn PageSource + '_>],
     engine: &Engine,
-    dictionaries: Option<Dictionaries>,
+    dictionaries: Option<&Dictionaries>,
     profile: &str,
     baselines: &[Baseline],
     detailed: bool,
@@ -140,6 +145,12 @@ pub fn simulate(
     let (mut compress, mut decompress, mut classify) =
         (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut sums = vec![SchemeResult::default(); baselines.len()];
+    let zram_best = baselines
+        .iter()
+        .position(|b| matches!(b.kind, BaselineKind::ZramBest))
+        .filter(|_| detailed);
+    // Inputs the zram-best column could not run on (a live process is not the same twice).
+    let mut zram_best_missing = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
     let mut back = vec![Page::zeroed(); CHUNK_PAGES];
     let mut spent = Vec::with_capacity(CHUNK_PAGES);
@@ -148,13 +159,21 @@ pub fn simulate(
         // One thread inserts, so one shard: its metadata blocks fill densely, as a zram
         // device's table does.
         let mut builder = PageStore::builder().shards(1).engine(engine.clone());
-        if let Some(d) = dictionaries {
-            builder = builder
-                .auto_dictionaries(d.after_zstd_pages)
-                .dictionary_level(d.level);
-        }
+        builder = match dictionaries {
+            None => builder,
+            Some(&Dictionaries::Auto {
+                after_zstd_pages,
+                level,
+            }) => builder
+                .auto_dictionaries(after_zstd_pages)
+                .dictionary_level(level),
+            Some(Dictionaries::Set { set, level }) => {
+                builder.dictionary_level(*level).dictionaries(set.clone())
+            }
+        };
         let store = builder.build();
         let (mut next_id, mut digest) = (0u64, 0u64);
+        let mut zram_sample = ZramSample::default();
         while source
             .next_chunk(&mut chunk)
             .map_err(|e| format!("{name}: {e}"))?
@@ -201,14 +220,29 @@ pub fn simulate(
                 std::hint::black_box(delta_pages);
                 classify += start.elapsed();
                 for (sum, baseline) in sums.iter_mut().zip(baselines) {
-                    let found = compare::run_scheme(&chunk, baseline.scheme)
+                    let BaselineKind::PerChunk(scheme) = baseline.kind else {
+                        continue;
+                    };
+                    let found = compare::run_scheme(&chunk, scheme)
                         .map_err(|e| format!("{name}: {}: {e}", baseline.name))?;
                     sum.absorb(&found);
+                }
+                if zram_best.is_some() {
+                    zram_sample.sample(&chunk, source.expected_pages());
                 }
             }
             tick(chunk.len() as u64);
         }
         decompress += read_back(&store, next_id, digest, &mut back, &name, tick)?;
+        if let Some(at) = zram_best {
+            match zram_sample
+                .run(&mut **source, &mut chunk)
+                .map_err(|e| format!("{name}: zram-best: {e}"))?
+            {
+                Some(result) => sums[at].absorb(&result),
+                None => zram_best_missing.push(name.clone()),
+            }
+        }
         let stats = store.stats();
         inputs.push(InputReport {
             name,
@@ -243,6 +277,7 @@ pub fn simulate(
         .iter()
         .zip(sums)
         .filter(|_| detailed)
+        .filter(|(b, _)| !matches!(b.kind, BaselineKind::ZramBest) || zram_best_missing.is_empty())
         .map(|(baseline, scheme)| {
             let report = BaselineReport {
                 compr_data_size: scheme.compr_data_size,
@@ -334,4 +369,66 @@ fn in_order<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.collect_map(baselines.iter().map(|(name, report)| (name, report)))
+}
+
+/// The zram-best column's sample of one input: every tenth page that is not
+/// same-filled (zram's own check takes those), at most [`compare::ZRAM_BEST_SAMPLES`].
+#[derive(Default)]
+struct ZramSample {
+    pages: Vec<Page>,
+    seen: u64,
+}
+
+impl ZramSample {
+    fn sample(&mut self, chunk: &[Page], expected: u64) {
+        // A tenth, spread over the whole input when a tenth is more than the cap.
+        let step = (expected / compare::ZRAM_BEST_SAMPLES as u64).max(10);
+        for page in chunk {
+            if self.seen.is_multiple_of(step)
+                && self.pages.len() < compare::ZRAM_BEST_SAMPLES
+                && page.same_filled_word().is_none()
+            {
+                self.pages.push(*page);
+            }
+            self.seen += 1;
+        }
+    }
+
+    /// Trains the dictionary and stores the input again with it; `None` if the source
+    /// cannot be read twice.
+    fn run(
+        &mut self,
+        source: &mut dyn PageSource,
+        chunk: &mut Vec<Page>,
+    ) -> Result<Option<SchemeResult>, String> {
+        if !source.rewind().map_err(|e| e.to_string())? {
+            return Ok(None);
+        }
+        let samples: Vec<&[u8]> = self.pages.iter().map(|p| &p.bytes()[..]).collect();
+        let dict = Dictionary::train(
+            &samples,
+            compare::ZRAM_BEST_DICT_BYTES,
+            1,
+            compare::ZRAM_BEST_LEVEL,
+        );
+        let mut total = SchemeResult::default();
+        while source.next_chunk(chunk).map_err(|e| e.to_string())? {
+            let result = match &dict {
+                Ok(dict) => compare::run_scheme(chunk, Scheme::Dictionary(dict))?,
+                // Too few or too uniform pages to train on: zstd alone, as zram would.
+                Err(_) => compare::run_scheme(
+                    chunk,
+                    Scheme::Fixed(
+                        Class::Zstd,
+                        crate::codec::CodecConfig {
+                            zstd_level: compare::ZRAM_BEST_LEVEL,
+                            ..crate::codec::CodecConfig::DENSE
+                        },
+                    ),
+                )?,
+            };
+            total.absorb(&result);
+        }
+        Ok(Some(total))
+    }
 }

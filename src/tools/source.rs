@@ -43,6 +43,12 @@ pub trait PageSource {
     fn skipped(&self) -> Skipped {
         Skipped::default()
     }
+
+    /// Starts the source over, to yield the same pages again; `false` for a source that
+    /// cannot (a live process's memory is not the same twice).
+    fn rewind(&mut self) -> Result<bool, SourceError> {
+        Ok(false)
+    }
 }
 
 /// Memory this process holds at its peak (`VmHWM`), in bytes; 0 where unknown. Reports
