@@ -17,6 +17,7 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
+    pub use loom::sync::Arc;
     use loom::sync::RwLockReadGuard;
     pub use loom::sync::RwLockWriteGuard;
     pub use loom::sync::atomic::{AtomicU64, Ordering};

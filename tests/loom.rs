@@ -234,3 +234,84 @@ fn compaction_against_a_reader() {
         assert!(stats.allocator_overhead() <= 0.03);
     });
 }
+
+/// Text the dense tree stores as zstd: words and numbers, `tag` among them.
+fn words_page(tag: u64) -> Page {
+    let mut text = String::new();
+    let mut i = 0u64;
+    while text.len() < PAGE_SIZE {
+        text.push_str(&format!(
+            "user_{} session={} path=/api/v{}/item ",
+            (i * 7 + tag) % 97,
+            i ^ tag,
+            i % 5
+        ));
+        i += 1;
+    }
+    *Page::from_slice(&text.as_bytes()[..PAGE_SIZE]).unwrap()
+}
+
+/// A dictionary-set file (the `DictionarySet::to_bytes` layout) of one dictionary
+/// trained on words pages: made outside the model, where loom objects cannot exist.
+fn dictionary_file(seed: u64) -> Vec<u8> {
+    let pages: Vec<Page> = (0..64).map(|i| words_page(seed * 1000 + i)).collect();
+    let samples: Vec<&[u8]> = pages.iter().map(|p| &p.bytes()[..]).collect();
+    let dict = zstd::dict::from_samples(&samples, 4096).expect("trains");
+    let mut file = b"ZPGDICT\0".to_vec();
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&1u32.to_le_bytes());
+    file.extend_from_slice(&[0; 4 * zpage::classify::features::COUNT]);
+    file.extend_from_slice(&(dict.len() as u32).to_le_bytes());
+    file.extend_from_slice(&dict);
+    let crc = crc32fast::hash(&file);
+    file.extend_from_slice(&crc.to_le_bytes());
+    file
+}
+
+/// A dictionary set is replaced while a page is encoded with the old one and another
+/// page (encoded with the old one too) is read and discarded: every read finds its
+/// dictionary, and once no page names the old set it is gone.
+#[test]
+fn dictionary_install_against_encode_decode_and_retire() {
+    use zpage::codec::dictset::DictionarySet;
+    let dense = Engine::new(Profile::Dense);
+    assert_eq!(dense.classify(&words_page(1)).class, zpage::Class::Zstd);
+    let (file_a, file_b) = (dictionary_file(1), dictionary_file(2));
+    model(move || {
+        let a = DictionarySet::from_bytes(&file_a, 1, 3).unwrap();
+        let b = DictionarySet::from_bytes(&file_b, 1, 3).unwrap();
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(1)
+                .engine(dense.clone())
+                .dictionary_level(3)
+                .dictionaries(a)
+                .build(),
+        );
+        store.insert(0, &words_page(1)).unwrap();
+        assert_eq!(store.stats().dictionaries, 1);
+        let installer = {
+            let store = store.clone();
+            spawn(move || {
+                store.set_dictionaries(&b);
+                store.discard(0)
+            })
+        };
+        let writer = {
+            let store = store.clone();
+            spawn(move || store.insert(1, &words_page(2)).unwrap())
+        };
+        match store.get(0) {
+            Ok(Some(page)) => assert!(*page == words_page(1)),
+            Ok(None) => {}
+            Err(e) => panic!("a read lost its dictionary: {e}"),
+        }
+        assert!(installer.join().unwrap(), "page 0 was there to discard");
+        writer.join().unwrap();
+        assert!(*store.read(1).unwrap() == words_page(2));
+        store.discard(1);
+        let stats = store.stats();
+        assert_eq!(stats.dictionaries, 1, "only the current set is left");
+        assert_eq!(stats.mm.compr_data_size, 0);
+    });
+}

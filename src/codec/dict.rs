@@ -173,8 +173,8 @@ impl Dictionaries for [&Dictionary] {
 
 thread_local! {
     /// Compression contexts with a dictionary loaded, most recent first, by serial.
-    static CCTXS: RefCell<Vec<(u64, CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
-    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+    static CCTXS: RefCell<Vec<(u64, CCtx<'static>)>> = RefCell::new(Vec::new());
+    static DCTX: RefCell<Option<DCtx<'static>>> = RefCell::new(None);
 }
 
 /// A compression context for pages with `bytes` loaded: magicless frames that name the

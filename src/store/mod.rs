@@ -254,11 +254,7 @@ impl StoreBuilder {
         };
         store.slabs_mut(); // publishes the limit
         if let Some(set) = self.dictionaries {
-            let first = store.dicts.reserve_ids(set.dictionaries().len());
-            let set = set
-                .renamed(first, store.dictionary_level)
-                .expect("a checked dictionary renames");
-            store.dicts.install(set);
+            store.set_dictionaries(&set);
         }
         store
     }
@@ -687,6 +683,17 @@ impl PageStore {
         };
         self.dicts.install(set);
         Ok(self.dicts.current())
+    }
+
+    /// Encodes new zstd pages with `set` from now on (renamed to ids of this store's and
+    /// prepared at its dictionary level); pages stored before keep their form and their
+    /// dictionaries, which are freed once no page names them.
+    pub fn set_dictionaries(&self, set: &DictionarySet) {
+        let first = self.dicts.reserve_ids(set.dictionaries().len());
+        let set = set
+            .renamed(first, self.dictionary_level)
+            .expect("a checked dictionary renames");
+        self.dicts.install(set);
     }
 
     /// The dictionaries new zstd pages are encoded with, if any (to save with
