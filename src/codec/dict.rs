@@ -17,7 +17,7 @@
 use super::{Class, DecodeError};
 use crate::page::PAGE_SIZE;
 use crate::page::Page;
-use crate::sync::{AtomicU64, Ordering, RefCell, thread_local};
+use crate::sync::{AtomicU64, Ordering, RefCell};
 use ::zstd::zstd_safe::{CCtx, CParameter, DCtx, DDict, DParameter, FrameFormat};
 
 /// zstd's dictionary magic number, the first four bytes of a trained dictionary.
@@ -173,8 +173,8 @@ impl Dictionaries for [&Dictionary] {
 
 thread_local! {
     /// Compression contexts with a dictionary loaded, most recent first, by serial.
-    static CCTXS: RefCell<Vec<(u64, CCtx<'static>)>> = RefCell::new(Vec::new());
-    static DCTX: RefCell<Option<DCtx<'static>>> = RefCell::new(None);
+    static CCTXS: RefCell<Vec<(u64, CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
+    static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
 /// A compression context for pages with `bytes` loaded: magicless frames that name the
