@@ -21,6 +21,10 @@ pub struct DictArgs {
     /// The zstd level the dictionaries are chosen for.
     #[arg(long, default_value_t = zpage::store::DICTIONARY_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
+    /// Most clusters (each with its dictionary) to consider: 1, 2, 4 or 8; 1 trains one
+    /// dictionary for every page.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=8))]
+    max_clusters: u8,
     /// Print one JSON object (schema zpage-dict/1) instead of the report.
     #[arg(long)]
     json: bool,
@@ -92,6 +96,7 @@ pub fn run(args: DictArgs) -> Result<String, String> {
         plain_level: engine.codec().zstd_level,
         first_id: 1,
         served_pages: zstd_pages,
+        max_clusters: usize::from(args.max_clusters),
     };
     let refs: Vec<&Page> = sample.iter().collect();
     let set = DictionarySet::train(&refs, target).ok_or(

@@ -74,6 +74,8 @@ pub struct TrainTarget {
     /// How many pages the set is expected to serve (its memory is paid once, its
     /// savings per page).
     pub served_pages: u64,
+    /// Most clusters to consider (1: one dictionary for every page).
+    pub max_clusters: usize,
 }
 
 /// Dictionaries by cluster. Cloning shares the dictionaries.
@@ -108,7 +110,10 @@ impl DictionarySet {
             .sum();
         let mut best: (f64, Option<DictionarySet>) = (plain as f64 * scale, None);
         let points: Vec<Features> = train.iter().map(|p| features::extract(p)).collect();
-        for k in CLUSTER_COUNTS {
+        for k in CLUSTER_COUNTS
+            .into_iter()
+            .filter(|&k| k <= target.max_clusters.max(1))
+        {
             let before = best.0;
             let largest = (target.budget_bytes / k).min(MAX_DICT_BYTES);
             if largest < MIN_DICT_BYTES || train.len() < 16 * k {
@@ -361,6 +366,7 @@ mod tests {
             plain_level: 3,
             first_id: 5,
             served_pages: 100_000,
+            max_clusters: MAX_TRAINED_CLUSTERS,
         }
     }
 

@@ -676,6 +676,7 @@ impl PageStore {
             plain_level: self.engine.codec().zstd_level,
             first_id: self.dicts.reserve_ids(dictset::MAX_TRAINED_CLUSTERS),
             served_pages: zstd_pages,
+            max_clusters: dictset::MAX_TRAINED_CLUSTERS,
         };
         // A trainer that fails (samples too uniform) leaves the store as it was.
         let Some(set) = DictionarySet::train(&refs, target) else {
