@@ -184,8 +184,9 @@ pub enum BaselineKind {
 pub const ZRAM_BEST_LEVEL: i32 = 8;
 /// Its dictionary's size (the size zram's documentation trains).
 pub const ZRAM_BEST_DICT_BYTES: usize = 110 << 10;
-/// Most pages it trains on (a tenth of the input, up to 16 MiB of samples).
-pub const ZRAM_BEST_SAMPLES: usize = 4096;
+/// Most pages it trains on (a tenth of the input, up to 8 MiB of samples: a tenth of a
+/// 80 MiB input; the sample is memory the simulation holds).
+pub const ZRAM_BEST_SAMPLES: usize = 2048;
 
 impl Baseline {
     /// The names `zpage sim --codecs` shows by default.
