@@ -339,7 +339,14 @@ fn zram_side_by_side_and_its_errors() {
         for profile in ["fast", "dense"] {
             assert!(input[profile]["effective_ratio"].as_f64().unwrap() > 1.0);
         }
+        assert!(input["zram_best_ratio"].as_f64().unwrap() > kernel["ratio"].as_f64().unwrap());
     }
+    assert!(
+        v["summary"]["dense_effective_over_zram_best"]
+            .as_f64()
+            .unwrap()
+            > 0.5
+    );
     assert!(
         v["summary"]["dense_effective_over_kernel_mem"]
             .as_f64()

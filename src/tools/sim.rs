@@ -371,6 +371,18 @@ fn in_order<S: serde::Serializer>(
     serializer.collect_map(baselines.iter().map(|(name, report)| (name, report)))
 }
 
+/// zram's best configuration (emulated, see [`BaselineKind::ZramBest`]) on `source`:
+/// one pass samples it, a second (after a rewind) stores it; `None` if the source
+/// cannot be read twice.
+pub fn zram_best(source: &mut dyn PageSource) -> Result<Option<SchemeResult>, String> {
+    let mut sample = ZramSample::default();
+    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    while source.next_chunk(&mut chunk).map_err(|e| e.to_string())? {
+        sample.sample(&chunk, source.expected_pages());
+    }
+    sample.run(source, &mut chunk)
+}
+
 /// The zram-best column's sample of one input: every tenth page that is not
 /// same-filled (zram's own check takes those), at most [`compare::ZRAM_BEST_SAMPLES`].
 #[derive(Default)]
