@@ -38,6 +38,13 @@ pub struct SimArgs {
     /// oracle (per page the smallest of every codec).
     #[arg(long, value_delimiter = ',', default_values = Baseline::DEFAULT, value_parser = Baseline::parse)]
     codecs: Vec<Baseline>,
+    #[command(flatten)]
+    dictionaries: DictionaryArgs,
+}
+
+/// How the stores get zstd dictionaries (`sim` and `zram`'s dense runs).
+#[derive(Args, Debug)]
+pub struct DictionaryArgs {
     /// Let each input's store train zstd dictionaries on its own pages once this many
     /// are stored as zstd (and again at four times as many): one per cluster of similar
     /// pages, or none where none pays for its memory. Pages stored before keep their form.
@@ -47,10 +54,28 @@ pub struct SimArgs {
     /// first page on, as a zram configured with `algorithm_params dict=` does.
     #[arg(long, value_name = "FILE", conflicts_with = "dictionaries")]
     dictionary_file: Option<PathBuf>,
-    /// The zstd level of pages encoded with a dictionary (default 8; at the dense
-    /// profile's level 3 a dictionary loses on some programs).
+    /// The zstd level of pages encoded with a dictionary (at the dense profile's level 3
+    /// a dictionary loses on some programs).
     #[arg(long, default_value_t = zpage::store::DICTIONARY_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     dictionary_level: i32,
+}
+
+impl DictionaryArgs {
+    /// What the options ask for (a dictionary file is read and checked now).
+    pub fn resolve(&self) -> Result<Option<sim::Dictionaries>, String> {
+        let level = self.dictionary_level;
+        Ok(match (&self.dictionaries, &self.dictionary_file) {
+            (Some(after), _) => Some(sim::Dictionaries::Auto {
+                after_zstd_pages: *after,
+                level,
+            }),
+            (None, Some(path)) => Some(sim::Dictionaries::Set {
+                set: DictionarySet::load(path, 1, level).map_err(|e| e.to_string())?,
+                level,
+            }),
+            (None, None) => None,
+        })
+    }
 }
 
 /// The sample shipped with the source tree (at the workspace root).
@@ -86,18 +111,7 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         Some(path) => format!("model {}", path.display()),
         None => args.profile.name().to_string(),
     };
-    let level = args.dictionary_level;
-    let dictionaries = match (&args.dictionaries, &args.dictionary_file) {
-        (Some(after), _) => Some(sim::Dictionaries::Auto {
-            after_zstd_pages: *after,
-            level,
-        }),
-        (None, Some(path)) => Some(sim::Dictionaries::Set {
-            set: DictionarySet::load(path, 1, level).map_err(|e| e.to_string())?,
-            level,
-        }),
-        (None, None) => None,
-    };
+    let dictionaries = args.dictionaries.resolve()?;
     let report = sim::simulate(
         &mut sources,
         &engine,

@@ -35,6 +35,9 @@ pub struct ZramArgs {
     /// on a shared machine is at the mercy of whatever else it does at that moment.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     runs: u32,
+    /// Dictionaries for zpage dense's stores.
+    #[command(flatten)]
+    dictionaries: super::sim::DictionaryArgs,
 }
 
 /// zpage's figures for one input under one profile.
@@ -107,6 +110,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         "kernel zram and zpage",
         args.json,
     );
+    let dictionaries = args.dictionaries.resolve()?;
     let mut inputs = Vec::new();
     let engines = [Profile::Fast, Profile::Dense].map(|p| (p, Engine::new(p)));
     for (path, (pages, name)) in files.iter().zip(sizes) {
@@ -124,10 +128,11 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
             progress.inc(pages);
             let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {
                 let mut one = [source().map_err(|e| e.to_string())?];
+                let dictionaries = dictionaries.as_ref().filter(|_| *profile == Profile::Dense);
                 let report = sim::simulate(
                     &mut one,
                     engine,
-                    None,
+                    dictionaries,
                     profile.name(),
                     &[],
                     false,
