@@ -53,6 +53,14 @@ pub struct TrainArgs {
     /// regret to expect on memory of a program the training set lacks (writes no model).
     #[arg(long, conflicts_with_all = ["test", "output"])]
     leave_one_out: bool,
+    /// Price the zstd leaf as a store with these dictionaries (from `zpage dict`) encodes
+    /// it: with the page's cluster dictionary, at --dictionary-level, and that much
+    /// slower; the oracle, regret and leave-one-out then include the dictionary forms.
+    #[arg(long, value_name = "FILE")]
+    dictionary_file: Option<PathBuf>,
+    /// The zstd level of the dictionary forms.
+    #[arg(long, requires = "dictionary_file", default_value_t = zpage::store::DICTIONARY_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
+    dictionary_level: i32,
 }
 
 /// Memory: per page its label (features and per-codec sizes, about 130 bytes, not the
@@ -65,6 +73,11 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         super::open_sources(&args.test, args.pad)?
     };
     let mut oracle = Oracle::new(args.profile);
+    if let Some(path) = &args.dictionary_file {
+        let set = zpage::codec::dictset::DictionarySet::load(path, 1, args.dictionary_level)
+            .map_err(|e| e.to_string())?;
+        oracle.dictionaries = Some(set);
+    }
     if let Some(w) = args.speed_weight {
         oracle.speed_weight = w;
     }

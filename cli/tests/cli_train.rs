@@ -90,3 +90,32 @@ fn bad_inputs_get_one_line_errors() {
         );
     }
 }
+
+/// With a dictionary file the oracle prices the zstd leaf with the dictionary form: the
+/// labels change (the zstd pages got smaller and slower), and a bad file is one line.
+#[test]
+fn training_prices_dictionary_forms_when_given_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let dicts = dir.path().join("sample.zpd");
+    let dicts = dicts.to_str().unwrap();
+    let data = common::data_dir();
+    let file = data.to_str().unwrap().to_string();
+    let made = zpage(&["dict", &file, "-o", dicts]);
+    assert!(made.status.success(), "{}", common::stderr(&made));
+    let plain = common::json(&["train", &file, "--json"]);
+    let priced = common::json(&["train", &file, "--json", "--dictionary-file", dicts]);
+    assert_eq!(priced["test_pages"], plain["test_pages"]);
+    assert_ne!(
+        priced["oracle_bytes"], plain["oracle_bytes"],
+        "dictionary forms priced"
+    );
+    common::fails(
+        &[
+            "train",
+            &file,
+            "--dictionary-file",
+            &common::sample("sqlite.pages"),
+        ],
+        &["not a zpage dictionary set"],
+    );
+}
