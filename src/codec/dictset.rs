@@ -13,7 +13,7 @@
 //! - A file is checked whole before anything is built from it (magic, version, lengths,
 //!   CRC-32, zstd's parse of each dictionary): a bad file is a one-line error.
 
-use super::dict::{DictError, Dictionary};
+use super::dict::{DictError, Dictionaries, Dictionary};
 use crate::classify::cluster::Clusters;
 use crate::classify::features::{self, COUNT, Features};
 use crate::page::Page;
@@ -83,6 +83,12 @@ pub struct TrainTarget {
 pub struct DictionarySet {
     clusters: Clusters,
     dicts: Vec<Arc<Dictionary>>,
+}
+
+impl Dictionaries for DictionarySet {
+    fn get(&self, id: u32) -> Option<&Dictionary> {
+        self.dicts.iter().find(|d| d.id() == id).map(|d| &**d)
+    }
 }
 
 impl DictionarySet {

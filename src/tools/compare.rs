@@ -8,6 +8,7 @@
 //! an error, so a reported ratio is always of verified data.
 
 use crate::codec::dict::{Dictionaries, Dictionary, NoDictionaries};
+use crate::codec::dictset::DictionarySet;
 use crate::codec::{self, Class, CodecConfig};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
@@ -70,6 +71,8 @@ pub enum Scheme<'a> {
     Oracle,
     /// zram's same-page check, then zstd with one dictionary for every page.
     Dictionary(&'a Dictionary),
+    /// zpage with a dictionary set: zstd pages encoded with their cluster's dictionary.
+    EngineWith(&'a Engine, &'a DictionarySet),
 }
 
 const ORACLE_CANDIDATES: [(Class, CodecConfig); 5] = [
@@ -85,6 +88,7 @@ impl Scheme<'_> {
     fn encode(&self, page: &Page, out: &mut Vec<u8>, spare: &mut Vec<u8>) -> Class {
         match *self {
             Scheme::Engine(engine) => engine.encode(page, out),
+            Scheme::EngineWith(engine, set) => engine.encode_with(page, Some(set), out),
             Scheme::Dictionary(dict) => match page.same_filled_word() {
                 Some(word) => codec::encode_filled(word, out),
                 None => codec::encode_with_dictionary(page, dict, &CodecConfig::DENSE, out),
@@ -132,6 +136,7 @@ pub fn run_scheme(pages: &[Page], scheme: Scheme) -> Result<SchemeResult, String
         let class = codec::stored_class(stored).map_err(|e| format!("page {i}: {e}"))?;
         let dicts: &dyn Dictionaries = match scheme {
             Scheme::Dictionary(dict) => dict,
+            Scheme::EngineWith(_, set) => set,
             _ => &NoDictionaries,
         };
         codec::decode_payload_with(class, &stored[1..], dicts, &mut back)
