@@ -255,6 +255,13 @@ fn print_report(r: &Report) -> String {
             b.decompress_mb_s
         );
     }
+    if !r.zram_best_left_out.is_empty() {
+        outln!(
+            out,
+            "(zram best left out: it reads its input twice, and {} cannot be)",
+            r.zram_best_left_out.join(", ")
+        );
+    }
     outln!(out);
     outln!(
         out,

@@ -184,6 +184,9 @@ fn sim_reads_a_live_process() {
         "the 8 MiB buffer: {v}"
     );
     assert!(v["inputs"][0]["name"].as_str().unwrap().contains(&pid));
+    // A live process is not the same twice: the zram-best column says why it is absent.
+    assert!(v["baselines"].get("zram-best").is_none(), "{v}");
+    assert_eq!(v["zram_best_left_out"].as_array().unwrap().len(), 1);
 }
 
 #[test]

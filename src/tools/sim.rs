@@ -110,6 +110,9 @@ pub struct Report {
     /// This process's peak resident memory (0 where unknown): the store's memory plus a
     /// bounded working set.
     pub peak_rss_bytes: u64,
+    /// Inputs the `zram-best` baseline could not run on (a live process cannot be read
+    /// twice); when any is, the column is left out.
+    pub zram_best_left_out: Vec<String>,
 }
 
 /// Dictionaries for each input's store, encoding at `level`.
@@ -315,6 +318,7 @@ pub fn simulate(
             classify_ns_per_page: classify.as_nanos() as f64 / pages.max(1) as f64,
         },
         peak_rss_bytes: crate::tools::source::peak_rss_bytes(),
+        zram_best_left_out: zram_best_missing,
     })
 }
 
