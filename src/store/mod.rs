@@ -713,6 +713,70 @@ impl PageStore {
         }
     }
 
+    /// Re-encodes the pages stored in the allocator with the store's current engine and
+    /// dictionaries, and keeps a new form where it is smaller: pages stored before a
+    /// training get its dictionaries, and the dictionaries they named are freed once no
+    /// page names them. Each page is decoded under its shard's read lock (as a read is)
+    /// and encoded with no lock held; the new form goes in only if the page is unchanged
+    /// since, so a page written meanwhile keeps what was written. Hot pages are left to
+    /// the tier. A page the memory limit has no room for keeps its form, a corrupt one is
+    /// counted and left as it is.
+    pub fn recompress(&self) -> Recompressed {
+        let mut done = Recompressed::default();
+        let mut page = Page::boxed();
+        let mut encoded = Vec::with_capacity(RAW_SIZE);
+        for id in self.ids() {
+            let slot = self.slot(id);
+            let old = {
+                let shard = slot.shard.read();
+                let Some(meta) = shard.table.get(id) else {
+                    continue;
+                };
+                if meta.hot || !in_allocator(meta.stored) {
+                    continue;
+                }
+                if self.decode(id, meta, &mut page).is_err() {
+                    slot.failed_reads.fetch_add(1, Ordering::Relaxed);
+                    done.failed += 1;
+                    continue;
+                }
+                meta
+            };
+            done.examined += 1;
+            // Held until the new form is counted, as on insert.
+            let dicts = self.dicts.current();
+            let class = self
+                .engine
+                .encode_with(&page, dicts.as_deref(), &mut encoded);
+            let (before, after) = (stored_len(old), codec::stored_size(class, encoded.len()));
+            if after >= before {
+                continue;
+            }
+            let mut shard = slot.shard.write();
+            if shard.table.get(id) != Some(old) {
+                done.raced += 1;
+                continue;
+            }
+            let mut slabs = self.slabs_mut();
+            let old_dict = form_dict(&slabs, old);
+            let Ok(meta) = store_form(&mut slabs, class, &page, &encoded) else {
+                done.refused += 1;
+                continue;
+            };
+            free_form(&mut slabs, old);
+            drop(slabs);
+            shard.forget(id, old, &self.counters);
+            if let Some(dict) = old_dict {
+                self.dicts.release(dict);
+            }
+            self.record(meta, &encoded);
+            shard.table.set(id, meta);
+            done.rewritten += 1;
+            done.bytes_saved += (before - after) as u64;
+        }
+        done
+    }
+
     /// Moves objects out of slabs with garbage and unmaps the emptied slabs; returns the
     /// pages of memory given back. Readers keep going during compaction: each shard is
     /// locked only while its own objects move.
@@ -897,6 +961,24 @@ impl PageStore {
         SCRATCH.with(|cell| cell.set(encoded));
         stored.map(|_| ())
     }
+}
+
+/// What [`PageStore::recompress`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recompressed {
+    /// Pages decoded and encoded again.
+    pub examined: u64,
+    /// Of those, pages whose smaller new form took the old one's place.
+    pub rewritten: u64,
+    /// Allocator bytes the new forms saved.
+    pub bytes_saved: u64,
+    /// Pages written (or removed) while they were being encoded again: left as written.
+    pub raced: u64,
+    /// Pages the memory limit had no room for (old and new form at once): left as they were.
+    pub refused: u64,
+    /// Pages whose stored form failed its check (counted in `failed_reads` too).
+    pub failed: u64,
 }
 
 /// The iterator of [`PageStore::ids`].
