@@ -165,12 +165,6 @@ impl Dictionaries for Dictionary {
     }
 }
 
-impl Dictionaries for [&Dictionary] {
-    fn get(&self, id: u32) -> Option<&Dictionary> {
-        self.iter().find(|d| d.id == id).copied()
-    }
-}
-
 thread_local! {
     /// Compression contexts with a dictionary loaded, most recent first, by serial.
     static CCTXS: RefCell<Vec<(u64, CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
@@ -305,7 +299,7 @@ mod tests {
         assert_eq!(frame_dict_id(&with[1..]), Some(7));
         assert_eq!(frame_dict_id(&without[1..]), Some(0));
         let mut back = Page::zeroed();
-        decode(&with[1..], 7, [&dict].as_slice(), &mut back).unwrap();
+        decode(&with[1..], 7, &dict, &mut back).unwrap();
         assert_eq!(back, *page);
         // No dictionary, or another one of the same id: refused, not wrong bytes.
         assert_eq!(
@@ -313,7 +307,7 @@ mod tests {
             Err(DecodeError::MissingDictionary(7))
         );
         let other = Dictionary::from_bytes(trained(9).bytes().to_vec(), 7, 3).unwrap();
-        let result = decode(&with[1..], 7, [&other].as_slice(), &mut back);
+        let result = decode(&with[1..], 7, &other, &mut back);
         assert!(result.is_err() || back == *page, "never wrong bytes");
     }
 

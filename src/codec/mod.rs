@@ -278,11 +278,8 @@ pub fn decode_payload_with(
     dicts: &(impl dict::Dictionaries + ?Sized),
     out: &mut Page,
 ) -> Result<(), DecodeError> {
-    if class == Class::Zstd {
-        match dict::frame_dict_id(payload) {
-            Some(0) | None => {}
-            Some(id) => return dict::decode(payload, id, dicts, out),
-        }
+    if let Some(id) = form_dictionary(class, payload) {
+        return dict::decode(payload, id, dicts, out);
     }
     match class {
         Class::Zero => zero::decode(payload, out),

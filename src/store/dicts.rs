@@ -69,15 +69,23 @@ impl Dicts {
         }
     }
 
-    /// The set to encode with (held until the page encoded with it is counted).
+    /// The set to encode with (held until the page encoded with it is counted). A store
+    /// that never reserved an id has no set: that case, every insert of a store without
+    /// dictionaries, costs one load of a line nobody writes, not a lock.
     pub(super) fn current(&self) -> Option<Arc<DictionarySet>> {
+        if self.next_id.load(Ordering::Relaxed) == 1 {
+            return None;
+        }
         self.current.read().clone()
     }
 
-    /// The first id free for a new set of `count` dictionaries (reserved).
-    pub(super) fn reserve_ids(&self, count: usize) -> u32 {
+    /// The first of `count` ids no dictionary has had (reserved); `None` once the ids
+    /// a frame can name are used up, rather than one named twice.
+    pub(super) fn reserve_ids(&self, count: usize) -> Option<u32> {
         let first = self.next_id.fetch_add(count as u64, Ordering::Relaxed);
-        u32::try_from(first).unwrap_or(u32::MAX - count as u32)
+        u32::try_from(first + count as u64)
+            .ok()
+            .map(|_| first as u32)
     }
 
     /// Makes `set` the one new pages are encoded with; the dictionaries it replaces stay

@@ -198,7 +198,7 @@ impl StoreBuilder {
     /// Dictionaries to encode zstd pages with from the start (trained offline, e.g. by
     /// [`PageStore::train_dictionaries`] on another store and saved with
     /// [`DictionarySet::save`]); they are renamed to this store's ids and prepared at
-    /// its engine's zstd level.
+    /// its dictionary level ([`StoreBuilder::dictionary_level`]).
     pub fn dictionaries(mut self, set: DictionarySet) -> Self {
         self.dictionaries = Some(set);
         self
@@ -206,8 +206,10 @@ impl StoreBuilder {
 
     /// Trains dictionaries by itself: once the store holds `zstd_pages` pages stored as
     /// zstd, and again each time that count has grown fourfold. The insert that crosses the
-    /// mark trains, in its own thread, before it returns (sampling, clustering and
-    /// zstd's trainer: on the order of a second); pages stored before keep their form.
+    /// mark trains on the inserting thread before it returns (sampling, clustering and
+    /// zstd's trainer: on the order of a second; an application that cannot wait calls
+    /// [`PageStore::train_dictionaries`] from a thread of its own instead); pages stored
+    /// before keep their form until [`PageStore::recompress`] or a rewrite.
     pub fn auto_dictionaries(mut self, zstd_pages: u64) -> Self {
         self.auto_dictionaries = Some(zstd_pages);
         self
@@ -646,7 +648,7 @@ impl PageStore {
 
     /// Trains dictionaries on the pages the store holds as zstd and encodes new zstd
     /// pages with them from then on (pages stored before keep their form until they are
-    /// rewritten). Samples up to 1536 of those pages evenly, clusters them by their
+    /// rewritten or [`PageStore::recompress`]ed). Samples up to 1536 of those pages evenly, clusters them by their
     /// features, trains one dictionary per cluster and keeps the number of clusters (or
     /// none) that stores a held-out tenth of the sample smallest, counting the
     /// dictionaries' memory against what they save on the store's zstd pages; their
@@ -669,12 +671,15 @@ impl PageStore {
             }
         }
         let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
+        let Some(first_id) = self.dicts.reserve_ids(dictset::MAX_TRAINED_CLUSTERS) else {
+            return Ok(None);
+        };
         let mm = self.counters.mm_stat();
         let target = TrainTarget {
             budget_bytes: ((mm.compr_data_size / 16) as usize).min(512 << 10),
             level: self.dictionary_level,
             plain_level: self.engine.codec().zstd_level,
-            first_id: self.dicts.reserve_ids(dictset::MAX_TRAINED_CLUSTERS),
+            first_id,
             served_pages: zstd_pages,
             max_clusters: dictset::MAX_TRAINED_CLUSTERS,
         };
@@ -690,7 +695,10 @@ impl PageStore {
     /// prepared at its dictionary level); pages stored before keep their form and their
     /// dictionaries, which are freed once no page names them.
     pub fn set_dictionaries(&self, set: &DictionarySet) {
-        let first = self.dicts.reserve_ids(set.dictionaries().len());
+        // Four billion dictionaries later there is no id left: keep the current set.
+        let Some(first) = self.dicts.reserve_ids(set.dictionaries().len()) else {
+            return;
+        };
         let set = set
             .renamed(first, self.dictionary_level)
             .expect("a checked dictionary renames");
@@ -757,18 +765,12 @@ impl PageStore {
                 done.raced += 1;
                 continue;
             }
-            let mut slabs = self.slabs_mut();
-            let old_dict = form_dict(&slabs, old);
-            let Ok(meta) = store_form(&mut slabs, class, &page, &encoded) else {
+            let Ok(meta) = store_form(&mut self.slabs_mut(), class, &page, &encoded) else {
                 done.refused += 1;
                 continue;
             };
-            free_form(&mut slabs, old);
-            drop(slabs);
+            self.release_form(old);
             shard.forget(id, old, &self.counters);
-            if let Some(dict) = old_dict {
-                self.dicts.release(dict);
-            }
             self.record(meta, &encoded);
             shard.table.set(id, meta);
             done.rewritten += 1;
