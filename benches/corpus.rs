@@ -78,9 +78,8 @@ fn print_table() {
 /// counted) against zpage dense with a per-cluster set trained on its zstd pages (as
 /// `zpage dict` trains it; the set's memory added to its bytes).
 fn print_dictionary_table() {
-    use zpage::codec::dict::Dictionary;
     use zpage::codec::dictset::{DictionarySet, TrainTarget};
-    use zpage::tools::compare::{ZRAM_BEST_DICT_BYTES, ZRAM_BEST_LEVEL};
+    use zpage::tools::compare::ZramSample;
     println!(
         "\n{:<20} | {:>9} {:>7} {:>10} | {:>9} {:>7} {:>10}   (dictionaries trained on each file)",
         "file", "zram-best", "dense", "dense+dict", "zram-best", "dense", "dense+dict"
@@ -90,19 +89,9 @@ fn print_dictionary_table() {
     let (mut all_best, mut all_dense, mut all_dict) = (0f64, 0f64, 0f64);
     let mut files = 0;
     for set in common::sets() {
-        let samples: Vec<&[u8]> = set
-            .pages
-            .iter()
-            .filter(|p| p.same_filled_word().is_none())
-            .step_by(10)
-            .take(2048)
-            .map(|p| &p.bytes()[..])
-            .collect();
-        let Ok(best_dict) = Dictionary::train(&samples, ZRAM_BEST_DICT_BYTES, 1, ZRAM_BEST_LEVEL)
-        else {
-            continue;
-        };
-        let best = run_scheme(&set.pages, Scheme::Dictionary(&best_dict)).expect("verified");
+        let mut sample = ZramSample::default();
+        sample.sample(&set.pages, set.pages.len() as u64);
+        let best = sample.train().run(&set.pages).expect("verified");
         let plain = run_scheme(&set.pages, Scheme::Engine(&dense)).expect("verified");
         let zstd: Vec<&Page> = set
             .pages

@@ -193,6 +193,63 @@ pub const ZRAM_BEST_DICT_BYTES: usize = 110 << 10;
 /// 80 MiB input; the sample is memory the simulation holds).
 pub const ZRAM_BEST_SAMPLES: usize = 2048;
 
+/// zram-best's sample of one input, chunk by chunk: every tenth page that is not
+/// same-filled (zram's own check takes those), spread over the whole input where a
+/// tenth is more than [`ZRAM_BEST_SAMPLES`].
+#[derive(Default)]
+pub struct ZramSample {
+    pages: Vec<Page>,
+    seen: u64,
+}
+
+impl ZramSample {
+    /// Takes the sample's share of the next `chunk` of an input of `expected` pages.
+    pub fn sample(&mut self, chunk: &[Page], expected: u64) {
+        let step = (expected / ZRAM_BEST_SAMPLES as u64).max(10);
+        // A tenth of the pages zstd will see: same-filled ones are not counted.
+        for page in chunk.iter().filter(|p| p.same_filled_word().is_none()) {
+            if self.seen.is_multiple_of(step) && self.pages.len() < ZRAM_BEST_SAMPLES {
+                self.pages.push(*page);
+            }
+            self.seen += 1;
+        }
+    }
+
+    /// The configuration, its dictionary trained on the sample.
+    pub fn train(&self) -> ZramBest {
+        let samples: Vec<&[u8]> = self.pages.iter().map(|p| &p.bytes()[..]).collect();
+        ZramBest {
+            dict: Dictionary::train(&samples, ZRAM_BEST_DICT_BYTES, 1, ZRAM_BEST_LEVEL).ok(),
+        }
+    }
+}
+
+/// zram's best configuration with its dictionary trained (see [`BaselineKind::ZramBest`]).
+pub struct ZramBest {
+    /// `None` where the pages were too few or too uniform to train on: zstd alone then,
+    /// as zram would.
+    dict: Option<Dictionary>,
+}
+
+impl ZramBest {
+    /// Stores `pages` (verified, timed) as the configuration does.
+    pub fn run(&self, pages: &[Page]) -> Result<SchemeResult, String> {
+        match &self.dict {
+            Some(dict) => run_scheme(pages, Scheme::Dictionary(dict)),
+            None => run_scheme(
+                pages,
+                Scheme::Fixed(
+                    Class::Zstd,
+                    CodecConfig {
+                        zstd_level: ZRAM_BEST_LEVEL,
+                        ..CodecConfig::DENSE
+                    },
+                ),
+            ),
+        }
+    }
+}
+
 impl Baseline {
     /// The names `zpage sim --codecs` shows by default.
     pub const DEFAULT: [&'static str; 4] = ["lz4", "zstd-3", "zram-best", "oracle"];

@@ -14,12 +14,11 @@
 //! are measured around the store calls only (not around reading inputs or comparing).
 
 use crate::codec::Class;
-use crate::codec::dict::Dictionary;
 use crate::codec::dictset::DictionarySet;
 use crate::engine::Engine;
 use crate::page::Page;
 use crate::store::{PageStore, Stats};
-use crate::tools::compare::{self, Baseline, BaselineKind, Scheme, SchemeResult};
+use crate::tools::compare::{self, Baseline, BaselineKind, SchemeResult, ZramBest, ZramSample};
 use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -238,8 +237,7 @@ pub fn simulate(
         }
         decompress += read_back(&store, next_id, digest, &mut back, &name, tick)?;
         if let Some(at) = zram_best {
-            match zram_sample
-                .run(&mut **source, &mut chunk)
+            match store_again(&zram_sample.train(), &mut **source, &mut chunk)
                 .map_err(|e| format!("{name}: zram-best: {e}"))?
             {
                 Some(result) => sums[at].absorb(&result),
@@ -384,67 +382,22 @@ pub fn zram_best(source: &mut dyn PageSource) -> Result<Option<SchemeResult>, St
     while source.next_chunk(&mut chunk).map_err(|e| e.to_string())? {
         sample.sample(&chunk, source.expected_pages());
     }
-    sample.run(source, &mut chunk)
+    store_again(&sample.train(), source, &mut chunk)
 }
 
-/// The zram-best column's sample of one input: every tenth page that is not
-/// same-filled (zram's own check takes those), at most [`compare::ZRAM_BEST_SAMPLES`].
-#[derive(Default)]
-struct ZramSample {
-    pages: Vec<Page>,
-    seen: u64,
-}
-
-impl ZramSample {
-    fn sample(&mut self, chunk: &[Page], expected: u64) {
-        // A tenth, spread over the whole input when a tenth is more than the cap.
-        let step = (expected / compare::ZRAM_BEST_SAMPLES as u64).max(10);
-        for page in chunk {
-            if self.seen.is_multiple_of(step)
-                && self.pages.len() < compare::ZRAM_BEST_SAMPLES
-                && page.same_filled_word().is_none()
-            {
-                self.pages.push(*page);
-            }
-            self.seen += 1;
-        }
+/// Stores `source` again (from its start) with a trained zram-best; `None` if the source
+/// cannot be read twice.
+fn store_again(
+    best: &ZramBest,
+    source: &mut dyn PageSource,
+    chunk: &mut Vec<Page>,
+) -> Result<Option<SchemeResult>, String> {
+    if !source.rewind().map_err(|e| e.to_string())? {
+        return Ok(None);
     }
-
-    /// Trains the dictionary and stores the input again with it; `None` if the source
-    /// cannot be read twice.
-    fn run(
-        &mut self,
-        source: &mut dyn PageSource,
-        chunk: &mut Vec<Page>,
-    ) -> Result<Option<SchemeResult>, String> {
-        if !source.rewind().map_err(|e| e.to_string())? {
-            return Ok(None);
-        }
-        let samples: Vec<&[u8]> = self.pages.iter().map(|p| &p.bytes()[..]).collect();
-        let dict = Dictionary::train(
-            &samples,
-            compare::ZRAM_BEST_DICT_BYTES,
-            1,
-            compare::ZRAM_BEST_LEVEL,
-        );
-        let mut total = SchemeResult::default();
-        while source.next_chunk(chunk).map_err(|e| e.to_string())? {
-            let result = match &dict {
-                Ok(dict) => compare::run_scheme(chunk, Scheme::Dictionary(dict))?,
-                // Too few or too uniform pages to train on: zstd alone, as zram would.
-                Err(_) => compare::run_scheme(
-                    chunk,
-                    Scheme::Fixed(
-                        Class::Zstd,
-                        crate::codec::CodecConfig {
-                            zstd_level: compare::ZRAM_BEST_LEVEL,
-                            ..crate::codec::CodecConfig::DENSE
-                        },
-                    ),
-                )?,
-            };
-            total.absorb(&result);
-        }
-        Ok(Some(total))
+    let mut total = SchemeResult::default();
+    while source.next_chunk(chunk).map_err(|e| e.to_string())? {
+        total.absorb(&best.run(chunk)?);
     }
+    Ok(Some(total))
 }
