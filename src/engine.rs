@@ -80,8 +80,9 @@ impl Engine {
         let x = features::extract(page);
         let plan = self.model.plan(&x);
         // The nearest centroid only for a plan with a zstd form, the one a dictionary serves.
-        let zstd = plan.class == Class::Zstd || plan.second.is_some_and(|s| s.class == Class::Zstd);
-        let dict = dicts.filter(|_| zstd).map(|set| &**set.dictionary_for(&x));
+        let dict = dicts
+            .filter(|_| plan.uses(Class::Zstd))
+            .map(|set| &**set.dictionary_for(&x));
         self.run_plan(&plan, page, dict, out)
     }
 

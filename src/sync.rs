@@ -6,7 +6,7 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub use parking_lot::{RwLock, RwLockWriteGuard};
+    pub use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
     /// Per-thread scratch only (codec contexts, encode buffers in `thread_local!`), never
     /// shared state.
     pub use std::cell::{Cell, RefCell};
@@ -18,15 +18,28 @@ mod imp {
 #[cfg(loom)]
 mod imp {
     pub use loom::sync::Arc;
-    use loom::sync::RwLockReadGuard;
     pub use loom::sync::RwLockWriteGuard;
     pub use loom::sync::atomic::{AtomicU64, Ordering};
+    use loom::sync::{MutexGuard, RwLockReadGuard};
     pub use loom::thread_local;
     pub use std::cell::{Cell, RefCell};
 
     /// loom's rwlock behind parking_lot's panic-free signatures.
     #[derive(Debug, Default)]
     pub struct RwLock<T>(loom::sync::RwLock<T>);
+
+    /// loom's mutex behind parking_lot's panic-free signatures.
+    #[derive(Debug, Default)]
+    pub struct Mutex<T>(loom::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub fn new(value: T) -> Self {
+            Self(loom::sync::Mutex::new(value))
+        }
+        pub fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().expect("loom mutex poisoned")
+        }
+    }
 
     impl<T> RwLock<T> {
         pub fn new(value: T) -> Self {
@@ -42,6 +55,11 @@ mod imp {
 }
 
 pub use imp::*;
+
+/// A relaxed hint kept per page (the tiers' access stamps): it never decides what a
+/// page holds, only which pages the tiers look at first, so loom does not model it and
+/// both configurations use the plain atomic.
+pub type Hint = std::sync::atomic::AtomicU32;
 
 /// A number no earlier call in this process returned: names for immutable things (a
 /// dictionary's per-thread contexts are found by it). Not shared state a model checks,

@@ -87,15 +87,16 @@ fn every_sample_page_round_trips_with_zram_accounting() {
         "overhead {:.4}",
         stats.allocator_overhead()
     );
-    assert_eq!(stats.mm.to_string().split(' ').count(), 8);
+    assert_eq!(stats.mm.to_string().split(' ').count(), 9);
     // Read without locks, the counters agree with the snapshot when nothing moves.
     assert_eq!(store.mm_stat(), stats.mm);
 }
 
 /// Per-page metadata on a store the size of a corpus snapshot (16 MiB, dense ids), with
-/// the most shards a store can have (the sparsest blocks).
+/// the most shards a store can have (the sparsest blocks): under zram's 24 bytes a slot
+/// when it tracks access times too.
 #[test]
-fn metadata_is_at_most_sixteen_bytes_a_page() {
+fn metadata_is_at_most_eighteen_bytes_a_page() {
     let pages = sample_pages();
     let store = PageStore::builder().shards(64).build();
     for id in 0..4096 {
@@ -103,7 +104,7 @@ fn metadata_is_at_most_sixteen_bytes_a_page() {
     }
     let stats = store.stats();
     let per_page = stats.metadata_bytes as f64 / stats.pages as f64;
-    assert!(per_page <= 16.0, "metadata {per_page:.2} B/page");
+    assert!(per_page <= 18.0, "metadata {per_page:.2} B/page");
 }
 
 #[test]
@@ -445,7 +446,7 @@ fn stress(hot_budget: usize, limit: Option<u64>) {
         .unwrap_or_else(|e| assert!(limit.is_some(), "{e}"));
     let stats = store.stats();
     assert_eq!(stats.pages, all.len() as u64);
-    assert_eq!(stats.failed_reads, 0);
+    assert_eq!(stats.io.failed_reads, 0);
 }
 
 /// The cache calls: `get` answers absent with `None`, `remove` returns what it removes,

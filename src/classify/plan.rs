@@ -54,6 +54,11 @@ impl Plan {
         }
     }
 
+    /// Whether one of the plan's forms is `class`.
+    pub fn uses(&self, class: Class) -> bool {
+        self.class == class || self.second.is_some_and(|s| s.class == class)
+    }
+
     /// The plan for a page of features `x` that the tree sends to `leaf`, under the
     /// model's `profile` and `codec` settings.
     pub fn for_leaf(leaf: Class, x: &Features, profile: Profile, codec: &CodecConfig) -> Plan {

@@ -12,6 +12,11 @@
 //!     │ insert (hot tier on)                    │ evict (compress; may fail on the limit)
 //!     └──────────────────────────▶ HotDirty ────┘
 //!                   insert on HotClean/Stored ──▶ HotDirty (old form freed)
+//!
+//!   Stored ── recompress (idle pass: a smaller form, same content) ──▶ Stored
+//!   Stored ── writeback (record written, then the allocator's copy freed) ──▶ Backed
+//!   Backed ── read: decoded from the backing record, stays Backed (or HotClean)
+//!   Backed ── insert / remove: the slot is freed with the page
 //! ```
 //!
 //! - **Absent**: no metadata.
@@ -19,6 +24,11 @@
 //!   the value in the metadata word).
 //! - **HotClean**: stored, plus a decoded copy in the shard's LRU.
 //! - **HotDirty**: only a decoded copy; it is compressed when the LRU evicts it.
+//! - **Backed**: the stored form is a record in the backing store ([`Backing`]); only
+//!   its metadata (slot, length, CRC) is in memory.
+//!
+//! Every page also carries an access stamp and an idle mark (see [`PageStore::mark_idle`]);
+//! they steer the tiers (`tiers.rs`) and never decide what a page holds.
 //!
 //! Every transition of a page happens entirely under its shard's write lock, so no other
 //! thread ever sees a page "in transition": readers of a page hold the shard's read lock
@@ -30,17 +40,25 @@
 //! - Lock order is shard, then allocator; compaction follows it too.
 //! - Accessors copy decoded bytes out (into the caller's buffer, an owned page, or a
 //!   stack page lent to a closure); no reference into the store ever leaves a lock.
-//! - An operation that fails (memory limit, corrupt form) changes no page's content.
+//! - An operation that fails (memory limit, corrupt form, an I/O error of the backing
+//!   store) changes no page's content.
+//! - Background work (recompression, writeback) never holds a shard lock while it
+//!   encodes or writes: it copies a page out under the lock, works unlocked, and
+//!   installs the result only if the page's metadata is unchanged since the copy.
 //! - Stored bytes carry a CRC-32, checked on every read: corruption is an error, never
 //!   wrong data.
 
+mod backing;
 mod dicts;
 mod slab;
 mod stats;
 mod table;
+mod tiers;
 
+pub use backing::{Backing, BackingFile};
 pub use slab::SLAB_BYTES;
-pub use stats::{ClassStats, MmStat, Stats};
+pub use stats::{BdStat, ClassStats, IoStat, MmStat, Stats};
+pub use tiers::{Background, Recompressed, Selection, WrittenBack};
 
 use crate::classify::model::{Model, Profile};
 use crate::codec::dictset::{self, DictionarySet, TrainTarget};
@@ -48,6 +66,7 @@ use crate::codec::{self, Class, DecodeError, RAW_SIZE};
 use crate::engine::Engine;
 use crate::page::{PAGE_SIZE, Page};
 use crate::sync::{Arc, AtomicU64, Cell, Ordering, RwLock, RwLockWriteGuard, thread_local};
+use backing::Slots;
 use dicts::Dicts;
 use lru::LruCache;
 use slab::{AllocError, Handle, Slabs};
@@ -104,6 +123,17 @@ pub enum StoreError {
         /// Their length.
         len: usize,
     },
+    /// The backing store failed to read a written-back page (it stays where it is).
+    #[error("page {id}: backing store read failed: {reason}")]
+    BackingRead {
+        /// The page.
+        id: u64,
+        /// The I/O error.
+        reason: String,
+    },
+    /// Writeback was asked of a store without a backing store.
+    #[error("the store has no backing store")]
+    NoBacking,
 }
 
 impl From<AllocError> for StoreError {
@@ -137,6 +167,9 @@ pub struct StoreBuilder {
     dictionaries: Option<DictionarySet>,
     auto_dictionaries: Option<u64>,
     dictionary_level: Option<i32>,
+    idle_engine: Option<Engine>,
+    backing: Option<std::sync::Arc<dyn Backing>>,
+    background: Option<Background>,
 }
 
 impl Default for StoreBuilder {
@@ -152,6 +185,9 @@ impl Default for StoreBuilder {
             dictionaries: None,
             auto_dictionaries: None,
             dictionary_level: None,
+            idle_engine: None,
+            backing: None,
+            background: None,
         }
     }
 }
@@ -224,6 +260,48 @@ impl StoreBuilder {
         self
     }
 
+    /// Tiers by temperature: pages are stored with the builder's engine on the way in
+    /// (say, [`Profile::Fast`]) and re-encoded with `profile`'s, and the dictionaries,
+    /// when [`PageStore::recompress`] finds them idle. Auto-trained dictionaries are then
+    /// trained by the idle pass, not by inserts.
+    pub fn idle_profile(self, profile: Profile) -> Self {
+        self.idle_engine(Engine::new(profile))
+    }
+
+    /// [`StoreBuilder::idle_profile`] with an engine of one's own.
+    pub fn idle_engine(mut self, engine: Engine) -> Self {
+        self.idle_engine = Some(engine);
+        self
+    }
+
+    /// Where [`PageStore::writeback`] puts cold pages (a [`BackingFile`], or a remote
+    /// tier of one's own).
+    pub fn backing(mut self, backing: std::sync::Arc<dyn Backing>) -> Self {
+        self.backing = Some(backing);
+        self
+    }
+
+    /// A background worker that runs the idle pass periodically (see [`Background`]);
+    /// it runs only in a store built with [`StoreBuilder::build_shared`].
+    pub fn background(mut self, background: Background) -> Self {
+        self.background = Some(background);
+        self
+    }
+
+    /// The store in an `Arc`, with its background worker started if one is configured.
+    /// The worker holds only a weak reference: it ends when the store is dropped.
+    pub fn build_shared(mut self) -> std::sync::Arc<PageStore> {
+        let Some(background) = self.background.take() else {
+            return std::sync::Arc::new(self.build());
+        };
+        let (link, stop) = tiers::worker_link();
+        let mut store = self.build();
+        store.worker = Some(link);
+        let store = std::sync::Arc::new(store);
+        tiers::spawn_worker(&store, stop, background);
+        store
+    }
+
     /// The store, empty.
     pub fn build(self) -> PageStore {
         let pages = self.hot_budget / PAGE_SIZE;
@@ -253,6 +331,14 @@ impl StoreBuilder {
             counters: Counters::default(),
             dicts: Dicts::new(self.auto_dictionaries),
             dictionary_level,
+            idle_engine: self.idle_engine,
+            tier: self.backing.map(|device| BackedTier {
+                slots: Slots::new(device.slots()),
+                device,
+            }),
+            writeback_limit: AtomicU64::new(u64::MAX),
+            epoch: std::time::Instant::now(),
+            worker: Default::default(),
         };
         store.slabs_mut(); // publishes the limit
         if let Some(set) = self.dictionaries {
@@ -351,6 +437,22 @@ pub struct PageStore {
     dicts: Dicts,
     /// The zstd level of forms encoded with a dictionary.
     dictionary_level: i32,
+    /// The engine of the idle pass, when it differs from the insert path's.
+    idle_engine: Option<Engine>,
+    tier: Option<BackedTier>,
+    /// Pages writeback may still write (`u64::MAX`: no limit), as zram's `writeback_limit`.
+    writeback_limit: AtomicU64,
+    /// Second 0 of the access stamps.
+    epoch: std::time::Instant,
+    /// Set when a background worker runs; dropping it (with the store) stops the worker.
+    worker: tiers::WorkerLink,
+}
+
+/// The backing store and the slots in use.
+struct BackedTier {
+    /// The user's device, outside what loom models (a plain `Arc`).
+    device: std::sync::Arc<dyn Backing>,
+    slots: Slots,
 }
 
 impl PageStore {
@@ -399,10 +501,13 @@ impl PageStore {
                 .encode_with(page, dicts.as_deref(), &mut encoded),
         };
         let result = self.install(slot, id, class, page, &encoded);
+        if result.is_err() {
+            self.counters.failed_writes.fetch_add(1, Ordering::Relaxed);
+        }
         SCRATCH.with(|cell| cell.set(encoded));
         drop(dicts);
-        if result.is_ok() {
-            self.maybe_train();
+        if result.is_ok() && self.idle_engine.is_none() {
+            self.maybe_train(self.counters.pages_of(Class::Zstd));
         }
         result
     }
@@ -425,12 +530,21 @@ impl PageStore {
         if let Some(old) = old {
             shard.forget(id, old, &self.counters);
         }
+        let old_dict = match old {
+            Some(old) if old.backed => self.free_slot(old),
+            _ => old_dict,
+        };
         if let Some(dict) = old_dict {
             self.dicts.release(dict);
         }
         self.record(meta, encoded);
-        shard.table.set(id, meta);
+        shard.table.set(id, meta, Some(self.now()));
         Ok(())
+    }
+
+    /// The second of the store's clock (access stamps count from the store's start).
+    fn now(&self) -> u32 {
+        self.epoch.elapsed().as_secs().min(u64::from(u32::MAX >> 1)) as u32
     }
 
     /// Counts a newly stored form, and the dictionary it names (under its shard lock).
@@ -445,13 +559,31 @@ impl PageStore {
 
     /// Frees a stored form and uncounts the dictionary it names (under its shard lock).
     fn release_form(&self, meta: Meta) {
-        let mut slabs = self.slabs_mut();
-        let dict = form_dict(&slabs, meta);
-        free_form(&mut slabs, meta);
-        drop(slabs);
+        let dict = if meta.backed {
+            self.free_slot(meta)
+        } else {
+            let mut slabs = self.slabs_mut();
+            let dict = form_dict(&slabs, meta);
+            free_form(&mut slabs, meta);
+            dict
+        };
         if let Some(dict) = dict {
             self.dicts.release(dict);
         }
+    }
+
+    /// Frees a written-back page's slot; returns the dictionary its form names.
+    fn free_slot(&self, meta: Meta) -> Option<u32> {
+        let tier = self
+            .tier
+            .as_ref()
+            .expect("a backed page has a backing store");
+        self.counters.bd_count.fetch_sub(1, Ordering::Relaxed);
+        self.counters
+            .bd_bytes
+            .fetch_sub(tiers::backed_len(meta.word) as u64, Ordering::Relaxed);
+        let dict = tier.slots.free(tiers::backed_slot(meta.word));
+        (dict != 0).then_some(dict)
     }
 
     /// Copies page `id` into `out`.
@@ -462,16 +594,35 @@ impl PageStore {
         } else {
             let shard = slot.shard.read();
             let meta = shard.table.get(id).ok_or(StoreError::NotFound(id))?;
+            shard.table.touch(id, self.now());
             slot.misses.fetch_add(1, Ordering::Relaxed);
             self.decode(id, meta, out)
         };
         if matches!(
             result,
-            Err(StoreError::Corrupt { .. } | StoreError::Checksum { .. })
+            Err(StoreError::Corrupt { .. }
+                | StoreError::Checksum { .. }
+                | StoreError::BackingRead { .. })
         ) {
             slot.failed_reads.fetch_add(1, Ordering::Relaxed);
         }
         result
+    }
+
+    /// Page `id` as a read gives it, but not counted as an access (the tiers' own reads).
+    fn peek(&self, id: u64) -> Result<Option<Box<Page>>, StoreError> {
+        let shard = self.slot(id).shard.read();
+        let Some(meta) = shard.table.get(id) else {
+            return Ok(None);
+        };
+        let mut page = Page::boxed();
+        if meta.hot {
+            let hot = shard.hot.peek(&id).expect("hot bit mirrors the LRU");
+            page.bytes_mut().copy_from_slice(hot.bytes());
+        } else {
+            self.decode(id, meta, &mut page)?;
+        }
+        Ok(Some(page))
     }
 
     /// Page `id`, or `None` if the store does not hold it; an error only if its stored
@@ -541,7 +692,7 @@ impl PageStore {
                     Some(_) => Ok(false),
                     None => store_form(&mut self.slabs_mut(), class, &page, &encoded).map(|meta| {
                         self.record(meta, &encoded);
-                        shard.table.set(id, meta);
+                        shard.table.set(id, meta, Some(self.now()));
                         true
                     }),
                 }
@@ -585,6 +736,7 @@ impl PageStore {
         };
         self.release_form(meta);
         shard.forget(id, meta, &self.counters);
+        self.counters.notify_free.fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -646,8 +798,9 @@ impl PageStore {
         Ok(())
     }
 
-    /// Trains dictionaries on the pages the store holds as zstd and encodes new zstd
-    /// pages with them from then on (pages stored before keep their form until they are
+    /// Trains dictionaries on the pages the store holds as zstd (in a store with an idle
+    /// engine, the pages that engine would encode with zstd) and encodes new zstd pages
+    /// with them from then on (pages stored before keep their form until they are
     /// rewritten or [`PageStore::recompress`]ed). Samples up to 1536 of those pages evenly, clusters them by their
     /// features, trains one dictionary per cluster and keeps the number of clusters (or
     /// none) that stores a held-out tenth of the sample smallest, counting the
@@ -658,18 +811,26 @@ impl PageStore {
     pub fn train_dictionaries(&self) -> Result<Option<Arc<DictionarySet>>, StoreError> {
         // 6 MiB of samples: about a hundred times the dictionaries zstd's trainer makes.
         const SAMPLE: usize = 1536;
-        let zstd_pages = self.counters.pages_of(Class::Zstd);
+        let idle = self.idle_engine.as_ref();
+        let candidate = |class: Class| match idle {
+            None => class == Class::Zstd,
+            Some(_) => !matches!(class, Class::Zero | Class::Same),
+        };
         let ids: Vec<u64> = self
             .ids()
-            .filter(|&id| self.stored_class(id) == Some(Class::Zstd))
+            .filter(|&id| self.stored_class(id).is_some_and(candidate))
             .collect();
         let step = ids.len().div_ceil(SAMPLE).max(1);
-        let mut pages = Vec::with_capacity(ids.len() / step + 1);
+        let (mut pages, mut sampled) = (Vec::with_capacity(ids.len() / step + 1), 0);
         for &id in ids.iter().step_by(step) {
-            if let Some(page) = self.get(id)? {
-                pages.push(page);
+            if let Some(page) = self.peek(id)? {
+                sampled += 1;
+                if idle.is_none_or(|engine| engine.classify(&page).uses(Class::Zstd)) {
+                    pages.push(page);
+                }
             }
         }
+        let zstd_pages = (ids.len() * pages.len() / sampled.max(1)) as u64;
         let refs: Vec<&Page> = pages.iter().map(|p| &**p).collect();
         let Some(first_id) = self.dicts.reserve_ids(dictset::MAX_TRAINED_CLUSTERS) else {
             return Ok(None);
@@ -678,7 +839,7 @@ impl PageStore {
         let target = TrainTarget {
             budget_bytes: ((mm.compr_data_size / 16) as usize).min(512 << 10),
             level: self.dictionary_level,
-            plain_level: self.engine.codec().zstd_level,
+            plain_level: self.idle_engine().codec().zstd_level,
             first_id,
             served_pages: zstd_pages,
             max_clusters: dictset::MAX_TRAINED_CLUSTERS,
@@ -711,72 +872,20 @@ impl PageStore {
         self.dicts.current()
     }
 
-    /// Trains if `auto_dictionaries` says it is time (after a successful insert).
-    fn maybe_train(&self) {
-        let zstd_pages = self.counters.pages_of(Class::Zstd);
-        if self.dicts.begin_auto(zstd_pages) {
+    /// Trains if `auto_dictionaries` says it is time, the store holding `pages` pages a
+    /// dictionary may serve (after a successful insert, or in the idle pass of a store
+    /// with an idle engine).
+    fn maybe_train(&self, pages: u64) {
+        if self.dicts.begin_auto(pages) {
             // A failure to read a sampled page is the reader's to report, not this insert's.
             let _ = self.train_dictionaries();
-            self.dicts.trained(zstd_pages);
+            self.dicts.trained(pages);
         }
     }
 
-    /// Re-encodes the pages stored in the allocator with the store's current engine and
-    /// dictionaries, and keeps a new form where it is smaller: pages stored before a
-    /// training get its dictionaries, and the dictionaries they named are freed once no
-    /// page names them. Each page is decoded under its shard's read lock (as a read is)
-    /// and encoded with no lock held; the new form goes in only if the page is unchanged
-    /// since, so a page written meanwhile keeps what was written. Hot pages are left to
-    /// the tier. A page the memory limit has no room for keeps its form, a corrupt one is
-    /// counted and left as it is.
-    pub fn recompress(&self) -> Recompressed {
-        let mut done = Recompressed::default();
-        let mut page = Page::boxed();
-        let mut encoded = Vec::with_capacity(RAW_SIZE);
-        for id in self.ids() {
-            let slot = self.slot(id);
-            let old = {
-                let shard = slot.shard.read();
-                let Some(meta) = shard.table.get(id) else {
-                    continue;
-                };
-                if meta.hot || !in_allocator(meta.stored) {
-                    continue;
-                }
-                if self.decode(id, meta, &mut page).is_err() {
-                    slot.failed_reads.fetch_add(1, Ordering::Relaxed);
-                    done.failed += 1;
-                    continue;
-                }
-                meta
-            };
-            done.examined += 1;
-            // Held until the new form is counted, as on insert.
-            let dicts = self.dicts.current();
-            let class = self
-                .engine
-                .encode_with(&page, dicts.as_deref(), &mut encoded);
-            let (before, after) = (stored_len(old), codec::stored_size(class, encoded.len()));
-            if after >= before {
-                continue;
-            }
-            let mut shard = slot.shard.write();
-            if shard.table.get(id) != Some(old) {
-                done.raced += 1;
-                continue;
-            }
-            let Ok(meta) = store_form(&mut self.slabs_mut(), class, &page, &encoded) else {
-                done.refused += 1;
-                continue;
-            };
-            self.release_form(old);
-            shard.forget(id, old, &self.counters);
-            self.record(meta, &encoded);
-            shard.table.set(id, meta);
-            done.rewritten += 1;
-            done.bytes_saved += (before - after) as u64;
-        }
-        done
+    /// The engine the idle pass encodes with.
+    fn idle_engine(&self) -> &Engine {
+        self.idle_engine.as_ref().unwrap_or(&self.engine)
     }
 
     /// Moves objects out of slabs with garbage and unmaps the emptied slabs; returns the
@@ -798,13 +907,13 @@ impl PageStore {
                 .table
                 .iter()
                 .filter(|(_, meta)| {
-                    in_allocator(meta.stored) && slabs.is_evacuating(Handle::from_bits(meta.word))
+                    in_allocator(*meta) && slabs.is_evacuating(Handle::from_bits(meta.word))
                 })
                 .collect();
             for (id, meta) in movable {
                 if let Some(moved) = slabs.relocate(Handle::from_bits(meta.word)) {
                     let word = moved.bits();
-                    shard.table.set(id, Meta { word, ..meta });
+                    shard.table.set(id, Meta { word, ..meta }, None);
                 }
             }
         }
@@ -827,6 +936,13 @@ impl PageStore {
         let classes = self.counters.classes();
         let mut stats = Stats {
             mm: self.counters.mm_stat(),
+            bd: self.counters.bd_stat(),
+            io: IoStat {
+                failed_writes: self.counters.failed_writes.load(Ordering::Relaxed),
+                notify_free: self.counters.notify_free.load(Ordering::Relaxed),
+                ..IoStat::default()
+            },
+            backed_bytes: self.counters.bd_bytes.load(Ordering::Relaxed),
             bookkeeping_bytes: slabs.bookkeeping(),
             dictionary_bytes: self.dicts.memory_bytes(),
             dictionaries: self.dicts.count() as u64,
@@ -843,7 +959,11 @@ impl PageStore {
             stats.hot_dirty_pages += shard.hot_dirty as u64;
             stats.hot_hits += slot.hits.load(Ordering::Relaxed);
             stats.hot_misses += slot.misses.load(Ordering::Relaxed);
-            stats.failed_reads += slot.failed_reads.load(Ordering::Relaxed);
+            stats.io.failed_reads += slot.failed_reads.load(Ordering::Relaxed);
+            stats.idle_pages += shard.table.idle_count();
+        }
+        if let Some(tier) = &self.tier {
+            stats.bookkeeping_bytes += tier.slots.memory_bytes() as u64;
         }
         stats
     }
@@ -868,6 +988,7 @@ impl PageStore {
                 out.words_mut().fill(meta.word);
                 Ok(())
             }
+            _ if meta.backed => self.decode_backed(id, meta, class, out),
             _ => {
                 let slabs = self.slabs.read();
                 let bytes = slabs.get(Handle::from_bits(meta.word));
@@ -887,18 +1008,20 @@ impl PageStore {
         if meta.hot {
             let page = shard.hot.get(&id).expect("hot bit mirrors the LRU");
             out.bytes_mut().copy_from_slice(page.bytes());
+            shard.table.touch(id, self.now());
             slot.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        shard.table.touch(id, self.now());
         slot.misses.fetch_add(1, Ordering::Relaxed);
         self.decode(id, meta, out)?;
         // Zero and same-filled pages decode faster than a copy: not worth a hot slot.
-        if in_allocator(meta.stored)
+        if (in_allocator(meta) || meta.backed)
             && let Ok(mut copy) = self.make_room(&mut shard, slot.hot_capacity)
         {
             copy.bytes_mut().copy_from_slice(out.bytes());
             shard.hot.put(id, copy);
-            shard.table.set(id, Meta { hot: true, ..meta });
+            shard.table.set(id, Meta { hot: true, ..meta }, None);
         }
         Ok(())
     }
@@ -924,7 +1047,10 @@ impl PageStore {
                 checksum: 0,
                 stored: None,
                 hot: true,
+                backed: false,
+                settled: false,
             },
+            Some(self.now()),
         );
         Ok(())
     }
@@ -943,7 +1069,7 @@ impl PageStore {
         }
         let (_, buffer) = shard.hot.pop_lru().expect("a full tier has pages");
         let meta = shard.table.get(victim).expect("hot pages are present");
-        shard.table.set(victim, Meta { hot: false, ..meta });
+        shard.table.set(victim, Meta { hot: false, ..meta }, None);
         Ok(buffer)
     }
 
@@ -958,29 +1084,11 @@ impl PageStore {
         if let Ok(meta) = stored {
             shard.hot_dirty -= 1;
             self.record(meta, &encoded);
-            shard.table.set(id, Meta { hot: true, ..meta });
+            shard.table.set(id, Meta { hot: true, ..meta }, None);
         }
         SCRATCH.with(|cell| cell.set(encoded));
         stored.map(|_| ())
     }
-}
-
-/// What [`PageStore::recompress`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Recompressed {
-    /// Pages decoded and encoded again.
-    pub examined: u64,
-    /// Of those, pages whose smaller new form took the old one's place.
-    pub rewritten: u64,
-    /// Allocator bytes the new forms saved.
-    pub bytes_saved: u64,
-    /// Pages written (or removed) while they were being encoded again: left as written.
-    pub raced: u64,
-    /// Pages the memory limit had no room for (old and new form at once): left as they were.
-    pub refused: u64,
-    /// Pages whose stored form failed its check (counted in `failed_reads` too).
-    pub failed: u64,
 }
 
 /// The iterator of [`PageStore::ids`].
@@ -1037,12 +1145,14 @@ impl Shard {
     }
 }
 
-fn in_allocator(stored: Option<Class>) -> bool {
-    matches!(stored, Some(class) if class != Class::Zero && class != Class::Same)
+/// Whether a page's stored form is an object in the allocator.
+fn in_allocator(meta: Meta) -> bool {
+    !meta.backed
+        && matches!(meta.stored, Some(class) if class != Class::Zero && class != Class::Same)
 }
 
 fn stored_len(meta: Meta) -> usize {
-    if in_allocator(meta.stored) {
+    if in_allocator(meta) {
         Handle::from_bits(meta.word).len()
     } else {
         0
@@ -1069,6 +1179,8 @@ fn store_form(
         checksum,
         stored: Some(class),
         hot: false,
+        backed: false,
+        settled: false,
     })
 }
 
@@ -1093,7 +1205,7 @@ fn replace_form(
     };
     let payload = &encoded[1..];
     match old {
-        Some(old) if in_allocator(old.stored) && in_allocator(Some(class)) => {
+        Some(old) if in_allocator(old) && !matches!(class, Class::Zero | Class::Same) => {
             let handle = Handle::from_bits(old.word);
             if payload.len() > handle.len() || slabs.is_evacuating(handle) {
                 return Err(error);
@@ -1103,6 +1215,8 @@ fn replace_form(
                 checksum: crc32fast::hash(payload),
                 stored: Some(class),
                 hot: false,
+                backed: false,
+                settled: false,
             })
         }
         _ => Err(error),
@@ -1112,7 +1226,7 @@ fn replace_form(
 /// The dictionary a stored form names, read from its payload's frame header.
 fn form_dict(slabs: &Slabs, meta: Meta) -> Option<u32> {
     match meta.stored {
-        Some(class @ Class::Zstd) => {
+        Some(class @ Class::Zstd) if !meta.backed => {
             codec::form_dictionary(class, slabs.get(Handle::from_bits(meta.word)))
         }
         _ => None,
@@ -1120,7 +1234,7 @@ fn form_dict(slabs: &Slabs, meta: Meta) -> Option<u32> {
 }
 
 fn free_form(slabs: &mut Slabs, meta: Meta) {
-    if in_allocator(meta.stored) {
+    if in_allocator(meta) {
         slabs.free(Handle::from_bits(meta.word));
     }
 }
@@ -1141,7 +1255,7 @@ mod tests {
         }
         store.insert(5, &page).unwrap();
         let meta = store.shards[0].shard.read().table.get(5).unwrap();
-        assert!(in_allocator(meta.stored));
+        assert!(in_allocator(meta));
         (store, page, meta)
     }
 
@@ -1153,7 +1267,7 @@ mod tests {
         bytes[handle.len() / 2] ^= 0x10;
         store.slabs.write().overwrite(handle, &bytes);
         assert_eq!(store.read(5).unwrap_err(), StoreError::Checksum { id: 5 });
-        assert_eq!(store.stats().failed_reads, 1);
+        assert_eq!(store.stats().io.failed_reads, 1);
     }
 
     #[test]
@@ -1166,7 +1280,7 @@ mod tests {
             checksum: crc32fast::hash(&garbage),
             ..meta
         };
-        store.shards[0].shard.write().table.set(5, forged);
+        store.shards[0].shard.write().table.set(5, forged, None);
         assert!(matches!(
             store.read(5),
             Err(StoreError::Corrupt { id: 5, .. })
@@ -1177,6 +1291,6 @@ mod tests {
     fn untouched_store_reads_back() {
         let (store, page, _) = store_with_text_page();
         assert!(*store.read(5).unwrap() == page);
-        assert_eq!(store.stats().failed_reads, 0);
+        assert_eq!(store.stats().io.failed_reads, 0);
     }
 }

@@ -1,4 +1,5 @@
-//! A store's statistics: zram's `mm_stat` fields plus per-class and hot-tier counters.
+//! A store's statistics: zram's `mm_stat`, `bd_stat` and `io_stat` fields, plus
+//! per-class and per-tier counters.
 //!
 //! Invariants: the `mm_stat` counters and the per-class counts live in atomics
 //! ([`Counters`]), changed only under the lock that guards what they count (a page's shard
@@ -58,13 +59,58 @@ pub struct MmStat {
     pub pages_compacted: u64,
     /// Pages stored uncompressed (nothing beat the huge threshold).
     pub huge_pages: u64,
+    /// Pages ever stored uncompressed since the store was made (zram 5.15's ninth field).
+    pub huge_pages_since: u64,
+}
+
+/// zram's `bd_stat` fields: the backing store, in pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BdStat {
+    /// Pages in the backing store now.
+    pub bd_count: u64,
+    /// Pages read from it.
+    pub bd_reads: u64,
+    /// Pages written to it.
+    pub bd_writes: u64,
+}
+
+impl std::fmt::Display for BdStat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.bd_count, self.bd_reads, self.bd_writes)
+    }
+}
+
+/// zram's `io_stat` fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct IoStat {
+    /// Reads that failed: a corrupt stored form, or a backing-store read error.
+    pub failed_reads: u64,
+    /// Writes that failed: stores refused by the memory limit, and writeback batches
+    /// the backing store refused (those pages stayed in memory).
+    pub failed_writes: u64,
+    /// Requests for page ids the store cannot address (always 0: every id is valid).
+    pub invalid_io: u64,
+    /// Pages freed by their owner (removes and discards).
+    pub notify_free: u64,
+}
+
+impl std::fmt::Display for IoStat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {}",
+            self.failed_reads, self.failed_writes, self.invalid_io, self.notify_free
+        )
+    }
 }
 
 impl std::fmt::Display for MmStat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {}",
             self.orig_data_size,
             self.compr_data_size,
             self.mem_used_total,
@@ -72,7 +118,8 @@ impl std::fmt::Display for MmStat {
             self.mem_used_max,
             self.same_pages,
             self.pages_compacted,
-            self.huge_pages
+            self.huge_pages,
+            self.huge_pages_since
         )
     }
 }
@@ -88,6 +135,13 @@ pub(crate) struct Counters {
     resident_max: AtomicU64,
     limit: AtomicU64,
     pages_compacted: AtomicU64,
+    huge_since: AtomicU64,
+    pub(crate) bd_count: AtomicU64,
+    pub(crate) bd_bytes: AtomicU64,
+    pub(crate) bd_reads: AtomicU64,
+    pub(crate) bd_writes: AtomicU64,
+    pub(crate) failed_writes: AtomicU64,
+    pub(crate) notify_free: AtomicU64,
 }
 
 impl Counters {
@@ -96,11 +150,20 @@ impl Counters {
     pub(crate) fn add(&self, class: Class, stored_bytes: usize) {
         self.pages[class.index()].fetch_add(1, Ordering::Relaxed);
         self.stored_bytes[class.index()].fetch_add(stored_bytes as u64, Ordering::Relaxed);
+        if class == Class::Incompressible {
+            self.huge_since.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Uncounts a stored form counted by [`Counters::add`].
     pub(crate) fn sub(&self, class: Class, stored_bytes: usize) {
         self.pages[class.index()].fetch_sub(1, Ordering::Relaxed);
+        self.stored_bytes[class.index()].fetch_sub(stored_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Uncounts the allocator bytes of a form that left for the backing store (the page
+    /// stays counted in its class).
+    pub(crate) fn moved_out(&self, class: Class, stored_bytes: usize) {
         self.stored_bytes[class.index()].fetch_sub(stored_bytes as u64, Ordering::Relaxed);
     }
 
@@ -147,6 +210,15 @@ impl Counters {
             same_pages: classes[Class::Zero.index()].pages + classes[Class::Same.index()].pages,
             pages_compacted: self.pages_compacted.load(Ordering::Relaxed),
             huge_pages: classes[Class::Incompressible.index()].pages,
+            huge_pages_since: self.huge_since.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn bd_stat(&self) -> BdStat {
+        BdStat {
+            bd_count: self.bd_count.load(Ordering::Relaxed),
+            bd_reads: self.bd_reads.load(Ordering::Relaxed),
+            bd_writes: self.bd_writes.load(Ordering::Relaxed),
         }
     }
 }
@@ -159,6 +231,14 @@ pub struct Stats {
     /// zram's `mm_stat` fields (flattened into the JSON object).
     #[serde(flatten)]
     pub mm: MmStat,
+    /// zram's `bd_stat` fields.
+    pub bd: BdStat,
+    /// zram's `io_stat` fields.
+    pub io: IoStat,
+    /// Bytes of the records in the backing store (`bd.bd_count` pages).
+    pub backed_bytes: u64,
+    /// Pages marked idle (see [`crate::PageStore::mark_idle`]).
+    pub idle_pages: u64,
     /// Pages present, in any state.
     pub pages: u64,
     /// Per-page metadata (the page table), in bytes.
@@ -177,8 +257,6 @@ pub struct Stats {
     pub hot_hits: u64,
     /// Reads that decoded a stored form.
     pub hot_misses: u64,
-    /// Reads that found a corrupt stored form.
-    pub failed_reads: u64,
     /// Per class (every class, in tag order).
     pub classes: BTreeMap<Class, ClassStats>,
 }
@@ -187,6 +265,12 @@ impl Stats {
     /// `orig_data_size / compr_data_size`, as zram users compute it.
     pub fn ratio(&self) -> f64 {
         self.mm.orig_data_size as f64 / self.mm.compr_data_size.max(1) as f64
+    }
+
+    /// Pages whose stored form is in memory: in the allocator, or (zero and
+    /// same-filled) in the metadata alone.
+    pub fn memory_pages(&self) -> u64 {
+        self.mm.orig_data_size / crate::PAGE_SIZE as u64 - self.bd.bd_count
     }
 
     /// Memory spent besides the compressed data: the page table, the allocator's
@@ -215,6 +299,9 @@ impl Stats {
         self.dictionaries += other.dictionaries;
         self.mm.same_pages += other.mm.same_pages;
         self.mm.huge_pages += other.mm.huge_pages;
+        self.bd.bd_count += other.bd.bd_count;
+        self.backed_bytes += other.backed_bytes;
+        self.idle_pages += other.idle_pages;
         for (&class, figures) in &other.classes {
             self.classes.entry(class).or_default().merge(figures);
         }

@@ -1,8 +1,10 @@
-//! Per-page metadata: 13 bytes per page id, kept in blocks of 64 ids of one shard.
+//! Per-page metadata: 17 bytes per page id, kept in blocks of 64 ids of one shard.
 //!
-//! A page's metadata is a `word` (the allocator handle, or the value of a same-filled
-//! page), a CRC-32 of its stored bytes and one `meta` byte (state bits and class), held as
-//! three arrays per block so no padding is paid: 8 + 4 + 1 = 13 bytes a page. Blocks are
+//! A page's metadata is a `word` (the allocator handle, the backing slot and length of a
+//! written-back page, or the value of a same-filled page), a CRC-32 of its stored bytes,
+//! one `meta` byte (state bits and class) and an access stamp (the second of its last
+//! read or write, and an idle mark), held as four arrays per block so no padding is
+//! paid: 8 + 4 + 1 + 4 = 17 bytes a page. Blocks are
 //! found through a hash map keyed by the id's group (see [`Table::locate`]), which adds
 //! about 21 bytes per block
 //! (key, box pointer, control byte, at the map's 7/8 load), 0.3 bytes a page when ids are
@@ -11,10 +13,15 @@
 //!
 //! Invariants: a block exists only while it holds at least one present page; `meta == 0`
 //! means absent; a page with `STORED` set owns the allocator object its handle names
-//! (unless its class is zero or same, whose value is the word itself).
+//! (unless its class is zero or same, whose value is the word itself, or it is `BACKED`,
+//! when it owns the backing slot instead). The access stamp is a hint for the tiers
+//! (which pages are idle) and never decides what a page holds: it is written with
+//! relaxed atomics under the shard's read lock too, so that reads can clear the mark.
 
 use crate::codec::Class;
+use crate::sync::Hint;
 use hashbrown::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 pub const BLOCK_PAGES: usize = 64;
 
@@ -24,6 +31,13 @@ const PRESENT: u8 = 0x80;
 const STORED: u8 = 0x40;
 /// A decoded copy is in the hot tier.
 const HOT: u8 = 0x20;
+/// The stored form lives in the backing store, not the allocator.
+const BACKED: u8 = 0x10;
+/// The stored form is the idle pass's (recompressed, or found not worth it): the pass
+/// skips it until the page is written again.
+const SETTLED: u8 = 0x08;
+/// The access stamp's idle mark (its other bits are the second of the last access).
+const IDLE: u32 = 1 << 31;
 const CLASS_BITS: u8 = 0x07;
 
 /// A page's metadata, unpacked.
@@ -34,12 +48,21 @@ pub struct Meta {
     /// The stored form's class, if one exists (a dirty hot page has none).
     pub stored: Option<Class>,
     pub hot: bool,
+    /// The stored form is in the backing store (`word` names its slot and length).
+    pub backed: bool,
+    /// The idle pass has been over this form (a write clears it).
+    pub settled: bool,
 }
 
 impl Meta {
     fn pack(self) -> u8 {
         let stored = self.stored.map_or(0, |class| STORED | class.tag());
-        PRESENT | stored | if self.hot { HOT } else { 0 }
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        PRESENT
+            | stored
+            | flag(self.backed, BACKED)
+            | flag(self.settled, SETTLED)
+            | flag(self.hot, HOT)
     }
 
     fn unpack(word: u64, checksum: u32, meta: u8) -> Option<Meta> {
@@ -49,6 +72,8 @@ impl Meta {
             stored: (meta & STORED != 0)
                 .then(|| Class::from_tag(meta & CLASS_BITS).expect("valid class bits")),
             hot: meta & HOT != 0,
+            backed: meta & BACKED != 0,
+            settled: meta & SETTLED != 0,
         })
     }
 }
@@ -57,6 +82,7 @@ struct Block {
     words: [u64; BLOCK_PAGES],
     checksums: [u32; BLOCK_PAGES],
     metas: [u8; BLOCK_PAGES],
+    access: [Hint; BLOCK_PAGES],
     present: u8,
     /// The low `shard_bits` bits shared by every id of this block.
     low: u8,
@@ -90,14 +116,68 @@ impl Table {
         )
     }
 
+    /// Page `id`'s access stamp: the second of its last access and whether it is idle.
+    pub fn access(&self, id: u64) -> Option<(u32, bool)> {
+        let (key, slot) = self.locate(id);
+        let block = self.blocks.get(&key)?;
+        (block.metas[slot] != 0).then(|| {
+            let stamp = block.access[slot].load(Relaxed);
+            (stamp & !IDLE, stamp & IDLE != 0)
+        })
+    }
+
+    /// Records an access to page `id` at second `now` (clearing its idle mark); a no-op
+    /// for an absent page. Needs only the shard's read lock.
+    pub fn touch(&self, id: u64, now: u32) {
+        let (key, slot) = self.locate(id);
+        if let Some(block) = self.blocks.get(&key)
+            && block.access[slot].load(Relaxed) != now
+        {
+            block.access[slot].store(now & !IDLE, Relaxed);
+        }
+    }
+
+    /// Marks idle every page last accessed at or before second `before`; returns how
+    /// many pages are marked now. Needs only the shard's read lock.
+    pub fn mark_idle(&self, before: u32) -> u64 {
+        let mut marked = 0;
+        for block in self.blocks.values() {
+            for slot in 0..BLOCK_PAGES {
+                if block.metas[slot] == 0 {
+                    continue;
+                }
+                let stamp = block.access[slot].load(Relaxed);
+                if stamp & !IDLE <= before {
+                    block.access[slot].fetch_or(IDLE, Relaxed);
+                    marked += 1;
+                } else if stamp & IDLE != 0 {
+                    marked += 1;
+                }
+            }
+        }
+        marked
+    }
+
+    /// How many pages are marked idle.
+    pub fn idle_count(&self) -> u64 {
+        let idle = |block: &Block, slot: usize| {
+            block.metas[slot] != 0 && block.access[slot].load(Relaxed) & IDLE != 0
+        };
+        self.blocks
+            .values()
+            .map(|block| (0..BLOCK_PAGES).filter(|&slot| idle(block, slot)).count() as u64)
+            .sum()
+    }
+
     pub fn get(&self, id: u64) -> Option<Meta> {
         let (key, slot) = self.locate(id);
         let block = self.blocks.get(&key)?;
         Meta::unpack(block.words[slot], block.checksums[slot], block.metas[slot])
     }
 
-    /// Sets a page's metadata, returning what it replaces.
-    pub fn set(&mut self, id: u64, meta: Meta) -> Option<Meta> {
+    /// Sets a page's metadata, returning what it replaces; `now` (a write's second)
+    /// becomes its access stamp, or with `None` the stamp stays (a move, not an access).
+    pub fn set(&mut self, id: u64, meta: Meta, now: Option<u32>) -> Option<Meta> {
         let (key, slot) = self.locate(id);
         let low = (id & ((1 << self.shard_bits) - 1)) as u8;
         let block = self.blocks.entry(key).or_insert_with(|| {
@@ -105,6 +185,7 @@ impl Table {
                 words: [0; BLOCK_PAGES],
                 checksums: [0; BLOCK_PAGES],
                 metas: [0; BLOCK_PAGES],
+                access: std::array::from_fn(|_| Hint::new(0)),
                 present: 0,
                 low,
             })
@@ -114,6 +195,9 @@ impl Table {
         block.words[slot] = meta.word;
         block.checksums[slot] = meta.checksum;
         block.metas[slot] = meta.pack();
+        if let Some(now) = now {
+            block.access[slot].store(now & !IDLE, Relaxed);
+        }
         if old.is_none() {
             block.present += 1;
             self.len += 1;
@@ -166,8 +250,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn block_is_thirteen_bytes_a_page() {
-        assert_eq!(size_of::<Block>(), BLOCK_PAGES * 13 + 8);
+    fn block_is_seventeen_bytes_a_page() {
+        assert_eq!(size_of::<Block>(), BLOCK_PAGES * 17 + 8);
     }
 
     #[test]
@@ -178,11 +262,26 @@ mod tests {
             checksum: 7,
             stored: Some(Class::Delta),
             hot: true,
+            backed: false,
+            settled: true,
         };
         assert_eq!(table.locate(130), (0, 32));
         assert_eq!(table.locate(131 + 256), (1, 32));
-        assert_eq!(table.set(130, meta), None);
+        assert_eq!(table.set(130, meta, Some(5)), None);
         assert_eq!(table.get(130), Some(meta));
+        assert_eq!(table.access(130), Some((5, false)));
+        assert_eq!(table.mark_idle(4), 0);
+        assert_eq!(table.mark_idle(5), 1);
+        assert_eq!(table.access(130), Some((5, true)));
+        table.touch(130, 9);
+        assert_eq!(table.access(130), Some((9, false)));
+        table.set(130, Meta { hot: false, ..meta }, None);
+        assert_eq!(
+            table.access(130),
+            Some((9, false)),
+            "a move keeps the stamp"
+        );
+        table.set(130, meta, None);
         assert_eq!(table.get(134), None);
         assert_eq!(table.len(), 1);
         assert_eq!(table.iter().collect::<Vec<_>>(), vec![(130, meta)]);

@@ -1,0 +1,354 @@
+//! The tiers: idle marking, the idle pass (recompression), writeback to a backing store,
+//! the background worker, and the failures they claim to survive (a backing write that
+//! fails, a backing record that is damaged or cannot be read), each checked against a
+//! shadow copy of what was written.
+
+mod common;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use zpage::store::{Background, Backing, BackingFile, Selection, StoreError};
+use zpage::{PAGE_SIZE, Page, PageStore, Profile};
+
+/// A tiered store: fast on the way in, dense in the idle pass.
+fn tiered() -> zpage::StoreBuilder {
+    PageStore::builder()
+        .shards(4)
+        .profile(Profile::Fast)
+        .idle_profile(Profile::Dense)
+}
+
+fn insert_all(store: &PageStore, pages: &[Page]) {
+    for (id, page) in (0..).zip(pages) {
+        store.insert(id, page).unwrap();
+    }
+}
+
+fn assert_holds(store: &PageStore, pages: &[Page]) {
+    for (id, page) in (0..).zip(pages) {
+        assert!(*store.get(id).unwrap().unwrap() == *page, "page {id}");
+    }
+}
+
+/// A backing store in memory whose writes can be made to fail and whose records can be
+/// damaged: the failures writeback and reads claim to survive.
+#[derive(Debug, Default)]
+struct Faulty {
+    records: Mutex<Vec<Vec<u8>>>,
+    /// Writes fail with ENOSPC while set.
+    refuse_writes: Mutex<bool>,
+    /// Reads of this slot fail with EIO.
+    bad_read: Mutex<Option<u64>>,
+    slots: u64,
+}
+
+impl Faulty {
+    fn new(slots: u64) -> Faulty {
+        Faulty {
+            records: Mutex::new(vec![Vec::new(); slots as usize]),
+            slots,
+            ..Faulty::default()
+        }
+    }
+}
+
+impl Backing for Faulty {
+    fn slots(&self) -> u64 {
+        self.slots
+    }
+
+    fn write(&self, records: &[(u64, &[u8])]) -> io::Result<()> {
+        if *self.refuse_writes.lock().unwrap() {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let mut stored = self.records.lock().unwrap();
+        for &(slot, record) in records {
+            stored[slot as usize] = record.to_vec();
+        }
+        Ok(())
+    }
+
+    fn read(&self, slot: u64, out: &mut [u8]) -> io::Result<()> {
+        if *self.bad_read.lock().unwrap() == Some(slot) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let stored = self.records.lock().unwrap();
+        let record = &stored[slot as usize];
+        if record.len() < out.len() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        out.copy_from_slice(&record[..out.len()]);
+        Ok(())
+    }
+}
+
+#[test]
+fn reads_and_writes_clear_the_idle_mark() {
+    let pages = common::sample_pages();
+    let store = tiered().build();
+    insert_all(&store, &pages[..64]);
+    assert_eq!(
+        store.mark_idle(Some(Duration::from_secs(3600))),
+        0,
+        "all young"
+    );
+    assert_eq!(store.mark_idle(None), 64);
+    store.get(3).unwrap();
+    store.insert(4, &pages[4]).unwrap();
+    assert_eq!(store.stats().idle_pages, 62);
+    let done = store.recompress_selected(Selection::all().idle());
+    let in_allocator = (0..64u64)
+        .filter(|&id| ![3, 4].contains(&id))
+        .filter(|&id| {
+            !matches!(
+                store.stored_class(id),
+                Some(zpage::Class::Zero | zpage::Class::Same)
+            )
+        })
+        .count() as u64;
+    assert_eq!(done.examined, in_allocator, "only the idle pages");
+    // The pass settled them: a second one has nothing to do, unless asked again.
+    assert_eq!(
+        store.recompress_selected(Selection::all().idle()).examined,
+        0
+    );
+    assert_eq!(
+        store
+            .recompress_selected(Selection::all().idle().again())
+            .examined,
+        in_allocator
+    );
+    assert_holds(&store, &pages[..64]);
+}
+
+#[test]
+fn the_idle_pass_stores_fast_pages_dense_and_loses_nothing() {
+    let pages = common::sample_pages();
+    let store = tiered().build();
+    insert_all(&store, &pages);
+    let fast = store.stats();
+    store.mark_idle(None);
+    let done = store.recompress_selected(Selection::all().idle());
+    let dense = store.stats();
+    assert!(done.rewritten > 0 && done.bytes_saved > 0, "{done:?}");
+    assert_eq!(
+        fast.mm.compr_data_size - dense.mm.compr_data_size,
+        done.bytes_saved
+    );
+    assert!(
+        dense.effective_ratio() > fast.effective_ratio() * 1.1,
+        "fast {:.2}, after the idle pass {:.2}",
+        fast.effective_ratio(),
+        dense.effective_ratio()
+    );
+    // As small as a store that was dense all along, within the allocator's slack.
+    let reference = PageStore::builder().profile(Profile::Dense).build();
+    insert_all(&reference, &pages);
+    let dense_all_along = reference.stats().mm.compr_data_size as f64;
+    assert!((dense.mm.compr_data_size as f64) < dense_all_along * 1.01);
+    assert_holds(&store, &pages);
+}
+
+#[test]
+fn bounds_stop_a_pass() {
+    let pages = common::sample_pages();
+    let store = tiered().build();
+    insert_all(&store, &pages);
+    let done = store.recompress_selected(Selection::all().max_pages(10));
+    assert_eq!(done.examined, 10);
+    assert!(done.cut_short);
+    let done = store.recompress_selected(Selection::all().time_budget(Duration::ZERO));
+    assert_eq!(done.examined, 0);
+    let huge_pages = store.stats().mm.huge_pages;
+    let huge = store.recompress_selected(Selection::all().huge());
+    assert_eq!(huge.examined, huge_pages);
+    assert_holds(&store, &pages);
+}
+
+#[test]
+fn written_back_pages_read_back_and_free_their_slots() {
+    let pages = common::sample_pages();
+    let dir = tempfile::tempdir().unwrap();
+    let file = BackingFile::open(&dir.path().join("backing"), 64 << 20).unwrap();
+    let store = tiered().backing(Arc::new(file)).build();
+    insert_all(&store, &pages);
+    let before = store.stats();
+    let done = store.writeback(Selection::all()).unwrap();
+    let after = store.stats();
+    assert!(
+        done.written > 0 && done.failed == 0 && done.raced == 0,
+        "{done:?}"
+    );
+    assert_eq!(after.bd.bd_count, done.written);
+    assert_eq!(after.bd.bd_writes, done.written);
+    assert_eq!(after.mm.compr_data_size, 0, "every allocator page left");
+    assert_eq!(before.mm.compr_data_size, done.bytes_freed);
+    assert_eq!(after.backed_bytes, done.bytes_freed);
+    assert_eq!(after.mm.orig_data_size, before.mm.orig_data_size);
+    assert_holds(&store, &pages);
+    assert_eq!(store.stats().bd.bd_reads, done.written);
+    // Overwrites and removes free slots; writeback reuses them.
+    store.insert(0, &pages[1]).unwrap();
+    store.remove(1).unwrap();
+    let stats = store.stats();
+    assert!(stats.bd.bd_count < done.written);
+    store.writeback(Selection::all()).unwrap();
+    let mut expected = pages.clone();
+    expected[0] = pages[1];
+    assert!(store.get(1).unwrap().is_none());
+    for (id, page) in (0..).zip(&expected).skip(2) {
+        assert!(*store.get(id).unwrap().unwrap() == *page, "page {id}");
+    }
+    assert!(*store.get(0).unwrap().unwrap() == pages[1]);
+}
+
+#[test]
+fn the_writeback_limit_counts_down() {
+    let pages = common::sample_pages();
+    let store = tiered().backing(Arc::new(Faulty::new(1 << 16))).build();
+    insert_all(&store, &pages);
+    store.set_writeback_limit(Some(5));
+    let done = store.writeback(Selection::all()).unwrap();
+    assert_eq!(done.written, 5);
+    assert!(done.cut_short);
+    assert_eq!(store.writeback_limit(), Some(0));
+    assert_eq!(store.writeback(Selection::all()).unwrap().written, 0);
+    store.set_writeback_limit(None);
+    assert!(store.writeback(Selection::all()).unwrap().written > 0);
+    assert_holds(&store, &pages);
+}
+
+#[test]
+fn a_failed_backing_write_loses_nothing_and_is_counted() {
+    let pages = common::sample_pages();
+    let backing = Arc::new(Faulty::new(1 << 16));
+    let store = tiered().backing(backing.clone()).build();
+    insert_all(&store, &pages);
+    let before = store.stats();
+    *backing.refuse_writes.lock().unwrap() = true;
+    let done = store.writeback(Selection::all()).unwrap();
+    assert_eq!(done.written, 0);
+    assert!(done.failed > 0);
+    assert!(
+        done.error.as_deref().unwrap().contains("No space"),
+        "{done:?}"
+    );
+    let stats = store.stats();
+    assert_eq!(stats.io.failed_writes, done.failed);
+    assert_eq!(stats.bd.bd_count, 0);
+    assert_eq!(stats.mm.compr_data_size, before.mm.compr_data_size);
+    assert_holds(&store, &pages);
+    // The device recovers: the next pass writes them, and they still read back.
+    *backing.refuse_writes.lock().unwrap() = false;
+    assert!(store.writeback(Selection::all()).unwrap().written > 0);
+    assert_holds(&store, &pages);
+}
+
+#[test]
+fn a_damaged_or_unreadable_record_is_an_error_never_wrong_bytes() {
+    let pages = common::sample_pages();
+    let backing = Arc::new(Faulty::new(1 << 16));
+    let store = tiered().backing(backing.clone()).build();
+    insert_all(&store, &pages);
+    store.writeback(Selection::all()).unwrap();
+    // Which page went to slot 0 and slot 1: find them by damaging and reading.
+    backing.records.lock().unwrap()[0][0] ^= 0xff;
+    *backing.bad_read.lock().unwrap() = Some(1);
+    let (mut checksum, mut unreadable) = (0, 0);
+    for (id, page) in (0..).zip(&pages) {
+        match store.get(id) {
+            Ok(Some(read)) => assert!(*read == *page, "page {id}"),
+            Err(StoreError::Checksum { .. }) => checksum += 1,
+            Err(StoreError::BackingRead { reason, .. }) => {
+                assert!(reason.contains("Input/output"), "{reason}");
+                unreadable += 1
+            }
+            other => panic!("page {id}: {other:?}"),
+        }
+    }
+    assert_eq!((checksum, unreadable), (1, 1));
+    assert_eq!(store.stats().io.failed_reads, 2);
+}
+
+#[test]
+fn writeback_without_a_backing_store_is_an_error() {
+    let store = PageStore::new();
+    assert_eq!(
+        store.writeback(Selection::all()),
+        Err(StoreError::NoBacking)
+    );
+}
+
+/// Writers racing the idle pass and writeback: every page ends as its last write
+/// (against a shadow copy), none is lost, and the counters match the pages.
+#[test]
+fn tiers_never_lose_a_racing_write() {
+    let pages = Arc::new(common::sample_pages());
+    let n = pages.len() as u64;
+    let store = Arc::new(tiered().backing(Arc::new(Faulty::new(1 << 16))).build());
+    insert_all(&store, &pages);
+    let writer = {
+        let (store, pages) = (store.clone(), pages.clone());
+        std::thread::spawn(move || {
+            let mut rng = common::Rng(5);
+            let mut shadow: Vec<usize> = (0..n as usize).collect();
+            for _ in 0..20_000 {
+                let id = rng.below(n) as usize;
+                let version = rng.below(n) as usize;
+                store.insert(id as u64, &pages[version]).unwrap();
+                shadow[id] = version;
+                if rng.below(8) == 0 {
+                    assert!(*store.get(id as u64).unwrap().unwrap() == pages[version]);
+                }
+            }
+            shadow
+        })
+    };
+    let mut rounds = 0;
+    while !writer.is_finished() || rounds == 0 {
+        store.mark_idle(None);
+        store.recompress_selected(Selection::all().idle());
+        store.writeback(Selection::all().max_pages(200)).unwrap();
+        rounds += 1;
+    }
+    let shadow = writer.join().unwrap();
+    for (id, &version) in shadow.iter().enumerate() {
+        assert!(
+            *store.get(id as u64).unwrap().unwrap() == pages[version],
+            "page {id}"
+        );
+    }
+    let stats = store.stats();
+    assert_eq!(stats.pages, n);
+    assert_eq!(stats.mm.orig_data_size, n * PAGE_SIZE as u64);
+    let held: u64 = stats.classes.values().map(|c| c.stored_bytes).sum();
+    assert_eq!(held, stats.mm.compr_data_size);
+}
+
+#[test]
+fn the_background_worker_runs_the_idle_pass_and_stops_with_the_store() {
+    let pages = common::sample_pages();
+    let store = tiered()
+        .background(Background::every(Duration::from_millis(20)).idle_after(Duration::ZERO))
+        .build_shared();
+    insert_all(&store, &pages);
+    let fast = store.stats().mm.compr_data_size;
+    let mut waited = 0;
+    while store.stats().mm.compr_data_size >= fast * 9 / 10 {
+        std::thread::sleep(Duration::from_millis(20));
+        waited += 1;
+        assert!(waited < 500, "the worker did not run");
+    }
+    assert_holds(&store, &pages);
+    let weak = Arc::downgrade(&store);
+    drop(store);
+    // The worker holds the store only during a pass: it is gone soon after.
+    for _ in 0..250 {
+        if weak.strong_count() == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the worker kept the store alive");
+}
