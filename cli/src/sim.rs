@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use zpage::classify::model::Profile;
 use zpage::codec::dictset::DictionarySet;
 use zpage::tools::compare::Baseline;
+use zpage::tools::lifecycle::{self, Lifecycle, WritebackType};
 use zpage::tools::procmem;
 use zpage::tools::sim::{self, Report};
 
@@ -19,9 +20,10 @@ pub struct SimArgs {
     #[arg(long)]
     pid: Option<u32>,
     /// The embedded classifier to use: fast (never slower than LZ4 to compress) or dense
-    /// (zstd where its ratio pays).
-    #[arg(long, default_value = "dense", value_parser = super::profile_arg())]
-    profile: Profile,
+    /// (zstd where its ratio pays). Default: dense; with --lifecycle, fast (the insert
+    /// path).
+    #[arg(long, value_parser = super::profile_arg())]
+    profile: Option<Profile>,
     /// A model file from `zpage train` instead of the profile's embedded model.
     #[arg(long, conflicts_with = "profile")]
     model: Option<PathBuf>,
@@ -40,6 +42,48 @@ pub struct SimArgs {
     codecs: Vec<Baseline>,
     #[command(flatten)]
     dictionaries: DictionaryArgs,
+    #[command(flatten)]
+    lifecycle: LifecycleArgs,
+}
+
+/// zram's life cycle (`sim --lifecycle`).
+#[derive(Args, Debug)]
+pub struct LifecycleArgs {
+    /// Run zram's life cycle instead of one store pass: store every page with --profile
+    /// (timed), mark all idle, recompress the idle pages with --idle-profile and the
+    /// dictionaries (trained by the pass on the input's own pages unless a file is
+    /// given), write back to --backing, and read every page back; mm_stat after each step.
+    #[arg(long)]
+    lifecycle: bool,
+    /// The profile of the idle pass.
+    #[arg(long, default_value = "dense", value_parser = super::profile_arg(), requires = "lifecycle")]
+    idle_profile: Profile,
+    /// zram's mem_limit for each input's store (bytes, or with K, M or G): writes past it
+    /// fail and are counted, as zram's do.
+    #[arg(long, value_parser = parse_size, requires = "lifecycle")]
+    mem_limit: Option<u64>,
+    /// A backing file (created, the input's size) or block device for the writeback step.
+    #[arg(long, value_name = "FILE", requires = "lifecycle")]
+    backing: Option<PathBuf>,
+    /// Which pages the writeback step takes: huge (still uncompressed after the idle
+    /// pass), idle (all idle pages) or huge_idle.
+    #[arg(long, default_value = "huge", value_parser = WritebackType::parse, requires = "backing")]
+    writeback: WritebackType,
+}
+
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024, as zram's).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&text[..text.len() - 1], 10),
+        Some(b'M') => (&text[..text.len() - 1], 20),
+        Some(b'G') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?} is not a size (bytes, or a number with K, M or G)"))
 }
 
 /// How the stores get zstd dictionaries (`sim` and `zram`'s dense runs).
@@ -87,7 +131,13 @@ fn shipped_sample() -> PathBuf {
 }
 
 pub fn run(args: SimArgs) -> Result<String, String> {
-    let engine = super::load_engine(args.model.as_ref(), args.profile)?;
+    let default = if args.lifecycle.lifecycle {
+        Profile::Fast
+    } else {
+        Profile::Dense
+    };
+    let chosen = args.profile.unwrap_or(default);
+    let engine = super::load_engine(args.model.as_ref(), chosen)?;
     let mut paths = args.paths.clone();
     if paths.is_empty() && args.pid.is_none() {
         let sample = shipped_sample();
@@ -106,12 +156,39 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         ));
     }
     let total: u64 = sources.iter().map(|s| s.expected_pages()).sum();
-    let mut progress = Progress::new(2 * total, "simulating", args.json);
     let profile = match &args.model {
         Some(path) => format!("model {}", path.display()),
-        None => args.profile.name().to_string(),
+        None => chosen.name().to_string(),
     };
     let dictionaries = args.dictionaries.resolve()?;
+    if args.lifecycle.lifecycle {
+        let lc = &args.lifecycle;
+        let config = lifecycle::Config {
+            engine,
+            idle: zpage::Engine::new(lc.idle_profile),
+            dictionaries: Some(dictionaries.unwrap_or(sim::Dictionaries::Auto {
+                after_zstd_pages: LIFECYCLE_TRAIN_AFTER,
+                level: args.dictionaries.dictionary_level,
+            })),
+            mem_limit: lc.mem_limit,
+            backing: lc.backing.clone().map(|path| (path, lc.writeback)),
+            zram_best: args.codecs.iter().any(|c| c.name == "zram-best"),
+        };
+        let mut progress = Progress::new(3 * total, "life cycle", args.json);
+        let report = lifecycle::run(
+            &mut sources,
+            &config,
+            (&profile, lc.idle_profile.name()),
+            &mut |n| progress.inc(n),
+        )?;
+        drop(progress);
+        return Ok(if args.json {
+            super::json(&report)
+        } else {
+            print_lifecycle(&report)
+        });
+    }
+    let mut progress = Progress::new(2 * total, "simulating", args.json);
     let report = sim::simulate(
         &mut sources,
         &engine,
@@ -127,6 +204,74 @@ pub fn run(args: SimArgs) -> Result<String, String> {
     } else {
         print_report(&report)
     })
+}
+
+/// The pages (that the idle engine would store as zstd) from which a life cycle's idle
+/// pass trains dictionaries, unless --dictionaries or --dictionary-file says otherwise.
+const LIFECYCLE_TRAIN_AFTER: u64 = 1024;
+
+fn print_lifecycle(r: &Lifecycle) -> String {
+    let mut out = String::new();
+    outln!(
+        out,
+        "zpage sim --lifecycle: {} input(s), {} pages ({}), stored with {}, idle pass {}; verified: every page read back and compared",
+        r.inputs.len(),
+        r.pages,
+        mib(r.pages * zpage::PAGE_SIZE as u64),
+        r.profile,
+        r.idle_profile
+    );
+    if r.refused_pages > 0 {
+        outln!(
+            out,
+            "{} pages refused by the memory limit (not stored, as zram fails such writes)",
+            r.refused_pages
+        );
+    }
+    outln!(out);
+    outln!(
+        out,
+        "{:<11} {:>8} {:>8} {:>12} {:>12} {:>12} {:>8} {:>8} {:>9}",
+        "step",
+        "seconds",
+        "MB/s",
+        "compr_data",
+        "mem_used",
+        "metadata",
+        "ratio",
+        "eff.",
+        "bd_count"
+    );
+    for s in &r.stages {
+        outln!(
+            out,
+            "{:<11} {:>8.3} {:>8.0} {:>12} {:>12} {:>12} {:>8.3} {:>8.3} {:>9}",
+            s.name,
+            s.seconds,
+            s.mb_s,
+            s.mm.compr_data_size,
+            s.mm.mem_used_total,
+            s.metadata_bytes,
+            s.ratio,
+            s.effective_ratio,
+            s.bd_stat.bd_count
+        );
+    }
+    if let Some(last) = r.stages.last() {
+        outln!(out);
+        outln!(out, "mm_stat   {}", last.mm);
+        outln!(out, "bd_stat   {}", last.bd_stat);
+        outln!(out, "io_stat   {}", last.io_stat);
+        outln!(out, "dictionaries: {}", last.dictionaries);
+    }
+    if r.zram_best_ratio > 0.0 {
+        outln!(
+            out,
+            "zram best (emulated: zstd-8 + a dictionary trained on a tenth of the pages, no allocator counted): {:.3}",
+            r.zram_best_ratio
+        );
+    }
+    out
 }
 
 fn mib(bytes: u64) -> String {

@@ -816,10 +816,13 @@ impl PageStore {
             None => class == Class::Zstd,
             Some(_) => !matches!(class, Class::Zero | Class::Same),
         };
-        let ids: Vec<u64> = self
+        let mut ids: Vec<u64> = self
             .ids()
             .filter(|&id| self.stored_class(id).is_some_and(candidate))
             .collect();
+        // In id order, so that the same pages give the same sample (and dictionaries)
+        // whatever order the shards' maps keep them in.
+        ids.sort_unstable();
         let step = ids.len().div_ceil(SAMPLE).max(1);
         let (mut pages, mut sampled) = (Vec::with_capacity(ids.len() / step + 1), 0);
         for &id in ids.iter().step_by(step) {

@@ -301,6 +301,18 @@ impl Slabs {
         for slab in self.slabs.iter_mut().flatten() {
             slab.evacuating = false;
         }
+        // Holes of the slabs just unmapped would otherwise stay listed (and their lists'
+        // memory counted) until an allocation happened to pop them.
+        let slabs = &self.slabs;
+        for list in &mut self.holes {
+            list.retain(|hole| {
+                slabs
+                    .get(hole.slab as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.generation == hole.generation)
+            });
+            list.shrink_to_fit();
+        }
     }
 
     /// Test hook: overwrites an object's bytes in place, as memory corruption would.

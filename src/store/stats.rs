@@ -286,9 +286,20 @@ impl Stats {
         self.mm.orig_data_size as f64 / used.max(1) as f64
     }
 
-    /// Adds another store's sizes and page counts (as for stores side by side); limits,
-    /// maxima and counters of events are not summed.
+    /// Adds another store's sizes, page counts and event counters (as for stores side
+    /// by side, like zram devices); limits and maxima are summed too, as the memory the
+    /// devices together may take and took at most.
     pub fn absorb(&mut self, other: &Stats) {
+        let (mm, bd, io) = (&mut self.mm, &mut self.bd, &mut self.io);
+        mm.mem_limit += other.mm.mem_limit;
+        mm.mem_used_max += other.mm.mem_used_max;
+        mm.pages_compacted += other.mm.pages_compacted;
+        mm.huge_pages_since += other.mm.huge_pages_since;
+        bd.bd_reads += other.bd.bd_reads;
+        bd.bd_writes += other.bd.bd_writes;
+        io.failed_reads += other.io.failed_reads;
+        io.failed_writes += other.io.failed_writes;
+        io.notify_free += other.io.notify_free;
         self.pages += other.pages;
         self.mm.orig_data_size += other.mm.orig_data_size;
         self.mm.compr_data_size += other.mm.compr_data_size;

@@ -6,6 +6,7 @@
 
 pub mod compare;
 pub mod entropy;
+pub mod lifecycle;
 pub mod pagefile;
 pub mod procmem;
 pub mod sim;

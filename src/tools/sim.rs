@@ -17,7 +17,7 @@ use crate::codec::Class;
 use crate::codec::dictset::DictionarySet;
 use crate::engine::Engine;
 use crate::page::Page;
-use crate::store::{PageStore, Stats};
+use crate::store::{PageStore, Stats, StoreBuilder};
 use crate::tools::compare::{self, Baseline, BaselineKind, SchemeResult, ZramBest, ZramSample};
 use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped};
 use serde::Serialize;
@@ -125,6 +125,23 @@ pub enum Dictionaries {
     Set { set: DictionarySet, level: i32 },
 }
 
+impl Dictionaries {
+    /// A store builder set up to get these dictionaries.
+    pub fn configure(&self, builder: StoreBuilder) -> StoreBuilder {
+        match self {
+            &Dictionaries::Auto {
+                after_zstd_pages,
+                level,
+            } => builder
+                .auto_dictionaries(after_zstd_pages)
+                .dictionary_level(level),
+            Dictionaries::Set { set, level } => {
+                builder.dictionary_level(*level).dictionaries(set.clone())
+            }
+        }
+    }
+}
+
 /// Simulates every source. With `detailed` it also runs the baselines (most of the time:
 /// the oracle encodes every page five ways), the separate classify-timing pass, and times
 /// each insert for the per-class time shares (a clock read per page, ~1% of an insert);
@@ -161,18 +178,9 @@ pub fn simulate(
         // One thread inserts, so one shard: its metadata blocks fill densely, as a zram
         // device's table does.
         let mut builder = PageStore::builder().shards(1).engine(engine.clone());
-        builder = match dictionaries {
-            None => builder,
-            Some(&Dictionaries::Auto {
-                after_zstd_pages,
-                level,
-            }) => builder
-                .auto_dictionaries(after_zstd_pages)
-                .dictionary_level(level),
-            Some(Dictionaries::Set { set, level }) => {
-                builder.dictionary_level(*level).dictionaries(set.clone())
-            }
-        };
+        if let Some(dictionaries) = dictionaries {
+            builder = dictionaries.configure(builder);
+        }
         let store = builder.build();
         let (mut next_id, mut digest) = (0u64, 0u64);
         let mut zram_sample = ZramSample::default();
@@ -322,7 +330,7 @@ pub fn simulate(
 
 /// A page's share of an input's digest: its id and CRC-32, mixed (splitmix64) so that a
 /// page read back under the wrong id, or wrong, changes the sum.
-fn page_digest(id: u64, page: &Page) -> u64 {
+pub(crate) fn page_digest(id: u64, page: &Page) -> u64 {
     let mut x = id << 32 ^ u64::from(crc32fast::hash(page.bytes()));
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -387,7 +395,7 @@ pub fn zram_best(source: &mut dyn PageSource) -> Result<Option<SchemeResult>, St
 
 /// Stores `source` again (from its start) with a trained zram-best; `None` if the source
 /// cannot be read twice.
-fn store_again(
+pub(crate) fn store_again(
     best: &ZramBest,
     source: &mut dyn PageSource,
     chunk: &mut Vec<Page>,

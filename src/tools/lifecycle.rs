@@ -1,0 +1,321 @@
+//! The zram life cycle on real memory: pages are stored with the fast engine (timed),
+//! marked idle, re-encoded by the idle pass with the dense engine and dictionaries, and
+//! written back to a backing file where one is given, each step timed and followed by
+//! the store's `mm_stat`; at the end every page is read back (from memory and from the
+//! backing file) and compared.
+//!
+//! Invariants: as in [`crate::tools::sim`], every stored page is compared right after its
+//! chunk is stored and again at the end, against a digest of the originals, before any
+//! figure is reported (a page the memory limit refused is counted, not stored, and left
+//! out of the digest); each input gets its own store (and, with writeback, its own use of
+//! the backing file), and a stage's figures are sums over the inputs. Memory: the stores
+//! plus a chunk of pages, whatever the input's size.
+
+use crate::engine::Engine;
+use crate::page::{PAGE_SIZE, Page};
+use crate::store::{BackingFile, BdStat, IoStat, MmStat, PageStore, Selection, Stats, StoreError};
+use crate::tools::compare::{self, ZramSample};
+use crate::tools::sim::{self, Dictionaries, page_digest};
+use crate::tools::source::{CHUNK_PAGES, PageSource};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The JSON schema name and version of [`Lifecycle`] reports.
+pub const SCHEMA: &str = "zpage-lifecycle/1";
+
+/// Which pages the writeback step takes (zram's `writeback` types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritebackType {
+    /// Pages still stored uncompressed after the idle pass.
+    Huge,
+    /// Every idle page.
+    Idle,
+    /// Pages both huge and idle.
+    HugeIdle,
+}
+
+impl WritebackType {
+    /// Parses `huge`, `idle` or `huge_idle`.
+    pub fn parse(text: &str) -> Result<WritebackType, String> {
+        match text {
+            "huge" => Ok(WritebackType::Huge),
+            "idle" => Ok(WritebackType::Idle),
+            "huge_idle" => Ok(WritebackType::HugeIdle),
+            other => Err(format!(
+                "{other:?} is not a writeback type (huge, idle, huge_idle)"
+            )),
+        }
+    }
+
+    fn selection(self) -> Selection {
+        match self {
+            WritebackType::Huge => Selection::all().huge(),
+            WritebackType::Idle => Selection::all().idle(),
+            WritebackType::HugeIdle => Selection::all().idle().huge(),
+        }
+    }
+}
+
+/// What a life cycle runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The engine inserts use (the fast path).
+    pub engine: Engine,
+    /// The engine of the idle pass.
+    pub idle: Engine,
+    /// Dictionaries for the idle pass (auto-trained by it, or from a file).
+    pub dictionaries: Option<Dictionaries>,
+    /// zram's `mem_limit` for each input's store.
+    pub mem_limit: Option<u64>,
+    /// A backing file (or block device) for the writeback step, and what it takes.
+    pub backing: Option<(PathBuf, WritebackType)>,
+    /// Also run the emulated zram-best baseline on the same pages (page files only).
+    pub zram_best: bool,
+}
+
+/// One step of the life cycle and the store's state after it, summed over the inputs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stage {
+    /// `store`, `mark_idle`, `recompress`, `writeback`, `read`.
+    pub name: &'static str,
+    pub seconds: f64,
+    /// The step's input bytes per second.
+    pub mb_s: f64,
+    /// Bytes of the pages the step worked on (stored, examined, written, read).
+    pub input_bytes: u64,
+    /// zram's `mm_stat` fields after the step.
+    #[serde(flatten)]
+    pub mm: MmStat,
+    pub bd_stat: BdStat,
+    pub io_stat: IoStat,
+    /// Page table, allocator bookkeeping and dictionaries.
+    pub metadata_bytes: u64,
+    pub dictionaries: u64,
+    /// `orig_data_size / compr_data_size`.
+    pub ratio: f64,
+    /// `orig_data_size / (mem_used_total + metadata_bytes)`.
+    pub effective_ratio: f64,
+}
+
+/// A life cycle's report; its JSON form is the schema [`SCHEMA`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Lifecycle {
+    pub schema: &'static str,
+    pub profile: String,
+    pub idle_profile: String,
+    pub inputs: Vec<String>,
+    pub pages: u64,
+    /// Pages the memory limit refused (not stored, as zram fails such writes).
+    pub refused_pages: u64,
+    pub stages: Vec<Stage>,
+    /// The emulated zram-best baseline's ratio on the same pages (0 when not run).
+    pub zram_best_ratio: f64,
+    /// Every stored page read back after the last step and compared.
+    pub verified: bool,
+}
+
+impl Lifecycle {
+    /// The stage of this name.
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+}
+
+/// Accumulates one stage over the inputs.
+#[derive(Default)]
+struct Acc {
+    time: Duration,
+    bytes: u64,
+    stats: Stats,
+}
+
+/// Runs the life cycle on every source; `tick` gets the pages processed (three times per
+/// page: stored, read back at the end, compared).
+pub fn run(
+    sources: &mut [Box<dyn PageSource + '_>],
+    config: &Config,
+    profile: (&str, &str),
+    tick: &mut dyn FnMut(u64),
+) -> Result<Lifecycle, String> {
+    let mut names: Vec<&'static str> = vec!["store", "mark_idle", "recompress"];
+    if config.backing.is_some() {
+        names.push("writeback");
+    }
+    names.push("read");
+    let mut acc: Vec<Acc> = names.iter().map(|_| Acc::default()).collect();
+    let (mut inputs, mut refused, mut best) = (Vec::new(), 0, compare::SchemeResult::default());
+    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    let mut back = Page::zeroed();
+    for source in sources.iter_mut() {
+        let name = source.name().to_string();
+        let store = build(config, source.expected_pages())?;
+        let (mut next_id, mut digest) = (0u64, 0u64);
+        let mut stored = Vec::new();
+        let mut sample = ZramSample::default();
+        let mut step = 0;
+        while source
+            .next_chunk(&mut chunk)
+            .map_err(|e| format!("{name}: {e}"))?
+        {
+            let first = next_id;
+            let start = Instant::now();
+            stored.clear();
+            for (id, page) in (first..).zip(&chunk) {
+                match store.insert(id, page) {
+                    Ok(()) => stored.push(true),
+                    Err(StoreError::MemoryLimit { .. }) => stored.push(false),
+                    Err(e) => return Err(format!("{name}: page {id}: {e}")),
+                }
+            }
+            acc[step].time += start.elapsed();
+            next_id += chunk.len() as u64;
+            for ((id, page), &ok) in (first..).zip(&chunk).zip(&stored) {
+                if !ok {
+                    refused += 1;
+                    continue;
+                }
+                acc[step].bytes += PAGE_SIZE as u64;
+                store
+                    .read_into(id, &mut back)
+                    .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
+                if back != *page {
+                    return Err(format!(
+                        "{name}: verification failed: page {id} read back differs from what was stored"
+                    ));
+                }
+                digest = digest.wrapping_add(page_digest(id, page));
+            }
+            if config.zram_best {
+                sample.sample(&chunk, source.expected_pages());
+            }
+            tick(chunk.len() as u64);
+        }
+        acc[step].stats.absorb(&store.stats());
+        step += 1;
+
+        let start = Instant::now();
+        let idle = store.mark_idle(None);
+        acc[step].time += start.elapsed();
+        acc[step].bytes += idle * PAGE_SIZE as u64;
+        acc[step].stats.absorb(&store.stats());
+        step += 1;
+
+        let start = Instant::now();
+        let done = store.recompress_selected(Selection::all().idle());
+        acc[step].time += start.elapsed();
+        acc[step].bytes += done.examined * PAGE_SIZE as u64;
+        if done.failed > 0 {
+            return Err(format!(
+                "{name}: {} pages failed their check in the idle pass",
+                done.failed
+            ));
+        }
+        acc[step].stats.absorb(&store.stats());
+        step += 1;
+
+        if let Some((_, kind)) = &config.backing {
+            let start = Instant::now();
+            let done = store
+                .writeback(kind.selection())
+                .map_err(|e| format!("{name}: {e}"))?;
+            acc[step].time += start.elapsed();
+            if let Some(error) = done.error {
+                return Err(format!("{name}: writeback: {error}"));
+            }
+            acc[step].bytes += done.written * PAGE_SIZE as u64;
+            acc[step].stats.absorb(&store.stats());
+            step += 1;
+        }
+
+        // Every page, from wherever it now lives, timed; compared after.
+        let mut found = 0u64;
+        let mut id = 0;
+        while id < next_id {
+            let batch = (next_id - id).min(CHUNK_PAGES as u64);
+            let start = Instant::now();
+            let mut pages = Vec::with_capacity(batch as usize);
+            for id in id..id + batch {
+                let page = store
+                    .get(id)
+                    .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
+                pages.push(page);
+            }
+            acc[step].time += start.elapsed();
+            for (id, page) in (id..).zip(&pages) {
+                if let Some(page) = page {
+                    acc[step].bytes += PAGE_SIZE as u64;
+                    found = found.wrapping_add(page_digest(id, page));
+                }
+            }
+            tick(batch);
+            id += batch;
+        }
+        if found != digest {
+            return Err(format!(
+                "{name}: verification failed: the pages read back after the life cycle differ from those stored"
+            ));
+        }
+        acc[step].stats.absorb(&store.stats());
+        drop(store);
+        if config.zram_best
+            && let Some(result) = sim::store_again(&sample.train(), &mut **source, &mut chunk)
+                .map_err(|e| format!("{name}: zram-best: {e}"))?
+        {
+            best.absorb(&result);
+        }
+        tick(next_id);
+        inputs.push(name);
+    }
+    let pages = acc[0].stats.pages + refused;
+    let stages = names
+        .iter()
+        .zip(acc)
+        .map(|(&name, acc)| Stage {
+            name,
+            seconds: acc.time.as_secs_f64(),
+            mb_s: compare::mb_s(acc.bytes, acc.time),
+            input_bytes: acc.bytes,
+            mm: acc.stats.mm,
+            bd_stat: acc.stats.bd,
+            io_stat: acc.stats.io,
+            metadata_bytes: acc.stats.metadata_total(),
+            dictionaries: acc.stats.dictionaries,
+            ratio: acc.stats.ratio(),
+            effective_ratio: acc.stats.effective_ratio(),
+        })
+        .collect();
+    Ok(Lifecycle {
+        schema: SCHEMA,
+        profile: profile.0.to_string(),
+        idle_profile: profile.1.to_string(),
+        inputs,
+        pages,
+        refused_pages: refused,
+        stages,
+        zram_best_ratio: if config.zram_best { best.ratio() } else { 0.0 },
+        verified: true,
+    })
+}
+
+/// One input's store: one shard (one thread inserts, as a zram device's table fills),
+/// the idle engine, the dictionaries, the limit and the backing file.
+fn build(config: &Config, pages: u64) -> Result<PageStore, String> {
+    let mut builder = PageStore::builder()
+        .shards(1)
+        .engine(config.engine.clone())
+        .idle_engine(config.idle.clone());
+    if let Some(dictionaries) = &config.dictionaries {
+        builder = dictionaries.configure(builder);
+    }
+    if let Some(limit) = config.mem_limit {
+        builder = builder.mem_limit(limit);
+    }
+    if let Some((path, _)) = &config.backing {
+        let file = BackingFile::open(path, pages.max(1) * PAGE_SIZE as u64)
+            .map_err(|e| format!("backing file {}: {e}", path.display()))?;
+        builder = builder.backing(std::sync::Arc::new(file));
+    }
+    Ok(builder.build())
+}
