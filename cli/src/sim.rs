@@ -105,6 +105,11 @@ pub struct DictionaryArgs {
 }
 
 impl DictionaryArgs {
+    /// The zstd level of dictionary forms asked for.
+    pub fn dictionary_level(&self) -> i32 {
+        self.dictionary_level
+    }
+
     /// What the options ask for (a dictionary file is read and checked now).
     pub fn resolve(&self) -> Result<Option<sim::Dictionaries>, String> {
         let level = self.dictionary_level;
@@ -208,7 +213,7 @@ pub fn run(args: SimArgs) -> Result<String, String> {
 
 /// The pages (that the idle engine would store as zstd) from which a life cycle's idle
 /// pass trains dictionaries, unless --dictionaries or --dictionary-file says otherwise.
-const LIFECYCLE_TRAIN_AFTER: u64 = 1024;
+pub const LIFECYCLE_TRAIN_AFTER: u64 = 1024;
 
 fn print_lifecycle(r: &Lifecycle) -> String {
     let mut out = String::new();

@@ -1,0 +1,148 @@
+//! The tiers: the idle pass (fast-stored pages re-encoded dense, with and without
+//! dictionaries) and writeback to a backing file, as throughput over the pages they take;
+//! and the latency of a read of a recompressed and of a written-back page (criterion's
+//! mean, plus percentiles over single reads printed beside it). The backing file lives in
+//! a temporary directory, so its reads come from the page cache: a device adds its own
+//! latency to them.
+
+mod common;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zpage::codec::dictset::DictionarySet;
+use zpage::store::{BackingFile, Selection};
+use zpage::{PAGE_SIZE, Page, PageStore, Profile};
+
+/// 256 pages of each corpus file (all of the shipped sample when the corpus is absent).
+fn pages() -> Vec<Page> {
+    common::mixed(256)
+}
+
+fn tiered(pages: &[Page], dictionaries: Option<&DictionarySet>) -> PageStore {
+    let mut builder = PageStore::builder()
+        .profile(Profile::Fast)
+        .idle_profile(Profile::Dense);
+    if let Some(set) = dictionaries {
+        builder = builder.dictionaries(set.clone());
+    }
+    let store = builder.build();
+    for (id, page) in pages.iter().enumerate() {
+        store.insert(id as u64, page).unwrap();
+    }
+    store
+}
+
+/// Dictionaries trained once on a dense store of the pages, as a user would load a file.
+fn trained(pages: &[Page]) -> Option<DictionarySet> {
+    let store = PageStore::builder().profile(Profile::Dense).build();
+    for (id, page) in pages.iter().enumerate() {
+        store.insert(id as u64, page).unwrap();
+    }
+    store
+        .train_dictionaries()
+        .unwrap()
+        .map(|set| (*set).clone())
+}
+
+fn idle_pass_and_writeback(c: &mut Criterion) {
+    let pages = pages();
+    let bytes = (pages.len() * PAGE_SIZE) as u64;
+    let set = trained(&pages);
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("tiers");
+    g.throughput(Throughput::Bytes(bytes));
+    for (name, dicts) in [("plain", None), ("dictionaries", set.as_ref())] {
+        g.bench_function(format!("idle-pass/{name}"), |b| {
+            b.iter_batched(
+                || tiered(&pages, dicts),
+                |store| {
+                    black_box(store.recompress_selected(Selection::all()));
+                    store
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    let path = dir.path().join("backing");
+    g.bench_function("writeback", |b| {
+        b.iter_batched(
+            || {
+                let file = BackingFile::open(&path, bytes).unwrap();
+                let store = PageStore::builder()
+                    .profile(Profile::Fast)
+                    .backing(Arc::new(file))
+                    .build();
+                for (id, page) in pages.iter().enumerate() {
+                    store.insert(id as u64, page).unwrap();
+                }
+                store
+            },
+            |store| {
+                black_box(store.writeback(Selection::all()).unwrap());
+                store
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+/// Reads of single pages at spread-out ids: criterion's mean per read, then percentiles
+/// of 20,000 single reads (each timed alone).
+fn read_latency(c: &mut Criterion) {
+    let pages = pages();
+    let set = trained(&pages);
+    let recompressed = tiered(&pages, set.as_ref());
+    recompressed.recompress_selected(Selection::all());
+    let dir = tempfile::tempdir().unwrap();
+    let file = BackingFile::open(
+        &dir.path().join("backing"),
+        (pages.len() * PAGE_SIZE) as u64,
+    )
+    .unwrap();
+    let backed = PageStore::builder()
+        .profile(Profile::Fast)
+        .backing(Arc::new(file))
+        .build();
+    for (id, page) in pages.iter().enumerate() {
+        backed.insert(id as u64, page).unwrap();
+    }
+    backed.writeback(Selection::all()).unwrap();
+    let n = pages.len() as u64;
+    let mut g = c.benchmark_group("tiers-read");
+    for (name, store) in [("recompressed", &recompressed), ("written-back", &backed)] {
+        let mut page = Page::zeroed();
+        let mut id = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                id = (id + 7919) % n;
+                store.read_into(id, &mut page).unwrap();
+            })
+        });
+        let mut times: Vec<Duration> = (0..20_000u64)
+            .map(|i| {
+                let start = Instant::now();
+                store.read_into(i * 7919 % n, &mut page).unwrap();
+                start.elapsed()
+            })
+            .collect();
+        times.sort_unstable();
+        let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+        eprintln!(
+            "tiers-read/{name}: p50 {:?} p99 {:?} p99.9 {:?} (single reads)",
+            at(0.5),
+            at(0.99),
+            at(0.999)
+        );
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3));
+    targets = idle_pass_and_writeback, read_latency
+}
+criterion_main!(benches);
