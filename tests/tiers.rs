@@ -160,6 +160,10 @@ fn bounds_stop_a_pass() {
     assert!(done.cut_short);
     let done = store.recompress_selected(Selection::all().time_budget(Duration::ZERO));
     assert_eq!(done.examined, 0);
+    // A store younger than the age has no page that old (not: every page of second 0).
+    let done = store.recompress_selected(Selection::all().min_age(Duration::from_secs(3600)));
+    assert_eq!(done.examined, 0);
+    assert_eq!(store.mark_idle(Some(Duration::from_secs(3600))), 0);
     let huge_pages = store.stats().mm.huge_pages;
     let huge = store.recompress_selected(Selection::all().huge());
     assert_eq!(huge.examined, huge_pages);

@@ -248,16 +248,21 @@ fn print_lifecycle(r: &Lifecycle) -> String {
         "bd_count"
     );
     for s in &r.stages {
+        // With every page written back there is no compressed data to divide by.
+        let ratio = match s.mm.compr_data_size {
+            0 => "-".to_string(),
+            _ => format!("{:.3}", s.ratio),
+        };
         outln!(
             out,
-            "{:<11} {:>8.3} {:>8.0} {:>12} {:>12} {:>12} {:>8.3} {:>8.3} {:>9}",
+            "{:<11} {:>8.3} {:>8.0} {:>12} {:>12} {:>12} {:>8} {:>8.3} {:>9}",
             s.name,
             s.seconds,
             s.mb_s,
             s.mm.compr_data_size,
             s.mm.mem_used_total,
             s.metadata_bytes,
-            s.ratio,
+            ratio,
             s.effective_ratio,
             s.bd_stat.bd_count
         );

@@ -213,8 +213,9 @@ pub(super) fn backed_len(word: u64) -> usize {
 /// How a pass decides whether to take a page, and when to stop.
 struct Pass {
     select: Selection,
-    /// Pages last touched at or before this second qualify (with `min_age`).
-    cutoff: Option<u32>,
+    /// Pages last touched at or before this second qualify (with `min_age`); `Some(None)`
+    /// when the store is younger than the age, so no page does.
+    cutoff: Option<Option<u32>>,
     deadline: Option<Instant>,
     taken: u64,
 }
@@ -226,7 +227,7 @@ impl Pass {
             select,
             cutoff: select
                 .min_age
-                .map(|age| now.saturating_sub(age.as_secs().min(u64::from(u32::MAX)) as u32)),
+                .map(|age| now.checked_sub(age.as_secs().min(u64::from(u32::MAX)) as u32)),
             deadline: select.time_budget.map(|budget| Instant::now() + budget),
             taken: 0,
         }
@@ -246,7 +247,9 @@ impl Pass {
             && !meta.hot
             && (!self.select.idle || access.1)
             && (!self.select.huge || meta.stored == Some(Class::Incompressible))
-            && self.cutoff.is_none_or(|cutoff| access.0 <= cutoff)
+            && self
+                .cutoff
+                .is_none_or(|cutoff| cutoff.is_some_and(|cutoff| access.0 <= cutoff))
     }
 }
 

@@ -1,0 +1,135 @@
+//! `zpage sim --lifecycle` as a user runs it: the stages in order with their mm_stat
+//! fields, writeback to a backing file, the memory limit, and the errors a user can cause.
+
+mod common;
+
+use common::{fails, json, sample, stderr, zpage};
+
+/// A usage error clap reports: exit 2, its first line naming the problem, no panic.
+fn refused(args: &[&str], needles: &[&str]) {
+    let out = zpage(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    let first = err.lines().next().unwrap_or("");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(
+            first.contains(needle),
+            "{args:?}: {first:?} lacks {needle:?}"
+        );
+    }
+}
+
+const STAGE_FIELDS: [&str; 18] = [
+    "name",
+    "seconds",
+    "mb_s",
+    "input_bytes",
+    "orig_data_size",
+    "compr_data_size",
+    "mem_used_total",
+    "mem_limit",
+    "mem_used_max",
+    "same_pages",
+    "pages_compacted",
+    "huge_pages",
+    "huge_pages_since",
+    "bd_stat",
+    "io_stat",
+    "metadata_bytes",
+    "ratio",
+    "effective_ratio",
+];
+
+#[test]
+fn the_life_cycle_reports_each_stage_and_writes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    let file = sample("redis-mixed.pages");
+    let v = json(&[
+        "sim",
+        &file,
+        "--lifecycle",
+        "--backing",
+        backing.to_str().unwrap(),
+        "--writeback",
+        "idle",
+        "--json",
+    ]);
+    assert_eq!(v["schema"], "zpage-lifecycle/1");
+    assert_eq!(v["profile"], "fast");
+    assert_eq!(v["idle_profile"], "dense");
+    assert_eq!(v["verified"], true);
+    let stages = v["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["store", "mark_idle", "recompress", "writeback", "read"]
+    );
+    for stage in stages {
+        for field in STAGE_FIELDS {
+            assert!(!stage[field].is_null(), "{field} in {stage}");
+        }
+    }
+    let (store, idle, back) = (&stages[0], &stages[2], &stages[3]);
+    let pages = v["pages"].as_u64().unwrap();
+    assert_eq!(store["orig_data_size"].as_u64(), Some(pages * 4096));
+    assert!(store["mb_s"].as_f64().unwrap() > 0.0);
+    // The idle pass stores the fast path's pages in less memory.
+    assert!(idle["effective_ratio"].as_f64().unwrap() > store["effective_ratio"].as_f64().unwrap());
+    assert!(idle["compr_data_size"].as_u64().unwrap() < store["compr_data_size"].as_u64().unwrap());
+    // Writeback of every idle page: the allocator empties, the backing store holds them.
+    assert_eq!(back["compr_data_size"], 0);
+    let same = back["same_pages"].as_u64().unwrap();
+    assert_eq!(back["bd_stat"]["bd_count"].as_u64(), Some(pages - same));
+    assert_eq!(back["io_stat"]["failed_writes"], 0);
+    // The read stage read every written-back page from the file.
+    assert_eq!(
+        stages[4]["bd_stat"]["bd_reads"].as_u64(),
+        Some(pages - same)
+    );
+}
+
+#[test]
+fn the_memory_limit_refuses_writes_as_zram_does() {
+    let file = sample("redis-mixed.pages");
+    let v = json(&["sim", &file, "--lifecycle", "--mem-limit", "64K", "--json"]);
+    let refused = v["refused_pages"].as_u64().unwrap();
+    assert!(refused > 0, "{v}");
+    let store = &v["stages"][0];
+    assert_eq!(store["mem_limit"].as_u64(), Some(64 << 10));
+    assert!(store["mem_used_total"].as_u64().unwrap() <= 64 << 10);
+    assert_eq!(store["io_stat"]["failed_writes"].as_u64(), Some(refused));
+    assert_eq!(v["verified"], true);
+}
+
+#[test]
+fn life_cycle_errors_are_one_line() {
+    let file = sample("redis-mixed.pages");
+    refused(
+        &["sim", &file, "--lifecycle", "--mem-limit", "lots"],
+        &["lots", "not a size"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_str().unwrap();
+    fails(
+        &["sim", &file, "--lifecycle", "--backing", dir_path],
+        &["backing file", "not a regular file or block device"],
+    );
+    refused(
+        &["sim", &file, "--mem-limit", "1M"],
+        &["required arguments"],
+    );
+    refused(
+        &[
+            "sim",
+            &file,
+            "--lifecycle",
+            "--backing",
+            "/tmp/x",
+            "--writeback",
+            "cold",
+        ],
+        &["cold", "huge, idle, huge_idle"],
+    );
+}
