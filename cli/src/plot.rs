@@ -1,9 +1,11 @@
-//! The entropy plot: an SVG (plotters' SVG backend, no font libraries) with the per-page
-//! entropy distribution before and after the class transforms, and per-class bars.
+//! The plots, SVGs (plotters' SVG backend, no font libraries): the entropy plot (the
+//! per-page entropy distribution before and after the class transforms, and per-class
+//! bars), and how a sampled process's `mm_stat` evolves in a tiered store.
 
 use plotters::prelude::*;
 use std::path::Path;
 use zpage::tools::entropy::{Distribution, Report};
+use zpage::tools::lifecycle::Evolution;
 
 const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);
@@ -16,6 +18,107 @@ pub fn entropy_svg(report: &Report, path: &Path) -> Result<(), String> {
     cdf(report, &left).map_err(|e| fail(&e))?;
     bars(report, &right).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+/// `mm_stat` sizes (MiB) over time, one line each, and the effective ratio on its own axis.
+pub fn evolution_svg(evolution: &Evolution, path: &Path) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let (left, right) = root.split_horizontally(620);
+    sizes(evolution, &left).map_err(|e| fail(&e))?;
+    ratio(evolution, &right).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+fn time_range(evolution: &Evolution) -> std::ops::Range<f64> {
+    let last = evolution.samples.last().map_or(0.0, |s| s.at_seconds);
+    0.0..(last * 1.05).max(1.0)
+}
+
+fn sizes(evolution: &Evolution, area: &Area) -> DrawResult {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    let top = evolution
+        .samples
+        .iter()
+        .map(|s| mib(s.mm.orig_data_size))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("mm_stat of {}", evolution.process),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(time_range(evolution), 0f64..top * 1.05)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("MiB")
+        .draw()?;
+    let series: [(&str, RGBColor, fn(&zpage::store::MmStat) -> u64); 3] = [
+        ("orig_data_size", BEFORE, |m| m.orig_data_size),
+        ("compr_data_size", AFTER, |m| m.compr_data_size),
+        ("mem_used_total", RGBColor(0x55, 0xa8, 0x68), |m| {
+            m.mem_used_total
+        }),
+    ];
+    for (label, color, field) in series {
+        let points: Vec<(f64, f64)> = evolution
+            .samples
+            .iter()
+            .map(|s| (s.at_seconds, mib(field(&s.mm))))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    Ok(())
+}
+
+fn ratio(evolution: &Evolution, area: &Area) -> DrawResult {
+    let top = evolution
+        .samples
+        .iter()
+        .map(|s| s.effective_ratio)
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption("effective ratio after each idle pass", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(time_range(evolution), 0f64..top * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("orig / (mem_used_total + metadata)")
+        .draw()?;
+    let points: Vec<(f64, f64)> = evolution
+        .samples
+        .iter()
+        .map(|s| (s.at_seconds, s.effective_ratio))
+        .collect();
+    chart.draw_series(LineSeries::new(points.clone(), AFTER.stroke_width(2)))?;
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, 3, AFTER.filled())),
+    )?;
     Ok(())
 }
 

@@ -69,6 +69,17 @@ pub struct LifecycleArgs {
     /// pass), idle (all idle pages) or huge_idle.
     #[arg(long, default_value = "huge", value_parser = WritebackType::parse, requires = "backing")]
     writeback: WritebackType,
+    /// With --pid: sample the process this many times into one store, --interval apart,
+    /// storing what changed, removing what is gone and running the idle pass over pages
+    /// untouched for an interval, and report mm_stat after each sample.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000), requires = "pid")]
+    count: u32,
+    /// Seconds between samples (with --count).
+    #[arg(long, default_value_t = 5.0, requires = "count")]
+    interval: f64,
+    /// With --count: write an SVG of mm_stat and the effective ratio over time.
+    #[arg(long, value_name = "FILE.svg", requires = "count")]
+    plot: Option<PathBuf>,
 }
 
 /// A size in bytes, with an optional K, M or G suffix (powers of 1024, as zram's).
@@ -154,6 +165,9 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         }
         paths.push(sample);
     }
+    if args.lifecycle.lifecycle && args.lifecycle.count > 1 {
+        return sample(&args, engine, chosen);
+    }
     let mut sources = super::open_sources(&paths, args.pad)?;
     if let Some(pid) = args.pid {
         sources.push(Box::new(
@@ -209,6 +223,114 @@ pub fn run(args: SimArgs) -> Result<String, String> {
     } else {
         print_report(&report)
     })
+}
+
+/// `sim --lifecycle --pid P --count N`: the process sampled into one tiered store.
+fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<String, String> {
+    let lc = &args.lifecycle;
+    let pid = args.pid.expect("clap requires --pid with --count");
+    if !args.paths.is_empty() {
+        return Err("--count samples a live process (--pid) alone; give no page files".into());
+    }
+    if !(lc.interval.is_finite() && lc.interval > 0.0 && lc.interval <= 86_400.0) {
+        return Err(format!(
+            "--interval {}: give seconds between 0 and 86400",
+            lc.interval
+        ));
+    }
+    if let Some(plot) = &lc.plot
+        && !plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        return Err(format!(
+            "--plot {}: the plot is an SVG; give a file name ending in .svg",
+            plot.display()
+        ));
+    }
+    let dictionaries = args.dictionaries.resolve()?;
+    let config = lifecycle::Config {
+        engine,
+        idle: zpage::Engine::new(lc.idle_profile),
+        dictionaries: Some(dictionaries.unwrap_or(sim::Dictionaries::Auto {
+            after_zstd_pages: LIFECYCLE_TRAIN_AFTER,
+            level: args.dictionaries.dictionary_level,
+        })),
+        mem_limit: lc.mem_limit,
+        backing: lc.backing.clone().map(|path| (path, lc.writeback)),
+        zram_best: false,
+    };
+    let mut open = || -> Result<Box<dyn zpage::tools::source::PageSource>, String> {
+        Ok(Box::new(
+            procmem::Process::open(pid).map_err(|e| e.to_string())?,
+        ))
+    };
+    // The first sample's size, times the samples: a live process's estimate.
+    let first = procmem::Process::open(pid).map_err(|e| e.to_string())?;
+    let expected = zpage::tools::source::PageSource::expected_pages(&first);
+    drop(first);
+    let mut progress = Progress::new(expected * u64::from(lc.count), "sampling", args.json);
+    let evolution = lifecycle::sample_process(
+        &mut open,
+        &config,
+        std::time::Duration::from_secs_f64(lc.interval),
+        lc.count,
+        (profile.name(), lc.idle_profile.name()),
+        &mut |n| progress.inc(n),
+    )?;
+    drop(progress);
+    if let Some(path) = &lc.plot {
+        super::plot::evolution_svg(&evolution, path)?;
+    }
+    if args.json {
+        return Ok(super::json(&evolution));
+    }
+    let mut out = String::new();
+    outln!(
+        out,
+        "zpage sim --lifecycle: {} sampled {} times, {:.1} s apart, into one store (inserts {}, idle pass {}); verified: every page of the last sample read back and compared",
+        evolution.process,
+        evolution.samples.len(),
+        evolution.interval_seconds,
+        evolution.profile,
+        evolution.idle_profile
+    );
+    outln!(out);
+    outln!(
+        out,
+        "{:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>12} {:>12} {:>8} {:>9}",
+        "seconds",
+        "pages",
+        "written",
+        "removed",
+        "store MB/s",
+        "idle pass",
+        "compr_data",
+        "mem_used",
+        "eff.",
+        "bd_count"
+    );
+    for s in &evolution.samples {
+        outln!(
+            out,
+            "{:>8.1} {:>8} {:>8} {:>8} {:>9.0} {:>8} {:>12} {:>12} {:>8.3} {:>9}",
+            s.at_seconds,
+            s.pages,
+            s.written,
+            s.removed,
+            s.store_mb_s,
+            s.idle_pass_pages,
+            s.mm.compr_data_size,
+            s.mm.mem_used_total,
+            s.effective_ratio,
+            s.bd_stat.bd_count
+        );
+    }
+    if let Some(path) = &lc.plot {
+        outln!(out);
+        outln!(out, "plot: {}", path.display());
+    }
+    Ok(out)
 }
 
 /// The pages (that the idle engine would store as zstd) from which a life cycle's idle

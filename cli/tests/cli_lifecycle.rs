@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fails, json, sample, stderr, zpage};
+use common::{child_with_memory, fails, json, sample, stderr, zpage};
 
 /// A usage error clap reports: exit 2, its first line naming the problem, no panic.
 fn refused(args: &[&str], needles: &[&str]) {
@@ -101,6 +101,64 @@ fn the_memory_limit_refuses_writes_as_zram_does() {
     assert!(store["mem_used_total"].as_u64().unwrap() <= 64 << 10);
     assert_eq!(store["io_stat"]["failed_writes"].as_u64(), Some(refused));
     assert_eq!(v["verified"], true);
+}
+
+/// A live process sampled into one store: a sample each interval, the pages that did not
+/// change stay (and go idle), and the SVG is written.
+#[test]
+fn a_live_process_is_sampled_over_time() {
+    let mut child = child_with_memory();
+    let pid = child.id().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("mm.svg");
+    let v = json(&[
+        "sim",
+        "--lifecycle",
+        "--pid",
+        &pid,
+        "--count",
+        "3",
+        "--interval",
+        "1.1",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--json",
+    ]);
+    child.kill().ok();
+    child.wait().ok();
+    assert_eq!(v["schema"], "zpage-lifecycle-samples/1");
+    assert_eq!(v["verified"], true);
+    let samples = v["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 3);
+    let first = samples[0]["pages"].as_u64().unwrap();
+    assert!(first >= 2048, "the 8 MiB buffer: {v}");
+    assert_eq!(samples[0]["written"].as_u64(), Some(first));
+    // The sleeping child changes little: most pages are not stored again.
+    let later = samples[2]["written"].as_u64().unwrap();
+    assert!(later < first / 4, "{v}");
+    for field in [
+        "orig_data_size",
+        "mem_used_total",
+        "effective_ratio",
+        "idle_pages",
+    ] {
+        assert!(!samples[2][field].is_null(), "{field}");
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("mm_stat"));
+    fails(
+        &[
+            "sim",
+            "--lifecycle",
+            "--pid",
+            &pid,
+            "--count",
+            "2",
+            "--interval",
+            "0",
+        ],
+        &["--interval"],
+    );
 }
 
 #[test]

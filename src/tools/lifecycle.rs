@@ -319,3 +319,172 @@ fn build(config: &Config, pages: u64) -> Result<PageStore, String> {
     }
     Ok(builder.build())
 }
+
+/// One sample of a live process in [`sample_process`]: what changed since the last, the
+/// time each step took, and the store's state after the idle pass.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// Seconds since the first sample began.
+    pub at_seconds: f64,
+    /// Pages the process had in this sample.
+    pub pages: u64,
+    /// Of those, pages new or changed since the last sample (stored again).
+    pub written: u64,
+    /// Pages gone since the last sample (freed or unmapped): removed from the store.
+    pub removed: u64,
+    /// Pages the memory limit refused.
+    pub refused: u64,
+    /// Insert speed over the pages written.
+    pub store_mb_s: f64,
+    /// Pages the idle pass examined (idle for at least the interval), and its speed.
+    pub idle_pass_pages: u64,
+    pub idle_pass_mb_s: f64,
+    /// Pages written back in this sample.
+    pub written_back: u64,
+    #[serde(flatten)]
+    pub mm: MmStat,
+    pub bd_stat: BdStat,
+    pub idle_pages: u64,
+    pub effective_ratio: f64,
+}
+
+/// How a live process's memory evolves in a tiered store; its JSON form is the schema
+/// [`SAMPLES_SCHEMA`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Evolution {
+    pub schema: &'static str,
+    pub process: String,
+    pub profile: String,
+    pub idle_profile: String,
+    pub interval_seconds: f64,
+    pub samples: Vec<Sample>,
+    /// Every page of the last sample read back from the store and compared.
+    pub verified: bool,
+}
+
+/// The JSON schema name and version of [`Evolution`] reports.
+pub const SAMPLES_SCHEMA: &str = "zpage-lifecycle-samples/1";
+
+/// Samples process `pid` `count` times, `interval` apart, into one tiered store, as zram
+/// would see its pages over time: each sample stores the pages that are new or changed
+/// (by address; a page's CRC-32 tells a change), removes the ones that are gone, then
+/// marks idle the pages untouched for an interval and runs the idle pass over them (and
+/// writeback, with a backing file). At the end every page of the last sample is read back
+/// and compared with its CRC. Memory: the store, a chunk, and 12 bytes per page of the
+/// process (its address and CRC).
+pub fn sample_process(
+    open: &mut dyn FnMut() -> Result<Box<dyn PageSource>, String>,
+    config: &Config,
+    interval: Duration,
+    count: u32,
+    profile: (&str, &str),
+    tick: &mut dyn FnMut(u64),
+) -> Result<Evolution, String> {
+    use std::collections::HashMap;
+    let mut source = open()?;
+    let process = source.name().to_string();
+    // The backing file gets room for twice the first sample (the process may grow).
+    let store = build(config, 2 * source.expected_pages())?;
+    let mut known: HashMap<u64, u32> = HashMap::new();
+    let mut samples = Vec::new();
+    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    let begin = Instant::now();
+    for round in 0..count {
+        if round > 0 {
+            std::thread::sleep(interval);
+            source = open()?;
+        }
+        let at_seconds = begin.elapsed().as_secs_f64();
+        let mut seen: HashMap<u64, u32> = HashMap::with_capacity(known.len());
+        let (mut written, mut refused, mut spent) = (0u64, 0u64, Duration::ZERO);
+        while source
+            .next_chunk(&mut chunk)
+            .map_err(|e| format!("{process}: {e}"))?
+        {
+            let addresses = source
+                .addresses()
+                .ok_or_else(|| format!("{process}: a sampled source needs page addresses"))?
+                .to_vec();
+            for (page, address) in chunk.iter().zip(addresses) {
+                let id = address / PAGE_SIZE as u64;
+                let crc = crc32fast::hash(page.bytes());
+                if known.get(&id) != Some(&crc) {
+                    let start = Instant::now();
+                    let stored = store.insert(id, page);
+                    spent += start.elapsed();
+                    match stored {
+                        Ok(()) => written += 1,
+                        Err(StoreError::MemoryLimit { .. }) => {
+                            // Not stored: the store keeps whatever it had of the page.
+                            refused += 1;
+                            if let Some(&old) = known.get(&id) {
+                                seen.insert(id, old);
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(format!("{process}: page {id:#x}: {e}")),
+                    }
+                }
+                seen.insert(id, crc);
+            }
+            tick(chunk.len() as u64);
+        }
+        let removed = known.keys().filter(|id| !seen.contains_key(id)).count() as u64;
+        for id in known.keys().filter(|id| !seen.contains_key(id)) {
+            store.discard(*id);
+        }
+        known = seen;
+        store.mark_idle(Some(interval));
+        let start = Instant::now();
+        let pass = store.recompress_selected(Selection::all().idle());
+        let pass_time = start.elapsed();
+        let written_back = match &config.backing {
+            Some((_, kind)) => {
+                let done = store
+                    .writeback(kind.selection())
+                    .map_err(|e| format!("{process}: {e}"))?;
+                if let Some(error) = done.error {
+                    return Err(format!("{process}: writeback: {error}"));
+                }
+                done.written
+            }
+            None => 0,
+        };
+        let stats = store.stats();
+        samples.push(Sample {
+            at_seconds,
+            pages: known.len() as u64,
+            written,
+            removed,
+            refused,
+            store_mb_s: compare::mb_s(written * PAGE_SIZE as u64, spent),
+            idle_pass_pages: pass.examined,
+            idle_pass_mb_s: compare::mb_s(pass.examined * PAGE_SIZE as u64, pass_time),
+            written_back,
+            mm: stats.mm,
+            bd_stat: stats.bd,
+            idle_pages: stats.idle_pages,
+            effective_ratio: stats.effective_ratio(),
+        });
+    }
+    let mut page = Page::zeroed();
+    for (&id, &crc) in &known {
+        store
+            .read_into(id, &mut page)
+            .map_err(|e| format!("{process}: read back page {id:#x}: {e}"))?;
+        if crc32fast::hash(page.bytes()) != crc {
+            return Err(format!(
+                "{process}: verification failed: page {id:#x} read back differs from what was stored"
+            ));
+        }
+    }
+    Ok(Evolution {
+        schema: SAMPLES_SCHEMA,
+        process,
+        profile: profile.0.to_string(),
+        idle_profile: profile.1.to_string(),
+        interval_seconds: interval.as_secs_f64(),
+        samples,
+        verified: true,
+    })
+}

@@ -80,6 +80,8 @@ pub struct Process {
     expected: u64,
     read: u64,
     skipped: Skipped,
+    /// The address of each page of the last chunk.
+    addresses: Vec<u64>,
 }
 
 impl Process {
@@ -110,6 +112,7 @@ impl Process {
             expected: 0,
             read: 0,
             skipped: Skipped::default(),
+            addresses: Vec::with_capacity(CHUNK_PAGES),
         };
         // Counting pass over pagemap alone (8 bytes a page, nothing kept).
         let mut expected = 0;
@@ -167,11 +170,12 @@ impl Process {
         Ok(false)
     }
 
-    /// The next touched page that is not a zero-page mapping, if any is left.
-    fn next_page(&mut self, page: &mut Page) -> Result<bool, ProcError> {
+    /// The next touched page that is not a zero-page mapping, if any is left, and its
+    /// address.
+    fn next_page(&mut self, page: &mut Page) -> Result<Option<u64>, ProcError> {
         loop {
             if self.entry == self.entries.len() && !self.next_batch()? {
-                return Ok(false);
+                return Ok(None);
             }
             let index = self.entry;
             let entry = self.entries[index];
@@ -198,7 +202,7 @@ impl Process {
                 continue;
             }
             self.read += 1;
-            return Ok(true);
+            return Ok(Some(address));
         }
     }
 }
@@ -214,9 +218,13 @@ impl PageSource for Process {
 
     fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
         out.clear();
+        self.addresses.clear();
         let mut page = Page::zeroed();
-        while out.len() < CHUNK_PAGES && self.next_page(&mut page)? {
+        while out.len() < CHUNK_PAGES
+            && let Some(address) = self.next_page(&mut page)?
+        {
             out.push(page);
+            self.addresses.push(address);
         }
         if out.is_empty() {
             // The walk is over: it only counts if the process outlived it.
@@ -236,6 +244,10 @@ impl PageSource for Process {
 
     fn skipped(&self) -> Skipped {
         self.skipped
+    }
+
+    fn addresses(&self) -> Option<&[u64]> {
+        Some(&self.addresses)
     }
 }
 

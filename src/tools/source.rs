@@ -39,6 +39,12 @@ pub trait PageSource {
     /// once there are none left.
     fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError>;
 
+    /// The virtual address of each page of the last chunk, for a source whose pages have
+    /// one (a live process); `None` for the others.
+    fn addresses(&self) -> Option<&[u64]> {
+        None
+    }
+
     /// What the source left out so far.
     fn skipped(&self) -> Skipped {
         Skipped::default()
