@@ -59,7 +59,8 @@ fn sizes(evolution: &Evolution, area: &Area) -> DrawResult {
         .x_desc("seconds")
         .y_desc("MiB")
         .draw()?;
-    let series: [(&str, RGBColor, fn(&zpage::store::MmStat) -> u64); 3] = [
+    type Field = fn(&zpage::store::MmStat) -> u64;
+    let series: [(&str, RGBColor, Field); 3] = [
         ("orig_data_size", BEFORE, |m| m.orig_data_size),
         ("compr_data_size", AFTER, |m| m.compr_data_size),
         ("mem_used_total", RGBColor(0x55, 0xa8, 0x68), |m| {
