@@ -32,15 +32,8 @@ pub struct EntropyArgs {
 }
 
 pub fn run(args: EntropyArgs) -> Result<String, String> {
-    if let Some(plot) = &args.plot
-        && !plot
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
-    {
-        return Err(format!(
-            "--plot {}: the plot is an SVG; give a file name ending in .svg",
-            plot.display()
-        ));
+    if let Some(plot) = &args.plot {
+        super::plot::check_svg_path(plot)?;
     }
     let engine = super::load_engine(args.model.as_ref(), args.profile)?;
     let mut sources = super::open_sources(&args.paths, args.pad)?;

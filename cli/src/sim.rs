@@ -179,20 +179,10 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         Some(path) => format!("model {}", path.display()),
         None => chosen.name().to_string(),
     };
-    let dictionaries = args.dictionaries.resolve()?;
     if args.lifecycle.lifecycle {
         let lc = &args.lifecycle;
-        let config = lifecycle::Config {
-            engine,
-            idle: zpage::Engine::new(lc.idle_profile),
-            dictionaries: Some(dictionaries.unwrap_or(sim::Dictionaries::Auto {
-                after_zstd_pages: LIFECYCLE_TRAIN_AFTER,
-                level: args.dictionaries.dictionary_level,
-            })),
-            mem_limit: lc.mem_limit,
-            backing: lc.backing.clone().map(|path| (path, lc.writeback)),
-            zram_best: args.codecs.iter().any(|c| c.name == "zram-best"),
-        };
+        let zram_best = args.codecs.iter().any(|c| c.name == "zram-best");
+        let config = lifecycle_config(&args, engine, zram_best)?;
         let mut progress = Progress::new(3 * total, "life cycle", args.json);
         let report = lifecycle::run(
             &mut sources,
@@ -207,6 +197,7 @@ pub fn run(args: SimArgs) -> Result<String, String> {
             print_lifecycle(&report)
         });
     }
+    let dictionaries = args.dictionaries.resolve()?;
     let mut progress = Progress::new(2 * total, "simulating", args.json);
     let report = sim::simulate(
         &mut sources,
@@ -225,6 +216,28 @@ pub fn run(args: SimArgs) -> Result<String, String> {
     })
 }
 
+/// What `--lifecycle` runs with: inserts by `engine`, the idle pass by --idle-profile
+/// with the dictionaries asked for (by default trained by the pass).
+fn lifecycle_config(
+    args: &SimArgs,
+    engine: zpage::Engine,
+    zram_best: bool,
+) -> Result<lifecycle::Config, String> {
+    let lc = &args.lifecycle;
+    let dictionaries = args.dictionaries.resolve()?;
+    Ok(lifecycle::Config {
+        engine,
+        idle: zpage::Engine::new(lc.idle_profile),
+        dictionaries: Some(dictionaries.unwrap_or(sim::Dictionaries::Auto {
+            after_zstd_pages: LIFECYCLE_TRAIN_AFTER,
+            level: args.dictionaries.dictionary_level,
+        })),
+        mem_limit: lc.mem_limit,
+        backing: lc.backing.clone().map(|path| (path, lc.writeback)),
+        zram_best,
+    })
+}
+
 /// `sim --lifecycle --pid P --count N`: the process sampled into one tiered store.
 fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<String, String> {
     let lc = &args.lifecycle;
@@ -238,28 +251,10 @@ fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<Str
             lc.interval
         ));
     }
-    if let Some(plot) = &lc.plot
-        && !plot
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
-    {
-        return Err(format!(
-            "--plot {}: the plot is an SVG; give a file name ending in .svg",
-            plot.display()
-        ));
+    if let Some(plot) = &lc.plot {
+        super::plot::check_svg_path(plot)?;
     }
-    let dictionaries = args.dictionaries.resolve()?;
-    let config = lifecycle::Config {
-        engine,
-        idle: zpage::Engine::new(lc.idle_profile),
-        dictionaries: Some(dictionaries.unwrap_or(sim::Dictionaries::Auto {
-            after_zstd_pages: LIFECYCLE_TRAIN_AFTER,
-            level: args.dictionaries.dictionary_level,
-        })),
-        mem_limit: lc.mem_limit,
-        backing: lc.backing.clone().map(|path| (path, lc.writeback)),
-        zram_best: false,
-    };
+    let config = lifecycle_config(args, engine, false)?;
     let mut open = || -> Result<Box<dyn zpage::tools::source::PageSource>, String> {
         Ok(Box::new(
             procmem::Process::open(pid).map_err(|e| e.to_string())?,

@@ -616,13 +616,26 @@ impl PageStore {
             return Ok(None);
         };
         let mut page = Page::boxed();
+        self.copy_out(&shard, id, meta, &mut page)?;
+        Ok(Some(page))
+    }
+
+    /// A present page's bytes into `out`: its hot copy, or its stored form decoded (the
+    /// caller holds its shard lock).
+    fn copy_out(
+        &self,
+        shard: &Shard,
+        id: u64,
+        meta: Meta,
+        out: &mut Page,
+    ) -> Result<(), StoreError> {
         if meta.hot {
             let hot = shard.hot.peek(&id).expect("hot bit mirrors the LRU");
-            page.bytes_mut().copy_from_slice(hot.bytes());
+            out.bytes_mut().copy_from_slice(hot.bytes());
+            Ok(())
         } else {
-            self.decode(id, meta, &mut page)?;
+            self.decode(id, meta, out)
         }
-        Ok(Some(page))
     }
 
     /// Page `id`, or `None` if the store does not hold it; an error only if its stored
@@ -652,10 +665,7 @@ impl PageStore {
             return Ok(None);
         };
         let mut page = Page::boxed();
-        if meta.hot {
-            let hot = shard.hot.peek(&id).expect("hot bit mirrors the LRU");
-            page.bytes_mut().copy_from_slice(hot.bytes());
-        } else if let Err(error) = self.decode(id, meta, &mut page) {
+        if let Err(error) = self.copy_out(&shard, id, meta, &mut page) {
             slot.failed_reads.fetch_add(1, Ordering::Relaxed);
             return Err(error);
         }
