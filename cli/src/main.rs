@@ -29,6 +29,7 @@ mod dict;
 mod entropy;
 mod plot;
 mod progress;
+mod quantize;
 mod sim;
 mod train;
 mod zram;
@@ -61,6 +62,9 @@ enum Command {
     /// Train zstd dictionaries (one per cluster of similar pages) on page files and save
     /// them for `sim --dictionary-file`.
     Dict(dict::DictArgs),
+    /// Quantise an image's colours by clustering (k-means, mini-batch, Gaussian mixture)
+    /// and measure what the lossy step buys: PSNR, entropy, stored bytes.
+    Quantize(quantize::QuantizeArgs),
 }
 
 fn main() {
@@ -76,6 +80,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let output = match cli.command {
         Command::Dict(args) => dict::run(args),
         Command::Entropy(args) => entropy::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Train(args) => train::run(args),
         Command::Zram(args) => zram::run(args),

@@ -6,6 +6,7 @@ use plotters::prelude::*;
 use std::path::Path;
 use zpage::tools::entropy::{Distribution, Report};
 use zpage::tools::lifecycle::Evolution;
+use zpage::tools::quantize;
 
 const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);
@@ -34,6 +35,112 @@ pub fn check_svg_path(path: &Path) -> Result<(), String> {
             path.display()
         ))
     }
+}
+
+/// PSNR and stored bytes (quantised pixels, palette form) against K.
+pub fn quantize_svg(report: &quantize::Report, path: &Path) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let (left, right) = root.split_horizontally(620);
+    psnr_against_k(report, &left).map_err(|e| fail(&e))?;
+    bytes_against_k(report, &right).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+fn k_range(report: &quantize::Report) -> std::ops::Range<f64> {
+    let top = report.steps.iter().map(|s| s.k).max().unwrap_or(2) as f64;
+    0.0..top * 1.05
+}
+
+fn psnr_against_k(report: &quantize::Report, area: &Area) -> DrawResult {
+    // A lossless step has no PSNR; it is drawn at the top of the axis.
+    let top = report
+        .steps
+        .iter()
+        .filter_map(|s| s.psnr_db)
+        .fold(10.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("PSNR against K ({:?})", report.method),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(k_range(report), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("K (colours)")
+        .y_desc("PSNR (dB)")
+        .draw()?;
+    let points: Vec<(f64, f64)> = report
+        .steps
+        .iter()
+        .map(|s| (s.k as f64, s.psnr_db.unwrap_or(top)))
+        .collect();
+    chart.draw_series(LineSeries::new(points.clone(), BEFORE.stroke_width(2)))?;
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, 3, BEFORE.filled())),
+    )?;
+    Ok(())
+}
+
+fn bytes_against_k(report: &quantize::Report, area: &Area) -> DrawResult {
+    let kib = |bytes: u64| bytes as f64 / 1024.0;
+    let top = kib(report.stored_bytes_original) * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption("bytes zpage stores, against K", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(k_range(report), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("K (colours)")
+        .y_desc("KiB")
+        .draw()?;
+    let original = kib(report.stored_bytes_original);
+    let range = k_range(report);
+    chart
+        .draw_series(LineSeries::new(
+            vec![(range.start, original), (range.end, original)],
+            BLACK.stroke_width(1),
+        ))?
+        .label("original")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    type Field = fn(&quantize::Step) -> u64;
+    let series: [(&str, RGBColor, Field); 2] = [
+        ("quantised pixels", BEFORE, |s| s.stored_bytes_quantised),
+        ("palette form", AFTER, |s| s.stored_bytes_palette),
+    ];
+    for (label, color, field) in series {
+        let points: Vec<(f64, f64)> = report
+            .steps
+            .iter()
+            .map(|s| (s.k as f64, kib(field(s))))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+    Ok(())
 }
 
 /// `mm_stat` sizes (MiB) over time, one line each, and the effective ratio on its own axis.

@@ -1,5 +1,6 @@
 //! The analysis tools behind the `zpage` command (the `tools` feature): page inputs,
-//! zram simulation, side-by-side baselines, entropy, training, and the kernel's zram.
+//! zram simulation, side-by-side baselines, entropy, training, the kernel's zram, and
+//! colour quantisation of image pages.
 //! Nothing here is needed to store pages; the library proper never depends on it.
 //!
 //! Their reports' fields are documented as the commands' JSON schemas in README.md.
@@ -9,6 +10,7 @@ pub mod entropy;
 pub mod lifecycle;
 pub mod pagefile;
 pub mod procmem;
+pub mod quantize;
 pub mod sim;
 pub mod source;
 pub mod train;
