@@ -218,8 +218,13 @@ fn the_writeback_limit_counts_down() {
     assert!(done.cut_short);
     assert_eq!(store.writeback_limit(), Some(0));
     assert_eq!(store.writeback(Selection::all()).unwrap().written, 0);
+    // A limit beyond one batch (64 pages) is used up exactly, across batches.
+    store.set_writeback_limit(Some(150));
+    assert_eq!(store.writeback(Selection::all()).unwrap().written, 150);
+    assert_eq!(store.writeback_limit(), Some(0));
     store.set_writeback_limit(None);
     assert!(store.writeback(Selection::all()).unwrap().written > 0);
+    assert_eq!(store.writeback_limit(), None);
     assert_holds(&store, &pages);
 }
 

@@ -267,12 +267,6 @@ impl Stats {
         self.mm.orig_data_size as f64 / self.mm.compr_data_size.max(1) as f64
     }
 
-    /// Pages whose stored form is in memory: in the allocator, or (zero and
-    /// same-filled) in the metadata alone.
-    pub fn memory_pages(&self) -> u64 {
-        self.mm.orig_data_size / crate::PAGE_SIZE as u64 - self.bd.bd_count
-    }
-
     /// Memory spent besides the compressed data: the page table, the allocator's
     /// bookkeeping and the dictionaries.
     pub fn metadata_total(&self) -> u64 {

@@ -394,8 +394,10 @@ impl PageStore {
         let mut done = WrittenBack::default();
         let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
         for id in self.ids() {
+            // The limit counts down as batches are written: what is taken but not yet
+            // written is the batch.
             let limit = self.writeback_limit.load(Ordering::Relaxed);
-            if pass.spent() || pass.taken >= limit {
+            if pass.spent() || batch.len() as u64 >= limit {
                 done.cut_short = true;
                 break;
             }
