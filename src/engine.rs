@@ -74,6 +74,19 @@ impl Engine {
         dicts: Option<&DictionarySet>,
         out: &mut Vec<u8>,
     ) -> Class {
+        self.encode_at(page, dicts, None, out)
+    }
+
+    /// [`Engine::encode_with`], with every zstd form (plain, with a dictionary, a delta
+    /// form's residuals) at zstd `level` if given: the effort a cold page is worth. The
+    /// level changes only the encoder's search; the forms decode as any other.
+    pub fn encode_at(
+        &self,
+        page: &Page,
+        dicts: Option<&DictionarySet>,
+        level: Option<i32>,
+        out: &mut Vec<u8>,
+    ) -> Class {
         if let Some(word) = page.same_filled_word() {
             return codec::encode_filled(word, out);
         }
@@ -83,13 +96,13 @@ impl Engine {
         let dict = dicts
             .filter(|_| plan.uses(Class::Zstd))
             .map(|set| &**set.dictionary_for(&x));
-        self.run_plan(&plan, page, dict, out)
+        self.run_plan(&plan, page, dict, level, out)
     }
 
     /// Encodes a page into `out` following `plan`: its first form, then its second where
     /// the plan says, keeping the smaller. Returns the class stored.
     pub fn encode_plan(&self, plan: &Plan, page: &Page, out: &mut Vec<u8>) -> Class {
-        self.run_plan(plan, page, None, out)
+        self.run_plan(plan, page, None, None, out)
     }
 
     /// One form of a plan: zstd with the dictionary where there is one.
@@ -98,12 +111,19 @@ impl Engine {
         class: Class,
         page: &Page,
         dict: Option<&Dictionary>,
+        level: Option<i32>,
         out: &mut Vec<u8>,
     ) -> Class {
-        let config = self.model.codec();
+        let mut config = *self.model.codec();
+        if let Some(level) = level {
+            config.zstd_level = level;
+        }
         match (class, dict) {
-            (Class::Zstd, Some(dict)) => codec::encode_with_dictionary(page, dict, config, out),
-            _ => codec::encode(class, page, config, out),
+            (Class::Zstd, Some(dict)) => {
+                let level = level.unwrap_or(dict.level());
+                codec::encode_with_dictionary(page, dict, level, &config, out)
+            }
+            _ => codec::encode(class, page, &config, out),
         }
     }
 
@@ -112,15 +132,16 @@ impl Engine {
         plan: &Plan,
         page: &Page,
         dict: Option<&Dictionary>,
+        level: Option<i32>,
         out: &mut Vec<u8>,
     ) -> Class {
-        let first = self.form(plan.class, page, dict, out);
+        let first = self.form(plan.class, page, dict, level, out);
         let Some(second) = plan.second_after(out.len()) else {
             return first;
         };
         SECOND_FORM.with(|form| {
             let form = &mut *form.borrow_mut();
-            let class = self.form(second, page, dict, form);
+            let class = self.form(second, page, dict, level, form);
             if form.len() < out.len() {
                 std::mem::swap(out, form);
                 class

@@ -150,6 +150,33 @@ fn the_idle_pass_stores_fast_pages_dense_and_loses_nothing() {
     assert_holds(&store, &pages);
 }
 
+/// The cold pass re-encodes settled pages at a stronger level, once: a second cold pass
+/// skips them, a read puts a page back in its reach.
+#[test]
+fn the_cold_pass_spends_more_once() {
+    let pages = common::sample_pages();
+    let store = tiered().build();
+    insert_all(&store, &pages);
+    store.mark_idle(None);
+    let warm = store.recompress_selected(Selection::all().idle());
+    let before = store.stats().mm.compr_data_size;
+    let cold = store.recompress_selected(Selection::all().idle().level(19));
+    assert_eq!(
+        cold.examined, warm.examined,
+        "the cold pass takes settled pages"
+    );
+    assert!(cold.rewritten > 0 && cold.bytes_saved > 0, "{cold:?}");
+    assert_eq!(before - store.stats().mm.compr_data_size, cold.bytes_saved);
+    let again = store.recompress_selected(Selection::all().idle().level(19));
+    assert_eq!(again.examined, 0, "cold pages are not redone");
+    // A read clears the marks: the page is neither idle nor cold until marked again.
+    store.get(100).unwrap();
+    store.mark_idle(None);
+    let one = store.recompress_selected(Selection::all().idle().level(19));
+    assert_eq!(one.examined, 1);
+    assert_holds(&store, &pages);
+}
+
 #[test]
 fn bounds_stop_a_pass() {
     let pages = common::sample_pages();

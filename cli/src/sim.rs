@@ -58,6 +58,11 @@ pub struct LifecycleArgs {
     /// The profile of the idle pass.
     #[arg(long, default_value = "dense", value_parser = super::profile_arg(), requires = "lifecycle")]
     idle_profile: Profile,
+    /// The zstd level of the cold step, which re-encodes the idle pages once more for
+    /// pages that stay idle (0: no cold step). Sampling a process, the pages untouched
+    /// for four intervals.
+    #[arg(long, default_value_t = COLD_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22), requires = "lifecycle")]
+    cold_level: i32,
     /// zram's mem_limit for each input's store (bytes, or with K, M or G): writes past it
     /// fail and are counted, as zram's do.
     #[arg(long, value_parser = parse_size, requires = "lifecycle")]
@@ -233,6 +238,7 @@ fn lifecycle_config(
             level: args.dictionaries.dictionary_level,
         })),
         mem_limit: lc.mem_limit,
+        cold_level: (lc.cold_level > 0).then_some(lc.cold_level),
         backing: lc.backing.clone().map(|path| (path, lc.writeback)),
         zram_best,
     })
@@ -331,6 +337,10 @@ fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<Str
 /// The pages (that the idle engine would store as zstd) from which a life cycle's idle
 /// pass trains dictionaries, unless --dictionaries or --dictionary-file says otherwise.
 pub const LIFECYCLE_TRAIN_AFTER: u64 = 1024;
+
+/// The cold step's zstd level unless --cold-level says otherwise: level 16 stored the
+/// captured programs 5-9% smaller than the idle pass's level 8; 19 gained under 0.1% more.
+pub const COLD_LEVEL: i32 = 16;
 
 fn print_lifecycle(r: &Lifecycle) -> String {
     let mut out = String::new();

@@ -39,6 +39,10 @@ pub struct ZramArgs {
     /// Dictionaries for zpage dense's stores.
     #[command(flatten)]
     dictionaries: super::sim::DictionaryArgs,
+    /// The zstd level of the tiered store's cold pass (0: none); it runs in the first
+    /// run only (its ratio is the same in every run).
+    #[arg(long, default_value_t = super::sim::COLD_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22))]
+    cold_level: i32,
 }
 
 /// zpage's figures for one input under one profile.
@@ -63,6 +67,10 @@ struct TieredRun {
     effective_ratio: f64,
     /// Reading every page back after the idle pass.
     read_mb_s: f64,
+    /// After the cold pass (the idle pass's figures when there is none).
+    cold_ratio: f64,
+    cold_effective_ratio: f64,
+    cold_pass_mb_s: f64,
 }
 
 #[derive(Serialize)]
@@ -85,6 +93,9 @@ struct Summary {
     /// over the kernel's mem ratio and over the emulated zram-best ratio.
     tiered_effective_over_kernel_mem: f64,
     tiered_effective_over_zram_best: f64,
+    /// The same after the cold pass.
+    tiered_cold_effective_over_kernel_mem: f64,
+    tiered_cold_effective_over_zram_best: f64,
     /// Over all inputs: the tiered store's insert speed (the fast path).
     tiered_store_mb_s: f64,
     /// Geometric mean over inputs of zpage-dense effective ratio / kernel mem ratio.
@@ -144,7 +155,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         // Its ratio is the same in every run: measured once.
         let zram_best = sim::zram_best(&mut *source().map_err(|e| e.to_string())?)?
             .expect("a page file reads twice");
-        for _ in 0..args.runs {
+        for run in 0..args.runs {
             let kernel = device
                 .run(&args.algo, pages, &source)
                 .map_err(|e| e.to_string())?;
@@ -178,6 +189,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
                     level: args.dictionaries.dictionary_level(),
                 })),
                 mem_limit: None,
+                cold_level: (args.cold_level > 0 && run == 0).then_some(args.cold_level),
                 backing: None,
                 zram_best: false,
             };
@@ -185,12 +197,16 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
                 progress.inc(n)
             })?;
             let stage = |name| cycle.stage(name).expect("every life cycle has it");
+            let cold = cycle.stage("cold").unwrap_or(stage("recompress"));
             let tiered = TieredRun {
                 store_mb_s: stage("store").mb_s,
                 idle_pass_mb_s: stage("recompress").mb_s,
                 ratio: stage("recompress").ratio,
                 effective_ratio: stage("recompress").effective_ratio,
                 read_mb_s: stage("read").mb_s,
+                cold_ratio: cold.ratio,
+                cold_effective_ratio: cold.effective_ratio,
+                cold_pass_mb_s: cycle.stage("cold").map_or(0.0, |s| s.mb_s),
             };
             let run = InputRun {
                 name: name.clone(),
@@ -253,6 +269,7 @@ fn summarise(inputs: &[InputRun]) -> Summary {
     };
     let geomean = |over: fn(&InputRun) -> f64| geomean_of(|i| i.dense.effective_ratio, over);
     let tiered = |i: &InputRun| i.tiered.effective_ratio;
+    let cold = |i: &InputRun| i.tiered.cold_effective_ratio;
     // Aggregate throughput: total bytes over total time, from each input's MB/s.
     let aggregate = |mb_s: fn(&InputRun) -> f64| {
         let bytes = |i: &InputRun| (i.pages * zpage::PAGE_SIZE as u64) as f64;
@@ -263,6 +280,8 @@ fn summarise(inputs: &[InputRun]) -> Summary {
     Summary {
         tiered_effective_over_kernel_mem: geomean_of(tiered, |i| i.kernel.mem_ratio),
         tiered_effective_over_zram_best: geomean_of(tiered, |i| i.zram_best_ratio),
+        tiered_cold_effective_over_kernel_mem: geomean_of(cold, |i| i.kernel.mem_ratio),
+        tiered_cold_effective_over_zram_best: geomean_of(cold, |i| i.zram_best_ratio),
         tiered_store_mb_s: aggregate(|i| i.tiered.store_mb_s),
         dense_effective_over_kernel_mem: geomean(|i| i.kernel.mem_ratio),
         dense_effective_over_zram_best: geomean(|i| i.zram_best_ratio),
@@ -345,6 +364,18 @@ fn print_report(r: &ZramReport) -> String {
             t.read_mb_s,
             t.idle_pass_mb_s
         );
+        if t.cold_pass_mb_s > 0.0 {
+            outln!(
+                out,
+                "  {:<18} {:>7.3} {:>10.3} {:>12} {:>12}   (cold pass {:.1} MB/s)",
+                "  after cold pass",
+                t.cold_ratio,
+                t.cold_effective_ratio,
+                "-",
+                "-",
+                t.cold_pass_mb_s
+            );
+        }
     }
     if !r.summary.small_inputs.is_empty() {
         outln!(out);
@@ -370,6 +401,12 @@ fn print_report(r: &ZramReport) -> String {
         "zpage tiered (fast inserts, dense idle pass) mem ratio after the idle pass / zram mem ratio: {:.3}x; / emulated zram-best: {:.3}x",
         r.summary.tiered_effective_over_kernel_mem,
         r.summary.tiered_effective_over_zram_best
+    );
+    outln!(
+        out,
+        "  after its cold pass: {:.3}x the zram mem ratio; {:.3}x emulated zram-best",
+        r.summary.tiered_cold_effective_over_kernel_mem,
+        r.summary.tiered_cold_effective_over_zram_best
     );
     outln!(
         out,

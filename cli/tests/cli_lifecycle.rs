@@ -64,14 +64,23 @@ fn the_life_cycle_reports_each_stage_and_writes_back() {
     let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["store", "mark_idle", "recompress", "writeback", "read"]
+        [
+            "store",
+            "mark_idle",
+            "recompress",
+            "cold",
+            "writeback",
+            "read"
+        ]
     );
     for stage in stages {
         for field in STAGE_FIELDS {
             assert!(!stage[field].is_null(), "{field} in {stage}");
         }
     }
-    let (store, idle, back) = (&stages[0], &stages[2], &stages[3]);
+    let (store, idle, cold, back) = (&stages[0], &stages[2], &stages[3], &stages[4]);
+    // The cold pass spends more on the same pages and stores them smaller still.
+    assert!(cold["compr_data_size"].as_u64().unwrap() < idle["compr_data_size"].as_u64().unwrap());
     let pages = v["pages"].as_u64().unwrap();
     assert_eq!(store["orig_data_size"].as_u64(), Some(pages * 4096));
     assert!(store["mb_s"].as_f64().unwrap() > 0.0);
@@ -85,7 +94,7 @@ fn the_life_cycle_reports_each_stage_and_writes_back() {
     assert_eq!(back["io_stat"]["failed_writes"], 0);
     // The read stage read every written-back page from the file.
     assert_eq!(
-        stages[4]["bd_stat"]["bd_reads"].as_u64(),
+        stages[5]["bd_stat"]["bd_reads"].as_u64(),
         Some(pages - same)
     );
 }

@@ -167,7 +167,7 @@ impl Dictionaries for Dictionary {
 
 thread_local! {
     /// Compression contexts with a dictionary loaded, most recent first, by serial.
-    static CCTXS: RefCell<Vec<(u64, CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
+    static CCTXS: RefCell<Vec<((u64, i32), CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
     static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
@@ -189,9 +189,11 @@ fn new_context(bytes: &[u8], level: i32) -> Option<CCtx<'static>> {
     Some(cctx)
 }
 
-/// Appends the zstd form of `page` encoded with `dict` (at the dictionary's level) to
-/// `out`: the tag, then a magicless zstd frame that names the dictionary.
-pub fn encode(page: &Page, dict: &Dictionary, out: &mut Vec<u8>) {
+/// Appends the zstd form of `page` encoded with `dict` at zstd `level` (the dictionary's
+/// own, [`Dictionary::level`], or a stronger one for cold pages) to `out`: the tag, then
+/// a magicless zstd frame that names the dictionary. The level is the encoder's alone:
+/// decoding needs only the dictionary.
+pub fn encode(page: &Page, dict: &Dictionary, level: i32, out: &mut Vec<u8>) {
     out.push(Class::Zstd.tag());
     let start = out.len();
     out.resize(start + ::zstd::zstd_safe::compress_bound(PAGE_SIZE), 0);
@@ -199,7 +201,7 @@ pub fn encode(page: &Page, dict: &Dictionary, out: &mut Vec<u8>) {
         let mut contexts = cell.borrow_mut();
         match contexts
             .iter()
-            .position(|(serial, _)| *serial == dict.serial)
+            .position(|(key, _)| *key == (dict.serial, level))
         {
             Some(0) => {}
             Some(at) => {
@@ -207,10 +209,10 @@ pub fn encode(page: &Page, dict: &Dictionary, out: &mut Vec<u8>) {
                 contexts.insert(0, entry);
             }
             None => {
-                let cctx = new_context(&dict.bytes, dict.level)
+                let cctx = new_context(&dict.bytes, level)
                     .expect("the dictionary loaded when it was made");
                 contexts.truncate(CONTEXTS_PER_THREAD - 1);
-                contexts.insert(0, (dict.serial, cctx));
+                contexts.insert(0, ((dict.serial, level), cctx));
             }
         }
         contexts[0]
@@ -288,7 +290,7 @@ mod tests {
         let dict = trained(7);
         let page = &text_pages(70)[69];
         let (mut with, mut without) = (Vec::new(), Vec::new());
-        encode(page, &dict, &mut with);
+        encode(page, &dict, dict.level(), &mut with);
         super::super::zstd::encode(page, 3, &mut without);
         assert!(
             with.len() < without.len(),

@@ -142,7 +142,7 @@ impl DictionarySet {
                     .map(|page| {
                         scratch.clear();
                         let dict = set.dictionary_for(&features::extract(page));
-                        super::dict::encode(page, dict, &mut scratch);
+                        super::dict::encode(page, dict, dict.level(), &mut scratch);
                         scratch.len()
                     })
                     .sum();

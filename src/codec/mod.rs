@@ -223,11 +223,12 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
 pub fn encode_with_dictionary(
     page: &Page,
     dict: &dict::Dictionary,
+    level: i32,
     config: &CodecConfig,
     out: &mut Vec<u8>,
 ) -> Class {
     out.clear();
-    dict::encode(page, dict, out);
+    dict::encode(page, dict, level, out);
     if out.len() >= config.huge_threshold.min(RAW_SIZE) {
         out.clear();
         raw::encode(page, out);

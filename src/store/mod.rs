@@ -58,7 +58,7 @@ mod tiers;
 pub use backing::{Backing, BackingFile};
 pub use slab::SLAB_BYTES;
 pub use stats::{BdStat, ClassStats, IoStat, MmStat, Stats};
-pub use tiers::{Background, Recompressed, Selection, WrittenBack};
+pub use tiers::{Background, IdlePass, Recompressed, Selection, WrittenBack};
 
 use crate::classify::model::{Model, Profile};
 use crate::codec::dictset::{self, DictionarySet, TrainTarget};
@@ -544,7 +544,7 @@ impl PageStore {
 
     /// The second of the store's clock (access stamps count from the store's start).
     fn now(&self) -> u32 {
-        self.epoch.elapsed().as_secs().min(u64::from(u32::MAX >> 1)) as u32
+        self.epoch.elapsed().as_secs().min(u64::from(u32::MAX >> 2)) as u32
     }
 
     /// Counts a newly stored form, and the dictionary it names (under its shard lock).

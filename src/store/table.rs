@@ -3,8 +3,8 @@
 //! A page's metadata is a `word` (the allocator handle, the backing slot and length of a
 //! written-back page, or the value of a same-filled page), a CRC-32 of its stored bytes,
 //! one `meta` byte (state bits and class) and an access stamp (the second of its last
-//! read or write, and an idle mark), held as four arrays per block so no padding is
-//! paid: 8 + 4 + 1 + 4 = 17 bytes a page. Blocks are
+//! read or write, an idle mark and a cold mark), held as four arrays per block so no
+//! padding is paid: 8 + 4 + 1 + 4 = 17 bytes a page. Blocks are
 //! found through a hash map keyed by the id's group (see [`Table::locate`]), which adds
 //! about 21 bytes per block
 //! (key, box pointer, control byte, at the map's 7/8 load), 0.3 bytes a page when ids are
@@ -36,8 +36,22 @@ const BACKED: u8 = 0x10;
 /// The stored form is the idle pass's (recompressed, or found not worth it): the pass
 /// skips it until the page is written again.
 const SETTLED: u8 = 0x08;
-/// The access stamp's idle mark (its other bits are the second of the last access).
+/// The access stamp's idle mark.
 const IDLE: u32 = 1 << 31;
+/// The access stamp's cold mark: the cold pass has been over the page's form (a read or
+/// a write clears it with the idle mark).
+const COLD: u32 = 1 << 30;
+/// The access stamp's second of the last access.
+const SECOND: u32 = COLD - 1;
+
+/// A page's access stamp, unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// The second of its last read or write.
+    pub second: u32,
+    pub idle: bool,
+    pub cold: bool,
+}
 const CLASS_BITS: u8 = 0x07;
 
 /// A page's metadata, unpacked.
@@ -116,14 +130,26 @@ impl Table {
         )
     }
 
-    /// Page `id`'s access stamp: the second of its last access and whether it is idle.
-    pub fn access(&self, id: u64) -> Option<(u32, bool)> {
+    /// Page `id`'s access stamp.
+    pub fn access(&self, id: u64) -> Option<Access> {
         let (key, slot) = self.locate(id);
         let block = self.blocks.get(&key)?;
         (block.metas[slot] != 0).then(|| {
             let stamp = block.access[slot].load(Relaxed);
-            (stamp & !IDLE, stamp & IDLE != 0)
+            Access {
+                second: stamp & SECOND,
+                idle: stamp & IDLE != 0,
+                cold: stamp & COLD != 0,
+            }
         })
+    }
+
+    /// Marks page `id` as gone over by the cold pass. Needs only the shard's read lock.
+    pub fn mark_cold(&self, id: u64) {
+        let (key, slot) = self.locate(id);
+        if let Some(block) = self.blocks.get(&key) {
+            block.access[slot].fetch_or(COLD, Relaxed);
+        }
     }
 
     /// Records an access to page `id` at second `now` (clearing its idle mark); a no-op
@@ -133,7 +159,7 @@ impl Table {
         if let Some(block) = self.blocks.get(&key)
             && block.access[slot].load(Relaxed) != now
         {
-            block.access[slot].store(now & !IDLE, Relaxed);
+            block.access[slot].store(now & SECOND, Relaxed);
         }
     }
 
@@ -147,7 +173,7 @@ impl Table {
                     continue;
                 }
                 let stamp = block.access[slot].load(Relaxed);
-                if stamp & !IDLE <= before {
+                if stamp & SECOND <= before {
                     block.access[slot].fetch_or(IDLE, Relaxed);
                     marked += 1;
                 } else if stamp & IDLE != 0 {
@@ -196,7 +222,7 @@ impl Table {
         block.checksums[slot] = meta.checksum;
         block.metas[slot] = meta.pack();
         if let Some(now) = now {
-            block.access[slot].store(now & !IDLE, Relaxed);
+            block.access[slot].store(now & SECOND, Relaxed);
         }
         if old.is_none() {
             block.present += 1;
@@ -269,16 +295,22 @@ mod tests {
         assert_eq!(table.locate(131 + 256), (1, 32));
         assert_eq!(table.set(130, meta, Some(5)), None);
         assert_eq!(table.get(130), Some(meta));
-        assert_eq!(table.access(130), Some((5, false)));
+        let at = |second, idle, cold| Some(Access { second, idle, cold });
+        assert_eq!(table.access(130), at(5, false, false));
         assert_eq!(table.mark_idle(4), 0);
         assert_eq!(table.mark_idle(5), 1);
-        assert_eq!(table.access(130), Some((5, true)));
+        table.mark_cold(130);
+        assert_eq!(table.access(130), at(5, true, true));
         table.touch(130, 9);
-        assert_eq!(table.access(130), Some((9, false)));
+        assert_eq!(
+            table.access(130),
+            at(9, false, false),
+            "an access clears both"
+        );
         table.set(130, Meta { hot: false, ..meta }, None);
         assert_eq!(
             table.access(130),
-            Some((9, false)),
+            at(9, false, false),
             "a move keeps the stamp"
         );
         table.set(130, meta, None);

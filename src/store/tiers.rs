@@ -12,9 +12,11 @@
 //!   are freed and the pages counted in `failed_writes`.
 //! - A recompressed page keeps its content (its new form decodes to the bytes the old one
 //!   did: both came from one decoded copy) and is marked settled, so later passes skip it
-//!   until it is written again; so is a page whose new form was not smaller.
+//!   until it is written again; so is a page whose new form was not smaller. A cold pass
+//!   ([`Selection::level`]) marks what it has been over cold instead, and later cold
+//!   passes skip those until they are read or written.
 
-use super::table::Meta;
+use super::table::{Access, Meta};
 use super::{PageStore, StoreError, free_form, in_allocator, store_form, stored_len};
 use crate::codec::{self, Class, RAW_SIZE};
 use crate::page::{PAGE_SIZE, Page};
@@ -28,6 +30,7 @@ pub struct Selection {
     idle: bool,
     huge: bool,
     again: bool,
+    level: Option<i32>,
     min_age: Option<Duration>,
     max_pages: Option<u64>,
     time_budget: Option<Duration>,
@@ -56,6 +59,15 @@ impl Selection {
     /// without it a pass skips them until they are written again.
     pub fn again(mut self) -> Selection {
         self.again = true;
+        self
+    }
+
+    /// A cold pass: every zstd form (plain, with a dictionary, delta residuals) at zstd
+    /// `level` (say 16, where the default idle pass runs the dictionary's level 8), for
+    /// pages that stay idle long enough to be worth it; pages the warm pass settled are
+    /// taken again, those a cold pass has been over are not.
+    pub fn level(mut self, level: i32) -> Selection {
+        self.level = Some(level.clamp(1, 22));
         self
     }
 
@@ -122,14 +134,28 @@ pub struct WrittenBack {
 
 /// What one idle pass of the background worker does: every `every`, mark pages idle
 /// that were not touched for `idle_after`, re-encode the idle ones with the idle engine,
-/// and (with [`Background::writeback_after`] and a backing store) write back pages not
-/// touched for longer.
+/// then (with [`Background::cold_after`]) re-encode those untouched for longer at a
+/// stronger zstd level, and (with [`Background::writeback_after`] and a backing store)
+/// write back pages untouched for longer still.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Background {
     every: Duration,
     idle_after: Duration,
     max_pages: Option<u64>,
+    cold_after: Option<(Duration, i32)>,
     writeback_after: Option<Duration>,
+}
+
+/// What [`PageStore::idle_pass`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IdlePass {
+    /// The warm pass over the idle pages.
+    pub recompressed: Recompressed,
+    /// The cold pass, if configured.
+    pub cold: Option<Recompressed>,
+    /// Writeback, if configured (and the store has a backing store).
+    pub written_back: Option<WrittenBack>,
 }
 
 impl Background {
@@ -140,8 +166,15 @@ impl Background {
             every,
             idle_after: every * 2,
             max_pages: None,
+            cold_after: None,
             writeback_after: None,
         }
+    }
+
+    /// Pages untouched this long are re-encoded at zstd `level` (see [`Selection::level`]).
+    pub fn cold_after(mut self, age: Duration, level: i32) -> Background {
+        self.cold_after = Some((age, level));
+        self
     }
 
     /// Pages untouched this long are idle.
@@ -242,14 +275,23 @@ impl Pass {
     }
 
     /// Whether a page in memory of this metadata and access stamp qualifies.
-    fn takes(&self, meta: Meta, access: (u32, bool)) -> bool {
+    fn takes(&self, meta: Meta, access: Access) -> bool {
         in_allocator(meta)
             && !meta.hot
-            && (!self.select.idle || access.1)
+            && (!self.select.idle || access.idle)
             && (!self.select.huge || meta.stored == Some(Class::Incompressible))
             && self
                 .cutoff
-                .is_none_or(|cutoff| cutoff.is_some_and(|cutoff| access.0 <= cutoff))
+                .is_none_or(|cutoff| cutoff.is_some_and(|cutoff| access.second <= cutoff))
+    }
+
+    /// Whether a pass that re-encodes pages has been over this one already.
+    fn done_before(&self, meta: Meta, access: Access) -> bool {
+        !self.select.again
+            && match self.select.level {
+                Some(_) => access.cold,
+                None => meta.settled,
+            }
     }
 }
 
@@ -323,7 +365,7 @@ impl PageStore {
                 else {
                     continue;
                 };
-                if (meta.settled && !select.again) || !pass.takes(meta, access) {
+                if pass.done_before(meta, access) || !pass.takes(meta, access) {
                     continue;
                 }
                 pass.taken += 1;
@@ -337,9 +379,9 @@ impl PageStore {
             done.examined += 1;
             // Held until the new form is counted, as on insert.
             let dicts = self.dicts.current();
-            let class = self
-                .idle_engine()
-                .encode_with(&page, dicts.as_deref(), &mut encoded);
+            let class =
+                self.idle_engine()
+                    .encode_at(&page, dicts.as_deref(), select.level, &mut encoded);
             let (before, after) = (stored_len(old), codec::stored_size(class, encoded.len()));
             let mut shard = slot.shard.write();
             if shard.table.get(id) != Some(old) {
@@ -352,6 +394,9 @@ impl PageStore {
             };
             if after >= before {
                 shard.table.set(id, settled, None);
+                if select.level.is_some() {
+                    shard.table.mark_cold(id);
+                }
                 continue;
             }
             let Ok(meta) = store_form(&mut self.slabs_mut(), class, &page, &encoded) else {
@@ -369,6 +414,9 @@ impl PageStore {
                 },
                 None,
             );
+            if select.level.is_some() {
+                shard.table.mark_cold(id);
+            }
             done.rewritten += 1;
             done.bytes_saved += (before - after) as u64;
         }
@@ -521,24 +569,25 @@ impl PageStore {
     }
 
     /// One pass of the background worker, run now (see [`Background`]).
-    pub fn idle_pass(&self, background: &Background) -> (Recompressed, Option<WrittenBack>) {
+    pub fn idle_pass(&self, background: &Background) -> IdlePass {
+        let bounded = |select: Selection| match background.max_pages {
+            Some(max) => select.max_pages(max),
+            None => select,
+        };
         self.mark_idle(Some(background.idle_after));
-        let mut select = Selection::all().idle();
-        if let Some(max) = background.max_pages {
-            select = select.max_pages(max);
-        }
-        let recompressed = self.recompress_selected(select);
-        let written = background
+        let recompressed = self.recompress_selected(bounded(Selection::all().idle()));
+        let cold = background.cold_after.map(|(age, level)| {
+            self.recompress_selected(bounded(Selection::all().min_age(age).level(level)))
+        });
+        let written_back = background
             .writeback_after
             .filter(|_| self.tier.is_some())
-            .and_then(|age| {
-                let mut select = Selection::all().min_age(age);
-                if let Some(max) = background.max_pages {
-                    select = select.max_pages(max);
-                }
-                self.writeback(select).ok()
-            });
-        (recompressed, written)
+            .and_then(|age| self.writeback(bounded(Selection::all().min_age(age))).ok());
+        IdlePass {
+            recompressed,
+            cold,
+            written_back,
+        }
     }
 
     /// Decodes a written-back page from its record (the caller holds its shard lock).

@@ -91,7 +91,13 @@ impl Scheme<'_> {
             Scheme::EngineWith(engine, set) => engine.encode_with(page, Some(set), out),
             Scheme::Dictionary(dict) => match page.same_filled_word() {
                 Some(word) => codec::encode_filled(word, out),
-                None => codec::encode_with_dictionary(page, dict, &CodecConfig::DENSE, out),
+                None => codec::encode_with_dictionary(
+                    page,
+                    dict,
+                    dict.level(),
+                    &CodecConfig::DENSE,
+                    out,
+                ),
             },
             Scheme::Fixed(class, ref config) => codec::encode(class, page, config, out),
             Scheme::Oracle if page.same_filled_word().is_some() => {

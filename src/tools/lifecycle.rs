@@ -1,6 +1,7 @@
 //! The zram life cycle on real memory: pages are stored with the fast engine (timed),
-//! marked idle, re-encoded by the idle pass with the dense engine and dictionaries, and
-//! written back to a backing file where one is given, each step timed and followed by
+//! marked idle, re-encoded by the idle pass with the dense engine and dictionaries, then
+//! by the cold pass at a stronger zstd level where one is given, and written back to a
+//! backing file where one is given, each step timed and followed by
 //! the store's `mm_stat`; at the end every page is read back (from memory and from the
 //! backing file) and compared.
 //!
@@ -69,6 +70,8 @@ pub struct Config {
     pub dictionaries: Option<Dictionaries>,
     /// zram's `mem_limit` for each input's store.
     pub mem_limit: Option<u64>,
+    /// The zstd level of the cold step (none: no cold step).
+    pub cold_level: Option<i32>,
     /// A backing file (or block device) for the writeback step, and what it takes.
     pub backing: Option<(PathBuf, WritebackType)>,
     /// Also run the emulated zram-best baseline on the same pages (page files only).
@@ -78,7 +81,7 @@ pub struct Config {
 /// One step of the life cycle and the store's state after it, summed over the inputs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stage {
-    /// `store`, `mark_idle`, `recompress`, `writeback`, `read`.
+    /// `store`, `mark_idle`, `recompress`, `cold`, `writeback`, `read`.
     pub name: &'static str,
     pub seconds: f64,
     /// The step's input bytes per second.
@@ -140,6 +143,9 @@ pub fn run(
     tick: &mut dyn FnMut(u64),
 ) -> Result<Lifecycle, String> {
     let mut names: Vec<&'static str> = vec!["store", "mark_idle", "recompress"];
+    if config.cold_level.is_some() {
+        names.push("cold");
+    }
     if config.backing.is_some() {
         names.push("writeback");
     }
@@ -214,6 +220,21 @@ pub fn run(
         }
         acc[step].stats.absorb(&store.stats());
         step += 1;
+
+        if let Some(level) = config.cold_level {
+            let start = Instant::now();
+            let done = store.recompress_selected(Selection::all().idle().level(level));
+            acc[step].time += start.elapsed();
+            acc[step].bytes += done.examined * PAGE_SIZE as u64;
+            if done.failed > 0 {
+                return Err(format!(
+                    "{name}: {} pages failed their check in the cold pass",
+                    done.failed
+                ));
+            }
+            acc[step].stats.absorb(&store.stats());
+            step += 1;
+        }
 
         if let Some((_, kind)) = &config.backing {
             let start = Instant::now();
@@ -339,6 +360,8 @@ pub struct Sample {
     /// Pages the idle pass examined (idle for at least the interval), and its speed.
     pub idle_pass_pages: u64,
     pub idle_pass_mb_s: f64,
+    /// Pages the cold pass examined (untouched for four intervals).
+    pub cold_pass_pages: u64,
     /// Pages written back in this sample.
     pub written_back: u64,
     #[serde(flatten)]
@@ -368,8 +391,9 @@ pub const SAMPLES_SCHEMA: &str = "zpage-lifecycle-samples/1";
 /// Samples process `pid` `count` times, `interval` apart, into one tiered store, as zram
 /// would see its pages over time: each sample stores the pages that are new or changed
 /// (by address; a page's CRC-32 tells a change), removes the ones that are gone, then
-/// marks idle the pages untouched for an interval and runs the idle pass over them (and
-/// writeback, with a backing file). At the end every page of the last sample is read back
+/// marks idle the pages untouched for an interval and runs the idle pass over them, the
+/// cold pass over those untouched for four (with a cold level), and writeback (with a
+/// backing file). At the end every page of the last sample is read back
 /// and compared with its CRC. Memory: the store, a chunk, and 12 bytes per page of the
 /// process (its address and CRC).
 pub fn sample_process(
@@ -438,6 +462,10 @@ pub fn sample_process(
         let start = Instant::now();
         let pass = store.recompress_selected(Selection::all().idle());
         let pass_time = start.elapsed();
+        let cold = config.cold_level.map_or(0, |level| {
+            let select = Selection::all().min_age(interval * 4).level(level);
+            store.recompress_selected(select).examined
+        });
         let written_back = match &config.backing {
             Some((_, kind)) => {
                 let done = store
@@ -460,6 +488,7 @@ pub fn sample_process(
             store_mb_s: compare::mb_s(written * PAGE_SIZE as u64, spent),
             idle_pass_pages: pass.examined,
             idle_pass_mb_s: compare::mb_s(pass.examined * PAGE_SIZE as u64, pass_time),
+            cold_pass_pages: cold,
             written_back,
             mm: stats.mm,
             bd_stat: stats.bd,

@@ -149,8 +149,13 @@ impl Oracle {
                 let (stored, slowdown) = match (class, &self.dictionaries) {
                     (Class::Zstd, Some(set)) => {
                         let dict = set.dictionary_for(&sample.features);
-                        let stored =
-                            codec::encode_with_dictionary(page, dict, &self.codec, scratch);
+                        let stored = codec::encode_with_dictionary(
+                            page,
+                            dict,
+                            dict.level(),
+                            &self.codec,
+                            scratch,
+                        );
                         (stored, DICTIONARY_SLOWDOWN)
                     }
                     _ => (codec::encode(class, page, &self.codec, scratch), 1.0),
