@@ -905,10 +905,16 @@ impl PageStore {
     /// pages of memory given back. Readers keep going during compaction: each shard is
     /// locked only while its own objects move.
     pub fn compact(&self) -> u64 {
+        self.compact_slabs(PAGE_SIZE)
+    }
+
+    /// [`PageStore::compact`], evacuating the slabs with at least `min_garbage` bytes of
+    /// garbage.
+    fn compact_slabs(&self, min_garbage: usize) -> u64 {
         let before = {
             let mut slabs = self.slabs_mut();
             let before = slabs.pages_compacted();
-            if !slabs.begin_compaction() {
+            if !slabs.begin_compaction(min_garbage) {
                 return 0;
             }
             before

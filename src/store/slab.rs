@@ -252,17 +252,18 @@ impl Slabs {
                 .sum::<usize>()) as u64
     }
 
-    /// Starts a compaction pass: marks the slabs worth evacuating (at least a page of
-    /// garbage, so that moving their objects gains memory; a slab's sealed tail, shorter
-    /// than one object, never qualifies alone) and seals the head so moved objects land
-    /// elsewhere.
+    /// Starts a compaction pass: marks the slabs worth evacuating (at least `min_garbage`
+    /// bytes of garbage: a page, so that moving one slab's objects gains memory, or less
+    /// after a pass that shrank every object a little, where the slabs' small holes add up;
+    /// a slab's sealed tail, shorter than one object, never qualifies alone at a page) and
+    /// seals the head so moved objects land elsewhere.
     /// Returns whether there is anything to move.
-    pub fn begin_compaction(&mut self) -> bool {
+    pub fn begin_compaction(&mut self, min_garbage: usize) -> bool {
         let mut any = false;
         for slab in self.slabs.iter_mut().flatten() {
             // Memory populated ahead of the head's high-water mark is not garbage.
             let garbage = slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
-            if garbage >= PAGE_SIZE {
+            if garbage >= min_garbage.max(1) {
                 slab.evacuating = true;
                 any = true;
             }
