@@ -2,6 +2,7 @@
 //! per-page entropy distribution before and after the class transforms, and per-class
 //! bars), and how a sampled process's `mm_stat` evolves in a tiered store.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
 use zpage::tools::entropy::{Distribution, Report};
@@ -81,13 +82,7 @@ fn psnr_against_k(report: &quantize::Report, area: &Area) -> DrawResult {
         .iter()
         .map(|s| (s.k as f64, s.psnr_db.unwrap_or(top)))
         .collect();
-    chart.draw_series(LineSeries::new(points.clone(), BEFORE.stroke_width(2)))?;
-    chart.draw_series(
-        points
-            .into_iter()
-            .map(|p| Circle::new(p, 3, BEFORE.filled())),
-    )?;
-    Ok(())
+    marked_line(&mut chart, points, BEFORE, None)
 }
 
 fn bytes_against_k(report: &quantize::Report, area: &Area) -> DrawResult {
@@ -124,23 +119,9 @@ fn bytes_against_k(report: &quantize::Report, area: &Area) -> DrawResult {
             .iter()
             .map(|s| (s.k as f64, kib(field(s))))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 3, color.filled())),
-        )?;
+        marked_line(&mut chart, points, color, Some(label))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// `mm_stat` sizes (MiB) over time, one line each, and the effective ratio on its own axis.
@@ -195,23 +176,9 @@ fn sizes(evolution: &Evolution, area: &Area) -> DrawResult {
             .iter()
             .map(|s| (s.at_seconds, mib(field(&s.mm))))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 3, color.filled())),
-        )?;
+        marked_line(&mut chart, points, color, Some(label))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn ratio(evolution: &Evolution, area: &Area) -> DrawResult {
@@ -236,17 +203,42 @@ fn ratio(evolution: &Evolution, area: &Area) -> DrawResult {
         .iter()
         .map(|s| (s.at_seconds, s.effective_ratio))
         .collect();
-    chart.draw_series(LineSeries::new(points.clone(), AFTER.stroke_width(2)))?;
-    chart.draw_series(
-        points
-            .into_iter()
-            .map(|p| Circle::new(p, 3, AFTER.filled())),
-    )?;
-    Ok(())
+    marked_line(&mut chart, points, AFTER, None)
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 type DrawResult = Result<(), DrawingAreaErrorKind<std::io::Error>>;
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A line through `points` with a dot on each, labelled for the legend if `label` is.
+fn marked_line(
+    chart: &mut Chart,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+    label: Option<&'static str>,
+) -> DrawResult {
+    let line = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+    if let Some(label) = label {
+        line.label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart.draw_series(
+        points
+            .into_iter()
+            .map(|p| Circle::new(p, 3, color.filled())),
+    )?;
+    Ok(())
+}
+
+/// The legend box, where it hides the least.
+fn legend<'b>(chart: &mut Chart<'b, 'b>, position: SeriesLabelPosition) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+}
 
 /// Share of pages at or below each entropy (bits per input byte), before and after.
 fn cdf(report: &Report, area: &Area) -> DrawResult {
@@ -334,11 +326,5 @@ fn bars(report: &Report, area: &Area) -> DrawResult {
             .label(label)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }

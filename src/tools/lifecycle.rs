@@ -208,27 +208,20 @@ pub fn run(
         acc[step].stats.absorb(&store.stats());
         step += 1;
 
-        let start = Instant::now();
-        let done = store.recompress_selected(Selection::all().idle());
-        acc[step].time += start.elapsed();
-        acc[step].bytes += done.examined * PAGE_SIZE as u64;
-        if done.failed > 0 {
-            return Err(format!(
-                "{name}: {} pages failed their check in the idle pass",
-                done.failed
-            ));
-        }
-        acc[step].stats.absorb(&store.stats());
-        step += 1;
-
-        if let Some(level) = config.cold_level {
+        // The idle pass, then the cold one (the same over the same pages, at its level).
+        let passes = std::iter::once(("idle", Selection::all().idle())).chain(
+            config
+                .cold_level
+                .map(|level| ("cold", Selection::all().idle().level(level))),
+        );
+        for (what, select) in passes {
             let start = Instant::now();
-            let done = store.recompress_selected(Selection::all().idle().level(level));
+            let done = store.recompress_selected(select);
             acc[step].time += start.elapsed();
             acc[step].bytes += done.examined * PAGE_SIZE as u64;
             if done.failed > 0 {
                 return Err(format!(
-                    "{name}: {} pages failed their check in the cold pass",
+                    "{name}: {} pages failed their check in the {what} pass",
                     done.failed
                 ));
             }
