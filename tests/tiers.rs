@@ -191,6 +191,11 @@ fn bounds_stop_a_pass() {
     let done = store.recompress_selected(Selection::all().min_age(Duration::from_secs(3600)));
     assert_eq!(done.examined, 0);
     assert_eq!(store.mark_idle(Some(Duration::from_secs(3600))), 0);
+    assert_eq!(
+        store.mark_idle(Some(Duration::MAX)),
+        0,
+        "not a wrapped-around age"
+    );
     let huge_pages = store.stats().mm.huge_pages;
     let huge = store.recompress_selected(Selection::all().huge());
     assert_eq!(huge.examined, huge_pages);

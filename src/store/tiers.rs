@@ -302,7 +302,10 @@ impl PageStore {
     pub fn mark_idle(&self, age: Option<Duration>) -> u64 {
         let before = match age {
             None => u32::MAX >> 1,
-            Some(age) => match self.now().checked_sub(age.as_secs() as u32) {
+            Some(age) => match self
+                .now()
+                .checked_sub(u32::try_from(age.as_secs()).unwrap_or(u32::MAX))
+            {
                 Some(before) => before,
                 None => {
                     return self
