@@ -33,7 +33,7 @@ pub struct EntropyArgs {
 
 pub fn run(args: EntropyArgs) -> Result<String, String> {
     if let Some(plot) = &args.plot {
-        super::plot::check_svg_path(plot)?;
+        super::check_extension("--plot", plot, "svg")?;
     }
     let engine = super::load_engine(args.model.as_ref(), args.profile)?;
     let mut sources = super::open_sources(&args.paths, args.pad)?;

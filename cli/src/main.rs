@@ -107,6 +107,22 @@ fn json(report: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(report).expect("reports serialise") + "\n"
 }
 
+/// Refuses an output path whose name does not end in `.ext`, the one format the file
+/// given by `flag` is written in.
+fn check_extension(flag: &str, path: &std::path::Path, ext: &str) -> Result<(), String> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{flag} {}: it is written as {}; give a file name ending in .{ext}",
+        path.display(),
+        ext.to_uppercase()
+    ))
+}
+
 /// The page files `paths` expand to, as sources (checked now, opened when read).
 fn open_sources(
     paths: &[PathBuf],

@@ -23,21 +23,6 @@ pub fn entropy_svg(report: &Report, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Refuses a plot path that is not an `.svg` (the only format written).
-pub fn check_svg_path(path: &Path) -> Result<(), String> {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "--plot {}: the plot is an SVG; give a file name ending in .svg",
-            path.display()
-        ))
-    }
-}
-
 /// PSNR and stored bytes (quantised pixels, palette form) against K.
 pub fn quantize_svg(report: &quantize::Report, path: &Path) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());

@@ -46,18 +46,13 @@ pub struct QuantizeArgs {
 
 pub fn run(args: QuantizeArgs) -> Result<String, String> {
     if let Some(plot) = &args.plot {
-        super::plot::check_svg_path(plot)?;
+        super::check_extension("--plot", plot, "svg")?;
     }
-    for path in [&args.output, &args.side_by_side].into_iter().flatten() {
-        if !path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-        {
-            return Err(format!(
-                "{}: the image is written as PNG; give a file name ending in .png",
-                path.display()
-            ));
-        }
+    if let Some(path) = &args.output {
+        super::check_extension("-o", path, "png")?;
+    }
+    if let Some(path) = &args.side_by_side {
+        super::check_extension("--side-by-side", path, "png")?;
     }
     let size = match (args.width, args.height) {
         (Some(w), Some(h)) => Some((w as usize, h as usize)),

@@ -258,18 +258,21 @@ fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<Str
         ));
     }
     if let Some(plot) = &lc.plot {
-        super::plot::check_svg_path(plot)?;
+        super::check_extension("--plot", plot, "svg")?;
     }
     let config = lifecycle_config(args, engine, false)?;
-    let mut open = || -> Result<Box<dyn zpage::tools::source::PageSource>, String> {
-        Ok(Box::new(
-            procmem::Process::open(pid).map_err(|e| e.to_string())?,
-        ))
-    };
-    // The first sample's size, times the samples: a live process's estimate.
+    // The first sample's walk is the first sample: its size, times the samples, is the
+    // progress estimate.
     let first = procmem::Process::open(pid).map_err(|e| e.to_string())?;
     let expected = zpage::tools::source::PageSource::expected_pages(&first);
-    drop(first);
+    let mut first = Some(first);
+    let mut open = || -> Result<Box<dyn zpage::tools::source::PageSource>, String> {
+        let process = match first.take() {
+            Some(process) => process,
+            None => procmem::Process::open(pid).map_err(|e| e.to_string())?,
+        };
+        Ok(Box::new(process))
+    };
     let mut progress = Progress::new(expected * u64::from(lc.count), "sampling", args.json);
     let evolution = lifecycle::sample_process(
         &mut open,
@@ -338,8 +341,8 @@ fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<Str
 /// pass trains dictionaries, unless --dictionaries or --dictionary-file says otherwise.
 pub const LIFECYCLE_TRAIN_AFTER: u64 = 1024;
 
-/// The cold step's zstd level unless --cold-level says otherwise: level 16 stored the
-/// captured programs 5-9% smaller than the idle pass's level 8; 19 gained under 0.1% more.
+/// The cold step's zstd level unless --cold-level says otherwise (README: "Tiers" has
+/// what level 16 buys over the idle pass's level 8, and what 19 adds).
 pub const COLD_LEVEL: i32 = 16;
 
 fn print_lifecycle(r: &Lifecycle) -> String {

@@ -255,12 +255,9 @@ struct Pass {
 
 impl Pass {
     fn new(store: &PageStore, select: Selection) -> Pass {
-        let now = store.now();
         Pass {
             select,
-            cutoff: select
-                .min_age
-                .map(|age| now.checked_sub(age.as_secs().min(u64::from(u32::MAX)) as u32)),
+            cutoff: select.min_age.map(|age| store.untouched_since(age)),
             deadline: select.time_budget.map(|budget| Instant::now() + budget),
             taken: 0,
         }
@@ -300,26 +297,28 @@ impl PageStore {
     /// as zram's `idle` file does; a read or a write clears a page's mark. Returns the
     /// pages marked idle now. Takes only read locks.
     pub fn mark_idle(&self, age: Option<Duration>) -> u64 {
-        let before = match age {
-            None => u32::MAX >> 1,
-            Some(age) => match self
-                .now()
-                .checked_sub(u32::try_from(age.as_secs()).unwrap_or(u32::MAX))
-            {
-                Some(before) => before,
-                None => {
-                    return self
-                        .shards
-                        .iter()
-                        .map(|s| s.shard.read().table.idle_count())
-                        .sum();
-                }
-            },
+        let before = match age.map(|age| self.untouched_since(age)) {
+            None => u32::MAX,
+            Some(Some(before)) => before,
+            Some(None) => {
+                return self
+                    .shards
+                    .iter()
+                    .map(|s| s.shard.read().table.idle_count())
+                    .sum();
+            }
         };
         self.shards
             .iter()
             .map(|slot| slot.shard.read().table.mark_idle(before))
             .sum()
+    }
+
+    /// The last second a page untouched for `age` was touched in at the latest; `None`
+    /// while the store is younger than `age` (no page is that old).
+    fn untouched_since(&self, age: Duration) -> Option<u32> {
+        self.now()
+            .checked_sub(u32::try_from(age.as_secs()).unwrap_or(u32::MAX))
     }
 
     /// Re-encodes every page stored in the allocator with the idle engine and the current
@@ -424,7 +423,7 @@ impl PageStore {
             done.bytes_saved += (before - after) as u64;
         }
         if done.rewritten > 0 {
-            // A pass shrinks many objects a little (the cold pass about 5% each): the holes
+            // A pass shrinks many objects a little (the cold pass especially): the holes
             // it leaves are small in every slab but add up, so slabs with an eighth of a
             // page of garbage are evacuated too (the pass has just rewritten them anyway).
             done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);

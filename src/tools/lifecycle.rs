@@ -153,7 +153,7 @@ pub fn run(
     let mut acc: Vec<Acc> = names.iter().map(|_| Acc::default()).collect();
     let (mut inputs, mut refused, mut best) = (Vec::new(), 0, compare::SchemeResult::default());
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
-    let mut back = Page::zeroed();
+    let mut back = vec![Page::zeroed(); CHUNK_PAGES];
     for source in sources.iter_mut() {
         let name = source.name().to_string();
         let store = build(config, source.expected_pages())?;
@@ -184,9 +184,9 @@ pub fn run(
                 }
                 acc[step].bytes += PAGE_SIZE as u64;
                 store
-                    .read_into(id, &mut back)
+                    .read_into(id, &mut back[0])
                     .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
-                if back != *page {
+                if back[0] != *page {
                     return Err(format!(
                         "{name}: verification failed: page {id} read back differs from what was stored"
                     ));
@@ -244,33 +244,9 @@ pub fn run(
         }
 
         // Every page, from wherever it now lives, timed; compared after.
-        let mut found = 0u64;
-        let mut id = 0;
-        while id < next_id {
-            let batch = (next_id - id).min(CHUNK_PAGES as u64);
-            let start = Instant::now();
-            let mut pages = Vec::with_capacity(batch as usize);
-            for id in id..id + batch {
-                let page = store
-                    .get(id)
-                    .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
-                pages.push(page);
-            }
-            acc[step].time += start.elapsed();
-            for (id, page) in (id..).zip(&pages) {
-                if let Some(page) = page {
-                    acc[step].bytes += PAGE_SIZE as u64;
-                    found = found.wrapping_add(page_digest(id, page));
-                }
-            }
-            tick(batch);
-            id += batch;
-        }
-        if found != digest {
-            return Err(format!(
-                "{name}: verification failed: the pages read back after the life cycle differ from those stored"
-            ));
-        }
+        let (spent, present) = sim::read_back(&store, next_id, digest, &mut back, &name, tick)?;
+        acc[step].time += spent;
+        acc[step].bytes += present * PAGE_SIZE as u64;
         acc[step].stats.absorb(&store.stats());
         drop(store);
         if config.zram_best

@@ -488,26 +488,24 @@ pub fn run(
     method: Method,
     ignored_tail_bytes: usize,
 ) -> Result<(Report, Quantised), QuantizeError> {
-    let limit = image.len().min(256);
+    // 2, 4, 8, ... below `top`, then `top`.
+    let doubling = |top: usize| -> Vec<usize> {
+        (1..)
+            .map(|p| 1usize << p)
+            .take_while(|&x| x < top)
+            .chain([top])
+            .collect()
+    };
     let ks: Vec<usize> = match choice {
         Choice::Fixed { k, sweep: false } => vec![k],
-        Choice::Fixed { k, sweep: true } => {
-            let mut ks: Vec<usize> = (1..).map(|p| 1usize << p).take_while(|&x| x < k).collect();
-            ks.push(k);
-            ks
-        }
+        Choice::Fixed { k, sweep: true } => doubling(k),
         Choice::MaxMse(max) => {
             if !(max.is_finite() && max >= 0.0) {
                 return Err(QuantizeError::Input(format!(
                     "--max-mse {max}: give a mean squared error of 0 or more"
                 )));
             }
-            let mut ks: Vec<usize> = (1..)
-                .map(|p| 1usize << p)
-                .take_while(|&x| x < limit)
-                .collect();
-            ks.push(limit);
-            ks
+            doubling(image.len().min(256))
         }
     };
     let mut steps = Vec::new();

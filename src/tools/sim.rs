@@ -17,7 +17,7 @@ use crate::codec::Class;
 use crate::codec::dictset::DictionarySet;
 use crate::engine::Engine;
 use crate::page::Page;
-use crate::store::{PageStore, Stats, StoreBuilder};
+use crate::store::{PageStore, Stats, StoreBuilder, StoreError};
 use crate::tools::compare::{self, Baseline, BaselineKind, SchemeResult, ZramBest, ZramSample};
 use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped};
 use serde::Serialize;
@@ -243,7 +243,7 @@ pub fn simulate(
             }
             tick(chunk.len() as u64);
         }
-        decompress += read_back(&store, next_id, digest, &mut back, &name, tick)?;
+        decompress += read_back(&store, next_id, digest, &mut back, &name, tick)?.0;
         if let Some(at) = zram_best {
             match store_again(&zram_sample.train(), &mut **source, &mut chunk)
                 .map_err(|e| format!("{name}: zram-best: {e}"))?
@@ -337,40 +337,47 @@ pub(crate) fn page_digest(id: u64, page: &Page) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Reads pages `0..pages` back in batches (timed), and checks them against `digest`
-/// (untimed).
-fn read_back(
+/// Reads pages `0..pages` back in batches (timed), and checks the ones present against
+/// `digest` (untimed): a page the digest counts that is missing, or wrong, is an error.
+/// Returns the time and the pages present.
+pub(crate) fn read_back(
     store: &PageStore,
     pages: u64,
     digest: u64,
     buffer: &mut [Page],
     name: &str,
     tick: &mut dyn FnMut(u64),
-) -> Result<Duration, String> {
+) -> Result<(Duration, u64), String> {
     let mut spent = Duration::ZERO;
-    let mut found = 0u64;
+    let (mut found, mut present) = (0u64, 0u64);
+    let mut here = vec![false; buffer.len()];
     let mut first = 0;
     while first < pages {
         let batch = (pages - first).min(buffer.len() as u64);
         let start = Instant::now();
-        for (id, out) in (first..first + batch).zip(buffer.iter_mut()) {
-            store
-                .read_into(id, out)
-                .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
+        for ((id, out), here) in (first..first + batch).zip(buffer.iter_mut()).zip(&mut here) {
+            *here = match store.read_into(id, out) {
+                Ok(()) => true,
+                Err(StoreError::NotFound(_)) => false,
+                Err(e) => return Err(format!("{name}: read back page {id}: {e}")),
+            };
         }
         spent += start.elapsed();
-        for (id, page) in (first..).zip(&buffer[..batch as usize]) {
-            found = found.wrapping_add(page_digest(id, page));
+        for ((id, page), &here) in (first..).zip(&buffer[..batch as usize]).zip(&here) {
+            if here {
+                present += 1;
+                found = found.wrapping_add(page_digest(id, page));
+            }
         }
         tick(batch);
         first += batch;
     }
     if found != digest {
         return Err(format!(
-            "{name}: verification failed: the pages read back after the whole input was stored differ from those stored"
+            "{name}: verification failed: the pages read back differ from those stored"
         ));
     }
-    Ok(spent)
+    Ok((spent, present))
 }
 
 /// The baselines as one JSON object, keyed by name in the order they were asked for.
