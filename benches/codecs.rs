@@ -44,6 +44,7 @@ fn codecs(c: &mut Criterion) {
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Bytes(bytes));
     for (name, class, config) in [
+        ("words", Class::Words, CodecConfig::FAST),
         ("lz4", Class::General, CodecConfig::FAST),
         ("zstd-3", Class::Zstd, CodecConfig::DENSE),
         ("delta-lz4", Class::Delta, CodecConfig::FAST),

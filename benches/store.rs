@@ -30,7 +30,7 @@ fn insert_and_read(c: &mut Criterion) {
     let bytes = (pages.len() * PAGE_SIZE) as u64;
     let mut g = c.benchmark_group("store");
     g.throughput(Throughput::Bytes(bytes));
-    for profile in [Profile::Fast, Profile::Dense] {
+    for profile in Profile::ALL {
         g.bench_function(format!("insert/{profile:?}"), |b| {
             b.iter_batched(
                 || PageStore::builder().profile(profile).build(),

@@ -22,7 +22,7 @@ fn pages() -> Vec<Page> {
 
 fn tiered(pages: &[Page], dictionaries: Option<&DictionarySet>) -> PageStore {
     let mut builder = PageStore::builder()
-        .profile(Profile::Fast)
+        .profile(Profile::Words)
         .idle_profile(Profile::Dense);
     if let Some(set) = dictionaries {
         builder = builder.dictionaries(set.clone());

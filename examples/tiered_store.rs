@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let backing = BackingFile::open(&dir.join("backing"), (pages.len() * PAGE_SIZE) as u64)?;
     let store = PageStore::builder()
-        .profile(Profile::Fast)
+        .profile(Profile::Words)
         .idle_profile(Profile::Dense)
         .auto_dictionaries(64)
         .backing(Arc::new(backing))

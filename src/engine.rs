@@ -2,7 +2,8 @@
 //!
 //! Invariants: zero and same-filled pages are decided by an exact scan (never by the
 //! tree, which cannot see every word); every other page goes through features and the
-//! model, whose [`Plan`] names the forms to try, and the engine encodes exactly those
+//! model (no features where the model's plan is the same for every page, as the words
+//! profile's one leaf is), whose [`Plan`] names the forms to try, and the engine encodes exactly those
 //! and keeps the smaller. [`Engine::classify`] returns that same plan. Whatever the plan
 //! says, the stored form decodes to the same page (a wrong class costs bytes, never
 //! data). An `Engine` is immutable and `Send + Sync`.
@@ -24,19 +25,22 @@ crate::sync::thread_local! {
 #[derive(Clone, Debug)]
 pub struct Engine {
     model: Model,
+    /// The model's plan when it is the same for every page.
+    fixed: Option<Plan>,
 }
 
 impl Engine {
     /// The embedded model of a profile.
     pub fn new(profile: Profile) -> Engine {
-        Engine {
-            model: model::embedded(profile),
-        }
+        Engine::with_model(model::embedded(profile))
     }
 
     /// An engine with a trained model (checked when it was made).
     pub fn with_model(model: Model) -> Engine {
-        Engine { model }
+        Engine {
+            fixed: model.fixed_plan(),
+            model,
+        }
     }
 
     /// The classifier.
@@ -56,7 +60,9 @@ impl Engine {
         match page.same_filled_word() {
             Some(0) => Plan::single(Class::Zero),
             Some(_) => Plan::single(Class::Same),
-            None => self.model.plan(&features::extract(page)),
+            None => self
+                .fixed
+                .unwrap_or_else(|| self.model.plan(&features::extract(page))),
         }
     }
 
@@ -89,6 +95,13 @@ impl Engine {
     ) -> Class {
         if let Some(word) = page.same_filled_word() {
             return codec::encode_filled(word, out);
+        }
+        // No features for a fixed plan, unless they choose its zstd form's dictionary.
+        if let Some(plan) = self
+            .fixed
+            .filter(|plan| dicts.is_none() || !plan.uses(Class::Zstd))
+        {
+            return self.run_plan(&plan, page, None, level, out);
         }
         let x = features::extract(page);
         let plan = self.model.plan(&x);

@@ -137,3 +137,33 @@ fn model_files_with_the_old_class_name_still_load() {
     let model = zpage::Model::from_json(&old).expect("an old model file loads");
     assert_eq!(model.nodes(), Engine::new(Profile::Dense).model().nodes());
 }
+
+#[test]
+fn the_words_profile_plans_the_word_form_for_every_page() {
+    use zpage::classify::plan::{Plan, Second, WORDS_SECOND_LOOK};
+    let words = Engine::new("words".parse().unwrap());
+    assert_eq!(words.model().profile(), Profile::Words);
+    let expected = Plan {
+        class: Class::Words,
+        second: Some(Second {
+            class: Class::General,
+            above: WORDS_SECOND_LOOK,
+        }),
+    };
+    let mut rng = Rng(3);
+    for page in common::sample_pages().iter().step_by(50) {
+        if page.same_filled_word().is_none() {
+            assert_eq!(words.classify(page), expected);
+        }
+    }
+    // The exact scan still decides zero and same-filled pages.
+    assert_eq!(words.classify(&Page::zeroed()).class, Class::Zero);
+    // Text, which words cannot shrink, comes out as LZ4 saves it.
+    let mut text = Page::zeroed();
+    let line = b"the quick brown fox jumps over the lazy dog; ";
+    for (i, b) in text.0.iter_mut().enumerate() {
+        *b = line[(i + rng.below(2) as usize) % line.len()];
+    }
+    let mut out = Vec::new();
+    assert_eq!(words.encode(&text, &mut out), Class::General);
+}

@@ -9,7 +9,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use zpage::store::{Background, Backing, BackingFile, Selection, StoreError};
-use zpage::{PAGE_SIZE, Page, PageStore, Profile};
+use zpage::{Class, PAGE_SIZE, Page, PageStore, Profile};
 
 /// A tiered store: fast on the way in, dense in the idle pass.
 fn tiered() -> zpage::StoreBuilder {
@@ -152,6 +152,37 @@ fn the_idle_pass_stores_fast_pages_dense_and_loses_nothing() {
 
 /// The cold pass re-encodes settled pages at a stronger level, once: a second cold pass
 /// skips them, a read puts a page back in its reach.
+#[test]
+fn word_forms_on_the_way_in_turn_dense_in_the_idle_pass() {
+    let pages = common::sample_pages();
+    let store = PageStore::builder()
+        .shards(4)
+        .profile(Profile::Words)
+        .idle_profile(Profile::Dense)
+        .build();
+    insert_all(&store, &pages);
+    let in_words = |store: &PageStore| {
+        (0..pages.len() as u64)
+            .filter(|&id| store.stored_class(id) == Some(Class::Words))
+            .count()
+    };
+    let (words, before) = (in_words(&store), store.stats());
+    assert!(words > pages.len() / 4, "{words} of {} pages", pages.len());
+    assert_holds(&store, &pages);
+    store.mark_idle(None);
+    store.recompress_selected(Selection::all().idle());
+    let after = store.stats();
+    // A word form stays only where no dense form is smaller.
+    assert!(in_words(&store) < words / 20, "{} still", in_words(&store));
+    assert!(
+        after.effective_ratio() > before.effective_ratio() * 1.2,
+        "words {:.2}, after the idle pass {:.2}",
+        before.effective_ratio(),
+        after.effective_ratio()
+    );
+    assert_holds(&store, &pages);
+}
+
 #[test]
 fn the_cold_pass_spends_more_once() {
     let pages = common::sample_pages();

@@ -142,7 +142,7 @@ fn open_sources(
 /// `--profile`: one of the profile names (listed in `--help`).
 fn profile_arg() -> impl clap::builder::TypedValueParser<Value = zpage::Profile> {
     use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(["fast", "dense"])
+    clap::builder::PossibleValuesParser::new(["fast", "dense", "words"])
         .map(|name| name.parse().expect("a listed profile name"))
 }
 

@@ -19,9 +19,9 @@ pub struct SimArgs {
     /// Also (or instead) read the private anonymous memory of this live process.
     #[arg(long)]
     pid: Option<u32>,
-    /// The embedded classifier to use: fast (never slower than LZ4 to compress) or dense
-    /// (zstd where its ratio pays). Default: dense; with --lifecycle, fast (the insert
-    /// path).
+    /// The embedded classifier to use: fast (never slower than LZ4 to compress), dense
+    /// (zstd where its ratio pays) or words (the word form, no classifier: a tiered
+    /// store's way in). Default: dense; with --lifecycle, words (the insert path).
     #[arg(long, value_parser = super::profile_arg())]
     profile: Option<Profile>,
     /// A model file from `zpage train` instead of the profile's embedded model.
@@ -153,7 +153,7 @@ fn shipped_sample() -> PathBuf {
 
 pub fn run(args: SimArgs) -> Result<String, String> {
     let default = if args.lifecycle.lifecycle {
-        Profile::Fast
+        Profile::Words
     } else {
         Profile::Dense
     };

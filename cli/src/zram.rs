@@ -182,7 +182,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
             let (fast, dense) = (zpage(&engines[0])?, zpage(&engines[1])?);
             let mut one = [source().map_err(|e| e.to_string())?];
             let config = lifecycle::Config {
-                engine: engines[0].1.clone(),
+                engine: Engine::new(Profile::Words),
                 idle: engines[1].1.clone(),
                 dictionaries: Some(dictionaries.clone().unwrap_or(sim::Dictionaries::Auto {
                     after_zstd_pages: super::sim::LIFECYCLE_TRAIN_AFTER,
@@ -193,7 +193,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
                 backing: None,
                 zram_best: false,
             };
-            let cycle = lifecycle::run(&mut one, &config, ("fast", "dense"), &mut |n| {
+            let cycle = lifecycle::run(&mut one, &config, ("words", "dense"), &mut |n| {
                 progress.inc(n)
             })?;
             let stage = |name| cycle.stage(name).expect("every life cycle has it");
@@ -398,7 +398,7 @@ fn print_report(r: &ZramReport) -> String {
     );
     outln!(
         out,
-        "zpage tiered (fast inserts, dense idle pass) mem ratio after the idle pass / zram mem ratio: {:.3}x; / emulated zram-best: {:.3}x",
+        "zpage tiered (word-form inserts, dense idle pass) mem ratio after the idle pass / zram mem ratio: {:.3}x; / emulated zram-best: {:.3}x",
         r.summary.tiered_effective_over_kernel_mem,
         r.summary.tiered_effective_over_zram_best
     );

@@ -57,7 +57,7 @@ fn the_life_cycle_reports_each_stage_and_writes_back() {
         "--json",
     ]);
     assert_eq!(v["schema"], "zpage-lifecycle/1");
-    assert_eq!(v["profile"], "fast");
+    assert_eq!(v["profile"], "words");
     assert_eq!(v["idle_profile"], "dense");
     assert_eq!(v["verified"], true);
     let stages = v["stages"].as_array().unwrap();

@@ -24,14 +24,23 @@ pub enum Profile {
     Fast,
     /// May pick zstd where its extra ratio pays for its time.
     Dense,
+    /// A tiered store's way in: the word form for every page (LZ4 where words save little),
+    /// with no features read, so inserts run faster than `Fast`; the idle pass then gives
+    /// idle pages the dense profile's ratio. A trained words model may also choose delta
+    /// and LZ4 per page.
+    Words,
 }
 
 impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 3] = [Profile::Fast, Profile::Dense, Profile::Words];
+
     /// Classes the tree may choose under this profile.
     pub fn allows(self, class: Class) -> bool {
         match class {
             Class::Zero | Class::Same => false,
             Class::Zstd => self == Profile::Dense,
+            Class::Words => self == Profile::Words,
             _ => true,
         }
     }
@@ -39,7 +48,7 @@ impl Profile {
     /// The codec settings the profile's embedded model was trained for.
     pub fn codec(self) -> CodecConfig {
         match self {
-            Profile::Fast => CodecConfig::FAST,
+            Profile::Fast | Profile::Words => CodecConfig::FAST,
             Profile::Dense => CodecConfig::DENSE,
         }
     }
@@ -49,6 +58,7 @@ impl Profile {
         match self {
             Profile::Fast => "fast",
             Profile::Dense => "dense",
+            Profile::Words => "words",
         }
     }
 }
@@ -58,10 +68,10 @@ impl std::str::FromStr for Profile {
 
     /// A profile by its [`Profile::name`].
     fn from_str(name: &str) -> Result<Profile, String> {
-        [Profile::Fast, Profile::Dense]
+        Profile::ALL
             .into_iter()
             .find(|p| p.name() == name)
-            .ok_or_else(|| format!("no profile {name:?}: fast or dense"))
+            .ok_or_else(|| format!("no profile {name:?}: fast, dense or words"))
     }
 }
 
@@ -234,6 +244,17 @@ impl Model {
         Plan::for_leaf(self.predict(x), x, self.profile, &self.codec)
     }
 
+    /// The plan of every page when it does not depend on the page (a tree of one leaf
+    /// whose plan reads no feature): the engine then extracts no features.
+    pub fn fixed_plan(&self) -> Option<Plan> {
+        match self.nodes[..] {
+            [Node::Leaf(leaf)] if !Plan::reads_features(leaf, self.profile) => Some(
+                Plan::for_leaf(leaf, &[0.0; features::COUNT], self.profile, &self.codec),
+            ),
+            _ => None,
+        }
+    }
+
     /// The class the tree gives a page of features `x` (never zero or same-filled: an
     /// exact scan decides those before the tree is asked).
     pub fn predict(&self, x: &Features) -> Class {
@@ -363,6 +384,16 @@ pub fn embedded(profile: Profile) -> Model {
     let text = match profile {
         Profile::Fast => include_str!("models/fast.json"),
         Profile::Dense => include_str!("models/dense.json"),
+        // Nothing to learn about the way in: one leaf.
+        Profile::Words => {
+            let provenance = Provenance {
+                command: "one leaf: every page in the word form".into(),
+                ..Provenance::default()
+            };
+            let nodes = vec![Node::Leaf(Class::Words)];
+            return Model::new(profile, profile.codec(), nodes, provenance)
+                .expect("a one-leaf tree the profile allows");
+        }
     };
     Model::from_json(text).expect("embedded models are validated by the test suite")
 }
@@ -373,7 +404,7 @@ mod tests {
 
     #[test]
     fn embedded_models_load() {
-        for p in [Profile::Fast, Profile::Dense] {
+        for p in Profile::ALL {
             let m = embedded(p);
             assert_eq!(m.profile, p);
             assert!(m.depth() <= 12);

@@ -25,6 +25,11 @@ pub const SECOND_OPINION: usize = PAGE_SIZE / 8;
 /// captured order book: 5.26x, 6.60x with this look); corpus pages rarely reach it.
 pub const RECORD_SECOND_LOOK: f32 = 0.75;
 
+/// A word form above this many bytes (tag included) also gets the LZ4 form tried: words
+/// that saved less than a quarter of the page are mostly text or code, whose repeats LZ4
+/// finds and a word dictionary cannot.
+pub const WORDS_SECOND_LOOK: usize = PAGE_SIZE * 3 / 4;
+
 /// The forms to try for one page: `class` first, then `second` where its condition holds;
 /// the smaller form is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +64,12 @@ impl Plan {
         self.class == class || self.second.is_some_and(|s| s.class == class)
     }
 
+    /// Whether [`Plan::for_leaf`] looks at the page's features for this leaf; if not, a
+    /// tree of this one leaf needs no features at all.
+    pub fn reads_features(leaf: Class, profile: Profile) -> bool {
+        leaf == Class::Zstd && profile == Profile::Dense
+    }
+
     /// The plan for a page of features `x` that the tree sends to `leaf`, under the
     /// model's `profile` and `codec` settings.
     pub fn for_leaf(leaf: Class, x: &Features, profile: Profile, codec: &CodecConfig) -> Plan {
@@ -68,13 +79,18 @@ impl Plan {
                 above: SECOND_OPINION,
             }),
             Class::Zstd
-                if profile == Profile::Dense && x[features::RECORD_SMALL] >= RECORD_SECOND_LOOK =>
+                if Plan::reads_features(leaf, profile)
+                    && x[features::RECORD_SMALL] >= RECORD_SECOND_LOOK =>
             {
                 Some(Second {
                     class: Class::Delta,
                     above: 0,
                 })
             }
+            Class::Words => Some(Second {
+                class: Class::General,
+                above: WORDS_SECOND_LOOK,
+            }),
             _ => None,
         };
         Plan {

@@ -22,6 +22,7 @@ pub mod dictset;
 pub mod general;
 pub mod raw;
 pub mod same;
+pub mod words;
 pub mod zero;
 pub mod zstd;
 
@@ -39,6 +40,8 @@ pub const HUGE_THRESHOLD: usize = PAGE_SIZE - PAGE_SIZE / 32;
 /// it, and the class is the tag of the stored form. Numeric pages are `Delta`; general
 /// data (objects, text, code) is `General` (LZ4) or `Zstd` where zstd's extra ratio pays
 /// (the two differ in effort, not pattern: only the dense profile chooses `Zstd`).
+/// `Words` is the word-dictionary form a tiered store's way in uses: chosen by a profile
+/// ([`crate::Profile::Words`]), never by a tree.
 /// A class is what a page is; a [`crate::Profile`] is a policy choosing among them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -58,17 +61,20 @@ pub enum Class {
     Zstd = 4,
     /// Nothing beats the huge threshold: the page is stored as it is.
     Incompressible = 5,
+    /// Words coded against a dictionary of recent words (WKdm-style): the fastest form.
+    Words = 6,
 }
 
 impl Class {
     /// Every class, in tag order.
-    pub const ALL: [Class; 6] = [
+    pub const ALL: [Class; 7] = [
         Class::Zero,
         Class::Same,
         Class::Delta,
         Class::General,
         Class::Zstd,
         Class::Incompressible,
+        Class::Words,
     ];
 
     /// The byte that opens the class's stored forms.
@@ -90,6 +96,7 @@ impl Class {
             Class::General => "general",
             Class::Zstd => "zstd",
             Class::Incompressible => "incompressible",
+            Class::Words => "words",
         }
     }
 
@@ -208,6 +215,10 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
             zstd::encode(page, config.zstd_level, out);
             Class::Zstd
         }
+        Class::Words => {
+            words::encode(page, out);
+            Class::Words
+        }
         Class::Incompressible => Class::Incompressible,
     };
     if stored == Class::Incompressible || out.len() >= config.huge_threshold.min(RAW_SIZE) {
@@ -289,6 +300,7 @@ pub fn decode_payload_with(
         Class::General => general::decode(payload, out),
         Class::Zstd => zstd::decode(payload, out),
         Class::Incompressible => raw::decode(payload, out),
+        Class::Words => words::decode(payload, out),
     }
 }
 

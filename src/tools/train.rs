@@ -35,6 +35,7 @@ pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f
         Class::Incompressible => return RAW,
         Class::General => 1.0,
         Class::Zstd => 2.5,
+        Class::Words => 0.4,
         // A delta page that fell back to raw tried the configured backend.
         Class::Delta => match stored_class
             .filter(|&c| c == Class::Delta)
@@ -122,6 +123,8 @@ impl Oracle {
             // won pages by a few bytes and cost 10% of throughput for no ratio.
             Profile::Fast => 128.0,
             Profile::Dense => 48.0,
+            // The way in: speed first, as fast's, and a word form that is cheaper still.
+            Profile::Words => 128.0,
         };
         Oracle {
             profile,
@@ -226,7 +229,7 @@ impl TreeLimits {
     pub fn for_profile(profile: Profile) -> TreeLimits {
         TreeLimits {
             max_depth: match profile {
-                Profile::Fast => 3,
+                Profile::Fast | Profile::Words => 3,
                 Profile::Dense => 5,
             },
             min_leaf: 24,
@@ -563,9 +566,9 @@ mod tests {
             let x = i as f32 / 100.0;
             // Below 0.3 delta is far cheaper, above it general.
             let costs = if x < 0.3 {
-                [inf, inf, 100.0, 1000.0, inf, 4097.0]
+                [inf, inf, 100.0, 1000.0, inf, 4097.0, inf]
             } else {
-                [inf, inf, 2000.0, 900.0, inf, 4097.0]
+                [inf, inf, 2000.0, 900.0, inf, 4097.0, inf]
             };
             samples.push(sample(x, costs));
         }
