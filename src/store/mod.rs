@@ -979,12 +979,24 @@ impl PageStore {
             stats.hot_hits += slot.hits.load(Ordering::Relaxed);
             stats.hot_misses += slot.misses.load(Ordering::Relaxed);
             stats.io.failed_reads += slot.failed_reads.load(Ordering::Relaxed);
-            stats.idle_pages += shard.table.idle_count();
         }
         if let Some(tier) = &self.tier {
             stats.bookkeeping_bytes += tier.slots.memory_bytes() as u64;
         }
+        drop((shards, slabs));
+        // A scan of every page: after the snapshot, a shard at a time under its read
+        // lock, so that it holds up no reader and no other shard's writers (idle marks
+        // are hints, which a consistent count would not make truer).
+        stats.idle_pages = self.idle_pages();
         stats
+    }
+
+    /// Pages marked idle, counted a shard at a time.
+    fn idle_pages(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.shard.read().table.idle_count())
+            .sum()
     }
 
     fn slot(&self, id: u64) -> &ShardSlot {

@@ -300,13 +300,7 @@ impl PageStore {
         let before = match age.map(|age| self.untouched_since(age)) {
             None => u32::MAX,
             Some(Some(before)) => before,
-            Some(None) => {
-                return self
-                    .shards
-                    .iter()
-                    .map(|s| s.shard.read().table.idle_count())
-                    .sum();
-            }
+            Some(None) => return self.idle_pages(),
         };
         self.shards
             .iter()
