@@ -54,11 +54,11 @@ struct ZpageRun {
     decompress_mb_s: f64,
 }
 
-/// zpage's tiers on one input: stored by the fast profile, then the idle pass (every
+/// zpage's tiers on one input: stored by the words profile, then the idle pass (every
 /// page idle) re-encodes it with the dense profile and dictionaries it trains.
 #[derive(Serialize)]
 struct TieredRun {
-    /// The insert path's speed (the fast profile).
+    /// The insert path's speed (the words profile).
     store_mb_s: f64,
     /// The idle pass's speed (training included), over the pages it examined.
     idle_pass_mb_s: f64,
@@ -96,7 +96,7 @@ struct Summary {
     /// The same after the cold pass.
     tiered_cold_effective_over_kernel_mem: f64,
     tiered_cold_effective_over_zram_best: f64,
-    /// Over all inputs: the tiered store's insert speed (the fast path).
+    /// Over all inputs: the tiered store's insert speed (the words profile).
     tiered_store_mb_s: f64,
     /// Geometric mean over inputs of zpage-dense effective ratio / kernel mem ratio.
     dense_effective_over_kernel_mem: f64,

@@ -1,4 +1,4 @@
-//! The zram life cycle on real memory: pages are stored with the fast engine (timed),
+//! The zram life cycle on real memory: pages are stored with the insert engine (timed),
 //! marked idle, re-encoded by the idle pass with the dense engine and dictionaries, then
 //! by the cold pass at a stronger zstd level where one is given, and written back to a
 //! backing file where one is given, each step timed and followed by
@@ -62,7 +62,7 @@ impl WritebackType {
 /// What a life cycle runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The engine inserts use (the fast path).
+    /// The engine inserts use (the words profile, by default).
     pub engine: Engine,
     /// The engine of the idle pass.
     pub idle: Engine,
