@@ -15,14 +15,8 @@ fn pages() -> Vec<Page> {
 }
 
 fn filled_store(pages: &[Page], profile: Profile, hot_budget: usize) -> PageStore {
-    let store = PageStore::builder()
-        .profile(profile)
-        .hot_budget(hot_budget)
-        .build();
-    for (id, page) in pages.iter().enumerate() {
-        store.insert(id as u64, page).unwrap();
-    }
-    store
+    let builder = PageStore::builder().profile(profile).hot_budget(hot_budget);
+    common::filled(builder, pages)
 }
 
 fn insert_and_read(c: &mut Criterion) {

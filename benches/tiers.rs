@@ -27,20 +27,12 @@ fn tiered(pages: &[Page], dictionaries: Option<&DictionarySet>) -> PageStore {
     if let Some(set) = dictionaries {
         builder = builder.dictionaries(set.clone());
     }
-    let store = builder.build();
-    for (id, page) in pages.iter().enumerate() {
-        store.insert(id as u64, page).unwrap();
-    }
-    store
+    common::filled(builder, pages)
 }
 
 /// Dictionaries trained once on a dense store of the pages, as a user would load a file.
 fn trained(pages: &[Page]) -> Option<DictionarySet> {
-    let store = PageStore::builder().profile(Profile::Dense).build();
-    for (id, page) in pages.iter().enumerate() {
-        store.insert(id as u64, page).unwrap();
-    }
-    store
+    common::filled(PageStore::builder().profile(Profile::Dense), pages)
         .train_dictionaries()
         .unwrap()
         .map(|set| (*set).clone())
@@ -68,17 +60,7 @@ fn idle_pass_and_writeback(c: &mut Criterion) {
     let path = dir.path().join("backing");
     g.bench_function("writeback", |b| {
         b.iter_batched(
-            || {
-                let file = BackingFile::open(&path, bytes).unwrap();
-                let store = PageStore::builder()
-                    .profile(Profile::Fast)
-                    .backing(Arc::new(file))
-                    .build();
-                for (id, page) in pages.iter().enumerate() {
-                    store.insert(id as u64, page).unwrap();
-                }
-                store
-            },
+            || backed(&pages, &path),
             |store| {
                 black_box(store.writeback(Selection::all()).unwrap());
                 store
@@ -89,6 +71,15 @@ fn idle_pass_and_writeback(c: &mut Criterion) {
     g.finish();
 }
 
+/// A fast store with a backing file at `path`, holding `pages` (none written back yet).
+fn backed(pages: &[Page], path: &std::path::Path) -> PageStore {
+    let file = BackingFile::open(path, (pages.len() * PAGE_SIZE) as u64).unwrap();
+    let builder = PageStore::builder()
+        .profile(Profile::Fast)
+        .backing(Arc::new(file));
+    common::filled(builder, pages)
+}
+
 /// Reads of single pages at spread-out ids: criterion's mean per read, then percentiles
 /// of 20,000 single reads (each timed alone).
 fn read_latency(c: &mut Criterion) {
@@ -97,18 +88,7 @@ fn read_latency(c: &mut Criterion) {
     let recompressed = tiered(&pages, set.as_ref());
     recompressed.recompress_selected(Selection::all());
     let dir = tempfile::tempdir().unwrap();
-    let file = BackingFile::open(
-        &dir.path().join("backing"),
-        (pages.len() * PAGE_SIZE) as u64,
-    )
-    .unwrap();
-    let backed = PageStore::builder()
-        .profile(Profile::Fast)
-        .backing(Arc::new(file))
-        .build();
-    for (id, page) in pages.iter().enumerate() {
-        backed.insert(id as u64, page).unwrap();
-    }
+    let backed = backed(&pages, &dir.path().join("backing"));
     backed.writeback(Selection::all()).unwrap();
     let n = pages.len() as u64;
     let mut g = c.benchmark_group("tiers-read");

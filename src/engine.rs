@@ -4,9 +4,9 @@
 //! tree, which cannot see every word); every other page goes through features and the
 //! model (no features where the model's plan is the same for every page, as the words
 //! profile's one leaf is), whose [`Plan`] names the forms to try, and the engine
-//! encodes exactly those and keeps the smaller. [`Engine::classify`] returns that same plan. Whatever the plan
-//! says, the stored form decodes to the same page (a wrong class costs bytes, never
-//! data). An `Engine` is immutable and `Send + Sync`.
+//! encodes exactly those and keeps the smaller. [`Engine::classify`] returns that same
+//! plan. Whatever the plan says, the stored form decodes to the same page (a wrong class
+//! costs bytes, never data). An `Engine` is immutable and `Send + Sync`.
 
 use crate::classify::features;
 use crate::classify::model::{self, Model, Profile};

@@ -35,3 +35,14 @@ pub fn mixed(per_set: usize) -> Vec<Page> {
     }
     out
 }
+
+/// The store `builder` makes, holding `pages` under ids 0, 1, ... (not every bench
+/// builds a store).
+#[allow(dead_code)]
+pub fn filled(builder: zpage::StoreBuilder, pages: &[Page]) -> zpage::PageStore {
+    let store = builder.build();
+    for (id, page) in (0..).zip(pages) {
+        store.insert(id, page).unwrap();
+    }
+    store
+}

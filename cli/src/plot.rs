@@ -13,26 +13,32 @@ const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);
 
 pub fn entropy_svg(report: &Report, path: &Path) -> Result<(), String> {
+    two_panels(path, |area| cdf(report, area), |area| bars(report, area))
+}
+
+/// An SVG of two panels side by side, drawn by `left` and `right`.
+fn two_panels(
+    path: &Path,
+    left: impl FnOnce(&Area) -> DrawResult,
+    right: impl FnOnce(&Area) -> DrawResult,
+) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
     let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let (left, right) = root.split_horizontally(620);
-    cdf(report, &left).map_err(|e| fail(&e))?;
-    bars(report, &right).map_err(|e| fail(&e))?;
+    let (left_area, right_area) = root.split_horizontally(620);
+    left(&left_area).map_err(|e| fail(&e))?;
+    right(&right_area).map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))?;
     Ok(())
 }
 
 /// PSNR and stored bytes (quantised pixels, palette form) against K.
 pub fn quantize_svg(report: &quantize::Report, path: &Path) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
-    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let (left, right) = root.split_horizontally(620);
-    psnr_against_k(report, &left).map_err(|e| fail(&e))?;
-    bytes_against_k(report, &right).map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))?;
-    Ok(())
+    two_panels(
+        path,
+        |area| psnr_against_k(report, area),
+        |area| bytes_against_k(report, area),
+    )
 }
 
 fn k_range(report: &quantize::Report) -> std::ops::Range<f64> {
@@ -111,14 +117,11 @@ fn bytes_against_k(report: &quantize::Report, area: &Area) -> DrawResult {
 
 /// `mm_stat` sizes (MiB) over time, one line each, and the effective ratio on its own axis.
 pub fn evolution_svg(evolution: &Evolution, path: &Path) -> Result<(), String> {
-    let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
-    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(&e))?;
-    let (left, right) = root.split_horizontally(620);
-    sizes(evolution, &left).map_err(|e| fail(&e))?;
-    ratio(evolution, &right).map_err(|e| fail(&e))?;
-    root.present().map_err(|e| fail(&e))?;
-    Ok(())
+    two_panels(
+        path,
+        |area| sizes(evolution, area),
+        |area| ratio(evolution, area),
+    )
 }
 
 fn time_range(evolution: &Evolution) -> std::ops::Range<f64> {

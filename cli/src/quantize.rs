@@ -104,7 +104,7 @@ fn print_report(r: &Report, args: &QuantizeArgs) -> String {
         r.height,
         r.channels,
         r.method,
-        r.k
+        r.chosen.k
     );
     if r.ignored_tail_bytes > 0 {
         outln!(
@@ -114,8 +114,8 @@ fn print_report(r: &Report, args: &QuantizeArgs) -> String {
         );
     }
     outln!(out);
-    outln!(out, "  MSE                {:.3}", r.mse);
-    outln!(out, "  PSNR               {}", db(r.psnr_db));
+    outln!(out, "  MSE                {:.3}", r.chosen.mse);
+    outln!(out, "  PSNR               {}", db(r.chosen.psnr_db));
     outln!(
         out,
         "  entropy            {:.3} -> {:.3} bits per pixel (order 0, a pixel's colour one symbol)",
@@ -125,8 +125,8 @@ fn print_report(r: &Report, args: &QuantizeArgs) -> String {
     let raw = (r.width * r.height * r.channels) as f64;
     for (name, bytes) in [
         ("stored, original", r.stored_bytes_original),
-        ("stored, quantised", r.stored_bytes_quantised),
-        ("stored, palette form", r.stored_bytes_palette),
+        ("stored, quantised", r.chosen.stored_bytes_quantised),
+        ("stored, palette form", r.chosen.stored_bytes_palette),
     ] {
         outln!(
             out,
@@ -138,7 +138,7 @@ fn print_report(r: &Report, args: &QuantizeArgs) -> String {
     outln!(
         out,
         "  time               {:.2} s (fit and assign)",
-        r.seconds
+        r.chosen.seconds
     );
     if r.steps.len() > 1 {
         outln!(out);

@@ -121,9 +121,13 @@ pub struct DictionaryArgs {
 }
 
 impl DictionaryArgs {
-    /// The zstd level of dictionary forms asked for.
-    pub fn dictionary_level(&self) -> i32 {
-        self.dictionary_level
+    /// The dictionaries of a life cycle's idle pass: those `resolved` from the options,
+    /// or else trained by the pass after [`LIFECYCLE_TRAIN_AFTER`] pages.
+    pub fn for_lifecycle(&self, resolved: Option<&sim::Dictionaries>) -> sim::Dictionaries {
+        resolved.cloned().unwrap_or(sim::Dictionaries::Auto {
+            after_zstd_pages: LIFECYCLE_TRAIN_AFTER,
+            level: self.dictionary_level,
+        })
     }
 
     /// What the options ask for (a dictionary file is read and checked now).
@@ -233,10 +237,7 @@ fn lifecycle_config(
     Ok(lifecycle::Config {
         engine,
         idle: zpage::Engine::new(lc.idle_profile),
-        dictionaries: Some(dictionaries.unwrap_or(sim::Dictionaries::Auto {
-            after_zstd_pages: LIFECYCLE_TRAIN_AFTER,
-            level: args.dictionaries.dictionary_level,
-        })),
+        dictionaries: Some(args.dictionaries.for_lifecycle(dictionaries.as_ref())),
         mem_limit: lc.mem_limit,
         cold_level: (lc.cold_level > 0).then_some(lc.cold_level),
         backing: lc.backing.clone().map(|path| (path, lc.writeback)),

@@ -184,10 +184,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
             let config = lifecycle::Config {
                 engine: Engine::new(Profile::Words),
                 idle: engines[1].1.clone(),
-                dictionaries: Some(dictionaries.clone().unwrap_or(sim::Dictionaries::Auto {
-                    after_zstd_pages: super::sim::LIFECYCLE_TRAIN_AFTER,
-                    level: args.dictionaries.dictionary_level(),
-                })),
+                dictionaries: Some(args.dictionaries.for_lifecycle(dictionaries.as_ref())),
                 mem_limit: None,
                 cold_level: (args.cold_level > 0 && run == 0).then_some(args.cold_level),
                 backing: None,

@@ -262,8 +262,8 @@ impl StoreBuilder {
 
     /// Tiers by temperature: pages are stored with the builder's engine on the way in
     /// (say, [`Profile::Words`], the fastest) and re-encoded with `profile`'s, and the
-    /// dictionaries, when [`PageStore::recompress`] finds them idle. Auto-trained dictionaries are then
-    /// trained by the idle pass, not by inserts.
+    /// dictionaries, when [`PageStore::recompress`] finds them idle. Auto-trained
+    /// dictionaries are then trained by the idle pass, not by inserts.
     pub fn idle_profile(self, profile: Profile) -> Self {
         self.idle_engine(Engine::new(profile))
     }

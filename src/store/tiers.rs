@@ -17,7 +17,7 @@
 //!   passes skip those until they are read or written.
 
 use super::table::{Access, Meta};
-use super::{PageStore, StoreError, free_form, in_allocator, store_form, stored_len};
+use super::{PageStore, Shard, StoreError, free_form, in_allocator, store_form, stored_len};
 use crate::codec::{self, Class, RAW_SIZE};
 use crate::page::{PAGE_SIZE, Page};
 use crate::sync::Ordering;
@@ -243,6 +243,23 @@ pub(super) fn backed_len(word: u64) -> usize {
     (word & 0xffff) as usize
 }
 
+/// Ends a re-encoding pass's work on page `id`, whose form is now `meta`'s: settled (later
+/// warm passes skip it) and, after a cold pass, marked cold (later cold passes do). The
+/// access stamp stays: the pass is not an access.
+fn settle(shard: &mut Shard, id: u64, meta: Meta, cold: bool) {
+    shard.table.set(
+        id,
+        Meta {
+            settled: true,
+            ..meta
+        },
+        None,
+    );
+    if cold {
+        shard.table.mark_cold(id);
+    }
+}
+
 /// How a pass decides whether to take a page, and when to stop.
 struct Pass {
     select: Selection,
@@ -384,15 +401,8 @@ impl PageStore {
                 done.raced += 1;
                 continue;
             }
-            let settled = Meta {
-                settled: true,
-                ..old
-            };
             if after >= before {
-                shard.table.set(id, settled, None);
-                if select.level.is_some() {
-                    shard.table.mark_cold(id);
-                }
+                settle(&mut shard, id, old, select.level.is_some());
                 continue;
             }
             let Ok(meta) = store_form(&mut self.slabs_mut(), class, &page, &encoded) else {
@@ -402,17 +412,7 @@ impl PageStore {
             self.release_form(old);
             shard.forget(id, old, &self.counters);
             self.record(meta, &encoded);
-            shard.table.set(
-                id,
-                Meta {
-                    settled: true,
-                    ..meta
-                },
-                None,
-            );
-            if select.level.is_some() {
-                shard.table.mark_cold(id);
-            }
+            settle(&mut shard, id, meta, select.level.is_some());
             done.rewritten += 1;
             done.bytes_saved += (before - after) as u64;
         }

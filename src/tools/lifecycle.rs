@@ -231,14 +231,9 @@ pub fn run(
 
         if let Some((_, kind)) = &config.backing {
             let start = Instant::now();
-            let done = store
-                .writeback(kind.selection())
-                .map_err(|e| format!("{name}: {e}"))?;
+            let written = write_back(&store, *kind, &name)?;
             acc[step].time += start.elapsed();
-            if let Some(error) = done.error {
-                return Err(format!("{name}: writeback: {error}"));
-            }
-            acc[step].bytes += done.written * PAGE_SIZE as u64;
+            acc[step].bytes += written * PAGE_SIZE as u64;
             acc[step].stats.absorb(&store.stats());
             step += 1;
         }
@@ -287,6 +282,18 @@ pub fn run(
         zram_best_ratio: if config.zram_best { best.ratio() } else { 0.0 },
         verified: true,
     })
+}
+
+/// The writeback step: the pages written, or the error that stopped it (a failed batch
+/// stays in memory, but a life cycle asked to write back reports it).
+fn write_back(store: &PageStore, kind: WritebackType, name: &str) -> Result<u64, String> {
+    let done = store
+        .writeback(kind.selection())
+        .map_err(|e| format!("{name}: {e}"))?;
+    match done.error {
+        Some(error) => Err(format!("{name}: writeback: {error}")),
+        None => Ok(done.written),
+    }
 }
 
 /// One input's store: one shard (one thread inserts, as a zram device's table fills),
@@ -396,9 +403,8 @@ pub fn sample_process(
         {
             let addresses = source
                 .addresses()
-                .ok_or_else(|| format!("{process}: a sampled source needs page addresses"))?
-                .to_vec();
-            for (page, address) in chunk.iter().zip(addresses) {
+                .ok_or_else(|| format!("{process}: a sampled source needs page addresses"))?;
+            for (page, &address) in chunk.iter().zip(addresses) {
                 let id = address / PAGE_SIZE as u64;
                 let crc = crc32fast::hash(page.bytes());
                 if known.get(&id) != Some(&crc) {
@@ -422,9 +428,10 @@ pub fn sample_process(
             }
             tick(chunk.len() as u64);
         }
-        let removed = known.keys().filter(|id| !seen.contains_key(id)).count() as u64;
+        let mut removed = 0u64;
         for id in known.keys().filter(|id| !seen.contains_key(id)) {
             store.discard(*id);
+            removed += 1;
         }
         known = seen;
         store.mark_idle(Some(interval));
@@ -436,15 +443,7 @@ pub fn sample_process(
             store.recompress_selected(select).examined
         });
         let written_back = match &config.backing {
-            Some((_, kind)) => {
-                let done = store
-                    .writeback(kind.selection())
-                    .map_err(|e| format!("{process}: {e}"))?;
-                if let Some(error) = done.error {
-                    return Err(format!("{process}: writeback: {error}"));
-                }
-                done.written
-            }
+            Some((_, kind)) => write_back(&store, *kind, &process)?,
             None => 0,
         };
         let stats = store.stats();

@@ -322,12 +322,16 @@ pub fn quantise(image: &Image, k: usize, method: Method) -> Result<Quantised, Qu
                 .reg_covariance(1e-3)
                 .fit(&data)
                 .map_err(|e| fail(e.to_string()))?;
-            let all: Vec<f64> = image.pixels.iter().map(|&v| f64::from(v)).collect();
-            let all = Array2::from_shape_vec((pixels, c), all).expect("rows of `c` samples");
-            let labels = model.predict(&all);
-            let palette = round(model.means());
-            let indices: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
-            return Ok(assemble(image, palette, indices));
+            // Every pixel's component, FIT_PIXELS at a time: a whole image as f64 would
+            // take eight times its size.
+            let mut indices = Vec::with_capacity(pixels);
+            for rows in image.pixels.chunks(FIT_PIXELS * c) {
+                let samples: Vec<f64> = rows.iter().map(|&v| f64::from(v)).collect();
+                let samples = Array2::from_shape_vec((rows.len() / c, c), samples)
+                    .expect("rows of `c` samples");
+                indices.extend(model.predict(&samples).iter().map(|&l| l as u8));
+            }
+            return Ok(assemble(image, round(model.means()), indices));
         }
     };
     let palette = round(&centres);
@@ -380,8 +384,10 @@ fn assemble(image: &Image, palette: Vec<u8>, indices: Vec<u8>) -> Quantised {
         palette,
         indices,
         image: Image {
+            width: image.width,
+            height: image.height,
+            channels: c,
             pixels,
-            ..image.clone()
         },
     }
 }
@@ -457,16 +463,12 @@ pub struct Report {
     pub width: usize,
     pub height: usize,
     pub channels: usize,
-    pub k: usize,
-    pub mse: f64,
-    pub psnr_db: Option<f64>,
+    /// The chosen K's figures (the last of `steps`), as the report's own fields.
+    #[serde(flatten)]
+    pub chosen: Step,
     pub entropy_before: f64,
     pub entropy_after: f64,
     pub stored_bytes_original: u64,
-    pub stored_bytes_quantised: u64,
-    pub stored_bytes_palette: u64,
-    /// The chosen K's fit and assignment.
-    pub seconds: f64,
     pub steps: Vec<Step>,
     /// Bytes past the image in a page file's last page, ignored.
     pub ignored_tail_bytes: usize,
@@ -530,21 +532,15 @@ pub fn run(
         }
     }
     let quantised = chosen.expect("at least one K");
-    let last = steps.last().expect("at least one step").clone();
     let report = Report {
         method,
         width: image.width,
         height: image.height,
         channels: image.channels,
-        k: last.k,
-        mse: last.mse,
-        psnr_db: last.psnr_db,
+        chosen: steps.last().expect("at least one step").clone(),
         entropy_before: entropy_bits_per_pixel(image),
         entropy_after: entropy_bits_per_pixel(&quantised.image),
         stored_bytes_original: stored_bytes(&image.pixels),
-        stored_bytes_quantised: last.stored_bytes_quantised,
-        stored_bytes_palette: last.stored_bytes_palette,
-        seconds: last.seconds,
         steps,
         ignored_tail_bytes,
     };
