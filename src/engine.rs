@@ -16,6 +16,10 @@ use crate::codec::dictset::DictionarySet;
 use crate::codec::{self, Class, CodecConfig, DecodeError, RAW_SIZE};
 use crate::page::Page;
 
+/// The mixed form replaces a cold page's dense form only if smaller by this fraction of it
+/// (1/32 of its bytes).
+pub const MIXED_MARGIN: usize = 32;
+
 crate::sync::thread_local! {
     static SECOND_FORM: crate::sync::RefCell<Vec<u8>> = crate::sync::RefCell::new(Vec::with_capacity(RAW_SIZE));
 }
@@ -110,6 +114,33 @@ impl Engine {
             .filter(|_| plan.uses(Class::Zstd))
             .map(|set| &**set.dictionary_for(&x));
         self.run_plan(&plan, page, dict, level, out)
+    }
+
+    /// A cold page's form: [`Engine::encode_at`] at `level`, or the mixed form from the
+    /// primer of the page's cluster where that is smaller by [`MIXED_MARGIN`] of it (the
+    /// mixed form decodes hundreds of times slower, so it must pay for that).
+    pub fn encode_cold(
+        &self,
+        page: &Page,
+        dicts: Option<&DictionarySet>,
+        level: i32,
+        out: &mut Vec<u8>,
+    ) -> Class {
+        let class = self.encode_at(page, dicts, Some(level), out);
+        if matches!(class, Class::Zero | Class::Same) {
+            return class;
+        }
+        let dict = dicts.map(|set| &**set.dictionary_for(&features::extract(page)));
+        SECOND_FORM.with(|form| {
+            let form = &mut *form.borrow_mut();
+            let mixed = codec::encode_mixed(page, dict, self.codec(), form);
+            if mixed == Class::Mixed && form.len() + out.len() / MIXED_MARGIN <= out.len() {
+                std::mem::swap(out, form);
+                mixed
+            } else {
+                class
+            }
+        })
     }
 
     /// Encodes a page into `out` following `plan`: its first form, then its second where

@@ -41,6 +41,8 @@ impl Profile {
             Class::Zero | Class::Same => false,
             Class::Zstd => self == Profile::Dense,
             Class::Words => self == Profile::Words,
+            // The cold tier's form: a cold pass chooses it, no profile's tree.
+            Class::Mixed => false,
             _ => true,
         }
     }

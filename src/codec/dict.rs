@@ -14,6 +14,7 @@
 //! - A dictionary is accepted only if zstd parses it (the trainer's output, or a file's
 //!   bytes checked by [`Dictionary::from_bytes`]); nothing here panics on bad bytes.
 
+use super::mixed::Primer;
 use super::{Class, DecodeError};
 use crate::page::PAGE_SIZE;
 use crate::page::Page;
@@ -53,6 +54,8 @@ pub struct Dictionary {
     serial: u64,
     bytes: Box<[u8]>,
     ddict: DDict<'static>,
+    /// The mixed form's starting state for the pages this dictionary serves.
+    primer: Option<Primer>,
     /// Stored pages whose form names this dictionary (kept by the store).
     pages: AtomicU64,
 }
@@ -104,8 +107,20 @@ impl Dictionary {
             serial: crate::sync::unique_serial(),
             bytes,
             ddict,
+            primer: None,
             pages: AtomicU64::new(0),
         })
+    }
+
+    /// The dictionary with `primer` for the mixed form of the pages it serves.
+    pub fn with_primer(mut self, primer: Primer) -> Dictionary {
+        self.primer = Some(primer);
+        self
+    }
+
+    /// The mixed form's primer for the pages it serves, if it has one.
+    pub fn primer(&self) -> Option<&Primer> {
+        self.primer.as_ref()
     }
 
     /// The id stored forms name it by.
@@ -123,10 +138,12 @@ impl Dictionary {
         &self.bytes
     }
 
-    /// Memory it takes: its bytes and zstd's decoding tables (with their copy of the
-    /// bytes).
+    /// Memory it takes: its bytes, zstd's decoding tables (with their copy of the
+    /// bytes) and its primer.
     pub fn memory_bytes(&self) -> usize {
-        self.bytes.len() + self.ddict.sizeof()
+        self.bytes.len()
+            + self.ddict.sizeof()
+            + self.primer.as_ref().map_or(0, Primer::memory_bytes)
     }
 
     /// Stored pages whose form names it.

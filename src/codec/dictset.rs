@@ -10,10 +10,14 @@
 //!   criterion: the bytes the held-out pages (every tenth sampled page) take, scaled to
 //!   the pages the set will serve, plus the memory the dictionaries take. So a small
 //!   store gets small dictionaries or none.
+//! - Each cluster's dictionary carries the mixed form's primer for its pages, trained on
+//!   the same samples once the set is chosen ([`super::mixed::Primer::train`]); files
+//!   of version 1, written before primers, load without them.
 //! - A file is checked whole before anything is built from it (magic, version, lengths,
 //!   CRC-32, zstd's parse of each dictionary): a bad file is a one-line error.
 
 use super::dict::{DictError, Dictionaries, Dictionary};
+use super::mixed::{PRIMER_BYTES, Primer};
 use crate::classify::cluster::Clusters;
 use crate::classify::features::{self, COUNT, Features};
 use crate::page::Page;
@@ -22,7 +26,9 @@ use std::path::Path;
 
 const FILE_MAGIC: &[u8; 8] = b"ZPGDICT\0";
 /// Format version written into dictionary-set files.
-pub const FILE_VERSION: u32 = 1;
+pub const FILE_VERSION: u32 = 2;
+/// The version before primers, still read.
+const FILE_VERSION_NO_PRIMERS: u32 = 1;
 /// Most clusters a set (or a file) may hold.
 pub const MAX_CLUSTERS: usize = 64;
 /// Largest dictionary a file may hold.
@@ -156,7 +162,32 @@ impl DictionarySet {
                 break;
             }
         }
-        best.1
+        best.1.map(|set| set.primed(&train, &points))
+    }
+
+    /// The set with each dictionary given a primer trained on its cluster's pages.
+    fn primed(self, train: &[&Page], points: &[Features]) -> DictionarySet {
+        let dicts = self
+            .dicts
+            .iter()
+            .enumerate()
+            .map(|(c, dict)| {
+                let members: Vec<&[u8]> = train
+                    .iter()
+                    .zip(points)
+                    .filter(|(_, x)| self.clusters.nearest(x) == c)
+                    .map(|(p, _)| &p.bytes()[..])
+                    .collect();
+                let primer = Primer::train(&members);
+                Dictionary::from_bytes(dict.bytes().to_vec(), dict.id(), dict.level())
+                    .map(|d| Arc::new(d.with_primer(primer)))
+                    .unwrap_or_else(|_| dict.clone())
+            })
+            .collect();
+        DictionarySet {
+            clusters: self.clusters,
+            dicts,
+        }
     }
 
     /// One dictionary of `dict_bytes` per cluster, trained on its members among `train`
@@ -219,7 +250,13 @@ impl DictionarySet {
             .dicts
             .iter()
             .zip(first_id..)
-            .map(|(d, id)| Dictionary::from_bytes(d.bytes().to_vec(), id, level).map(Arc::new))
+            .map(|(d, id)| {
+                let renamed = Dictionary::from_bytes(d.bytes().to_vec(), id, level)?;
+                Ok(Arc::new(match d.primer() {
+                    Some(p) => renamed.with_primer(p.clone()),
+                    None => renamed,
+                }))
+            })
             .collect::<Result<_, _>>()?;
         Ok(DictionarySet {
             clusters: self.clusters.clone(),
@@ -228,7 +265,8 @@ impl DictionarySet {
     }
 
     /// The set as a file's bytes: magic, version, cluster count, then per cluster its
-    /// centroid and dictionary, then a CRC-32 of all before it.
+    /// centroid, dictionary and primer (each length-prefixed; a primer of length 0 is
+    /// none), then a CRC-32 of all before it.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = FILE_MAGIC.to_vec();
         out.extend_from_slice(&FILE_VERSION.to_le_bytes());
@@ -239,6 +277,9 @@ impl DictionarySet {
             }
             out.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
             out.extend_from_slice(dict.bytes());
+            let primer = dict.primer().map(Primer::to_bytes).unwrap_or_default();
+            out.extend_from_slice(&(primer.len() as u32).to_le_bytes());
+            out.extend_from_slice(&primer);
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -258,9 +299,9 @@ impl DictionarySet {
             return Err("no dictionary-set header".into());
         }
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != FILE_VERSION {
+        if version != FILE_VERSION && version != FILE_VERSION_NO_PRIMERS {
             return Err(format!(
-                "format version {version}, this build reads {FILE_VERSION}"
+                "format version {version}, this build reads {FILE_VERSION_NO_PRIMERS} and {FILE_VERSION}"
             ));
         }
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
@@ -291,8 +332,18 @@ impl DictionarySet {
                 return Err(format!("dictionary {c} of {len} bytes"));
             }
             let id = first_id + c as u32;
-            let dict = Dictionary::from_bytes(take(len)?.to_vec(), id, level)
+            let mut dict = Dictionary::from_bytes(take(len)?.to_vec(), id, level)
                 .map_err(|e| format!("dictionary {c}: {e}"))?;
+            if version == FILE_VERSION {
+                let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+                if len != 0 && len != PRIMER_BYTES {
+                    return Err(format!("primer {c} of {len} bytes (0 or {PRIMER_BYTES})"));
+                }
+                if len != 0 {
+                    let primer = Primer::from_bytes(take(len)?).expect("length checked");
+                    dict = dict.with_primer(primer);
+                }
+            }
             dicts.push(Arc::new(dict));
         }
         if !rest.is_empty() {
@@ -387,6 +438,10 @@ mod tests {
         let back = DictionarySet::from_bytes(&bytes, 20, 3).unwrap();
         assert_eq!(back.clusters(), set.clusters());
         assert_eq!(back.dictionaries()[0].id(), 20);
+        for (a, b) in set.dictionaries().iter().zip(back.dictionaries()) {
+            assert!(a.primer().is_some());
+            assert_eq!(a.primer(), b.primer());
+        }
         for bad in [
             bytes[..bytes.len() - 1].to_vec(),
             bytes[..10].to_vec(),
@@ -397,7 +452,7 @@ mod tests {
             },
             {
                 let mut b = bytes.clone();
-                b[8] = 2;
+                b[8] = 3;
                 b
             },
             b"not a set at all, not at all".to_vec(),

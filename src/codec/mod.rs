@@ -20,6 +20,7 @@ pub mod delta;
 pub mod dict;
 pub mod dictset;
 pub mod general;
+pub mod mixed;
 pub mod raw;
 pub mod same;
 pub mod words;
@@ -42,6 +43,8 @@ pub const HUGE_THRESHOLD: usize = PAGE_SIZE - PAGE_SIZE / 32;
 /// (the two differ in effort, not pattern: only the dense profile chooses `Zstd`).
 /// `Words` is the word-dictionary form a tiered store's way in uses: chosen by a profile
 /// ([`crate::Profile::Words`]), never by a tree.
+/// `Mixed` is the cold tier's context-mixing form: chosen by a cold pass where it is
+/// smaller than the dense form by a margin, never on the way in.
 /// A class is what a page is; a [`crate::Profile`] is a policy choosing among them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -63,11 +66,13 @@ pub enum Class {
     Incompressible = 5,
     /// Words coded against a dictionary of recent words (WKdm-style): the fastest form.
     Words = 6,
+    /// Context mixing and arithmetic coding, from a cluster's primer: the densest form.
+    Mixed = 7,
 }
 
 impl Class {
     /// Every class, in tag order.
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 8] = [
         Class::Zero,
         Class::Same,
         Class::Delta,
@@ -75,6 +80,7 @@ impl Class {
         Class::Zstd,
         Class::Incompressible,
         Class::Words,
+        Class::Mixed,
     ];
 
     /// The byte that opens the class's stored forms.
@@ -97,6 +103,7 @@ impl Class {
             Class::Zstd => "zstd",
             Class::Incompressible => "incompressible",
             Class::Words => "words",
+            Class::Mixed => "mixed",
         }
     }
 
@@ -219,6 +226,10 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
             words::encode(page, out);
             Class::Words
         }
+        Class::Mixed => {
+            mixed::encode(page, None, out);
+            Class::Mixed
+        }
         Class::Incompressible => Class::Incompressible,
     };
     if stored == Class::Incompressible || out.len() >= config.huge_threshold.min(RAW_SIZE) {
@@ -248,12 +259,35 @@ pub fn encode_with_dictionary(
     Class::Zstd
 }
 
-/// The dictionary a stored form names, if any: only zstd forms can.
+/// Encodes `page` in the mixed form from `dict`'s primer (the untrained one without)
+/// into `out` (cleared first), or in the incompressible form where that reaches the huge
+/// threshold; returns the class stored.
+pub fn encode_mixed(
+    page: &Page,
+    dict: Option<&dict::Dictionary>,
+    config: &CodecConfig,
+    out: &mut Vec<u8>,
+) -> Class {
+    out.clear();
+    let primer = dict.and_then(|d| Some((d.id(), d.primer()?)));
+    mixed::encode(page, primer, out);
+    if out.len() >= config.huge_threshold.min(RAW_SIZE) {
+        out.clear();
+        raw::encode(page, out);
+        return Class::Incompressible;
+    }
+    Class::Mixed
+}
+
+/// The dictionary a stored form names, if any: zstd forms name the dictionary they were
+/// coded with, mixed forms the one whose primer they were.
 pub fn form_dictionary(class: Class, payload: &[u8]) -> Option<u32> {
-    (class == Class::Zstd)
-        .then(|| dict::frame_dict_id(payload))
-        .flatten()
-        .filter(|&id| id != 0)
+    match class {
+        Class::Zstd => dict::frame_dict_id(payload),
+        Class::Mixed => mixed::primer_id(payload),
+        _ => None,
+    }
+    .filter(|&id| id != 0)
 }
 
 /// Encodes a page filled with `word` into `out` (cleared first): the zero form for 0, the
@@ -291,6 +325,17 @@ pub fn decode_payload_with(
     out: &mut Page,
 ) -> Result<(), DecodeError> {
     if let Some(id) = form_dictionary(class, payload) {
+        if class == Class::Mixed {
+            let primer = dicts
+                .get(id)
+                .ok_or(DecodeError::MissingDictionary(id))?
+                .primer()
+                .ok_or(DecodeError::corrupt(
+                    Class::Mixed,
+                    "its dictionary has no primer",
+                ))?;
+            return mixed::decode(payload, Some(primer), out);
+        }
         return dict::decode(payload, id, dicts, out);
     }
     match class {
@@ -301,6 +346,7 @@ pub fn decode_payload_with(
         Class::Zstd => zstd::decode(payload, out),
         Class::Incompressible => raw::decode(payload, out),
         Class::Words => words::decode(payload, out),
+        Class::Mixed => mixed::decode(payload, None, out),
     }
 }
 

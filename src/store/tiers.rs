@@ -63,9 +63,10 @@ impl Selection {
     }
 
     /// A cold pass: every zstd form (plain, with a dictionary, delta residuals) at zstd
-    /// `level` (say 16, where the default idle pass runs the dictionary's level 8), for
-    /// pages that stay idle long enough to be worth it; pages the warm pass settled are
-    /// taken again, those a cold pass has been over are not.
+    /// `level` (say 16, where the default idle pass runs the dictionary's level 8), and
+    /// the mixed form where it is smaller still by a margin ([`crate::engine::MIXED_MARGIN`]),
+    /// for pages that stay idle long enough to be worth it; pages the warm pass settled
+    /// are taken again, those a cold pass has been over are not.
     pub fn level(mut self, level: i32) -> Selection {
         self.level = Some(level.clamp(1, 22));
         self
@@ -392,9 +393,11 @@ impl PageStore {
             done.examined += 1;
             // Held until the new form is counted, as on insert.
             let dicts = self.dicts.current();
-            let class =
-                self.idle_engine()
-                    .encode_at(&page, dicts.as_deref(), select.level, &mut encoded);
+            let engine = self.idle_engine();
+            let class = match select.level {
+                Some(level) => engine.encode_cold(&page, dicts.as_deref(), level, &mut encoded),
+                None => engine.encode_at(&page, dicts.as_deref(), None, &mut encoded),
+            };
             let (before, after) = (stored_len(old), codec::stored_size(class, encoded.len()));
             let mut shard = slot.shard.write();
             if shard.table.get(id) != Some(old) {

@@ -64,7 +64,7 @@ pub fn page_entropy(page: &Page, engine: &Engine, scratch: &mut Vec<u8>) -> Page
         Class::Delta => information_bits(&delta::transformed_bytes(page)),
         // The word form's streams are what it stores: their information is its output.
         Class::Words => information_bits(&scratch[1..]),
-        Class::General | Class::Zstd | Class::Incompressible => input_bits,
+        Class::General | Class::Zstd | Class::Mixed | Class::Incompressible => input_bits,
     };
     PageEntropy {
         class,

@@ -36,6 +36,7 @@ pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f
         Class::General => 1.0,
         Class::Zstd => 2.5,
         Class::Words => 0.4,
+        Class::Mixed => 400.0,
         // A delta page that fell back to raw tried the configured backend.
         Class::Delta => match stored_class
             .filter(|&c| c == Class::Delta)
@@ -566,9 +567,9 @@ mod tests {
             let x = i as f32 / 100.0;
             // Below 0.3 delta is far cheaper, above it general.
             let costs = if x < 0.3 {
-                [inf, inf, 100.0, 1000.0, inf, 4097.0, inf]
+                [inf, inf, 100.0, 1000.0, inf, 4097.0, inf, inf]
             } else {
-                [inf, inf, 2000.0, 900.0, inf, 4097.0, inf]
+                [inf, inf, 2000.0, 900.0, inf, 4097.0, inf, inf]
             };
             samples.push(sample(x, costs));
         }

@@ -1,0 +1,834 @@
+//! Mixed pages: the cold tier's form. A page is coded one binary decision at a time by an
+//! arithmetic coder, each decision's probability predicted by mixing nine context models
+//! (lpaq/paq8 style): the densest form the store has, and the slowest, for pages read
+//! rarely whose bytes cost memory every second.
+//!
+//! The model, rebuilt identically by the decoder from what it has decoded:
+//! - per byte, first "is this byte zero?", then (if not) its eight bits, most significant
+//!   first, in two nibbles;
+//! - nine hashed contexts: orders 0, 1, 2, 3, 4 and 6 of the preceding bytes, and three
+//!   that see the page as 8-byte words (the bytes at this position in the last one and
+//!   two words, with the previous byte or two); each context's statistics for a nibble
+//!   sit in one 64-byte bucket with a check byte, so a collision resets rather than
+//!   shares;
+//! - a match model (the byte that followed the last occurrence of the preceding six);
+//! - two mixers (one-layer networks of 16-bit weights), their weight sets chosen by the
+//!   partial byte and by (match length, position in the word, bit), averaged in the
+//!   logistic domain, then refined by an adaptive probability map on the partial byte.
+//!
+//! Every table starts fresh on every page except the mixers' weights and the probability
+//! map, which start from a [`Primer`]: the state the model reaches coding a sample of the
+//! cluster's own pages, trained with its zstd dictionary and kept beside it
+//! ([`super::dict::Dictionary::primer`]). So a page decodes alone, given its primer.
+//!
+//! Invariants:
+//! - The payload is the id of the dictionary whose primer it was coded with (u32
+//!   little-endian, 0 for none), then the coder's bytes; the decoder must consume exactly
+//!   those bytes (plus the three zeros a final flush implies), or the form is refused.
+//!   Any bytes are a well-formed code, though: an altered form that passes decodes to
+//!   another page, which the store's CRC-32 catches (as for the other forms).
+//! - Integer arithmetic only, no table built from floating point, no dependence on the
+//!   platform's word size: a form decodes to the same page on every target and thread.
+//! - Decoding never reads outside its input (past the end it reads zeros, and then
+//!   fails the length check), always stops after one page, and never panics.
+//!
+//! Hand-written, not a crate: no maintained Rust crate offers a context-mixing coder
+//! (the lpaq and paq8 sources are C++ archivers), and this one is small enough to check
+//! whole (round trips here, the codec suite's fuzzer).
+
+use super::{Class, DecodeError};
+use crate::page::{PAGE_SIZE, Page};
+use crate::sync::RefCell;
+
+/// Hashed contexts.
+const MODELS: usize = 9;
+/// Mixer inputs: the models, the match model, a bias; padded to a vector width.
+const INPUTS: usize = 16;
+/// Buckets per model, as a power of two: 2^11 of 64 bytes, 128 KiB a model.
+const BUCKET_BITS: u32 = 11;
+const BUCKETS: usize = 1 << BUCKET_BITS;
+/// Weight sets of the first mixer: the partial byte (1..=255), 0 for the zero flag.
+const SETS_1: usize = 256;
+/// Weight sets of the second mixer: match-length bucket x word position x bit (8 is the
+/// zero flag).
+const SETS_2: usize = 4 * 8 * 9;
+/// Probability-map contexts (the first mixer's) and interpolation points.
+const MAP_CONTEXTS: usize = SETS_1;
+const MAP_POINTS: usize = 33;
+/// Mixer learning rate.
+const RATE: i32 = 24;
+/// Counts at which a context's adaptation rate stops slowing.
+const COUNT_LIMIT: u32 = 127;
+/// Match-model statistics: length (to 63) x expected bit x bit index (to 15).
+const MATCH_SLOTS: usize = 64 * 2 * 16;
+/// Bytes hashed to find a match.
+const MATCH_ORDER: u64 = 0xffff_ffff_ffff;
+const MATCH_TABLE: usize = 1 << 12;
+/// Primer bytes: both mixers' weights and the probability map.
+pub const PRIMER_BYTES: usize = (SETS_1 + SETS_2) * INPUTS * 2 + MAP_CONTEXTS * MAP_POINTS * 2;
+/// Pages a primer is trained on, at most.
+pub const PRIMER_PAGES: usize = 64;
+/// Bytes the coder's fixed preamble takes: the primer id.
+const ID_BYTES: usize = 4;
+
+/// The logistic function on the stretch domain (8 fractional bits, ±2047) to a 12-bit
+/// probability, interpolated from 33 points (lpaq1's table).
+fn squash(d: i32) -> i32 {
+    const T: [i32; 33] = [
+        1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047, 2549, 2994,
+        3348, 3607, 3785, 3901, 3975, 4022, 4050, 4068, 4079, 4085, 4089, 4092, 4093, 4094,
+    ];
+    if d > 2047 {
+        return 4095;
+    }
+    if d < -2047 {
+        return 1;
+    }
+    let w = d & 127;
+    let i = ((d >> 7) + 16) as usize;
+    (T[i] * (128 - w) + T[i + 1] * w + 64) >> 7
+}
+
+/// Fixed tables: squash, its inverse, the adaptation rates.
+struct Tables {
+    squash: [u16; 4096],
+    stretch: [i16; 4096],
+    rate: [u32; COUNT_LIMIT as usize + 1],
+}
+
+impl Tables {
+    fn new() -> Tables {
+        let mut squash_t = [0u16; 4096];
+        for (i, v) in squash_t.iter_mut().enumerate() {
+            *v = squash(i as i32 - 2048) as u16;
+        }
+        let mut stretch = [0i16; 4096];
+        let mut next = 0usize;
+        for x in -2047..=2047 {
+            let v = squash(x) as usize;
+            for s in &mut stretch[next..=v] {
+                *s = x as i16;
+            }
+            next = v + 1;
+        }
+        for s in &mut stretch[next..] {
+            *s = 2047;
+        }
+        let mut rate = [0u32; COUNT_LIMIT as usize + 1];
+        for (n, r) in rate.iter_mut().enumerate() {
+            *r = 2 * 65536 / (2 * n as u32 + 3);
+        }
+        Tables {
+            squash: squash_t,
+            stretch,
+            rate,
+        }
+    }
+}
+
+/// The state a page's model starts from: mixer weights and probability map, learned on
+/// sampled pages ([`Primer::train`]). Read-only once made.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Primer {
+    weights_1: Box<[[i16; INPUTS]; SETS_1]>,
+    weights_2: Box<[[i16; INPUTS]; SETS_2]>,
+    map: Box<[[u16; MAP_POINTS]; MAP_CONTEXTS]>,
+}
+
+impl std::fmt::Debug for Primer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Primer").finish_non_exhaustive()
+    }
+}
+
+impl Primer {
+    /// The untrained state: equal weights, an identity map.
+    pub fn untrained() -> Primer {
+        let mut w = [0i16; INPUTS];
+        // Models and match model equally, summing to about 3 (the sharpening the models'
+        // early, uncertain probabilities need).
+        for x in &mut w[..=MODELS] {
+            *x = ((1 << 14) / (MODELS as i16 + 1)) * 3;
+        }
+        let mut row = [0u16; MAP_POINTS];
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (squash((j as i32 - 16) * 128) * 16) as u16;
+        }
+        Primer {
+            weights_1: Box::new([w; SETS_1]),
+            weights_2: Box::new([w; SETS_2]),
+            map: Box::new([row; MAP_CONTEXTS]),
+        }
+    }
+
+    /// Learns a primer by coding `pages` (at most [`PRIMER_PAGES`] are used, spread
+    /// over them) one after another, each with fresh context tables, carrying the
+    /// mixers and the map from page to page.
+    pub fn train(pages: &[&[u8]]) -> Primer {
+        let step = pages.len().div_ceil(PRIMER_PAGES).max(1);
+        with_coder(|coder| {
+            coder.start(&Primer::untrained());
+            for page in pages.iter().step_by(step) {
+                coder.reset_page();
+                let mut sink = Encoder::new(Vec::new());
+                coder.encode(page, &mut sink);
+            }
+            coder.primer()
+        })
+    }
+
+    /// Memory it takes.
+    pub fn memory_bytes(&self) -> usize {
+        PRIMER_BYTES
+    }
+
+    /// Its bytes, little-endian, as saved beside its dictionary.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PRIMER_BYTES);
+        for w in self.weights_1.iter().chain(self.weights_2.iter()).flatten() {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        for v in self.map.iter().flatten() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    /// A primer from [`Primer::to_bytes`]' form; `None` if the length is wrong. Any
+    /// values are safe to decode with (weights saturate, map entries are probabilities).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Primer> {
+        if bytes.len() != PRIMER_BYTES {
+            return None;
+        }
+        let mut p = Primer::untrained();
+        let mut halves = bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]));
+        for w in p
+            .weights_1
+            .iter_mut()
+            .chain(p.weights_2.iter_mut())
+            .flatten()
+        {
+            *w = halves.next()? as i16;
+        }
+        for v in p.map.iter_mut().flatten() {
+            *v = halves.next()?;
+        }
+        Some(p)
+    }
+}
+
+/// 16 probability slots for one context's nibble: slot 0 holds the check byte (low 8
+/// bits) and the zero flag's probability (high 12), slots 1..16 the nibble's bit tree
+/// (22-bit probability, 10-bit count).
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Bucket([u32; 16]);
+
+const HALF: u32 = 1 << 31;
+
+/// A coder's working state, reused page after page by one thread.
+struct Coder {
+    tables: Tables,
+    buckets: Box<[Bucket]>,
+    hashes: [u32; MODELS],
+    at: [usize; MODELS],
+    inputs: [i16; INPUTS],
+    weights_1: Box<[[i16; INPUTS]; SETS_1]>,
+    weights_2: Box<[[i16; INPUTS]; SETS_2]>,
+    map: Box<[[u16; MAP_POINTS]; MAP_CONTEXTS]>,
+    set_1: usize,
+    set_2: usize,
+    mixed: [i32; 2],
+    map_at: (usize, usize),
+    history: [u8; PAGE_SIZE],
+    len: usize,
+    /// The partial byte: 1, then the bits so far below a leading 1.
+    partial: u32,
+    /// The partial nibble, likewise.
+    nibble: usize,
+    /// The last eight bytes, most recent lowest.
+    last: u64,
+    /// Whether the next decision is the byte's zero flag.
+    zero_flag: bool,
+    match_table: Box<[u16; MATCH_TABLE]>,
+    match_at: usize,
+    match_len: u32,
+    match_stats: Box<[u32; MATCH_SLOTS]>,
+    match_slot: usize,
+    /// The byte the match predicts, with a leading 1 (0: none).
+    expected: u32,
+}
+
+fn hash(x: u64, k: u64) -> u32 {
+    (x.wrapping_add(k << 58).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
+
+/// Moves a slot's probability toward bit `y` at a rate falling with its count.
+#[inline(always)]
+fn adapt(slot: &mut u32, y: u32, rate: &[u32; COUNT_LIMIT as usize + 1]) {
+    let s = *slot;
+    let n = s & 1023;
+    let p = (s >> 10) as i32;
+    let target = (y << 22) as i32 - y as i32;
+    let step =
+        ((i64::from(target - p) * i64::from(rate[n.min(COUNT_LIMIT) as usize])) >> 16) as i32;
+    *slot = ((p + step) as u32) << 10 | (n + u32::from(n < COUNT_LIMIT));
+}
+
+#[inline(always)]
+fn dot(w: &[i16; INPUTS], x: &[i16; INPUTS]) -> i32 {
+    w.iter()
+        .zip(x)
+        .map(|(&w, &x)| i32::from(w) * i32::from(x))
+        .sum()
+}
+
+#[inline(always)]
+fn train(w: &mut [i16; INPUTS], x: &[i16; INPUTS], err: i16) {
+    for (w, &x) in w.iter_mut().zip(x) {
+        *w = w.saturating_add(((i32::from(x) * i32::from(err)) >> 16) as i16);
+    }
+}
+
+impl Coder {
+    fn new() -> Coder {
+        let primer = Primer::untrained();
+        Coder {
+            tables: Tables::new(),
+            buckets: vec![Bucket([0; 16]); MODELS * BUCKETS].into_boxed_slice(),
+            hashes: [0; MODELS],
+            at: [0; MODELS],
+            inputs: [0; INPUTS],
+            weights_1: primer.weights_1,
+            weights_2: primer.weights_2,
+            map: primer.map,
+            set_1: 0,
+            set_2: 0,
+            mixed: [0; 2],
+            map_at: (0, 0),
+            history: [0; PAGE_SIZE],
+            len: 0,
+            partial: 1,
+            nibble: 1,
+            last: 0,
+            zero_flag: true,
+            match_table: Box::new([0; MATCH_TABLE]),
+            match_at: 0,
+            match_len: 0,
+            match_stats: Box::new([HALF; MATCH_SLOTS]),
+            match_slot: 0,
+            expected: 0,
+        }
+    }
+
+    /// Starts a page from `primer`.
+    fn start(&mut self, primer: &Primer) {
+        self.weights_1.clone_from(&primer.weights_1);
+        self.weights_2.clone_from(&primer.weights_2);
+        self.map.clone_from(&primer.map);
+        self.reset_page();
+    }
+
+    /// Clears everything a page learns for itself.
+    fn reset_page(&mut self) {
+        for b in self.buckets.iter_mut() {
+            b.0[0] = 0;
+        }
+        self.match_stats.fill(HALF);
+        self.match_table.fill(0);
+        self.match_len = 0;
+        self.match_at = 0;
+        self.len = 0;
+        self.last = 0;
+        self.next_byte();
+    }
+
+    fn primer(&self) -> Primer {
+        Primer {
+            weights_1: self.weights_1.clone(),
+            weights_2: self.weights_2.clone(),
+            map: self.map.clone(),
+        }
+    }
+
+    fn back(&self, i: usize) -> u64 {
+        if self.len >= i {
+            u64::from(self.history[self.len - i])
+        } else {
+            0
+        }
+    }
+
+    /// Contexts for the next byte.
+    fn next_byte(&mut self) {
+        let (c, n) = (self.last, self.len);
+        let pos = (n & 7) as u64;
+        let (b7, b8, b16) = (self.back(7), self.back(8), self.back(16));
+        self.hashes = [
+            hash(0, 1),
+            hash(c & 0xff, 2),
+            hash(c & 0xffff, 3),
+            hash(c & 0xff_ffff, 4),
+            hash(c & 0xffff_ffff, 5),
+            hash(c & 0xffff_ffff_ffff, 6),
+            hash(pos | b8 << 8 | b16 << 16, 7),
+            hash(pos | b8 << 8 | (c & 0xff) << 16, 8),
+            hash(pos | (c & 0xffff) << 8 | b8 << 24 | b7 << 32, 9),
+        ];
+        // The match continues if its prediction came true, else is looked up afresh.
+        if self.match_len > 0 && self.expected == (c & 0xff) as u32 | 256 && self.match_at + 1 < n {
+            self.match_len += 1;
+            self.match_at += 1;
+        } else {
+            self.match_len = 0;
+        }
+        if n >= 6 {
+            let h = ((c & MATCH_ORDER).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
+            if self.match_len == 0 {
+                let at = usize::from(self.match_table[h]);
+                if at > 0 && at < n {
+                    self.match_at = at;
+                    self.match_len = 1;
+                }
+            }
+            self.match_table[h] = n as u16;
+        }
+        self.expected = if self.match_len > 0 {
+            u32::from(self.history[self.match_at]) | 256
+        } else {
+            0
+        };
+        self.zero_flag = true;
+        self.partial = 1;
+        self.nibble = 1;
+        self.select_buckets(0);
+    }
+
+    /// Finds (or claims) each model's bucket for the nibble that follows `high`.
+    fn select_buckets(&mut self, high: u32) {
+        for i in 0..MODELS {
+            let h = (self.hashes[i] ^ high.wrapping_mul(0x2545_F491)).wrapping_mul(0x9E37_79B1);
+            let at = i * BUCKETS + (h >> (32 - BUCKET_BITS)) as usize;
+            let check = (h & 0xff) | 1;
+            let b = &mut self.buckets[at];
+            if b.0[0] & 0xff != check {
+                b.0 = [HALF; 16];
+                b.0[0] = check | 2048 << 20;
+            }
+            self.at[i] = at;
+        }
+    }
+
+    /// The probability (12 bits) that the next decision is 1.
+    #[inline(always)]
+    fn predict(&mut self) -> u32 {
+        let t = &self.tables;
+        let (partial, nibble, zero) = (self.partial, self.nibble, self.zero_flag);
+        for i in 0..MODELS {
+            let b = &self.buckets[self.at[i]].0;
+            let p = if zero { b[0] >> 20 } else { b[nibble] >> 20 };
+            self.inputs[i] = t.stretch[p as usize];
+        }
+        let bit = if zero {
+            8
+        } else {
+            (31 - partial.leading_zeros()) as usize
+        };
+        let (mut expect, mut len) = (0u32, 0u32);
+        if self.expected != 0 {
+            if zero {
+                expect = u32::from(self.expected == 256);
+                len = self.match_len.min(63);
+            } else if self.expected >> (8 - bit) == partial {
+                expect = (self.expected >> (7 - bit)) & 1;
+                len = self.match_len.min(63);
+            }
+        }
+        self.match_slot = ((len as usize * 2 + expect as usize) << 4 | bit) % MATCH_SLOTS;
+        self.inputs[MODELS] = if len > 0 {
+            t.stretch[(self.match_stats[self.match_slot] >> 20) as usize]
+        } else {
+            0
+        };
+        self.inputs[MODELS + 1] = 256;
+        let len_bucket = match len {
+            0 => 0,
+            1..=7 => 1,
+            8..=15 => 2,
+            _ => 3,
+        };
+        self.set_1 = if zero { 0 } else { partial as usize };
+        self.set_2 = ((len_bucket * 8 + (self.len & 7)) * 9 + bit) % SETS_2;
+        let d1 = (dot(&self.weights_1[self.set_1], &self.inputs) >> 14).clamp(-2047, 2047);
+        let d2 = (dot(&self.weights_2[self.set_2], &self.inputs) >> 14).clamp(-2047, 2047);
+        self.mixed = [
+            i32::from(t.squash[(d1 + 2048) as usize]),
+            i32::from(t.squash[(d2 + 2048) as usize]),
+        ];
+        let s = ((d1 + d2) >> 1) + 2048;
+        let p = i32::from(t.squash[s as usize]);
+        let (lo, w) = ((s >> 7) as usize, s & 127);
+        let row = &self.map[self.set_1];
+        let refined = (i32::from(row[lo]) * (128 - w) + i32::from(row[lo + 1]) * w) >> 11;
+        self.map_at = (self.set_1, lo + (w >> 6) as usize);
+        ((p + refined * 3) >> 2).clamp(1, 4095) as u32
+    }
+
+    /// Learns decision `y` (for the zero flag, 1: the byte is zero); returns the byte
+    /// when it is complete.
+    #[inline(always)]
+    fn update(&mut self, y: u32) -> Option<u8> {
+        let t = &self.tables;
+        let (nibble, zero) = (self.nibble, self.zero_flag);
+        for i in 0..MODELS {
+            let b = &mut self.buckets[self.at[i]].0;
+            if zero {
+                let s = b[0];
+                let p = (s >> 20) as i32;
+                let p = p + ((((y << 12) as i32 - y as i32) - p) >> 3);
+                b[0] = (p as u32) << 20 | (s & 0xf_ffff);
+            } else {
+                adapt(&mut b[nibble], y, &t.rate);
+            }
+        }
+        if self.inputs[MODELS] != 0 {
+            adapt(&mut self.match_stats[self.match_slot], y, &t.rate);
+        }
+        let mut shifted = [0i16; INPUTS];
+        for (s, &x) in shifted.iter_mut().zip(&self.inputs) {
+            *s = x << 4;
+        }
+        for (m, weights) in [
+            (self.mixed[0], &mut self.weights_1[self.set_1]),
+            (self.mixed[1], &mut self.weights_2[self.set_2]),
+        ] {
+            let err = (((((y as i32) << 12) - m) * RATE) >> 2).clamp(-32767, 32767) as i16;
+            train(weights, &shifted, err);
+        }
+        let target = (y << 16) as i32 + ((y as i32) << 5) - 2 * y as i32;
+        let (row, point) = self.map_at;
+        let m = &mut self.map[row][point];
+        *m = (i32::from(*m) + ((target - i32::from(*m)) >> 6)) as u16;
+        if zero {
+            self.zero_flag = false;
+            return (y == 1).then(|| self.push(0));
+        }
+        self.partial = self.partial << 1 | y;
+        self.nibble = self.nibble << 1 | y as usize;
+        if self.partial >= 256 {
+            return Some(self.push((self.partial & 255) as u8));
+        }
+        if self.nibble >= 16 {
+            self.nibble = 1;
+            self.select_buckets(self.partial);
+        }
+        None
+    }
+
+    fn push(&mut self, byte: u8) -> u8 {
+        self.history[self.len] = byte;
+        self.len += 1;
+        self.last = self.last << 8 | u64::from(byte);
+        if self.len < PAGE_SIZE {
+            self.next_byte();
+        }
+        byte
+    }
+
+    fn encode(&mut self, page: &[u8], out: &mut Encoder) {
+        for &byte in page {
+            let p = self.predict();
+            out.code(p, u32::from(byte == 0));
+            if self.update(u32::from(byte == 0)).is_some() {
+                continue;
+            }
+            for k in (0..8).rev() {
+                let y = u32::from(byte >> k) & 1;
+                let p = self.predict();
+                out.code(p, y);
+                self.update(y);
+            }
+        }
+    }
+
+    fn decode(&mut self, src: &[u8], out: &mut [u8; PAGE_SIZE]) -> bool {
+        let mut input = Decoder::new(src);
+        let mut i = 0;
+        while i < PAGE_SIZE {
+            let p = self.predict();
+            let y = input.decode(p);
+            if let Some(byte) = self.update(y) {
+                out[i] = byte;
+                i += 1;
+            }
+        }
+        input.consumed() == src.len() + 3
+    }
+}
+
+/// lpaq1's carry-less binary arithmetic coder, 32-bit, 12-bit probabilities.
+struct Encoder {
+    low: u32,
+    high: u32,
+    out: Vec<u8>,
+}
+
+impl Encoder {
+    fn new(out: Vec<u8>) -> Encoder {
+        Encoder {
+            low: 0,
+            high: u32::MAX,
+            out,
+        }
+    }
+
+    #[inline(always)]
+    fn code(&mut self, p: u32, y: u32) {
+        let mid = self.low + ((self.high - self.low) >> 12) * p;
+        if y == 1 {
+            self.high = mid;
+        } else {
+            self.low = mid + 1;
+        }
+        while (self.low ^ self.high) & 0xff00_0000 == 0 {
+            self.out.push((self.high >> 24) as u8);
+            self.low <<= 8;
+            self.high = self.high << 8 | 255;
+        }
+    }
+
+    /// One byte settles the interval: the top byte of `low` plus one lies within it
+    /// (the two top bytes differ), and the decoder reads zeros after it.
+    fn finish(mut self) -> Vec<u8> {
+        self.out.push((self.low >> 24) as u8 + 1);
+        self.out
+    }
+}
+
+struct Decoder<'a> {
+    low: u32,
+    high: u32,
+    x: u32,
+    src: &'a [u8],
+    at: usize,
+}
+
+impl Decoder<'_> {
+    fn new(src: &[u8]) -> Decoder<'_> {
+        let mut d = Decoder {
+            low: 0,
+            high: u32::MAX,
+            x: 0,
+            src,
+            at: 0,
+        };
+        for _ in 0..4 {
+            d.x = d.x << 8 | d.next();
+        }
+        d
+    }
+
+    #[inline(always)]
+    fn next(&mut self) -> u32 {
+        let b = self.src.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        u32::from(b)
+    }
+
+    #[inline(always)]
+    fn decode(&mut self, p: u32) -> u32 {
+        let mid = self.low + ((self.high - self.low) >> 12) * p;
+        let y = u32::from(self.x <= mid);
+        if y == 1 {
+            self.high = mid;
+        } else {
+            self.low = mid + 1;
+        }
+        while (self.low ^ self.high) & 0xff00_0000 == 0 {
+            self.low <<= 8;
+            self.high = self.high << 8 | 255;
+            self.x = self.x << 8 | self.next();
+        }
+        y
+    }
+
+    fn consumed(&self) -> usize {
+        self.at
+    }
+}
+
+thread_local! {
+    /// A coder per thread: its tables (about 1.2 MiB) are reused, not reallocated.
+    static CODER: RefCell<Option<Box<Coder>>> = const { RefCell::new(None) };
+}
+
+fn with_coder<R>(f: impl FnOnce(&mut Coder) -> R) -> R {
+    CODER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        f(slot.get_or_insert_with(|| Box::new(Coder::new())))
+    })
+}
+
+/// Appends the form of `page` coded from `primer`, named `id` (0: the untrained primer),
+/// to `out`.
+pub fn encode(page: &Page, primer: Option<(u32, &Primer)>, out: &mut Vec<u8>) {
+    out.push(Class::Mixed.tag());
+    let id = primer.map_or(0, |(id, _)| id);
+    out.extend_from_slice(&id.to_le_bytes());
+    let body = std::mem::take(out);
+    *out = with_coder(|coder| {
+        match primer {
+            Some((_, p)) => coder.start(p),
+            None => coder.start(&Primer::untrained()),
+        }
+        let mut sink = Encoder::new(body);
+        coder.encode(page.bytes(), &mut sink);
+        sink.finish()
+    });
+}
+
+/// The id of the dictionary whose primer a payload was coded with (0: none).
+pub fn primer_id(payload: &[u8]) -> Option<u32> {
+    payload
+        .get(..ID_BYTES)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+}
+
+/// Decodes a payload coded from `primer` (the one its id names) into `out`.
+pub fn decode(payload: &[u8], primer: Option<&Primer>, out: &mut Page) -> Result<(), DecodeError> {
+    let corrupt = |reason| DecodeError::corrupt(Class::Mixed, reason);
+    if payload.len() <= ID_BYTES {
+        return Err(corrupt("shorter than its header"));
+    }
+    let body = &payload[ID_BYTES..];
+    let ok = with_coder(|coder| {
+        match primer {
+            Some(p) => coder.start(p),
+            None => coder.start(&Primer::untrained()),
+        }
+        coder.decode(body, out.bytes_mut())
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(corrupt("its length is not the coded length"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_pages() -> Vec<Page> {
+        (0..12u64)
+            .map(|k| {
+                let mut page = Page::zeroed();
+                for (i, w) in page.bytes_mut().chunks_exact_mut(8).enumerate() {
+                    let i = i as u64;
+                    let v = match (i + k) % 4 {
+                        0 => 0x0000_7f12_3400_0000 + (i * 64 + k) % 4096 * 16,
+                        1 => i * k % 97,
+                        2 => 0,
+                        _ => u64::from_le_bytes(*b"key:abc\0") ^ (i % 7) << 40,
+                    };
+                    w.copy_from_slice(&v.to_le_bytes());
+                }
+                page
+            })
+            .collect()
+    }
+
+    fn round_trip(page: &Page, primer: Option<(u32, &Primer)>) -> usize {
+        let mut out = Vec::new();
+        encode(page, primer, &mut out);
+        assert_eq!(out[0], Class::Mixed.tag());
+        assert_eq!(primer_id(&out[1..]), Some(primer.map_or(0, |(id, _)| id)));
+        let mut back = Page::boxed();
+        decode(&out[1..], primer.map(|(_, p)| p), &mut back).expect("decodes");
+        assert_eq!(back.bytes(), page.bytes());
+        out.len()
+    }
+
+    #[test]
+    fn pages_round_trip_and_a_primer_makes_them_smaller() {
+        let pages = sample_pages();
+        let refs: Vec<&[u8]> = pages[..8].iter().map(|p| &p.bytes()[..]).collect();
+        let primer = Primer::train(&refs);
+        let (mut fresh, mut primed) = (0, 0);
+        for page in &pages[8..] {
+            fresh += round_trip(page, None);
+            primed += round_trip(page, Some((7, &primer)));
+        }
+        assert!(primed < fresh, "primed {primed} fresh {fresh}");
+        for page in [Page::zeroed(), {
+            let mut p = Page::zeroed();
+            let mut x = 0x2545_F491_u64;
+            for b in p.bytes_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            p
+        }] {
+            round_trip(&page, None);
+        }
+    }
+
+    #[test]
+    fn the_same_page_codes_the_same_whatever_was_coded_before() {
+        let pages = sample_pages();
+        let mut first = Vec::new();
+        encode(&pages[3], None, &mut first);
+        for page in &pages {
+            let mut scratch = Vec::new();
+            encode(page, None, &mut scratch);
+        }
+        let mut again = Vec::new();
+        encode(&pages[3], None, &mut again);
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn a_primer_saves_and_loads() {
+        let pages = sample_pages();
+        let refs: Vec<&[u8]> = pages.iter().map(|p| &p.bytes()[..]).collect();
+        let primer = Primer::train(&refs);
+        let bytes = primer.to_bytes();
+        assert_eq!(bytes.len(), PRIMER_BYTES);
+        assert_eq!(Primer::from_bytes(&bytes), Some(primer));
+        assert_eq!(Primer::from_bytes(&bytes[1..]), None);
+    }
+
+    #[test]
+    fn altered_forms_and_the_wrong_primer_are_refused_or_differ() {
+        let pages = sample_pages();
+        let refs: Vec<&[u8]> = pages.iter().map(|p| &p.bytes()[..]).collect();
+        let other = Primer::train(&refs);
+        let mut out = Vec::new();
+        encode(&pages[1], None, &mut out);
+        let payload = &out[1..];
+        let mut back = Page::boxed();
+        assert!(decode(&payload[..3], None, &mut back).is_err());
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        let mut flipped = payload.to_vec();
+        flipped[payload.len() / 2] ^= 0x10;
+        let mut refused = 0;
+        for (bad, primer) in [
+            (&payload[..payload.len() - 1], None),
+            (&payload[..payload.len() - 9], None),
+            (&longer[..], None),
+            (&flipped[..], None),
+            (payload, Some(&other)),
+        ] {
+            match decode(bad, primer, &mut back) {
+                Err(_) => refused += 1,
+                Ok(()) => assert_ne!(back.bytes(), pages[1].bytes()),
+            }
+        }
+        assert!(refused >= 3, "{refused} of 5 refused");
+    }
+}
