@@ -25,6 +25,7 @@ macro_rules! out {
     }};
 }
 
+mod cold;
 mod dict;
 mod entropy;
 mod plot;
@@ -62,6 +63,9 @@ enum Command {
     /// Train zstd dictionaries (one per cluster of similar pages) on page files and save
     /// them for `sim --dictionary-file`.
     Dict(dict::DictArgs),
+    /// The cold tier's coders side by side on held-out pages: zstd-19 with cluster
+    /// dictionaries, xz -9e, and the mixed form from the dictionaries' primers.
+    Cold(cold::ColdArgs),
     /// Quantise an image's colours by clustering (k-means, mini-batch, Gaussian mixture)
     /// and measure what the lossy step buys: PSNR, entropy, stored bytes.
     Quantize(quantize::QuantizeArgs),
@@ -78,6 +82,7 @@ fn main() {
 /// Runs the parsed command line and writes its output.
 fn run(cli: Cli) -> Result<(), String> {
     let output = match cli.command {
+        Command::Cold(args) => cold::run(args),
         Command::Dict(args) => dict::run(args),
         Command::Entropy(args) => entropy::run(args),
         Command::Quantize(args) => quantize::run(args),

@@ -5,6 +5,7 @@
 //!
 //! Their reports' fields are documented as the commands' JSON schemas in README.md.
 
+pub mod cold;
 pub mod compare;
 pub mod entropy;
 pub mod lifecycle;
