@@ -1,6 +1,7 @@
 //! The tiers: the idle pass (fast-stored pages re-encoded dense, with and without
 //! dictionaries) and writeback to a backing file, as throughput over the pages they take;
-//! and the latency of a read of a recompressed and of a written-back page (criterion's
+//! and the latency of a read of a recompressed, a mixed (cold-pass) and a written-back
+//! page (criterion's
 //! mean, plus percentiles over single reads printed beside it). The backing file lives in
 //! a temporary directory, so its reads come from the page cache: a device adds its own
 //! latency to them.
@@ -90,21 +91,36 @@ fn read_latency(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let backed = backed(&pages, &dir.path().join("backing"));
     backed.writeback(Selection::all()).unwrap();
-    let n = pages.len() as u64;
+    let cold = tiered(&pages, set.as_ref());
+    cold.recompress_selected(Selection::all().level(16));
+    let all: Vec<u64> = (0..pages.len() as u64).collect();
+    let mixed: Vec<u64> = all
+        .iter()
+        .copied()
+        .filter(|&id| cold.stored_class(id) == Some(zpage::Class::Mixed))
+        .collect();
+    assert!(!mixed.is_empty(), "the cold pass stores some pages mixed");
     let mut g = c.benchmark_group("tiers-read");
-    for (name, store) in [("recompressed", &recompressed), ("written-back", &backed)] {
+    for (name, store, ids, reads) in [
+        ("recompressed", &recompressed, &all, 20_000u64),
+        ("mixed", &cold, &mixed, 2_000),
+        ("written-back", &backed, &all, 20_000),
+    ] {
         let mut page = Page::zeroed();
-        let mut id = 0u64;
+        let n = ids.len() as u64;
+        let mut at = 0u64;
         g.bench_function(name, |b| {
             b.iter(|| {
-                id = (id + 7919) % n;
-                store.read_into(id, &mut page).unwrap();
+                at = (at + 7919) % n;
+                store.read_into(ids[at as usize], &mut page).unwrap();
             })
         });
-        let mut times: Vec<Duration> = (0..20_000u64)
+        let mut times: Vec<Duration> = (0..reads)
             .map(|i| {
                 let start = Instant::now();
-                store.read_into(i * 7919 % n, &mut page).unwrap();
+                store
+                    .read_into(ids[(i * 7919 % n) as usize], &mut page)
+                    .unwrap();
                 start.elapsed()
             })
             .collect();
