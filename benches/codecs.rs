@@ -49,6 +49,7 @@ fn codecs(c: &mut Criterion) {
         ("zstd-3", Class::Zstd, CodecConfig::DENSE),
         ("delta-lz4", Class::Delta, CodecConfig::FAST),
         ("delta-zstd", Class::Delta, CodecConfig::DENSE),
+        ("mixed", Class::Mixed, CodecConfig::DENSE),
     ] {
         let mut out = Vec::new();
         g.bench_function(format!("{name}/compress"), |b| {

@@ -261,7 +261,11 @@ proptest! {
 /// Feeds a decoder random, truncated and bit-flipped forms; it must never panic, and a
 /// form with a structural error must be refused.
 fn fuzz_decoders(cases: u64, classes: &[Class]) {
-    let mut rng = Rng(0xfeed_f00d_dead_beef);
+    fuzz_decoders_from(0xfeed_f00d_dead_beef, cases, classes)
+}
+
+fn fuzz_decoders_from(seed: u64, cases: u64, classes: &[Class]) {
+    let mut rng = Rng(seed);
     let mut seeds: Vec<Vec<u8>> = Vec::new();
     let mut out = Vec::new();
     let pages: Vec<Page> = sample_pages()
@@ -329,17 +333,24 @@ fn decoders_survive_a_million_corrupt_inputs() {
     fuzz_decoders(1_000_000, &Class::ALL);
 }
 
-/// The mixed decoder alone, which decodes a whole page from almost any input (so each
-/// input costs a page's decode): `ZPAGE_FUZZ_CASES=N cargo test --release --test codec
-/// -- --ignored mixed` (default 100,000).
+/// The mixed decoder alone, whose inputs cost up to a page's decode each:
+/// `ZPAGE_FUZZ_CASES=N [ZPAGE_FUZZ_SEED=S] cargo test --release --test codec -- --ignored
+/// mixed` (default 100,000 cases; runs with different seeds share the work of a long
+/// campaign between cores).
 #[test]
 #[ignore]
 fn the_mixed_decoder_survives_corrupt_input() {
-    let cases = std::env::var("ZPAGE_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    fuzz_decoders(cases, &[Class::Mixed]);
+    let var = |name, default| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    fuzz_decoders_from(
+        var("ZPAGE_FUZZ_SEED", 0xfeed_f00d_dead_beef),
+        var("ZPAGE_FUZZ_CASES", 100_000),
+        &[Class::Mixed],
+    );
 }
 
 #[test]
