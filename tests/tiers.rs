@@ -208,6 +208,58 @@ fn the_cold_pass_spends_more_once() {
     assert_holds(&store, &pages);
 }
 
+/// The cold pass stores pages in the mixed form from their cluster's primer where that is
+/// smaller; each names its dictionary, which outlives a new set for as long as it does.
+#[test]
+fn the_cold_pass_stores_mixed_forms_that_keep_their_dictionary() {
+    let pages = common::sample_pages();
+    let backing = Arc::new(Faulty::new(pages.len() as u64));
+    let store = tiered().backing(backing).build();
+    insert_all(&store, &pages);
+    store.mark_idle(None);
+    store.recompress_selected(Selection::all().idle());
+    let set = store
+        .train_dictionaries()
+        .unwrap()
+        .expect("the sample trains a set");
+    assert!(set.dictionaries().iter().all(|d| d.primer().is_some()));
+    store.recompress_selected(Selection::all().idle().again());
+    let warm = store.stats();
+    store.recompress_selected(Selection::all().idle().level(16));
+    let cold = store.stats();
+    let mixed: Vec<u64> = (0..pages.len() as u64)
+        .filter(|&id| store.stored_class(id) == Some(Class::Mixed))
+        .collect();
+    assert!(
+        mixed.len() > pages.len() / 10,
+        "{} of {} mixed",
+        mixed.len(),
+        pages.len()
+    );
+    assert!(
+        cold.effective_ratio() > warm.effective_ratio() * 1.03,
+        "warm {:.3}, cold {:.3}",
+        warm.effective_ratio(),
+        cold.effective_ratio()
+    );
+    assert_holds(&store, &pages);
+    // A new set replaces the current one; the mixed pages still decode with theirs, in
+    // memory and written back.
+    store.set_dictionaries(&set);
+    assert!(store.stats().dictionaries > set.dictionaries().len() as u64);
+    assert_holds(&store, &pages);
+    let back = store.writeback(Selection::all()).unwrap();
+    assert!(back.written >= mixed.len() as u64, "{back:?}");
+    assert_holds(&store, &pages);
+    // Once no page names the replaced dictionaries (and no one holds them), they go.
+    let current = set.dictionaries().len() as u64;
+    drop(set);
+    for (id, page) in (0..).zip(&pages) {
+        assert!(*store.remove(id).unwrap().unwrap() == *page, "page {id}");
+    }
+    assert_eq!(store.stats().dictionaries, current);
+}
+
 #[test]
 fn bounds_stop_a_pass() {
     let pages = common::sample_pages();

@@ -1254,14 +1254,11 @@ fn replace_form(
     }
 }
 
-/// The dictionary a stored form names, read from its payload's frame header.
+/// The dictionary a form in the allocator names, read from its payload: whatever forms
+/// [`codec::form_dictionary`] says name one (the same function counted it in `record`).
 fn form_dict(slabs: &Slabs, meta: Meta) -> Option<u32> {
-    match meta.stored {
-        Some(class @ Class::Zstd) if !meta.backed => {
-            codec::form_dictionary(class, slabs.get(Handle::from_bits(meta.word)))
-        }
-        _ => None,
-    }
+    let class = meta.stored.filter(|_| in_allocator(meta))?;
+    codec::form_dictionary(class, slabs.get(Handle::from_bits(meta.word)))
 }
 
 fn free_form(slabs: &mut Slabs, meta: Meta) {
