@@ -116,7 +116,7 @@ impl Tables {
         }
         let mut rate = [0u32; COUNT_LIMIT as usize + 1];
         for (n, r) in rate.iter_mut().enumerate() {
-            *r = 2 * 65536 / (2 * n as u32 + 3);
+            *r = 2 * 32768 / (2 * n as u32 + 3);
         }
         Tables {
             squash: squash_t,
@@ -221,7 +221,7 @@ impl Primer {
 
 /// 16 probability slots for one context's nibble: slot 0 holds the check byte (low 8
 /// bits) and the zero flag's probability (high 12), slots 1..16 the nibble's bit tree
-/// (22-bit probability, 10-bit count).
+/// (16-bit probability, 16-bit count).
 #[derive(Clone, Copy)]
 #[repr(align(64))]
 struct Bucket([u32; 16]);
@@ -269,12 +269,12 @@ fn hash(x: u64, k: u64) -> u32 {
 #[inline(always)]
 fn adapt(slot: &mut u32, y: u32, rate: &[u32; COUNT_LIMIT as usize + 1]) {
     let s = *slot;
-    let n = s & 1023;
-    let p = (s >> 10) as i32;
-    let target = (y << 22) as i32 - y as i32;
-    let step =
-        ((i64::from(target - p) * i64::from(rate[n.min(COUNT_LIMIT) as usize])) >> 16) as i32;
-    *slot = ((p + step) as u32) << 10 | (n + u32::from(n < COUNT_LIMIT));
+    let n = s & 0xffff;
+    let p = (s >> 16) as i32;
+    let target = (y << 16) as i32 - y as i32;
+    // At most 65535 * 21845: the product fits an i32.
+    let step = ((target - p) * rate[n.min(COUNT_LIMIT) as usize] as i32) >> 15;
+    *slot = ((p + step) as u32) << 16 | (n + u32::from(n < COUNT_LIMIT));
 }
 
 /// The mixer's sum of products (wrapping, as it can only in theory: 16 products of two
@@ -428,10 +428,11 @@ impl Coder {
     fn predict(&mut self) -> u32 {
         let t = &self.tables;
         let (partial, nibble, zero) = (self.partial, self.nibble, self.zero_flag);
-        for i in 0..MODELS {
-            let b = &self.buckets[self.at[i]].0;
-            let p = if zero { b[0] >> 20 } else { b[nibble] >> 20 };
-            self.inputs[i] = t.stretch[p as usize];
+        // Slot 0 holds the zero flag's probability, as the bit tree's slots do theirs,
+        // in its top 12 bits.
+        let slot = if zero { 0 } else { nibble };
+        for (input, &at) in self.inputs.iter_mut().zip(&self.at) {
+            *input = t.stretch[(self.buckets[at].0[slot] >> 20) as usize];
         }
         let bit = if zero {
             8
@@ -484,15 +485,17 @@ impl Coder {
     fn update(&mut self, y: u32) -> Option<u8> {
         let t = &self.tables;
         let (nibble, zero) = (self.nibble, self.zero_flag);
-        for i in 0..MODELS {
-            let b = &mut self.buckets[self.at[i]].0;
-            if zero {
+        if zero {
+            for &at in &self.at {
+                let b = &mut self.buckets[at].0;
                 let s = b[0];
                 let p = (s >> 20) as i32;
                 let p = p + ((((y << 12) as i32 - y as i32) - p) >> 3);
                 b[0] = (p as u32) << 20 | (s & 0xf_ffff);
-            } else {
-                adapt(&mut b[nibble], y, &t.rate);
+            }
+        } else {
+            for &at in &self.at {
+                adapt(&mut self.buckets[at].0[nibble], y, &t.rate);
             }
         }
         if self.inputs[MODELS] != 0 {
