@@ -232,12 +232,12 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
         }
         Class::Incompressible => Class::Incompressible,
     };
-    if stored == Class::Incompressible || out.len() >= config.huge_threshold.min(RAW_SIZE) {
+    if stored == Class::Incompressible {
         out.clear();
         raw::encode(page, out);
         return Class::Incompressible;
     }
-    stored
+    raw_if_huge(stored, page, config, out)
 }
 
 /// Encodes `page` in the zstd form with `dict` into `out` (cleared first), or in the
@@ -251,12 +251,18 @@ pub fn encode_with_dictionary(
 ) -> Class {
     out.clear();
     dict::encode(page, dict, level, out);
+    raw_if_huge(Class::Zstd, page, config, out)
+}
+
+/// `class`, or the incompressible form (re-encoded into `out`) where `out` reaches the
+/// huge threshold.
+fn raw_if_huge(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>) -> Class {
     if out.len() >= config.huge_threshold.min(RAW_SIZE) {
         out.clear();
         raw::encode(page, out);
         return Class::Incompressible;
     }
-    Class::Zstd
+    class
 }
 
 /// Encodes `page` in the mixed form from `dict`'s primer (the untrained one without)
@@ -271,12 +277,7 @@ pub fn encode_mixed(
     out.clear();
     let primer = dict.and_then(|d| Some((d.id(), d.primer()?)));
     mixed::encode(page, primer, out);
-    if out.len() >= config.huge_threshold.min(RAW_SIZE) {
-        out.clear();
-        raw::encode(page, out);
-        return Class::Incompressible;
-    }
-    Class::Mixed
+    raw_if_huge(Class::Mixed, page, config, out)
 }
 
 /// The dictionary a stored form names, if any: zstd forms name the dictionary they were

@@ -90,33 +90,38 @@ fn mb_s(pages: usize, time: Duration) -> f64 {
     (pages * PAGE_SIZE) as f64 / time.as_secs_f64().max(1e-9) / 1e6
 }
 
-/// xz per page: raw LZMA2 at preset 9e (no container: its headers are not the coder's).
-fn xz(page: &Page) -> Result<Vec<u8>, ColdError> {
-    use liblzma::stream::{Action, Filters, LzmaOptions, PRESET_EXTREME, Stream};
-    let err = |e: liblzma::stream::Error| ColdError::Xz(e.to_string());
-    let options = LzmaOptions::new_preset(9 | PRESET_EXTREME).map_err(err)?;
+fn xz_error(e: liblzma::stream::Error) -> ColdError {
+    ColdError::Xz(e.to_string())
+}
+
+/// Raw LZMA2 at preset 9e (no container: its headers are not the coder's).
+fn lzma2() -> Result<liblzma::stream::Filters, ColdError> {
+    use liblzma::stream::{Filters, LzmaOptions, PRESET_EXTREME};
+    let options = LzmaOptions::new_preset(9 | PRESET_EXTREME).map_err(xz_error)?;
     let mut filters = Filters::new();
     filters.lzma2(&options);
-    let mut stream = Stream::new_raw_encoder(&filters).map_err(err)?;
+    Ok(filters)
+}
+
+/// xz per page.
+fn xz(page: &Page) -> Result<Vec<u8>, ColdError> {
+    use liblzma::stream::{Action, Stream};
+    let mut stream = Stream::new_raw_encoder(&lzma2()?).map_err(xz_error)?;
     let mut out = Vec::with_capacity(2 * PAGE_SIZE);
     stream
         .process_vec(page.bytes(), &mut out, Action::Finish)
-        .map_err(err)?;
+        .map_err(xz_error)?;
     Ok(out)
 }
 
 fn unxz(coded: &[u8], out: &mut Vec<u8>) -> Result<(), ColdError> {
-    use liblzma::stream::{Action, Filters, LzmaOptions, PRESET_EXTREME, Stream};
-    let err = |e: liblzma::stream::Error| ColdError::Xz(e.to_string());
-    let options = LzmaOptions::new_preset(9 | PRESET_EXTREME).map_err(err)?;
-    let mut filters = Filters::new();
-    filters.lzma2(&options);
-    let mut stream = Stream::new_raw_decoder(&filters).map_err(err)?;
+    use liblzma::stream::{Action, Stream};
+    let mut stream = Stream::new_raw_decoder(&lzma2()?).map_err(xz_error)?;
     out.clear();
     out.reserve(PAGE_SIZE);
     stream
         .process_vec(coded, out, Action::Finish)
-        .map_err(err)?;
+        .map_err(xz_error)?;
     Ok(())
 }
 
@@ -130,7 +135,7 @@ pub fn compare(name: &str, pages: &[Page], test: usize) -> Result<ColdRow, ColdE
     let step = pages.len() / test;
     let held: Vec<&Page> = (0..test).map(|i| &pages[i * step + step / 2]).collect();
     let train: Vec<&Page> = (0..pages.len())
-        .filter(|i| step == 0 || i % step != step / 2)
+        .filter(|i| i % step != step / 2)
         .map(|i| &pages[i])
         .collect();
     let set = DictionarySet::train(
