@@ -462,6 +462,38 @@ mod tests {
         }
     }
 
+    /// A file of version 1 (before primers) loads, its dictionaries without primers.
+    #[test]
+    fn a_file_without_primers_loads() {
+        let pages = pages();
+        let refs: Vec<&Page> = pages.iter().collect();
+        let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
+        let mut v1 = FILE_MAGIC.to_vec();
+        v1.extend_from_slice(&FILE_VERSION_NO_PRIMERS.to_le_bytes());
+        v1.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());
+        for (centroid, dict) in set.clusters().centroids().iter().zip(set.dictionaries()) {
+            for x in centroid {
+                v1.extend_from_slice(&x.to_le_bytes());
+            }
+            v1.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
+            v1.extend_from_slice(dict.bytes());
+        }
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let back = DictionarySet::from_bytes(&v1, 9, 3).unwrap();
+        assert_eq!(back.clusters(), set.clusters());
+        assert!(back.dictionaries().iter().all(|d| d.primer().is_none()));
+        // A primer of the wrong length is refused, in one line.
+        let mut bad = set.to_bytes();
+        let at = bad.len() - 4 - PRIMER_BYTES - 4;
+        bad[at..at + 4].copy_from_slice(&7u32.to_le_bytes());
+        let body = bad.len() - 4;
+        let crc = crc32fast::hash(&bad[..body]);
+        bad[body..].copy_from_slice(&crc.to_le_bytes());
+        let err = DictionarySet::from_bytes(&bad, 1, 3).unwrap_err();
+        assert!(err.contains("primer") && !err.contains('\n'), "{err}");
+    }
+
     #[test]
     fn a_store_too_small_gets_no_dictionary() {
         let pages = pages();
