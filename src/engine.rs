@@ -5,7 +5,9 @@
 //! model (no features where the model's plan is the same for every page, as the words
 //! profile's one leaf is), whose [`Plan`] names the forms to try, and the engine
 //! encodes exactly those and keeps the smaller. [`Engine::classify`] returns that same
-//! plan. Whatever the plan says, the stored form decodes to the same page (a wrong class
+//! plan. The one form outside any plan is the cold tier's mixed form, which
+//! [`Engine::encode_cold`] tries beside the plan's and keeps only where it is smaller by
+//! [`MIXED_MARGIN`]. Whatever the plan says, the stored form decodes to the same page (a wrong class
 //! costs bytes, never data). An `Engine` is immutable and `Send + Sync`.
 
 use crate::classify::features;
