@@ -5,6 +5,7 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use zpage::tools::cold::{self, ColdRow};
+use zpage::tools::compare;
 use zpage::tools::pagefile;
 
 /// The JSON schema name and version of the `zpage cold` report.
@@ -48,9 +49,9 @@ pub fn run(args: ColdArgs) -> Result<String, String> {
     }
     let report = Report {
         schema: SCHEMA,
-        mixed_vs_zstd: cold::geomean(inputs.iter().map(|r| r.mixed_vs_zstd)),
-        mixed_unprimed_vs_zstd: cold::geomean(inputs.iter().map(|r| r.mixed_unprimed_vs_zstd)),
-        xz_vs_zstd: cold::geomean(inputs.iter().map(|r| r.xz_vs_zstd)),
+        mixed_vs_zstd: compare::geomean(inputs.iter().map(|r| r.mixed_vs_zstd)),
+        mixed_unprimed_vs_zstd: compare::geomean(inputs.iter().map(|r| r.mixed_unprimed_vs_zstd)),
+        xz_vs_zstd: compare::geomean(inputs.iter().map(|r| r.xz_vs_zstd)),
         inputs,
     };
     if args.json {

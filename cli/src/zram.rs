@@ -6,6 +6,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 use zpage::Engine;
 use zpage::classify::model::Profile;
+use zpage::tools::compare;
 use zpage::tools::lifecycle;
 use zpage::tools::pagefile::{self, PageFile};
 use zpage::tools::sim;
@@ -258,11 +259,7 @@ impl InputRun {
 
 fn summarise(inputs: &[InputRun]) -> Summary {
     let geomean_of = |mine: fn(&InputRun) -> f64, over: fn(&InputRun) -> f64| {
-        let log_sum: f64 = inputs
-            .iter()
-            .map(|i| (mine(i) / over(i).max(1e-9)).ln())
-            .sum();
-        (log_sum / inputs.len().max(1) as f64).exp()
+        compare::geomean(inputs.iter().map(|i| mine(i) / over(i).max(1e-9)))
     };
     let geomean = |over: fn(&InputRun) -> f64| geomean_of(|i| i.dense.effective_ratio, over);
     let tiered = |i: &InputRun| i.tiered.effective_ratio;

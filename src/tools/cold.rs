@@ -9,6 +9,7 @@
 //! as they stream, at most [`SAMPLE_PAGES`] kept); same-filled pages are left out (no
 //! coder stores them).
 
+use super::compare;
 use super::pagefile::{PageFile, PageFileError};
 use super::source::PageSource;
 use crate::codec;
@@ -87,7 +88,7 @@ pub fn sample(path: &Path, pad: bool) -> Result<(String, Vec<Page>), ColdError> 
 }
 
 fn mb_s(pages: usize, time: Duration) -> f64 {
-    (pages * PAGE_SIZE) as f64 / time.as_secs_f64().max(1e-9) / 1e6
+    compare::mb_s((pages * PAGE_SIZE) as u64, time)
 }
 
 fn xz_error(e: liblzma::stream::Error) -> ColdError {
@@ -246,10 +247,4 @@ fn decode_any(stored: &[u8], set: Option<&DictionarySet>, out: &mut Page) -> boo
         Some(set) => codec::decode_payload_with(class, &stored[1..], set, out).is_ok(),
         None => codec::decode(stored, out).is_ok(),
     }
-}
-
-/// The geometric mean of the rows' ratios (mixed over zstd-19 with dictionaries).
-pub fn geomean(values: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v.max(1e-12).ln(), n + 1));
-    if n == 0 { 1.0 } else { (sum / n as f64).exp() }
 }

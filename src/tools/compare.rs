@@ -45,6 +45,12 @@ impl SchemeResult {
     }
 }
 
+/// The geometric mean of ratios (1 for none).
+pub fn geomean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v.max(1e-9).ln(), n + 1));
+    if n == 0 { 1.0 } else { (sum / n as f64).exp() }
+}
+
 /// Megabytes (10^6 bytes) per second.
 pub fn mb_s(bytes: u64, time: Duration) -> f64 {
     bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9)
