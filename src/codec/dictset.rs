@@ -12,7 +12,8 @@
 //!   store gets small dictionaries or none.
 //! - Each cluster's dictionary carries the mixed form's primer for its pages, trained on
 //!   the same samples once the set is chosen ([`super::mixed::Primer::train`]); files
-//!   of version 1, written before primers, load without them.
+//!   of version 1 (before primers) and 2 (primers of an earlier model, which this
+//!   coder cannot use) load without them.
 //! - A file is checked whole before anything is built from it (magic, version, lengths,
 //!   CRC-32, zstd's parse of each dictionary): a bad file is a one-line error.
 
@@ -26,9 +27,13 @@ use std::path::Path;
 
 const FILE_MAGIC: &[u8; 8] = b"ZPGDICT\0";
 /// Format version written into dictionary-set files.
-pub const FILE_VERSION: u32 = 2;
+pub const FILE_VERSION: u32 = 3;
 /// The version before primers, still read.
 const FILE_VERSION_NO_PRIMERS: u32 = 1;
+/// The version whose primers were an earlier model's, still read (its primers dropped).
+const FILE_VERSION_OLD_PRIMERS: u32 = 2;
+/// A version-2 primer's length.
+const OLD_PRIMER_BYTES: usize = 34_304;
 /// Most clusters a set (or a file) may hold.
 pub const MAX_CLUSTERS: usize = 64;
 /// Largest dictionary a file may hold.
@@ -299,9 +304,9 @@ impl DictionarySet {
             return Err("no dictionary-set header".into());
         }
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != FILE_VERSION && version != FILE_VERSION_NO_PRIMERS {
+        if !(FILE_VERSION_NO_PRIMERS..=FILE_VERSION).contains(&version) {
             return Err(format!(
-                "format version {version}, this build reads {FILE_VERSION_NO_PRIMERS} and {FILE_VERSION}"
+                "format version {version}, this build reads {FILE_VERSION_NO_PRIMERS} to {FILE_VERSION}"
             ));
         }
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
@@ -334,13 +339,18 @@ impl DictionarySet {
             let id = first_id + c as u32;
             let mut dict = Dictionary::from_bytes(take(len)?.to_vec(), id, level)
                 .map_err(|e| format!("dictionary {c}: {e}"))?;
-            if version == FILE_VERSION {
+            if version != FILE_VERSION_NO_PRIMERS {
                 let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
-                if len != 0 && len != PRIMER_BYTES {
-                    return Err(format!("primer {c} of {len} bytes (0 or {PRIMER_BYTES})"));
+                let expected = match version {
+                    FILE_VERSION_OLD_PRIMERS => OLD_PRIMER_BYTES,
+                    _ => PRIMER_BYTES,
+                };
+                if len != 0 && len != expected {
+                    return Err(format!("primer {c} of {len} bytes (0 or {expected})"));
                 }
-                if len != 0 {
-                    let primer = Primer::from_bytes(take(len)?).expect("length checked");
+                let primer = take(len)?;
+                if len != 0 && version == FILE_VERSION {
+                    let primer = Primer::from_bytes(primer).expect("length checked");
                     dict = dict.with_primer(primer);
                 }
             }
@@ -452,7 +462,7 @@ mod tests {
             },
             {
                 let mut b = bytes.clone();
-                b[8] = 3;
+                b[8] = FILE_VERSION as u8 + 1;
                 b
             },
             b"not a set at all, not at all".to_vec(),
@@ -462,27 +472,37 @@ mod tests {
         }
     }
 
-    /// A file of version 1 (before primers) loads, its dictionaries without primers.
+    /// Files of version 1 (before primers) and 2 (an earlier model's primers) load, their
+    /// dictionaries without primers.
     #[test]
-    fn a_file_without_primers_loads() {
+    fn a_file_without_usable_primers_loads() {
         let pages = pages();
         let refs: Vec<&Page> = pages.iter().collect();
         let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
-        let mut v1 = FILE_MAGIC.to_vec();
-        v1.extend_from_slice(&FILE_VERSION_NO_PRIMERS.to_le_bytes());
-        v1.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());
-        for (centroid, dict) in set.clusters().centroids().iter().zip(set.dictionaries()) {
-            for x in centroid {
-                v1.extend_from_slice(&x.to_le_bytes());
+        for (version, primer) in [
+            (FILE_VERSION_NO_PRIMERS, None),
+            (FILE_VERSION_OLD_PRIMERS, Some(OLD_PRIMER_BYTES)),
+        ] {
+            let mut old = FILE_MAGIC.to_vec();
+            old.extend_from_slice(&version.to_le_bytes());
+            old.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());
+            for (centroid, dict) in set.clusters().centroids().iter().zip(set.dictionaries()) {
+                for x in centroid {
+                    old.extend_from_slice(&x.to_le_bytes());
+                }
+                old.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
+                old.extend_from_slice(dict.bytes());
+                if let Some(len) = primer {
+                    old.extend_from_slice(&(len as u32).to_le_bytes());
+                    old.extend(std::iter::repeat_n(7u8, len));
+                }
             }
-            v1.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
-            v1.extend_from_slice(dict.bytes());
+            let crc = crc32fast::hash(&old);
+            old.extend_from_slice(&crc.to_le_bytes());
+            let back = DictionarySet::from_bytes(&old, 9, 3).unwrap();
+            assert_eq!(back.clusters(), set.clusters());
+            assert!(back.dictionaries().iter().all(|d| d.primer().is_none()));
         }
-        let crc = crc32fast::hash(&v1);
-        v1.extend_from_slice(&crc.to_le_bytes());
-        let back = DictionarySet::from_bytes(&v1, 9, 3).unwrap();
-        assert_eq!(back.clusters(), set.clusters());
-        assert!(back.dictionaries().iter().all(|d| d.primer().is_none()));
         // A primer of the wrong length is refused, in one line.
         let mut bad = set.to_bytes();
         let at = bad.len() - 4 - PRIMER_BYTES - 4;

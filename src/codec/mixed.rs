@@ -1,16 +1,19 @@
 //! Mixed pages: the cold tier's form. A page is coded one binary decision at a time by an
-//! arithmetic coder, each decision's probability predicted by mixing nine context models
-//! (lpaq/paq8 style): the densest form the store has, and the slowest, for pages read
+//! arithmetic coder, each decision's probability predicted by mixing five context models
+//! and a match model (lpaq/paq8 style): the densest form the store has, and the slowest, for pages read
 //! rarely whose bytes cost memory every second.
 //!
 //! The model, rebuilt identically by the decoder from what it has decoded:
-//! - per byte, first "is this byte zero?", then (if not) its eight bits, most significant
-//!   first, in two nibbles;
-//! - nine hashed contexts: orders 0, 1, 2, 3, 4 and 6 of the preceding bytes, and three
-//!   that see the page as 8-byte words (the bytes at this position in the last one and
-//!   two words, with the previous byte or two); each context's statistics for a nibble
-//!   sit in one 64-byte bucket with a check byte, so a collision resets rather than
-//!   shares;
+//! - per byte, at most three steps: "is it the byte that last followed the preceding
+//!   two?" (asked only where that byte is known and not zero), "is it zero?", then its
+//!   eight bits, most significant first, in two nibbles. Most bytes of memory are zero or
+//!   repeat their two-byte context's last successor, so most bytes cost one decision
+//!   instead of eight, which is most of the coder's speed;
+//! - five hashed contexts: orders 1, 2 and 4 of the preceding bytes, and two that see the
+//!   page as 8-byte words (the bytes at this position in the last one and two words, and
+//!   that of the last word with the previous byte); each context's statistics for a
+//!   nibble sit in one 64-byte bucket with a check byte, so a collision resets rather
+//!   than shares;
 //! - a match model (the byte that followed the last occurrence of the preceding six);
 //! - two mixers (one-layer networks of 16-bit weights), their weight sets chosen by the
 //!   partial byte and by (match length, position in the word, bit), averaged in the
@@ -41,17 +44,20 @@ use crate::page::{PAGE_SIZE, Page};
 use crate::sync::RefCell;
 
 /// Hashed contexts.
-const MODELS: usize = 9;
+const MODELS: usize = 5;
 /// Mixer inputs: the models, the match model, a bias; padded to a vector width.
-const INPUTS: usize = 16;
+const INPUTS: usize = 8;
+/// Mixer errors below which the weights stay as they are.
+const SKIP: i32 = 48;
 /// Buckets per model, as a power of two: 2^11 of 64 bytes, 128 KiB a model.
 const BUCKET_BITS: u32 = 11;
 const BUCKETS: usize = 1 << BUCKET_BITS;
-/// Weight sets of the first mixer: the partial byte (1..=255), 0 for the zero flag.
-const SETS_1: usize = 256;
-/// Weight sets of the second mixer: match-length bucket x word position x bit (8 is the
-/// zero flag).
-const SETS_2: usize = 4 * 8 * 9;
+/// Weight sets of the first mixer: the partial byte (1..=255), 0 for the zero flag, 256
+/// for the predicted byte's.
+const SETS_1: usize = 257;
+/// Weight sets of the second mixer: match-length bucket x word position x decision (bits
+/// 0 to 7, 8 the zero flag, 9 the predicted byte's).
+const SETS_2: usize = 4 * 8 * 10;
 /// Probability-map contexts (the first mixer's) and interpolation points.
 const MAP_CONTEXTS: usize = SETS_1;
 const MAP_POINTS: usize = 33;
@@ -220,13 +226,22 @@ impl Primer {
 }
 
 /// 16 probability slots for one context's nibble: slot 0 holds the check byte (low 8
-/// bits) and the zero flag's probability (high 12), slots 1..16 the nibble's bit tree
+/// bits), the predicted byte's flag's probability (the next 12) and the zero flag's (high
+/// 12; both used in the first nibble's bucket only), slots 1..16 the nibble's bit tree
 /// (16-bit probability, 16-bit count).
 #[derive(Clone, Copy)]
 #[repr(align(64))]
 struct Bucket([u32; 16]);
 
 const HALF: u32 = 1 << 31;
+
+/// Which decision of a byte comes next.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Zero,
+    Predicted,
+    Bits,
+}
 
 /// A coder's working state, reused page after page by one thread.
 struct Coder {
@@ -250,8 +265,12 @@ struct Coder {
     nibble: usize,
     /// The last eight bytes, most recent lowest.
     last: u64,
-    /// Whether the next decision is the byte's zero flag.
-    zero_flag: bool,
+    /// The next decision: the byte's zero flag, its predicted-byte flag, or a bit.
+    stage: Stage,
+    /// The byte that last followed the preceding two, with a leading 1 (0: none).
+    predicted: u32,
+    /// Per two-byte context, the byte that last followed it, with a leading 1.
+    order2: Box<[u16; 1 << 16]>,
     match_table: Box<[u16; MATCH_TABLE]>,
     match_at: usize,
     match_len: u32,
@@ -282,9 +301,10 @@ fn adapt(slot: &mut u32, y: u32, rate: &[u32; COUNT_LIMIT as usize + 1]) {
 /// measured no gain beyond this machine's run-to-run noise, so this stays safe code.
 #[inline(always)]
 fn dot(w: &[i16; INPUTS], x: &[i16; INPUTS]) -> i32 {
-    w.iter().zip(x).fold(0i32, |s, (&w, &x)| {
-        s.wrapping_add(i32::from(w) * i32::from(x))
-    })
+    w.iter()
+        .zip(x)
+        .map(|(&a, &b)| i32::from(a) * i32::from(b))
+        .sum::<i32>()
 }
 
 #[inline(always)]
@@ -315,7 +335,9 @@ impl Coder {
             partial: 1,
             nibble: 1,
             last: 0,
-            zero_flag: true,
+            stage: Stage::Zero,
+            predicted: 0,
+            order2: Box::new([0; 1 << 16]),
             match_table: Box::new([0; MATCH_TABLE]),
             match_at: 0,
             match_len: 0,
@@ -340,6 +362,7 @@ impl Coder {
         }
         self.match_stats.fill(HALF);
         self.match_table.fill(0);
+        self.order2.fill(0);
         self.match_len = 0;
         self.match_at = 0;
         self.len = 0;
@@ -367,17 +390,13 @@ impl Coder {
     fn next_byte(&mut self) {
         let (c, n) = (self.last, self.len);
         let pos = (n & 7) as u64;
-        let (b7, b8, b16) = (self.back(7), self.back(8), self.back(16));
+        let (b8, b16) = (self.back(8), self.back(16));
         self.hashes = [
-            hash(0, 1),
-            hash(c & 0xff, 2),
-            hash(c & 0xffff, 3),
-            hash(c & 0xff_ffff, 4),
-            hash(c & 0xffff_ffff, 5),
-            hash(c & 0xffff_ffff_ffff, 6),
-            hash(pos | b8 << 8 | b16 << 16, 7),
-            hash(pos | b8 << 8 | (c & 0xff) << 16, 8),
-            hash(pos | (c & 0xffff) << 8 | b8 << 24 | b7 << 32, 9),
+            hash(c & 0xff, 1),
+            hash(c & 0xffff, 2),
+            hash(c & 0xffff_ffff, 3),
+            hash(pos | b8 << 8 | b16 << 16, 4),
+            hash(pos | b8 << 8 | (c & 0xff) << 16, 5),
         ];
         // The match continues if its prediction came true, else is looked up afresh.
         if self.match_len > 0 && self.expected == (c & 0xff) as u32 | 256 && self.match_at + 1 < n {
@@ -402,7 +421,12 @@ impl Coder {
         } else {
             0
         };
-        self.zero_flag = true;
+        self.predicted = u32::from(self.order2[(c & 0xffff) as usize]);
+        self.stage = if self.predicted > 256 {
+            Stage::Predicted
+        } else {
+            Stage::Zero
+        };
         self.partial = 1;
         self.nibble = 1;
         self.select_buckets(0);
@@ -417,7 +441,7 @@ impl Coder {
             let b = &mut self.buckets[at];
             if b.0[0] & 0xff != check {
                 b.0 = [HALF; 16];
-                b.0[0] = check | 2048 << 20;
+                b.0[0] = check | 2048 << 20 | 2048 << 8;
             }
             self.at[i] = at;
         }
@@ -427,22 +451,29 @@ impl Coder {
     #[inline(always)]
     fn predict(&mut self) -> u32 {
         let t = &self.tables;
-        let (partial, nibble, zero) = (self.partial, self.nibble, self.zero_flag);
-        // Slot 0 holds the zero flag's probability, as the bit tree's slots do theirs,
-        // in its top 12 bits.
-        let slot = if zero { 0 } else { nibble };
+        let (partial, nibble, stage) = (self.partial, self.nibble, self.stage);
+        // Slot 0 holds the zero flag's probability in its top 12 bits, the predicted
+        // byte's flag in the 12 below; the bit tree's slots hold theirs in the top 12.
+        let (slot, shift) = match stage {
+            Stage::Zero => (0, 20),
+            Stage::Predicted => (0, 8),
+            Stage::Bits => (nibble, 20),
+        };
         for (input, &at) in self.inputs.iter_mut().zip(&self.at) {
-            *input = t.stretch[(self.buckets[at].0[slot] >> 20) as usize];
+            *input = t.stretch[((self.buckets[at].0[slot] >> shift) & 0xfff) as usize];
         }
-        let bit = if zero {
-            8
-        } else {
-            (31 - partial.leading_zeros()) as usize
+        let bit = match stage {
+            Stage::Zero => 8,
+            Stage::Predicted => 9,
+            Stage::Bits => (31 - partial.leading_zeros()) as usize,
         };
         let (mut expect, mut len) = (0u32, 0u32);
         if self.expected != 0 {
-            if zero {
+            if stage == Stage::Zero {
                 expect = u32::from(self.expected == 256);
+                len = self.match_len.min(63);
+            } else if stage == Stage::Predicted {
+                expect = u32::from(self.expected == self.predicted);
                 len = self.match_len.min(63);
             } else if self.expected >> (8 - bit) == partial {
                 expect = (self.expected >> (7 - bit)) & 1;
@@ -462,8 +493,12 @@ impl Coder {
             8..=15 => 2,
             _ => 3,
         };
-        self.set_1 = if zero { 0 } else { partial as usize };
-        self.set_2 = ((len_bucket * 8 + (self.len & 7)) * 9 + bit) % SETS_2;
+        self.set_1 = match stage {
+            Stage::Zero => 0,
+            Stage::Predicted => 256,
+            Stage::Bits => partial as usize,
+        };
+        self.set_2 = ((len_bucket * 8 + (self.len & 7)) * 10 + bit) % SETS_2;
         let d1 = (dot(&self.weights_1[self.set_1], &self.inputs) >> 14).clamp(-2047, 2047);
         let d2 = (dot(&self.weights_2[self.set_2], &self.inputs) >> 14).clamp(-2047, 2047);
         self.mixed = [
@@ -484,14 +519,15 @@ impl Coder {
     #[inline(always)]
     fn update(&mut self, y: u32) -> Option<u8> {
         let t = &self.tables;
-        let (nibble, zero) = (self.nibble, self.zero_flag);
-        if zero {
+        let (nibble, stage) = (self.nibble, self.stage);
+        if stage != Stage::Bits {
+            let shift = if stage == Stage::Zero { 20 } else { 8 };
             for &at in &self.at {
                 let b = &mut self.buckets[at].0;
                 let s = b[0];
-                let p = (s >> 20) as i32;
+                let p = ((s >> shift) & 0xfff) as i32;
                 let p = p + ((((y << 12) as i32 - y as i32) - p) >> 3);
-                b[0] = (p as u32) << 20 | (s & 0xf_ffff);
+                b[0] = (p as u32) << shift | (s & !(0xfff << shift));
             }
         } else {
             for &at in &self.at {
@@ -509,16 +545,29 @@ impl Coder {
             (self.mixed[0], &mut self.weights_1[self.set_1]),
             (self.mixed[1], &mut self.weights_2[self.set_2]),
         ] {
-            let err = (((((y as i32) << 12) - m) * RATE) >> 2).clamp(-32767, 32767) as i16;
+            let e = ((y as i32) << 12) - m;
+            if e.abs() < SKIP {
+                continue;
+            }
+            let err = ((e * RATE) >> 2).clamp(-32767, 32767) as i16;
             train(weights, &shifted, err);
         }
         let target = (y << 16) as i32 + ((y as i32) << 5) - 2 * y as i32;
         let (row, point) = self.map_at;
         let m = &mut self.map[row][point];
         *m = (i32::from(*m) + ((target - i32::from(*m)) >> 6)) as u16;
-        if zero {
-            self.zero_flag = false;
-            return (y == 1).then(|| self.push(0));
+        match stage {
+            Stage::Zero if y == 1 => return Some(self.push(0)),
+            Stage::Predicted if y == 1 => return Some(self.push(self.predicted as u8)),
+            Stage::Predicted => {
+                self.stage = Stage::Zero;
+                return None;
+            }
+            Stage::Zero => {
+                self.stage = Stage::Bits;
+                return None;
+            }
+            Stage::Bits => {}
         }
         self.partial = self.partial << 1 | y;
         self.nibble = self.nibble << 1 | y as usize;
@@ -533,6 +582,7 @@ impl Coder {
     }
 
     fn push(&mut self, byte: u8) -> u8 {
+        self.order2[(self.last & 0xffff) as usize] = u16::from(byte) | 256;
         self.history[self.len] = byte;
         self.len += 1;
         self.last = self.last << 8 | u64::from(byte);
@@ -544,16 +594,17 @@ impl Coder {
 
     fn encode(&mut self, page: &[u8], out: &mut Encoder) {
         for &byte in page {
-            let p = self.predict();
-            out.code(p, u32::from(byte == 0));
-            if self.update(u32::from(byte == 0)).is_some() {
-                continue;
-            }
-            for k in (0..8).rev() {
-                let y = u32::from(byte >> k) & 1;
+            loop {
+                let y = match self.stage {
+                    Stage::Zero => u32::from(byte == 0),
+                    Stage::Predicted => u32::from(u32::from(byte) | 256 == self.predicted),
+                    Stage::Bits => u32::from(byte) >> (7 - (31 - self.partial.leading_zeros())) & 1,
+                };
                 let p = self.predict();
                 out.code(p, y);
-                self.update(y);
+                if self.update(y).is_some() {
+                    break;
+                }
             }
         }
     }
@@ -671,7 +722,7 @@ impl Decoder<'_> {
 }
 
 thread_local! {
-    /// A coder per thread: its tables (about 1.2 MiB) are reused, not reallocated.
+    /// A coder per thread: its tables (about 0.8 MiB) are reused, not reallocated.
     static CODER: RefCell<Option<Box<Coder>>> = const { RefCell::new(None) };
 }
 
