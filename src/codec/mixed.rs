@@ -234,6 +234,9 @@ impl Primer {
 struct Bucket([u32; 16]);
 
 const HALF: u32 = 1 << 31;
+/// Where slot 0 keeps the zero flag's and the predicted byte's flag's probabilities.
+const ZERO_SHIFT: u32 = 20;
+const PREDICTED_SHIFT: u32 = 8;
 
 /// Which decision of a byte comes next.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -441,7 +444,7 @@ impl Coder {
             let b = &mut self.buckets[at];
             if b.0[0] & 0xff != check {
                 b.0 = [HALF; 16];
-                b.0[0] = check | 2048 << 20 | 2048 << 8;
+                b.0[0] = check | 2048 << ZERO_SHIFT | 2048 << PREDICTED_SHIFT;
             }
             self.at[i] = at;
         }
@@ -454,32 +457,28 @@ impl Coder {
         let (partial, nibble, stage) = (self.partial, self.nibble, self.stage);
         // Slot 0 holds the zero flag's probability in its top 12 bits, the predicted
         // byte's flag in the 12 below; the bit tree's slots hold theirs in the top 12.
-        let (slot, shift) = match stage {
-            Stage::Zero => (0, 20),
-            Stage::Predicted => (0, 8),
-            Stage::Bits => (nibble, 20),
+        // Per decision: its slot and field, its index among a byte's decisions, its
+        // first mixer's weight set, and what the match predicts for it (if it applies).
+        let (slot, shift, bit, set_1, agrees) = match stage {
+            Stage::Zero => (0, ZERO_SHIFT, 8, 0, Some(u32::from(self.expected == 256))),
+            Stage::Predicted => {
+                let agrees = u32::from(self.expected == self.predicted);
+                (0, PREDICTED_SHIFT, 9, 256, Some(agrees))
+            }
+            Stage::Bits => {
+                let bit = (31 - partial.leading_zeros()) as usize;
+                let agrees = (self.expected >> (8 - bit) == partial)
+                    .then(|| (self.expected >> (7 - bit)) & 1);
+                (nibble, 20, bit, partial as usize, agrees)
+            }
         };
         for (input, &at) in self.inputs.iter_mut().zip(&self.at) {
             *input = t.stretch[((self.buckets[at].0[slot] >> shift) & 0xfff) as usize];
         }
-        let bit = match stage {
-            Stage::Zero => 8,
-            Stage::Predicted => 9,
-            Stage::Bits => (31 - partial.leading_zeros()) as usize,
+        let (expect, len) = match agrees {
+            Some(expect) if self.expected != 0 => (expect, self.match_len.min(63)),
+            _ => (0, 0),
         };
-        let (mut expect, mut len) = (0u32, 0u32);
-        if self.expected != 0 {
-            if stage == Stage::Zero {
-                expect = u32::from(self.expected == 256);
-                len = self.match_len.min(63);
-            } else if stage == Stage::Predicted {
-                expect = u32::from(self.expected == self.predicted);
-                len = self.match_len.min(63);
-            } else if self.expected >> (8 - bit) == partial {
-                expect = (self.expected >> (7 - bit)) & 1;
-                len = self.match_len.min(63);
-            }
-        }
         self.match_slot = ((len as usize * 2 + expect as usize) << 4 | bit) % MATCH_SLOTS;
         self.inputs[MODELS] = if len > 0 {
             t.stretch[(self.match_stats[self.match_slot] >> 20) as usize]
@@ -493,11 +492,7 @@ impl Coder {
             8..=15 => 2,
             _ => 3,
         };
-        self.set_1 = match stage {
-            Stage::Zero => 0,
-            Stage::Predicted => 256,
-            Stage::Bits => partial as usize,
-        };
+        self.set_1 = set_1;
         self.set_2 = ((len_bucket * 8 + (self.len & 7)) * 10 + bit) % SETS_2;
         let d1 = (dot(&self.weights_1[self.set_1], &self.inputs) >> 14).clamp(-2047, 2047);
         let d2 = (dot(&self.weights_2[self.set_2], &self.inputs) >> 14).clamp(-2047, 2047);
@@ -521,7 +516,11 @@ impl Coder {
         let t = &self.tables;
         let (nibble, stage) = (self.nibble, self.stage);
         if stage != Stage::Bits {
-            let shift = if stage == Stage::Zero { 20 } else { 8 };
+            let shift = if stage == Stage::Zero {
+                ZERO_SHIFT
+            } else {
+                PREDICTED_SHIFT
+            };
             for &at in &self.at {
                 let b = &mut self.buckets[at].0;
                 let s = b[0];
