@@ -42,6 +42,7 @@
 use super::{Class, DecodeError};
 use crate::page::{PAGE_SIZE, Page};
 use crate::sync::RefCell;
+use wide::i16x8;
 
 /// Hashed contexts.
 const MODELS: usize = 5;
@@ -229,7 +230,7 @@ impl Primer {
 /// bits), the predicted byte's flag's probability (the next 12) and the zero flag's (high
 /// 12; both used in the first nibble's bucket only), slots 1..16 the nibble's bit tree
 /// (16-bit probability, 16-bit count).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 #[repr(align(64))]
 struct Bucket([u32; 16]);
 
@@ -238,48 +239,44 @@ const HALF: u32 = 1 << 31;
 const ZERO_SHIFT: u32 = 20;
 const PREDICTED_SHIFT: u32 = 8;
 
-/// Which decision of a byte comes next.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Zero,
-    Predicted,
-    Bits,
+/// One decision of a byte: where its models keep its probability (slot, and the bit
+/// field within it), its index among the byte's decisions (0-7 the bits, 8 the zero flag,
+/// 9 the predicted byte's), its first mixer's weight set, and what the match model
+/// predicts for it (`None`: the match says nothing about it).
+#[derive(Clone, Copy)]
+struct Question {
+    slot: usize,
+    shift: u32,
+    bit: usize,
+    set_1: usize,
+    agrees: Option<u32>,
+}
+
+/// Where coded decisions go (the encoder) or come from (the decoder).
+trait Endpoint {
+    /// Codes a decision whose probability of being 1 is `p` (12 bits): the encoder codes
+    /// `truth()`, the decoder reads it from the form.
+    fn decide(&mut self, p: u32, truth: impl FnOnce() -> u32) -> u32;
 }
 
 /// A coder's working state, reused page after page by one thread.
 struct Coder {
     tables: Tables,
-    buckets: Box<[Bucket]>,
-    hashes: [u32; MODELS],
-    at: [usize; MODELS],
-    inputs: [i16; INPUTS],
+    buckets: Box<[[Bucket; BUCKETS]; MODELS]>,
     weights_1: Box<[[i16; INPUTS]; SETS_1]>,
     weights_2: Box<[[i16; INPUTS]; SETS_2]>,
     map: Box<[[u16; MAP_POINTS]; MAP_CONTEXTS]>,
-    set_1: usize,
-    set_2: usize,
-    mixed: [i32; 2],
-    map_at: (usize, usize),
     history: [u8; PAGE_SIZE],
     len: usize,
-    /// The partial byte: 1, then the bits so far below a leading 1.
-    partial: u32,
-    /// The partial nibble, likewise.
-    nibble: usize,
     /// The last eight bytes, most recent lowest.
     last: u64,
-    /// The next decision: the byte's zero flag, its predicted-byte flag, or a bit.
-    stage: Stage,
-    /// The byte that last followed the preceding two, with a leading 1 (0: none).
-    predicted: u32,
     /// Per two-byte context, the byte that last followed it, with a leading 1.
     order2: Box<[u16; 1 << 16]>,
     match_table: Box<[u16; MATCH_TABLE]>,
     match_at: usize,
     match_len: u32,
     match_stats: Box<[u32; MATCH_SLOTS]>,
-    match_slot: usize,
-    /// The byte the match predicts, with a leading 1 (0: none).
+    /// The byte the match predicted for the last byte, with a leading 1 (0: none).
     expected: u32,
 }
 
@@ -295,25 +292,142 @@ fn adapt(slot: &mut u32, y: u32, rate: &[u32; COUNT_LIMIT as usize + 1]) {
     let p = (s >> 16) as i32;
     let target = (y << 16) as i32 - y as i32;
     // At most 65535 * 21845: the product fits an i32.
-    let step = ((target - p) * rate[n.min(COUNT_LIMIT) as usize] as i32) >> 15;
+    // Counts never pass the limit, so the mask only spares a bounds check.
+    let step = ((target - p) * rate[(n & COUNT_LIMIT) as usize] as i32) >> 15;
     *slot = ((p + step) as u32) << 16 | (n + u32::from(n < COUNT_LIMIT));
 }
 
 /// The mixer's sum of products (wrapping, as it can only in theory: 16 products of two
-/// `i16`). SSE2's `pmaddwd` does it in two instructions, but an intrinsics version
-/// measured no gain beyond this machine's run-to-run noise, so this stays safe code.
+/// `i16`): `pmaddwd` on x86-64, through `wide`, which computes the same integers
+/// everywhere (a portable fallback where the target has no such instruction).
 #[inline(always)]
 fn dot(w: &[i16; INPUTS], x: &[i16; INPUTS]) -> i32 {
-    w.iter()
-        .zip(x)
-        .map(|(&a, &b)| i32::from(a) * i32::from(b))
-        .sum::<i32>()
+    i16x8::from(*w).dot(i16x8::from(*x)).reduce_add()
 }
 
+/// Moves each weight by `x * err >> 16`, saturating (`pmulhw`, `paddsw`).
 #[inline(always)]
 fn train(w: &mut [i16; INPUTS], x: &[i16; INPUTS], err: i16) {
-    for (w, &x) in w.iter_mut().zip(x) {
-        *w = w.saturating_add(((i32::from(x) * i32::from(err)) >> 16) as i16);
+    let step = i16x8::from(*x).mul_keep_high(i16x8::splat(err));
+    *w = i16x8::from(*w).saturating_add(step).to_array();
+}
+
+/// Finds (or claims) each model's bucket for the nibble that follows `high`.
+#[inline(always)]
+fn select_buckets(
+    buckets: &mut [[Bucket; BUCKETS]; MODELS],
+    hashes: &[u32; MODELS],
+    high: u32,
+) -> [usize; MODELS] {
+    let mut at = [0; MODELS];
+    for ((model, &hash), at) in buckets.iter_mut().zip(hashes).zip(&mut at) {
+        let h = (hash ^ high.wrapping_mul(0x2545_F491)).wrapping_mul(0x9E37_79B1);
+        *at = (h >> (32 - BUCKET_BITS)) as usize;
+        let check = (h & 0xff) | 1;
+        let b = &mut model[*at];
+        if b.0[0] & 0xff != check {
+            b.0 = [HALF; 16];
+            b.0[0] = check | 2048 << ZERO_SHIFT | 2048 << PREDICTED_SHIFT;
+        }
+    }
+    at
+}
+
+/// A byte's model, borrowed from its [`Coder`] while the byte is coded: what it needs
+/// to predict and learn each of the byte's decisions, held where the compiler can keep
+/// it in registers.
+struct ByteModel<'a> {
+    t: &'a Tables,
+    buckets: &'a mut [[Bucket; BUCKETS]; MODELS],
+    weights_1: &'a mut [[i16; INPUTS]; SETS_1],
+    weights_2: &'a mut [[i16; INPUTS]; SETS_2],
+    map: &'a mut [[u16; MAP_POINTS]; MAP_CONTEXTS],
+    match_stats: &'a mut [u32; MATCH_SLOTS],
+    /// Each model's bucket for the current nibble.
+    at: [usize; MODELS],
+    /// The byte the match predicts, with a leading 1 (0: none), and its length.
+    expected: u32,
+    match_len: u32,
+    /// The byte's position in its 8-byte word.
+    pos: usize,
+}
+
+impl ByteModel<'_> {
+    /// Predicts decision `q`, codes it at `end`, learns it; returns it.
+    #[inline(always)]
+    fn decide(&mut self, end: &mut impl Endpoint, q: Question, truth: impl FnOnce() -> u32) -> u32 {
+        let t = self.t;
+        let mut inputs = [0i16; INPUTS];
+        for (input, (model, &at)) in inputs.iter_mut().zip(self.buckets.iter().zip(&self.at)) {
+            *input = t.stretch[((model[at].0[q.slot] >> q.shift) & 0xfff) as usize];
+        }
+        let (expect, len) = match q.agrees {
+            Some(expect) if self.expected != 0 => (expect, self.match_len.min(63)),
+            _ => (0, 0),
+        };
+        let match_slot = (len as usize * 2 + expect as usize) << 4 | q.bit;
+        if len > 0 {
+            inputs[MODELS] = t.stretch[(self.match_stats[match_slot] >> 20) as usize];
+        }
+        inputs[MODELS + 1] = 256;
+        let len_bucket = match len {
+            0 => 0,
+            1..=7 => 1,
+            8..=15 => 2,
+            _ => 3,
+        };
+        let set_2 = (len_bucket * 8 + self.pos) * 10 + q.bit;
+        let d1 = (dot(&self.weights_1[q.set_1], &inputs) >> 14).clamp(-2047, 2047);
+        let d2 = (dot(&self.weights_2[set_2], &inputs) >> 14).clamp(-2047, 2047);
+        let mixed = [
+            i32::from(t.squash[(d1 + 2048) as usize]),
+            i32::from(t.squash[(d2 + 2048) as usize]),
+        ];
+        let s = ((d1 + d2) >> 1) + 2048;
+        let p = i32::from(t.squash[s as usize]);
+        let (lo, w) = ((s >> 7) as usize, s & 127);
+        let row = &mut self.map[q.set_1];
+        let refined = (i32::from(row[lo]) * (128 - w) + i32::from(row[lo + 1]) * w) >> 11;
+        let point = lo + (w >> 6) as usize;
+
+        let y = end.decide(((p + refined * 3) >> 2).clamp(1, 4095) as u32, truth);
+
+        if q.slot == 0 {
+            for (model, &at) in self.buckets.iter_mut().zip(&self.at) {
+                let b = &mut model[at].0;
+                let s = b[0];
+                let p = ((s >> q.shift) & 0xfff) as i32;
+                let p = p + ((((y << 12) as i32 - y as i32) - p) >> 3);
+                b[0] = (p as u32) << q.shift | (s & !(0xfff << q.shift));
+            }
+        } else {
+            for (model, &at) in self.buckets.iter_mut().zip(&self.at) {
+                adapt(&mut model[at].0[q.slot], y, &t.rate);
+            }
+        }
+        if inputs[MODELS] != 0 {
+            adapt(&mut self.match_stats[match_slot], y, &t.rate);
+        }
+        let mut shifted = [0i16; INPUTS];
+        for (s, &x) in shifted.iter_mut().zip(&inputs) {
+            *s = x << 4;
+        }
+        for (m, weights) in [
+            (mixed[0], &mut self.weights_1[q.set_1]),
+            (mixed[1], &mut self.weights_2[set_2]),
+        ] {
+            let e = ((y as i32) << 12) - m;
+            if e.abs() < SKIP {
+                continue;
+            }
+            // |e| < 4096, so the error fits an i16.
+            let err = ((e * RATE) >> 2) as i16;
+            train(weights, &shifted, err);
+        }
+        let target = (y << 16) as i32 + ((y as i32) << 5) - 2 * y as i32;
+        let m = &mut row[point];
+        *m = (i32::from(*m) + ((target - i32::from(*m)) >> 6)) as u16;
+        y
     }
 }
 
@@ -322,30 +436,21 @@ impl Coder {
         let primer = Primer::untrained();
         Coder {
             tables: Tables::new(),
-            buckets: vec![Bucket([0; 16]); MODELS * BUCKETS].into_boxed_slice(),
-            hashes: [0; MODELS],
-            at: [0; MODELS],
-            inputs: [0; INPUTS],
+            buckets: vec![[Bucket([0; 16]); BUCKETS]; MODELS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("MODELS tables"),
             weights_1: primer.weights_1,
             weights_2: primer.weights_2,
             map: primer.map,
-            set_1: 0,
-            set_2: 0,
-            mixed: [0; 2],
-            map_at: (0, 0),
             history: [0; PAGE_SIZE],
             len: 0,
-            partial: 1,
-            nibble: 1,
             last: 0,
-            stage: Stage::Zero,
-            predicted: 0,
             order2: Box::new([0; 1 << 16]),
             match_table: Box::new([0; MATCH_TABLE]),
             match_at: 0,
             match_len: 0,
             match_stats: Box::new([HALF; MATCH_SLOTS]),
-            match_slot: 0,
             expected: 0,
         }
     }
@@ -360,7 +465,7 @@ impl Coder {
 
     /// Clears everything a page learns for itself.
     fn reset_page(&mut self) {
-        for b in self.buckets.iter_mut() {
+        for b in self.buckets.iter_mut().flatten() {
             b.0[0] = 0;
         }
         self.match_stats.fill(HALF);
@@ -368,9 +473,9 @@ impl Coder {
         self.order2.fill(0);
         self.match_len = 0;
         self.match_at = 0;
+        self.expected = 0;
         self.len = 0;
         self.last = 0;
-        self.next_byte();
     }
 
     fn primer(&self) -> Primer {
@@ -389,17 +494,19 @@ impl Coder {
         }
     }
 
-    /// Contexts for the next byte.
-    fn next_byte(&mut self) {
+    /// Codes the next byte (`byte`, when encoding; the decoder's is ignored) at `end`;
+    /// returns it.
+    #[inline(always)]
+    fn code_byte(&mut self, end: &mut impl Endpoint, byte: u8) -> u8 {
         let (c, n) = (self.last, self.len);
-        let pos = (n & 7) as u64;
         let (b8, b16) = (self.back(8), self.back(16));
-        self.hashes = [
+        let pos = n & 7;
+        let hashes = [
             hash(c & 0xff, 1),
             hash(c & 0xffff, 2),
             hash(c & 0xffff_ffff, 3),
-            hash(pos | b8 << 8 | b16 << 16, 4),
-            hash(pos | b8 << 8 | (c & 0xff) << 16, 5),
+            hash(pos as u64 | b8 << 8 | b16 << 16, 4),
+            hash(pos as u64 | b8 << 8 | (c & 0xff) << 16, 5),
         ];
         // The match continues if its prediction came true, else is looked up afresh.
         if self.match_len > 0 && self.expected == (c & 0xff) as u32 | 256 && self.match_at + 1 < n {
@@ -419,210 +526,90 @@ impl Coder {
             }
             self.match_table[h] = n as u16;
         }
-        self.expected = if self.match_len > 0 {
+        let expected = if self.match_len > 0 {
             u32::from(self.history[self.match_at]) | 256
         } else {
             0
         };
-        self.predicted = u32::from(self.order2[(c & 0xffff) as usize]);
-        self.stage = if self.predicted > 256 {
-            Stage::Predicted
-        } else {
-            Stage::Zero
+        self.expected = expected;
+        // The byte that last followed the preceding two, with a leading 1 (0: none).
+        let predicted = u32::from(self.order2[(c & 0xffff) as usize]);
+        let mut model = ByteModel {
+            t: &self.tables,
+            at: select_buckets(&mut self.buckets, &hashes, 0),
+            buckets: &mut self.buckets,
+            weights_1: &mut self.weights_1,
+            weights_2: &mut self.weights_2,
+            map: &mut self.map,
+            match_stats: &mut self.match_stats,
+            expected,
+            match_len: self.match_len,
+            pos,
         };
-        self.partial = 1;
-        self.nibble = 1;
-        self.select_buckets(0);
-    }
-
-    /// Finds (or claims) each model's bucket for the nibble that follows `high`.
-    fn select_buckets(&mut self, high: u32) {
-        for i in 0..MODELS {
-            let h = (self.hashes[i] ^ high.wrapping_mul(0x2545_F491)).wrapping_mul(0x9E37_79B1);
-            let at = i * BUCKETS + (h >> (32 - BUCKET_BITS)) as usize;
-            let check = (h & 0xff) | 1;
-            let b = &mut self.buckets[at];
-            if b.0[0] & 0xff != check {
-                b.0 = [HALF; 16];
-                b.0[0] = check | 2048 << ZERO_SHIFT | 2048 << PREDICTED_SHIFT;
+        let byte = 'byte: {
+            if predicted > 256 {
+                let q = Question {
+                    slot: 0,
+                    shift: PREDICTED_SHIFT,
+                    bit: 9,
+                    set_1: 256,
+                    agrees: Some(u32::from(expected == predicted)),
+                };
+                if model.decide(end, q, || u32::from(u32::from(byte) | 256 == predicted)) == 1 {
+                    break 'byte predicted as u8;
+                }
             }
-            self.at[i] = at;
-        }
-    }
-
-    /// The probability (12 bits) that the next decision is 1.
-    #[inline(always)]
-    fn predict(&mut self) -> u32 {
-        let t = &self.tables;
-        let (partial, nibble, stage) = (self.partial, self.nibble, self.stage);
-        // Slot 0 holds the zero flag's probability in its top 12 bits, the predicted
-        // byte's flag in the 12 below; the bit tree's slots hold theirs in the top 12.
-        // Per decision: its slot and field, its index among a byte's decisions, its
-        // first mixer's weight set, and what the match predicts for it (if it applies).
-        let (slot, shift, bit, set_1, agrees) = match stage {
-            Stage::Zero => (0, ZERO_SHIFT, 8, 0, Some(u32::from(self.expected == 256))),
-            Stage::Predicted => {
-                let agrees = u32::from(self.expected == self.predicted);
-                (0, PREDICTED_SHIFT, 9, 256, Some(agrees))
-            }
-            Stage::Bits => {
-                let bit = (31 - partial.leading_zeros()) as usize;
-                let agrees = (self.expected >> (8 - bit) == partial)
-                    .then(|| (self.expected >> (7 - bit)) & 1);
-                (nibble, 20, bit, partial as usize, agrees)
-            }
-        };
-        for (input, &at) in self.inputs.iter_mut().zip(&self.at) {
-            *input = t.stretch[((self.buckets[at].0[slot] >> shift) & 0xfff) as usize];
-        }
-        let (expect, len) = match agrees {
-            Some(expect) if self.expected != 0 => (expect, self.match_len.min(63)),
-            _ => (0, 0),
-        };
-        self.match_slot = ((len as usize * 2 + expect as usize) << 4 | bit) % MATCH_SLOTS;
-        self.inputs[MODELS] = if len > 0 {
-            t.stretch[(self.match_stats[self.match_slot] >> 20) as usize]
-        } else {
-            0
-        };
-        self.inputs[MODELS + 1] = 256;
-        let len_bucket = match len {
-            0 => 0,
-            1..=7 => 1,
-            8..=15 => 2,
-            _ => 3,
-        };
-        self.set_1 = set_1;
-        self.set_2 = ((len_bucket * 8 + (self.len & 7)) * 10 + bit) % SETS_2;
-        let d1 = (dot(&self.weights_1[self.set_1], &self.inputs) >> 14).clamp(-2047, 2047);
-        let d2 = (dot(&self.weights_2[self.set_2], &self.inputs) >> 14).clamp(-2047, 2047);
-        self.mixed = [
-            i32::from(t.squash[(d1 + 2048) as usize]),
-            i32::from(t.squash[(d2 + 2048) as usize]),
-        ];
-        let s = ((d1 + d2) >> 1) + 2048;
-        let p = i32::from(t.squash[s as usize]);
-        let (lo, w) = ((s >> 7) as usize, s & 127);
-        let row = &self.map[self.set_1];
-        let refined = (i32::from(row[lo]) * (128 - w) + i32::from(row[lo + 1]) * w) >> 11;
-        self.map_at = (self.set_1, lo + (w >> 6) as usize);
-        ((p + refined * 3) >> 2).clamp(1, 4095) as u32
-    }
-
-    /// Learns decision `y` (for the zero flag, 1: the byte is zero); returns the byte
-    /// when it is complete.
-    #[inline(always)]
-    fn update(&mut self, y: u32) -> Option<u8> {
-        let t = &self.tables;
-        let (nibble, stage) = (self.nibble, self.stage);
-        if stage != Stage::Bits {
-            let shift = if stage == Stage::Zero {
-                ZERO_SHIFT
-            } else {
-                PREDICTED_SHIFT
+            let q = Question {
+                slot: 0,
+                shift: ZERO_SHIFT,
+                bit: 8,
+                set_1: 0,
+                agrees: Some(u32::from(expected == 256)),
             };
-            for &at in &self.at {
-                let b = &mut self.buckets[at].0;
-                let s = b[0];
-                let p = ((s >> shift) & 0xfff) as i32;
-                let p = p + ((((y << 12) as i32 - y as i32) - p) >> 3);
-                b[0] = (p as u32) << shift | (s & !(0xfff << shift));
+            if model.decide(end, q, || u32::from(byte == 0)) == 1 {
+                break 'byte 0;
             }
-        } else {
-            for &at in &self.at {
-                adapt(&mut self.buckets[at].0[nibble], y, &t.rate);
+            // The partial byte: 1, then the bits so far below a leading 1.
+            let mut partial = 1u32;
+            for bit in 0..8 {
+                if bit == 4 {
+                    model.at = select_buckets(model.buckets, &hashes, partial);
+                }
+                let q = Question {
+                    // The partial nibble, likewise.
+                    slot: (partial & ((1 << (bit % 4)) - 1) | 1 << (bit % 4)) as usize,
+                    shift: 20,
+                    bit,
+                    set_1: partial as usize,
+                    agrees: (expected >> (8 - bit) == partial).then(|| (expected >> (7 - bit)) & 1),
+                };
+                let y = model.decide(end, q, || u32::from(byte) >> (7 - bit) & 1);
+                partial = partial << 1 | y;
             }
-        }
-        if self.inputs[MODELS] != 0 {
-            adapt(&mut self.match_stats[self.match_slot], y, &t.rate);
-        }
-        let mut shifted = [0i16; INPUTS];
-        for (s, &x) in shifted.iter_mut().zip(&self.inputs) {
-            *s = x << 4;
-        }
-        for (m, weights) in [
-            (self.mixed[0], &mut self.weights_1[self.set_1]),
-            (self.mixed[1], &mut self.weights_2[self.set_2]),
-        ] {
-            let e = ((y as i32) << 12) - m;
-            if e.abs() < SKIP {
-                continue;
-            }
-            let err = ((e * RATE) >> 2).clamp(-32767, 32767) as i16;
-            train(weights, &shifted, err);
-        }
-        let target = (y << 16) as i32 + ((y as i32) << 5) - 2 * y as i32;
-        let (row, point) = self.map_at;
-        let m = &mut self.map[row][point];
-        *m = (i32::from(*m) + ((target - i32::from(*m)) >> 6)) as u16;
-        match stage {
-            Stage::Zero if y == 1 => return Some(self.push(0)),
-            Stage::Predicted if y == 1 => return Some(self.push(self.predicted as u8)),
-            Stage::Predicted => {
-                self.stage = Stage::Zero;
-                return None;
-            }
-            Stage::Zero => {
-                self.stage = Stage::Bits;
-                return None;
-            }
-            Stage::Bits => {}
-        }
-        self.partial = self.partial << 1 | y;
-        self.nibble = self.nibble << 1 | y as usize;
-        if self.partial >= 256 {
-            return Some(self.push((self.partial & 255) as u8));
-        }
-        if self.nibble >= 16 {
-            self.nibble = 1;
-            self.select_buckets(self.partial);
-        }
-        None
-    }
-
-    fn push(&mut self, byte: u8) -> u8 {
-        self.order2[(self.last & 0xffff) as usize] = u16::from(byte) | 256;
-        self.history[self.len] = byte;
-        self.len += 1;
-        self.last = self.last << 8 | u64::from(byte);
-        if self.len < PAGE_SIZE {
-            self.next_byte();
-        }
+            partial as u8
+        };
+        self.order2[(c & 0xffff) as usize] = u16::from(byte) | 256;
+        self.history[n] = byte;
+        self.len = n + 1;
+        self.last = c << 8 | u64::from(byte);
         byte
     }
 
     fn encode(&mut self, page: &[u8], out: &mut Encoder) {
         for &byte in page {
-            loop {
-                let y = match self.stage {
-                    Stage::Zero => u32::from(byte == 0),
-                    Stage::Predicted => u32::from(u32::from(byte) | 256 == self.predicted),
-                    Stage::Bits => u32::from(byte) >> (7 - (31 - self.partial.leading_zeros())) & 1,
-                };
-                let p = self.predict();
-                out.code(p, y);
-                if self.update(y).is_some() {
-                    break;
-                }
-            }
+            self.code_byte(out, byte);
         }
     }
 
     fn decode(&mut self, src: &[u8], out: &mut [u8; PAGE_SIZE]) -> bool {
         let mut input = Decoder::new(src);
         let end = src.len() + 3;
-        let mut i = 0;
-        while i < PAGE_SIZE {
-            let p = self.predict();
-            let y = input.decode(p);
-            if let Some(byte) = self.update(y) {
-                out[i] = byte;
-                i += 1;
-                // Past the end the form is refused anyway: corrupt input (which decodes
-                // to noise, a byte of input a byte or so) stops early.
-                if input.consumed() > end {
-                    return false;
-                }
+        for byte in out.iter_mut() {
+            *byte = self.code_byte(&mut input, 0);
+            // Past the end the form is refused anyway: corrupt input (which decodes to
+            // noise, a byte of input a byte or so) stops early.
+            if input.consumed() > end {
+                return false;
             }
         }
         input.consumed() == end
@@ -717,6 +704,22 @@ impl Decoder<'_> {
 
     fn consumed(&self) -> usize {
         self.at
+    }
+}
+
+impl Endpoint for Encoder {
+    #[inline(always)]
+    fn decide(&mut self, p: u32, truth: impl FnOnce() -> u32) -> u32 {
+        let y = truth();
+        self.code(p, y);
+        y
+    }
+}
+
+impl Endpoint for Decoder<'_> {
+    #[inline(always)]
+    fn decide(&mut self, p: u32, _: impl FnOnce() -> u32) -> u32 {
+        self.decode(p)
     }
 }
 
