@@ -12,7 +12,7 @@
 //!   store gets small dictionaries or none.
 //! - Each cluster's dictionary carries the mixed form's primer for its pages, trained on
 //!   the same samples once the set is chosen ([`super::mixed::Primer::train`]); files
-//!   of version 1 (before primers) and 2 (primers of an earlier model, which this
+//!   of version 1 (before primers), 2 and 3 (primers of earlier models, which this
 //!   coder cannot use) load without them.
 //! - A file is checked whole before anything is built from it (magic, version, lengths,
 //!   CRC-32, zstd's parse of each dictionary): a bad file is a one-line error.
@@ -27,13 +27,12 @@ use std::path::Path;
 
 const FILE_MAGIC: &[u8; 8] = b"ZPGDICT\0";
 /// Format version written into dictionary-set files.
-pub const FILE_VERSION: u32 = 3;
+pub const FILE_VERSION: u32 = 4;
 /// The version before primers, still read.
 const FILE_VERSION_NO_PRIMERS: u32 = 1;
-/// The version whose primers were an earlier model's, still read (its primers dropped).
-const FILE_VERSION_OLD_PRIMERS: u32 = 2;
-/// A version-2 primer's length.
-const OLD_PRIMER_BYTES: usize = 34_304;
+/// The versions whose primers were earlier models', still read (their primers dropped),
+/// with their primers' length.
+const OLD_PRIMERS: [(u32, usize); 2] = [(2, 34_304), (3, 26_194)];
 /// Most clusters a set (or a file) may hold.
 pub const MAX_CLUSTERS: usize = 64;
 /// Largest dictionary a file may hold.
@@ -341,10 +340,10 @@ impl DictionarySet {
                 .map_err(|e| format!("dictionary {c}: {e}"))?;
             if version != FILE_VERSION_NO_PRIMERS {
                 let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
-                let expected = match version {
-                    FILE_VERSION_OLD_PRIMERS => OLD_PRIMER_BYTES,
-                    _ => PRIMER_BYTES,
-                };
+                let expected = OLD_PRIMERS
+                    .iter()
+                    .find(|&&(v, _)| v == version)
+                    .map_or(PRIMER_BYTES, |&(_, len)| len);
                 if len != 0 && len != expected {
                     return Err(format!("primer {c} of {len} bytes (0 or {expected})"));
                 }
@@ -472,17 +471,18 @@ mod tests {
         }
     }
 
-    /// Files of version 1 (before primers) and 2 (an earlier model's primers) load, their
+    /// Files of version 1 (before primers), 2 and 3 (earlier models' primers) load, their
     /// dictionaries without primers.
     #[test]
     fn a_file_without_usable_primers_loads() {
         let pages = pages();
         let refs: Vec<&Page> = pages.iter().collect();
         let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
-        for (version, primer) in [
-            (FILE_VERSION_NO_PRIMERS, None),
-            (FILE_VERSION_OLD_PRIMERS, Some(OLD_PRIMER_BYTES)),
-        ] {
+        let old_primers = OLD_PRIMERS.map(|(version, len)| (version, Some(len)));
+        for (version, primer) in [(FILE_VERSION_NO_PRIMERS, None)]
+            .into_iter()
+            .chain(old_primers)
+        {
             let mut old = FILE_MAGIC.to_vec();
             old.extend_from_slice(&version.to_le_bytes());
             old.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());

@@ -1,23 +1,25 @@
 //! Mixed pages: the cold tier's form. A page is coded one binary decision at a time by an
-//! arithmetic coder, each decision's probability predicted by mixing five context models
-//! and a match model (lpaq/paq8 style): the densest form the store has, and the slowest, for pages read
-//! rarely whose bytes cost memory every second.
+//! arithmetic coder, each decision's probability predicted by mixing four context models
+//! and a match model (lpaq/paq8 style): the densest form the store has, and the slowest,
+//! for pages read rarely whose bytes cost memory every second.
 //!
 //! The model, rebuilt identically by the decoder from what it has decoded:
-//! - per byte, at most three steps: "is it the byte that last followed the preceding
-//!   two?" (asked only where that byte is known and not zero), "is it zero?", then its
-//!   eight bits, most significant first, in two nibbles. Most bytes of memory are zero or
-//!   repeat their two-byte context's last successor, so most bytes cost one decision
-//!   instead of eight, which is most of the coder's speed;
-//! - five hashed contexts: orders 1, 2 and 4 of the preceding bytes, and two that see the
+//! - per byte, at most three steps: "is it the predicted byte?" (the byte that last
+//!   followed the longest of the preceding eight, four, two or one bytes seen before in
+//!   the page; asked only where that byte is not zero), "is it zero?", then its eight
+//!   bits, most significant first, in two nibbles. Most bytes of memory are zero or
+//!   repeat what followed the same context, so most bytes cost one decision instead of
+//!   eight, which is most of the coder's speed;
+//! - four hashed contexts: orders 1 and 6 of the preceding bytes, and two that see the
 //!   page as 8-byte words (the bytes at this position in the last one and two words, and
 //!   that of the last word with the previous byte); each context's statistics for a
 //!   nibble sit in one 64-byte bucket with a check byte, so a collision resets rather
 //!   than shares;
 //! - a match model (the byte that followed the last occurrence of the preceding six);
-//! - two mixers (one-layer networks of 16-bit weights), their weight sets chosen by the
-//!   partial byte and by (match length, position in the word, bit), averaged in the
-//!   logistic domain, then refined by an adaptive probability map on the partial byte.
+//! - two mixers (one-layer networks of 16-bit weights, SSE2 through `wide`), their weight
+//!   sets chosen by the partial byte (or the predicted byte's source) and by (match
+//!   length, position in the word, decision), averaged in the logistic domain, then
+//!   refined by an adaptive probability map on the first mixer's weight set.
 //!
 //! Every table starts fresh on every page except the mixers' weights and the probability
 //! map, which start from a [`Primer`]: the state the model reaches coding a sample of the
@@ -45,7 +47,7 @@ use crate::sync::RefCell;
 use wide::i16x8;
 
 /// Hashed contexts.
-const MODELS: usize = 5;
+const MODELS: usize = 4;
 /// Mixer inputs: the models, the match model, a bias; padded to a vector width.
 const INPUTS: usize = 8;
 /// Mixer errors below which the weights stay as they are.
@@ -53,12 +55,19 @@ const SKIP: i32 = 48;
 /// Buckets per model, as a power of two: 2^11 of 64 bytes, 128 KiB a model.
 const BUCKET_BITS: u32 = 11;
 const BUCKETS: usize = 1 << BUCKET_BITS;
-/// Weight sets of the first mixer: the partial byte (1..=255), 0 for the zero flag, 256
-/// for the predicted byte's.
-const SETS_1: usize = 257;
-/// Weight sets of the second mixer: match-length bucket x word position x decision (bits
-/// 0 to 7, 8 the zero flag, 9 the predicted byte's).
-const SETS_2: usize = 4 * 8 * 10;
+/// Where the predicted byte comes from: the last successor of the preceding eight
+/// bytes, of four, of two, of one.
+const SOURCES: usize = 4;
+/// Weight sets of the first mixer: the partial byte (1..=255), 0 for the zero flag,
+/// 256 + source for the predicted byte's.
+const SETS_1: usize = 256 + SOURCES;
+/// A byte's kinds of decision: bits 0 to 7, 8 the zero flag, 9 + source the predicted
+/// byte's.
+const DECISIONS: usize = 9 + SOURCES;
+/// Weight sets of the second mixer: match-length bucket x word position x decision.
+const SETS_2: usize = 4 * 8 * DECISIONS;
+/// Entries of the order-8 and order-4 successor tables (hashed, with a check).
+const SUCCESSORS: usize = 1 << 12;
 /// Probability-map contexts (the first mixer's) and interpolation points.
 const MAP_CONTEXTS: usize = SETS_1;
 const MAP_POINTS: usize = 33;
@@ -272,6 +281,11 @@ struct Coder {
     last: u64,
     /// Per two-byte context, the byte that last followed it, with a leading 1.
     order2: Box<[u16; 1 << 16]>,
+    /// Likewise per byte, and per hashed four and eight bytes (a 16-bit check above
+    /// the byte).
+    order1: [u16; 256],
+    order4: Box<[u32; SUCCESSORS]>,
+    order8: Box<[u32; SUCCESSORS]>,
     match_table: Box<[u16; MATCH_TABLE]>,
     match_at: usize,
     match_len: u32,
@@ -376,7 +390,7 @@ impl ByteModel<'_> {
             8..=15 => 2,
             _ => 3,
         };
-        let set_2 = (len_bucket * 8 + self.pos) * 10 + q.bit;
+        let set_2 = (len_bucket * 8 + self.pos) * DECISIONS + q.bit;
         let d1 = (dot(&self.weights_1[q.set_1], &inputs) >> 14).clamp(-2047, 2047);
         let d2 = (dot(&self.weights_2[set_2], &inputs) >> 14).clamp(-2047, 2047);
         let mixed = [
@@ -447,6 +461,9 @@ impl Coder {
             len: 0,
             last: 0,
             order2: Box::new([0; 1 << 16]),
+            order1: [0; 256],
+            order4: Box::new([0; SUCCESSORS]),
+            order8: Box::new([0; SUCCESSORS]),
             match_table: Box::new([0; MATCH_TABLE]),
             match_at: 0,
             match_len: 0,
@@ -471,6 +488,9 @@ impl Coder {
         self.match_stats.fill(HALF);
         self.match_table.fill(0);
         self.order2.fill(0);
+        self.order1.fill(0);
+        self.order4.fill(0);
+        self.order8.fill(0);
         self.match_len = 0;
         self.match_at = 0;
         self.expected = 0;
@@ -503,8 +523,7 @@ impl Coder {
         let pos = n & 7;
         let hashes = [
             hash(c & 0xff, 1),
-            hash(c & 0xffff, 2),
-            hash(c & 0xffff_ffff, 3),
+            hash(c & 0xffff_ffff_ffff, 3),
             hash(pos as u64 | b8 << 8 | b16 << 16, 4),
             hash(pos as u64 | b8 << 8 | (c & 0xff) << 16, 5),
         ];
@@ -532,8 +551,25 @@ impl Coder {
             0
         };
         self.expected = expected;
-        // The byte that last followed the preceding two, with a leading 1 (0: none).
-        let predicted = u32::from(self.order2[(c & 0xffff) as usize]);
+        // The byte the longest context predicts, with a leading 1 (0: none): the one
+        // that last followed the preceding four bytes, else two, else one.
+        let h4 = hash(c & 0xffff_ffff, 3);
+        let (at4, check4) = ((h4 as usize) & (SUCCESSORS - 1), h4 >> 16);
+        let o4 = self.order4[at4];
+        let h8 = hash(c, 9);
+        let (at8, check8) = ((h8 as usize) & (SUCCESSORS - 1), h8 >> 16);
+        let o8 = self.order8[at8];
+        let candidates = [
+            if o8 >> 16 == check8 { o8 & 0x1ff } else { 0 },
+            if o4 >> 16 == check4 { o4 & 0x1ff } else { 0 },
+            u32::from(self.order2[(c & 0xffff) as usize]),
+            u32::from(self.order1[(c & 0xff) as usize]),
+        ];
+        let source = candidates
+            .iter()
+            .position(|&v| v != 0)
+            .unwrap_or(SOURCES - 1);
+        let predicted = candidates[source];
         let mut model = ByteModel {
             t: &self.tables,
             at: select_buckets(&mut self.buckets, &hashes, 0),
@@ -551,8 +587,8 @@ impl Coder {
                 let q = Question {
                     slot: 0,
                     shift: PREDICTED_SHIFT,
-                    bit: 9,
-                    set_1: 256,
+                    bit: 9 + source,
+                    set_1: 256 + source,
                     agrees: Some(u32::from(expected == predicted)),
                 };
                 if model.decide(end, q, || u32::from(u32::from(byte) | 256 == predicted)) == 1 {
@@ -589,6 +625,9 @@ impl Coder {
             partial as u8
         };
         self.order2[(c & 0xffff) as usize] = u16::from(byte) | 256;
+        self.order1[(c & 0xff) as usize] = u16::from(byte) | 256;
+        self.order4[at4] = check4 << 16 | u32::from(byte) | 256;
+        self.order8[at8] = check8 << 16 | u32::from(byte) | 256;
         self.history[n] = byte;
         self.len = n + 1;
         self.last = c << 8 | u64::from(byte);
