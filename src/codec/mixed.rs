@@ -18,11 +18,11 @@
 //! - a match model (the byte that followed the last occurrence of the preceding six);
 //! - two mixers (one-layer networks of 16-bit weights, SSE2 through `wide`), their weight
 //!   sets chosen by the partial byte (or the predicted byte's source) and by (match
-//!   length, position in the word, decision), averaged in the logistic domain, then
-//!   refined by an adaptive probability map on the first mixer's weight set.
+//!   length, position in the word, decision), averaged in the logistic domain. (An
+//!   adaptive probability map after them saved 1.4% of the bytes for 8% of the time.)
 //!
-//! Every table starts fresh on every page except the mixers' weights and the probability
-//! map, which start from a [`Primer`]: the state the model reaches coding a sample of the
+//! Every table starts fresh on every page except the mixers' weights, which start from a
+//! [`Primer`]: the state the model reaches coding a sample of the
 //! cluster's own pages, trained with its zstd dictionary and kept beside it
 //! ([`super::dict::Dictionary::primer`]). So a page decodes alone, given its primer.
 //!
@@ -68,9 +68,6 @@ const DECISIONS: usize = 9 + SOURCES;
 const SETS_2: usize = 4 * 8 * DECISIONS;
 /// Entries of the order-8 and order-4 successor tables (hashed, with a check).
 const SUCCESSORS: usize = 1 << 12;
-/// Probability-map contexts (the first mixer's) and interpolation points.
-const MAP_CONTEXTS: usize = SETS_1;
-const MAP_POINTS: usize = 33;
 /// Mixer learning rate.
 const RATE: i32 = 24;
 /// Counts at which a context's adaptation rate stops slowing.
@@ -80,8 +77,8 @@ const MATCH_SLOTS: usize = 64 * 2 * 16;
 /// Bytes hashed to find a match.
 const MATCH_ORDER: u64 = 0xffff_ffff_ffff;
 const MATCH_TABLE: usize = 1 << 12;
-/// Primer bytes: both mixers' weights and the probability map.
-pub const PRIMER_BYTES: usize = (SETS_1 + SETS_2) * INPUTS * 2 + MAP_CONTEXTS * MAP_POINTS * 2;
+/// Primer bytes: both mixers' weights.
+pub const PRIMER_BYTES: usize = (SETS_1 + SETS_2) * INPUTS * 2;
 /// Pages a primer is trained on, at most.
 pub const PRIMER_PAGES: usize = 64;
 /// Bytes the coder's fixed preamble takes: the primer id.
@@ -142,13 +139,12 @@ impl Tables {
     }
 }
 
-/// The state a page's model starts from: mixer weights and probability map, learned on
-/// sampled pages ([`Primer::train`]). Read-only once made.
+/// The state a page's model starts from: the mixers' weights, learned on sampled pages
+/// ([`Primer::train`]). Read-only once made.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Primer {
     weights_1: Box<[[i16; INPUTS]; SETS_1]>,
     weights_2: Box<[[i16; INPUTS]; SETS_2]>,
-    map: Box<[[u16; MAP_POINTS]; MAP_CONTEXTS]>,
 }
 
 impl std::fmt::Debug for Primer {
@@ -158,7 +154,7 @@ impl std::fmt::Debug for Primer {
 }
 
 impl Primer {
-    /// The untrained state: equal weights, an identity map.
+    /// The untrained state: equal weights.
     pub fn untrained() -> Primer {
         let mut w = [0i16; INPUTS];
         // Models and match model equally, summing to about 3 (the sharpening the models'
@@ -166,20 +162,15 @@ impl Primer {
         for x in &mut w[..=MODELS] {
             *x = ((1 << 14) / (MODELS as i16 + 1)) * 3;
         }
-        let mut row = [0u16; MAP_POINTS];
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = (squash((j as i32 - 16) * 128) * 16) as u16;
-        }
         Primer {
             weights_1: Box::new([w; SETS_1]),
             weights_2: Box::new([w; SETS_2]),
-            map: Box::new([row; MAP_CONTEXTS]),
         }
     }
 
     /// Learns a primer by coding `pages` (at most [`PRIMER_PAGES`] are used, spread
     /// over them) one after another, each with fresh context tables, carrying the
-    /// mixers and the map from page to page.
+    /// mixers from page to page.
     pub fn train(pages: &[&[u8]]) -> Primer {
         let step = pages.len().div_ceil(PRIMER_PAGES).max(1);
         with_coder(|coder| {
@@ -204,14 +195,11 @@ impl Primer {
         for w in self.weights_1.iter().chain(self.weights_2.iter()).flatten() {
             out.extend_from_slice(&w.to_le_bytes());
         }
-        for v in self.map.iter().flatten() {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
         out
     }
 
     /// A primer from [`Primer::to_bytes`]' form; `None` if the length is wrong. Any
-    /// values are safe to decode with (weights saturate, map entries are probabilities).
+    /// values are safe to decode with (weights saturate).
     pub fn from_bytes(bytes: &[u8]) -> Option<Primer> {
         if bytes.len() != PRIMER_BYTES {
             return None;
@@ -227,9 +215,6 @@ impl Primer {
             .flatten()
         {
             *w = halves.next()? as i16;
-        }
-        for v in p.map.iter_mut().flatten() {
-            *v = halves.next()?;
         }
         Some(p)
     }
@@ -274,7 +259,6 @@ struct Coder {
     buckets: Box<[[Bucket; BUCKETS]; MODELS]>,
     weights_1: Box<[[i16; INPUTS]; SETS_1]>,
     weights_2: Box<[[i16; INPUTS]; SETS_2]>,
-    map: Box<[[u16; MAP_POINTS]; MAP_CONTEXTS]>,
     history: [u8; PAGE_SIZE],
     len: usize,
     /// The last eight bytes, most recent lowest.
@@ -355,7 +339,6 @@ struct ByteModel<'a> {
     buckets: &'a mut [[Bucket; BUCKETS]; MODELS],
     weights_1: &'a mut [[i16; INPUTS]; SETS_1],
     weights_2: &'a mut [[i16; INPUTS]; SETS_2],
-    map: &'a mut [[u16; MAP_POINTS]; MAP_CONTEXTS],
     match_stats: &'a mut [u32; MATCH_SLOTS],
     /// Each model's bucket for the current nibble.
     at: [usize; MODELS],
@@ -397,14 +380,8 @@ impl ByteModel<'_> {
             i32::from(t.squash[(d1 + 2048) as usize]),
             i32::from(t.squash[(d2 + 2048) as usize]),
         ];
-        let s = ((d1 + d2) >> 1) + 2048;
-        let p = i32::from(t.squash[s as usize]);
-        let (lo, w) = ((s >> 7) as usize, s & 127);
-        let row = &mut self.map[q.set_1];
-        let refined = (i32::from(row[lo]) * (128 - w) + i32::from(row[lo + 1]) * w) >> 11;
-        let point = lo + (w >> 6) as usize;
-
-        let y = end.decide(((p + refined * 3) >> 2).clamp(1, 4095) as u32, truth);
+        let p = t.squash[(((d1 + d2) >> 1) + 2048) as usize];
+        let y = end.decide(u32::from(p), truth);
 
         if q.slot == 0 {
             for (model, &at) in self.buckets.iter_mut().zip(&self.at) {
@@ -438,9 +415,6 @@ impl ByteModel<'_> {
             let err = ((e * RATE) >> 2) as i16;
             train(weights, &shifted, err);
         }
-        let target = (y << 16) as i32 + ((y as i32) << 5) - 2 * y as i32;
-        let m = &mut row[point];
-        *m = (i32::from(*m) + ((target - i32::from(*m)) >> 6)) as u16;
         y
     }
 }
@@ -456,7 +430,6 @@ impl Coder {
                 .expect("MODELS tables"),
             weights_1: primer.weights_1,
             weights_2: primer.weights_2,
-            map: primer.map,
             history: [0; PAGE_SIZE],
             len: 0,
             last: 0,
@@ -476,7 +449,6 @@ impl Coder {
     fn start(&mut self, primer: &Primer) {
         self.weights_1.clone_from(&primer.weights_1);
         self.weights_2.clone_from(&primer.weights_2);
-        self.map.clone_from(&primer.map);
         self.reset_page();
     }
 
@@ -502,7 +474,6 @@ impl Coder {
         Primer {
             weights_1: self.weights_1.clone(),
             weights_2: self.weights_2.clone(),
-            map: self.map.clone(),
         }
     }
 
@@ -576,7 +547,6 @@ impl Coder {
             buckets: &mut self.buckets,
             weights_1: &mut self.weights_1,
             weights_2: &mut self.weights_2,
-            map: &mut self.map,
             match_stats: &mut self.match_stats,
             expected,
             match_len: self.match_len,
