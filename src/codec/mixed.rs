@@ -263,6 +263,8 @@ struct Coder {
     len: usize,
     /// The last eight bytes, most recent lowest.
     last: u64,
+    /// The eight before them.
+    older: u64,
     /// Per two-byte context, the byte that last followed it, with a leading 1.
     order2: Box<[u16; 1 << 16]>,
     /// Likewise per byte, and per hashed four and eight bytes (a 16-bit check above
@@ -433,6 +435,7 @@ impl Coder {
             history: [0; PAGE_SIZE],
             len: 0,
             last: 0,
+            older: 0,
             order2: Box::new([0; 1 << 16]),
             order1: [0; 256],
             order4: Box::new([0; SUCCESSORS]),
@@ -468,6 +471,7 @@ impl Coder {
         self.expected = 0;
         self.len = 0;
         self.last = 0;
+        self.older = 0;
     }
 
     fn primer(&self) -> Primer {
@@ -477,20 +481,13 @@ impl Coder {
         }
     }
 
-    fn back(&self, i: usize) -> u64 {
-        if self.len >= i {
-            u64::from(self.history[self.len - i])
-        } else {
-            0
-        }
-    }
-
     /// Codes the next byte (`byte`, when encoding; the decoder's is ignored) at `end`;
     /// returns it.
     #[inline(always)]
     fn code_byte(&mut self, end: &mut impl Endpoint, byte: u8) -> u8 {
         let (c, n) = (self.last, self.len);
-        let (b8, b16) = (self.back(8), self.back(16));
+        // The bytes 8 and 16 back (0 before the page's start).
+        let (b8, b16) = (c >> 56, self.older >> 56);
         let pos = n & 7;
         let hashes = [
             hash(c & 0xff, 1),
@@ -600,6 +597,7 @@ impl Coder {
         self.order8[at8] = check8 << 16 | u32::from(byte) | 256;
         self.history[n] = byte;
         self.len = n + 1;
+        self.older = self.older << 8 | c >> 56;
         self.last = c << 8 | u64::from(byte);
         byte
     }
