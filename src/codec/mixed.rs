@@ -1,5 +1,5 @@
 //! Mixed pages: the cold tier's form. A page is coded one binary decision at a time by an
-//! arithmetic coder, each decision's probability predicted by mixing four context models
+//! arithmetic coder, each decision's probability predicted by mixing three context models
 //! and a match model (lpaq/paq8 style): the densest form the store has, and the slowest,
 //! for pages read rarely whose bytes cost memory every second.
 //!
@@ -10,8 +10,8 @@
 //!   bits, most significant first, in two nibbles. Most bytes of memory are zero or
 //!   repeat what followed the same context, so most bytes cost one decision instead of
 //!   eight, which is most of the coder's speed;
-//! - four hashed contexts: orders 1 and 6 of the preceding bytes, and two that see the
-//!   page as 8-byte words (the bytes at this position in the last one and two words, and
+//! - three hashed contexts: the preceding byte, and two that see the page as 8-byte
+//!   words (the bytes at this position in the last one and two words, and
 //!   that of the last word with the previous byte); each context's statistics for a
 //!   nibble sit in one 64-byte bucket with a check byte, so a collision resets rather
 //!   than shares;
@@ -47,7 +47,7 @@ use crate::sync::RefCell;
 use wide::i16x8;
 
 /// Hashed contexts.
-const MODELS: usize = 4;
+const MODELS: usize = 3;
 /// Mixer inputs: the models, the match model, a bias; padded to a vector width.
 const INPUTS: usize = 8;
 /// Mixer errors below which the weights stay as they are.
@@ -491,7 +491,6 @@ impl Coder {
         let pos = n & 7;
         let hashes = [
             hash(c & 0xff, 1),
-            hash(c & 0xffff_ffff_ffff, 3),
             hash(pos as u64 | b8 << 8 | b16 << 16, 4),
             hash(pos as u64 | b8 << 8 | (c & 0xff) << 16, 5),
         ];
