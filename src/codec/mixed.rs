@@ -235,7 +235,7 @@ const PREDICTED_SHIFT: u32 = 8;
 
 /// One decision of a byte: where its models keep its probability (slot, and the bit
 /// field within it), its index among the byte's decisions (0-7 the bits, 8 the zero flag,
-/// 9 the predicted byte's), its first mixer's weight set, and what the match model
+/// 9 + source the predicted byte's), its first mixer's weight set, and what the match model
 /// predicts for it (`None`: the match says nothing about it).
 #[derive(Clone, Copy)]
 struct Question {

@@ -36,7 +36,7 @@ pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f
         Class::General => 1.0,
         Class::Zstd => 2.5,
         Class::Words => 0.4,
-        Class::Mixed => 200.0,
+        Class::Mixed => 160.0,
         // A delta page that fell back to raw tried the configured backend.
         Class::Delta => match stored_class
             .filter(|&c| c == Class::Delta)
