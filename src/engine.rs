@@ -129,7 +129,7 @@ impl Engine {
         out: &mut Vec<u8>,
     ) -> Class {
         let class = self.encode_at(page, dicts, Some(level), out);
-        if matches!(class, Class::Zero | Class::Same) {
+        if class.is_inline() {
             return class;
         }
         let dict = dicts.map(|set| &**set.dictionary_for(&features::extract(page)));

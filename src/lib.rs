@@ -56,4 +56,4 @@ pub use classify::model::{Model, Profile};
 pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;
 pub use page::{PAGE_SIZE, Page};
-pub use store::{MmStat, PageStore, Stats, StoreBuilder, StoreError};
+pub use store::{MmStat, OnFull, PageStore, RemovalCause, Stats, StoreBuilder, StoreError};

@@ -234,7 +234,7 @@ fn pinned_direct_io_into_and_out_of_the_region() {
         return;
     };
     if region.access() != zpage::region::Access::Full {
-        eprintln!("skipped: user-mode-only userfaultfd (kernel accesses fail with EFAULT)");
+        common::skip("user-mode-only userfaultfd (kernel accesses fail with EFAULT)");
         return;
     }
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -254,7 +254,7 @@ fn pinned_direct_io_into_and_out_of_the_region() {
     let mut file = match open(false) {
         Ok(file) => file,
         Err(e) => {
-            eprintln!("skipped: O_DIRECT unavailable here: {e}");
+            common::skip(&format!("O_DIRECT unavailable here: {e}"));
             return;
         }
     };
@@ -454,7 +454,7 @@ fn a_region_with_a_store_at_its_memory_limit_keeps_pages_resident() {
     let mut region = match built {
         Ok(region) => region,
         Err(zpage::region::RegionError::Unavailable(e)) => {
-            eprintln!("skipped: userfaultfd unavailable here: {e}");
+            common::skip(&format!("userfaultfd unavailable here: {e}"));
             return;
         }
         Err(e) => panic!("{e}"),

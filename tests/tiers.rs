@@ -384,8 +384,8 @@ fn a_damaged_or_unreadable_record_is_an_error_never_wrong_bytes() {
         match store.get(id) {
             Ok(Some(read)) => assert!(*read == *page, "page {id}"),
             Err(StoreError::Checksum { .. }) => checksum += 1,
-            Err(StoreError::BackingRead { reason, .. }) => {
-                assert!(reason.contains("Input/output"), "{reason}");
+            Err(StoreError::BackingRead { source, .. }) => {
+                assert!(source.to_string().contains("Input/output"), "{source}");
                 unreadable += 1
             }
             other => panic!("page {id}: {other:?}"),

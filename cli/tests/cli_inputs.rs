@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{child_with_memory, data_dir, fails, json, large_file, sample, stderr};
+use common::{child_with_memory, data_dir, fails, json, large_file, sample, skip, stderr};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -156,12 +156,12 @@ fn root_without_ptrace_access_is_told_why() {
         .args(["sim", "--pid", "1"])
         .output();
     let Ok(out) = out else {
-        eprintln!("skipped: no unshare here");
+        skip("no unshare here");
         return;
     };
     let err = stderr(&out);
     if err.contains("unshare:") {
-        eprintln!("skipped: user namespaces unavailable: {err}");
+        skip(&format!("user namespaces unavailable: {err}"));
         return;
     }
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{child_with_memory, data_dir, fails, json, large_file, sample, stderr, stdout, zpage};
+use common::{
+    child_with_memory, data_dir, fails, json, large_file, sample, skip, stderr, stdout, zpage,
+};
 use std::path::Path;
 use std::process::Command;
 use zpage::tools::zram::is_root;
@@ -210,7 +212,7 @@ fn sim_errors_for_gone_and_unreadable_processes() {
             "{err}"
         );
     } else {
-        eprintln!("skipped the unreadable-PID case: needs root and setpriv");
+        skip("the unreadable-PID case needs root and setpriv");
     }
 }
 
@@ -320,7 +322,7 @@ fn zram_side_by_side_and_its_errors() {
         &["no zram device zram99"],
     );
     let Some(device) = ScratchZram::add() else {
-        eprintln!("skipped: kernel zram needs root and /sys/class/zram-control");
+        skip("kernel zram needs root and /sys/class/zram-control");
         return;
     };
     let v = json(&[
@@ -397,7 +399,7 @@ fn zram_side_by_side_and_its_errors() {
 #[test]
 fn an_interrupted_zram_run_resets_the_device() {
     let Some(device) = ScratchZram::add() else {
-        eprintln!("skipped: kernel zram needs root and /sys/class/zram-control");
+        skip("kernel zram needs root and /sys/class/zram-control");
         return;
     };
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

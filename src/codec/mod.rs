@@ -111,6 +111,12 @@ impl Class {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether the class's stored form is inline: zero and same-filled pages are one
+    /// word in the page's metadata (as in zram), with nothing in an allocator.
+    pub fn is_inline(self) -> bool {
+        matches!(self, Class::Zero | Class::Same)
+    }
 }
 
 impl std::fmt::Display for Class {
@@ -361,8 +367,9 @@ pub fn stored_class(stored: &[u8]) -> Result<Class, DecodeError> {
 /// entirely in the page's metadata (as in zram), and the tag byte lives there too, so an
 /// incompressible page costs exactly one page.
 pub fn stored_size(class: Class, encoded_len: usize) -> usize {
-    match class {
-        Class::Zero | Class::Same => 0,
-        _ => encoded_len.saturating_sub(1),
+    if class.is_inline() {
+        0
+    } else {
+        encoded_len.saturating_sub(1)
     }
 }

@@ -159,6 +159,12 @@ impl Slots {
         inner.dicts[at] = dict;
     }
 
+    /// The dictionary the record in `slot` names, if any.
+    pub(super) fn dictionary(&self, slot: u64) -> Option<u32> {
+        let inner = self.inner.lock();
+        inner.dicts.get(slot as usize).copied().filter(|&d| d != 0)
+    }
+
     /// Frees `slot`; returns the dictionary its record named (0: none).
     pub(super) fn free(&self, slot: u64) -> u32 {
         let mut inner = self.inner.lock();

@@ -116,9 +116,10 @@ impl Dicts {
         dict.add_page();
     }
 
-    /// Uncounts a stored page naming dictionary `id` (under the page's shard lock),
-    /// dropping the dictionary if that was its last use.
-    pub(super) fn release(&self, id: u32) {
+    /// Uncounts a stored page naming dictionary `id`, if it names one (under the page's
+    /// shard lock), dropping the dictionary if that was its last use.
+    pub(super) fn release(&self, id: Option<u32>) {
+        let Some(id) = id else { return };
         let last = {
             let registry = self.registry.read();
             registry.dicts.get(&id).is_some_and(|d| d.remove_page())
@@ -128,9 +129,22 @@ impl Dicts {
         }
     }
 
-    /// Runs `f` with the registry, for decoding (under the page's shard lock).
-    pub(super) fn with_registry<R>(&self, f: impl FnOnce(&Registry) -> R) -> R {
-        f(&self.registry.read())
+    /// Dictionary `id` (a stored form names it: the caller holds the page's shard lock),
+    /// held so that it outlives the lock while the form is decoded; give it back with
+    /// [`Dicts::let_go`].
+    pub(super) fn hold(&self, id: Option<u32>) -> Option<Arc<Dictionary>> {
+        self.registry.read().dicts.get(&id?).cloned()
+    }
+
+    /// Gives back a dictionary [`Dicts::hold`] lent: dropped from the registry if no page
+    /// names it any more (the page went while it was held, so its release could not).
+    pub(super) fn let_go(&self, dict: Option<Arc<Dictionary>>) {
+        let Some(dict) = dict else { return };
+        let (id, unused) = (dict.id(), dict.pages() == 0);
+        drop(dict);
+        if unused {
+            self.registry.write().sweep(id);
+        }
     }
 
     /// Memory every registered dictionary takes.

@@ -43,7 +43,8 @@ impl ClassStats {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MmStat {
-    /// Pages held in compressed form, times 4096 (dirty hot pages are not yet counted).
+    /// Pages stored, times 4096: in compressed form, or only as a decoded copy in the hot
+    /// tier (changed since last compressed).
     pub orig_data_size: u64,
     /// Bytes of compressed data in the allocator.
     pub compr_data_size: u64,
@@ -142,6 +143,10 @@ pub(crate) struct Counters {
     pub(crate) bd_writes: AtomicU64,
     pub(crate) failed_writes: AtomicU64,
     pub(crate) notify_free: AtomicU64,
+    /// Decoded copies in the hot tier, and those of them with no stored form (changed
+    /// under the page's shard lock).
+    pub(crate) hot_pages: AtomicU64,
+    pub(crate) hot_dirty: AtomicU64,
 }
 
 impl Counters {
@@ -165,6 +170,27 @@ impl Counters {
     /// stays counted in its class).
     pub(crate) fn moved_out(&self, class: Class, stored_bytes: usize) {
         self.stored_bytes[class.index()].fetch_sub(stored_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a record of `len` bytes written to the backing store.
+    pub(crate) fn backed_in(&self, len: usize) {
+        self.bd_count.fetch_add(1, Ordering::Relaxed);
+        self.bd_writes.fetch_add(1, Ordering::Relaxed);
+        self.bd_bytes.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// Uncounts a record of `len` bytes whose slot was freed.
+    pub(crate) fn backed_out(&self, len: usize) {
+        self.bd_count.fetch_sub(1, Ordering::Relaxed);
+        self.bd_bytes.fetch_sub(len as u64, Ordering::Relaxed);
+    }
+
+    /// The allocator's live bytes and resident memory, as last published.
+    pub(crate) fn allocator_sizes(&self) -> (u64, u64) {
+        (
+            self.live.load(Ordering::Relaxed),
+            self.resident.load(Ordering::Acquire),
+        )
     }
 
     /// Records the allocator's totals (the caller holds the allocator's write lock).
@@ -201,8 +227,10 @@ impl Counters {
     pub(crate) fn mm_stat(&self) -> MmStat {
         let classes = self.classes();
         let mem_used_total = self.resident.load(Ordering::Acquire);
+        let dirty = self.hot_dirty.load(Ordering::Relaxed);
         MmStat {
-            orig_data_size: classes.iter().map(|c| c.orig_bytes).sum(),
+            orig_data_size: classes.iter().map(|c| c.orig_bytes).sum::<u64>()
+                + dirty * crate::PAGE_SIZE as u64,
             compr_data_size: self.live.load(Ordering::Relaxed),
             mem_used_total,
             mem_limit: self.limit.load(Ordering::Relaxed),
@@ -249,8 +277,11 @@ pub struct Stats {
     pub dictionary_bytes: u64,
     /// Dictionaries registered: the current set's and older ones pages still name.
     pub dictionaries: u64,
-    /// Decoded pages in the hot tier, and how many of them have no compressed form yet.
+    /// Decoded pages in the hot tier.
     pub hot_pages: u64,
+    /// Memory the hot tier's decoded pages take (`hot_pages * 4096`); counted in
+    /// [`Stats::effective_ratio`], outside zram's `mem_used_total`.
+    pub hot_bytes: u64,
     /// Of `hot_pages`, those written since they were last compressed.
     pub hot_dirty_pages: u64,
     /// Reads served from the hot tier.
@@ -273,10 +304,10 @@ impl Stats {
         self.metadata_bytes + self.bookkeeping_bytes + self.dictionary_bytes
     }
 
-    /// `orig_data_size / (mem_used_total + metadata + bookkeeping)`: what the memory
-    /// really buys.
+    /// `orig_data_size / (mem_used_total + metadata + bookkeeping + hot tier)`: what
+    /// the memory really buys.
     pub fn effective_ratio(&self) -> f64 {
-        let used = self.mm.mem_used_total + self.metadata_total();
+        let used = self.mm.mem_used_total + self.metadata_total() + self.hot_bytes;
         self.mm.orig_data_size as f64 / used.max(1) as f64
     }
 

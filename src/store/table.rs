@@ -41,8 +41,11 @@ const IDLE: u32 = 1 << 31;
 /// The access stamp's cold mark: the cold pass has been over the page's form (a read or
 /// a write clears it with the idle mark).
 const COLD: u32 = 1 << 30;
+/// The access stamp's reference bit: read or rewritten since it entered the eviction
+/// hand's queue or the hand last passed it (CLOCK's bit).
+const REFERENCED: u32 = 1 << 29;
 /// The access stamp's second of the last access.
-const SECOND: u32 = COLD - 1;
+const SECOND: u32 = REFERENCED - 1;
 
 /// A page's access stamp, unpacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +54,7 @@ pub struct Access {
     pub second: u32,
     pub idle: bool,
     pub cold: bool,
+    pub referenced: bool,
 }
 const CLASS_BITS: u8 = 0x07;
 
@@ -140,6 +144,7 @@ impl Table {
                 second: stamp & SECOND,
                 idle: stamp & IDLE != 0,
                 cold: stamp & COLD != 0,
+                referenced: stamp & REFERENCED != 0,
             }
         })
     }
@@ -152,14 +157,32 @@ impl Table {
         }
     }
 
-    /// Records an access to page `id` at second `now` (clearing its idle mark); a no-op
-    /// for an absent page. Needs only the shard's read lock.
+    /// Records an access to page `id` at second `now` (clearing its idle and cold marks,
+    /// setting its reference bit); a no-op for an absent page. Needs only the shard's
+    /// read lock.
     pub fn touch(&self, id: u64, now: u32) {
         let (key, slot) = self.locate(id);
+        let stamp = now & SECOND | REFERENCED;
         if let Some(block) = self.blocks.get(&key)
-            && block.access[slot].load(Relaxed) != now
+            && block.access[slot].load(Relaxed) != stamp
         {
-            block.access[slot].store(now & SECOND, Relaxed);
+            block.access[slot].store(stamp, Relaxed);
+        }
+    }
+
+    /// Sets page `id`'s reference bit. Needs only the shard's read lock.
+    pub fn reference(&self, id: u64) {
+        let (key, slot) = self.locate(id);
+        if let Some(block) = self.blocks.get(&key) {
+            block.access[slot].fetch_or(REFERENCED, Relaxed);
+        }
+    }
+
+    /// Clears page `id`'s reference bit (the eviction hand passing it).
+    pub fn unreference(&self, id: u64) {
+        let (key, slot) = self.locate(id);
+        if let Some(block) = self.blocks.get(&key) {
+            block.access[slot].fetch_and(!REFERENCED, Relaxed);
         }
     }
 
@@ -295,18 +318,27 @@ mod tests {
         assert_eq!(table.locate(131 + 256), (1, 32));
         assert_eq!(table.set(130, meta, Some(5)), None);
         assert_eq!(table.get(130), Some(meta));
-        let at = |second, idle, cold| Some(Access { second, idle, cold });
+        let at = |second, idle, cold| {
+            Some(Access {
+                second,
+                idle,
+                cold,
+                referenced: false,
+            })
+        };
         assert_eq!(table.access(130), at(5, false, false));
         assert_eq!(table.mark_idle(4), 0);
         assert_eq!(table.mark_idle(5), 1);
         table.mark_cold(130);
         assert_eq!(table.access(130), at(5, true, true));
         table.touch(130, 9);
-        assert_eq!(
-            table.access(130),
-            at(9, false, false),
-            "an access clears both"
-        );
+        let touched = at(9, false, false).map(|a| Access {
+            referenced: true,
+            ..a
+        });
+        assert_eq!(table.access(130), touched, "an access clears both marks");
+        table.unreference(130);
+        assert_eq!(table.access(130), at(9, false, false));
         table.set(130, Meta { hot: false, ..meta }, None);
         assert_eq!(
             table.access(130),

@@ -16,11 +16,11 @@
 //!   ([`Selection::level`]) marks what it has been over cold instead, and later cold
 //!   passes skip those until they are read or written.
 
+use super::lifecycle::{Encoding, in_allocator};
 use super::table::{Access, Meta};
-use super::{PageStore, Shard, StoreError, free_form, in_allocator, store_form, stored_len};
-use crate::codec::{self, Class, RAW_SIZE};
+use super::{PageStore, WrittenBack};
+use crate::codec::Class;
 use crate::page::{PAGE_SIZE, Page};
-use crate::sync::Ordering;
 use std::time::{Duration, Instant};
 
 /// Which pages an idle pass or a writeback takes, and how much it may do (zram's
@@ -113,26 +113,6 @@ pub struct Recompressed {
     pub pages_compacted: u64,
 }
 
-/// What [`PageStore::writeback`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct WrittenBack {
-    /// Pages now in the backing store that were in memory.
-    pub written: u64,
-    /// Their allocator bytes, given back.
-    pub bytes_freed: u64,
-    /// Pages changed while their record was written: left in memory, slot freed.
-    pub raced: u64,
-    /// Pages whose write failed: left in memory (counted in `failed_writes`).
-    pub failed: u64,
-    /// The backing store's error, if a write failed (the pass stops at the first).
-    pub error: Option<String>,
-    /// Whether it stopped for want of slots, of `writeback_limit`, or at its bound.
-    pub cut_short: bool,
-    /// Pages of memory the compaction after the pass gave back.
-    pub pages_compacted: u64,
-}
-
 /// What one idle pass of the background worker does: every `every`, mark pages idle
 /// that were not touched for `idle_after`, re-encode the idle ones with the idle engine,
 /// then (with [`Background::cold_after`]) re-encode those untouched for longer at a
@@ -213,66 +193,45 @@ pub(super) fn worker_link() -> (
 pub(super) fn spawn_worker(
     store: &std::sync::Arc<PageStore>,
     stop: crossbeam::channel::Receiver<()>,
-    background: Background,
+    background: Option<Background>,
 ) {
+    // Training, when due, waits at most this long (checking is a counter read).
+    const TRAIN_CHECK: Duration = Duration::from_secs(1);
     let store = std::sync::Arc::downgrade(store);
+    let tick = background.map_or(TRAIN_CHECK, |b| b.every.min(TRAIN_CHECK));
     std::thread::Builder::new()
         .name("zpage-idle".into())
         .spawn(move || {
-            while let Err(crossbeam::channel::RecvTimeoutError::Timeout) =
-                stop.recv_timeout(background.every)
+            let mut last_pass = Instant::now();
+            while let Err(crossbeam::channel::RecvTimeoutError::Timeout) = stop.recv_timeout(tick)
             {
                 let Some(store) = store.upgrade() else { break };
-                store.idle_pass(&background);
+                match &background {
+                    Some(background) if last_pass.elapsed() >= background.every => {
+                        last_pass = Instant::now();
+                        store.idle_pass(background);
+                    }
+                    _ => {
+                        store.train_if_due();
+                    }
+                }
             }
         })
         .expect("the idle worker's thread starts");
 }
 
-/// The word of a written-back page: its slot and its record's length.
-fn backed_word(slot: u64, len: usize) -> u64 {
-    slot << 16 | len as u64
-}
-
-/// The slot a written-back page's word names.
-pub(super) fn backed_slot(word: u64) -> u64 {
-    word >> 16
-}
-
-/// The record length a written-back page's word names.
-pub(super) fn backed_len(word: u64) -> usize {
-    (word & 0xffff) as usize
-}
-
-/// Ends a re-encoding pass's work on page `id`, whose form is now `meta`'s: settled (later
-/// warm passes skip it) and, after a cold pass, marked cold (later cold passes do). The
-/// access stamp stays: the pass is not an access.
-fn settle(shard: &mut Shard, id: u64, meta: Meta, cold: bool) {
-    shard.table.set(
-        id,
-        Meta {
-            settled: true,
-            ..meta
-        },
-        None,
-    );
-    if cold {
-        shard.table.mark_cold(id);
-    }
-}
-
 /// How a pass decides whether to take a page, and when to stop.
-struct Pass {
+pub(super) struct Pass {
     select: Selection,
     /// Pages last touched at or before this second qualify (with `min_age`); `Some(None)`
     /// when the store is younger than the age, so no page does.
     cutoff: Option<Option<u32>>,
     deadline: Option<Instant>,
-    taken: u64,
+    pub(super) taken: u64,
 }
 
 impl Pass {
-    fn new(store: &PageStore, select: Selection) -> Pass {
+    pub(super) fn new(store: &PageStore, select: Selection) -> Pass {
         Pass {
             select,
             cutoff: select.min_age.map(|age| store.untouched_since(age)),
@@ -282,7 +241,7 @@ impl Pass {
     }
 
     /// Whether the pass must stop before another page.
-    fn spent(&self) -> bool {
+    pub(super) fn spent(&self) -> bool {
         self.select.max_pages.is_some_and(|max| self.taken >= max)
             || self
                 .deadline
@@ -290,7 +249,7 @@ impl Pass {
     }
 
     /// Whether a page in memory of this metadata and access stamp qualifies.
-    fn takes(&self, meta: Meta, access: Access) -> bool {
+    pub(super) fn takes(&self, meta: Meta, access: Access) -> bool {
         in_allocator(meta)
             && !meta.hot
             && (!self.select.idle || access.idle)
@@ -355,69 +314,45 @@ impl PageStore {
     /// back.
     pub fn recompress_selected(&self, select: Selection) -> Recompressed {
         if self.idle_engine.is_some() {
-            let classes = self.counters.classes();
-            let served = Class::ALL
-                .iter()
-                .filter(|class| !matches!(class, Class::Zero | Class::Same))
-                .map(|class| classes[class.index()].pages)
-                .sum();
-            self.maybe_train(served);
+            self.train_if_due();
         }
         let mut pass = Pass::new(self, select);
         let mut done = Recompressed::default();
         let mut page = Page::boxed();
-        let mut encoded = Vec::with_capacity(RAW_SIZE);
+        let cold = select.level.is_some();
         for id in self.ids() {
             if pass.spent() {
                 done.cut_short = true;
                 break;
             }
-            let slot = self.slot(id);
-            let old = {
-                let shard = slot.shard.read();
-                let (Some(meta), Some(access)) = (shard.table.get(id), shard.table.access(id))
-                else {
-                    continue;
-                };
-                if pass.done_before(meta, access) || !pass.takes(meta, access) {
-                    continue;
-                }
-                pass.taken += 1;
-                if self.decode(id, meta, &mut page).is_err() {
-                    slot.failed_reads.fetch_add(1, Ordering::Relaxed);
+            let taken = |shard: &super::lifecycle::Shard, meta: Meta| {
+                shard.table.access(id).is_some_and(|access| {
+                    !pass.done_before(meta, access) && pass.takes(meta, access)
+                })
+            };
+            let old = match self.peek_if(id, &mut page, taken) {
+                Ok(Some(meta)) => meta,
+                Ok(None) => continue,
+                Err(_) => {
+                    pass.taken += 1;
                     done.failed += 1;
                     continue;
                 }
-                meta
             };
+            pass.taken += 1;
             done.examined += 1;
-            // Held until the new form is counted, as on insert.
-            let dicts = self.dicts.current();
-            let engine = self.idle_engine();
-            let class = match select.level {
-                Some(level) => engine.encode_cold(&page, dicts.as_deref(), level, &mut encoded),
-                None => engine.encode_at(&page, dicts.as_deref(), None, &mut encoded),
-            };
-            let (before, after) = (stored_len(old), codec::stored_size(class, encoded.len()));
-            let mut shard = slot.shard.write();
-            if shard.table.get(id) != Some(old) {
-                done.raced += 1;
-                continue;
+            let encoded = self.encode(&page, Encoding::Idle(select.level));
+            let slot = self.slot(id);
+            let result = self.recompressed(&mut slot.shard.write(), id, old, &encoded, cold);
+            match result {
+                Ok(None) => done.raced += 1,
+                Ok(Some(0)) => {}
+                Ok(Some(saved)) => {
+                    done.rewritten += 1;
+                    done.bytes_saved += saved as u64;
+                }
+                Err(_) => done.refused += 1,
             }
-            if after >= before {
-                settle(&mut shard, id, old, select.level.is_some());
-                continue;
-            }
-            let Ok(meta) = store_form(&mut self.slabs_mut(), class, &page, &encoded) else {
-                done.refused += 1;
-                continue;
-            };
-            self.release_form(old);
-            shard.forget(id, old, &self.counters);
-            self.record(meta, &encoded);
-            settle(&mut shard, id, meta, select.level.is_some());
-            done.rewritten += 1;
-            done.bytes_saved += (before - after) as u64;
         }
         if done.rewritten > 0 {
             // A pass shrinks many objects a little (the cold pass especially): the holes
@@ -426,148 +361,6 @@ impl PageStore {
             done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);
         }
         done
-    }
-
-    /// Writes the pages `select` takes to the backing store, in batches, and frees their
-    /// memory (zram's `writeback`): a written-back page keeps only its metadata in memory
-    /// and is read back from its record, checked against its CRC, on access. At most
-    /// [`PageStore::set_writeback_limit`] pages are written. A failed batch leaves its
-    /// pages in memory and stops the pass; the error is in the result and counted in
-    /// `failed_writes`. The allocator is compacted after. Err only if the store has no
-    /// backing store.
-    pub fn writeback(&self, select: Selection) -> Result<WrittenBack, StoreError> {
-        const BATCH: usize = 64;
-        if self.tier.is_none() {
-            return Err(StoreError::NoBacking);
-        }
-        let mut pass = Pass::new(self, select);
-        let mut done = WrittenBack::default();
-        let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
-        for id in self.ids() {
-            // The limit counts down as batches are written: what is taken but not yet
-            // written is the batch.
-            let limit = self.writeback_limit.load(Ordering::Relaxed);
-            if pass.spent() || batch.len() as u64 >= limit {
-                done.cut_short = true;
-                break;
-            }
-            {
-                let shard = self.slot(id).shard.read();
-                let (Some(meta), Some(access)) = (shard.table.get(id), shard.table.access(id))
-                else {
-                    continue;
-                };
-                if !pass.takes(meta, access) {
-                    continue;
-                }
-                pass.taken += 1;
-                let slabs = self.slabs.read();
-                let payload = slabs
-                    .get(super::slab::Handle::from_bits(meta.word))
-                    .to_vec();
-                let dict = super::form_dict(&slabs, meta).unwrap_or(0);
-                batch.push(Candidate {
-                    id,
-                    meta,
-                    payload,
-                    dict,
-                });
-            }
-            if batch.len() == BATCH && !self.write_batch(&mut batch, &mut done) {
-                break;
-            }
-        }
-        self.write_batch(&mut batch, &mut done);
-        if done.written > 0 {
-            done.pages_compacted = self.compact();
-        }
-        Ok(done)
-    }
-
-    /// Writes one batch and moves the pages that did not change meanwhile to their
-    /// records; false if the pass must stop (a failed write, no slot left).
-    fn write_batch(&self, batch: &mut Vec<Candidate>, done: &mut WrittenBack) -> bool {
-        let tier = self
-            .tier
-            .as_ref()
-            .expect("writeback checked for a backing store");
-        if batch.is_empty() {
-            return true;
-        }
-        let slots = tier.slots.alloc(batch.len());
-        let full = slots.len() < batch.len();
-        batch.truncate(slots.len());
-        let records: Vec<(u64, &[u8])> = slots
-            .iter()
-            .zip(batch.iter())
-            .map(|(&slot, c)| (slot, &c.payload[..]))
-            .collect();
-        if let Err(error) = tier.device.write(&records) {
-            for &slot in &slots {
-                tier.slots.free(slot);
-            }
-            let failed = batch.len() as u64;
-            self.counters
-                .failed_writes
-                .fetch_add(failed, Ordering::Relaxed);
-            done.failed += failed;
-            done.error = Some(error.to_string());
-            batch.clear();
-            return false;
-        }
-        for (slot, candidate) in slots.into_iter().zip(batch.drain(..)) {
-            let Candidate { id, meta, dict, .. } = candidate;
-            let mut shard = self.slot(id).shard.write();
-            if shard.table.get(id) != Some(meta) {
-                tier.slots.free(slot);
-                done.raced += 1;
-                continue;
-            }
-            tier.slots.assign(slot, dict);
-            let len = stored_len(meta);
-            free_form(&mut self.slabs_mut(), meta);
-            let class = meta.stored.expect("an allocator page has a form");
-            self.counters.moved_out(class, len);
-            shard.table.set(
-                id,
-                Meta {
-                    word: backed_word(slot, len),
-                    backed: true,
-                    ..meta
-                },
-                None,
-            );
-            self.counters.bd_count.fetch_add(1, Ordering::Relaxed);
-            self.counters.bd_writes.fetch_add(1, Ordering::Relaxed);
-            self.counters
-                .bd_bytes
-                .fetch_add(len as u64, Ordering::Relaxed);
-            // The limit counts down (zram's `writeback_limit`), unless there is none.
-            let _ = self
-                .writeback_limit
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                    (l != u64::MAX).then(|| l.saturating_sub(1))
-                });
-            done.written += 1;
-            done.bytes_freed += len as u64;
-        }
-        if full {
-            done.cut_short = true;
-        }
-        !full
-    }
-
-    /// Pages writeback may still write (`None`: no limit, the default); each page
-    /// written counts it down, as zram's `writeback_limit` with `writeback_limit_enable`.
-    pub fn set_writeback_limit(&self, pages: Option<u64>) {
-        self.writeback_limit
-            .store(pages.unwrap_or(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// What is left of the writeback limit (`None`: no limit).
-    pub fn writeback_limit(&self) -> Option<u64> {
-        let limit = self.writeback_limit.load(Ordering::Relaxed);
-        (limit != u64::MAX).then_some(limit)
     }
 
     /// One pass of the background worker, run now (see [`Background`]).
@@ -591,41 +384,4 @@ impl PageStore {
             written_back,
         }
     }
-
-    /// Decodes a written-back page from its record (the caller holds its shard lock).
-    pub(super) fn decode_backed(
-        &self,
-        id: u64,
-        meta: Meta,
-        class: Class,
-        out: &mut Page,
-    ) -> Result<(), StoreError> {
-        let tier = self
-            .tier
-            .as_ref()
-            .expect("a backed page has a backing store");
-        let mut record = [0u8; PAGE_SIZE];
-        let record = &mut record[..backed_len(meta.word)];
-        tier.device
-            .read(backed_slot(meta.word), record)
-            .map_err(|error| StoreError::BackingRead {
-                id,
-                reason: error.to_string(),
-            })?;
-        self.counters.bd_reads.fetch_add(1, Ordering::Relaxed);
-        if crc32fast::hash(record) != meta.checksum {
-            return Err(StoreError::Checksum { id });
-        }
-        self.dicts
-            .with_registry(|dicts| codec::decode_payload_with(class, record, dicts, out))
-            .map_err(|source| StoreError::Corrupt { id, source })
-    }
-}
-
-/// A page copied out for writeback.
-struct Candidate {
-    id: u64,
-    meta: Meta,
-    payload: Vec<u8>,
-    dict: u32,
 }

@@ -205,6 +205,9 @@ pub fn simulate(
                 }
             }
             compress += start.elapsed();
+            // Auto-dictionaries train off the insert path (a shared store's worker would),
+            // so outside the insert time.
+            store.train_if_due();
             next_id += chunk.len() as u64;
             for (id, spent) in (first..).zip(&spent) {
                 let class = store.stored_class(id).expect("inserted above");

@@ -3,6 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
+/// Skips a test whose environment lacks what it needs (root, zram, user namespaces),
+/// saying why; where `ZPAGE_REQUIRE_ALL` is set (CI, on a machine that has them all) a
+/// skip is a failure instead, so a test can never pass there without running.
+pub fn skip(reason: &str) {
+    assert!(
+        std::env::var_os("ZPAGE_REQUIRE_ALL").is_none(),
+        "ZPAGE_REQUIRE_ALL is set, but this test would skip: {reason}"
+    );
+    eprintln!("skipped: {reason}");
+}
+
 /// Runs the `zpage` binary with `args`.
 pub fn zpage(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_zpage"))
