@@ -1,8 +1,10 @@
 //! The tiers: the idle pass (fast-stored pages re-encoded dense, with and without
 //! dictionaries) and writeback to a backing file, as throughput over the pages they take;
-//! and the latency of a read of a recompressed, a mixed (cold-pass) and a written-back
+//! the latency of a read of a recompressed, a mixed (cold-pass) and a written-back
 //! page (criterion's
-//! mean, plus percentiles over single reads printed beside it). The backing file lives in
+//! mean, plus percentiles over single reads printed beside it); and the latency of warm
+//! reads alone and beside a thread decoding cold pages and one inserting
+//! (`reads-under-load`, printed). The backing file lives in
 //! a temporary directory, so its reads come from the page cache: a device adds its own
 //! latency to them.
 
@@ -136,9 +138,97 @@ fn read_latency(c: &mut Criterion) {
     g.finish();
 }
 
+/// Percentiles of single reads of warm pages (word forms, just inserted) over `spell`,
+/// while `load` runs on other threads of the same store.
+fn warm_reads(store: &PageStore, warm: &[u64], spell: Duration) -> Vec<Duration> {
+    let mut page = Page::zeroed();
+    let mut times = Vec::with_capacity(1 << 20);
+    let start = Instant::now();
+    let mut at = 0usize;
+    while start.elapsed() < spell {
+        at = (at + 7919) % warm.len();
+        let t = Instant::now();
+        store.read_into(warm[at], &mut page).unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort_unstable();
+    times
+}
+
+/// A warm page's read does not wait behind a cold page's decode: the p99.9 of reads of
+/// warm pages alone, then while one thread reads mixed (cold) pages in a loop and another
+/// inserts a page every millisecond into the same store; interleaved, twice each.
+fn reads_under_load(_: &mut Criterion) {
+    const WARM_FROM: u64 = 1 << 20;
+    const NEW_FROM: u64 = 2 << 20;
+    let pages = pages();
+    let set = trained(&pages);
+    let store = Arc::new(tiered(&pages, set.as_ref()));
+    store.recompress_selected(Selection::all().level(16));
+    let mixed: Vec<u64> = (0..pages.len() as u64)
+        .filter(|&id| store.stored_class(id) == Some(zpage::Class::Mixed))
+        .collect();
+    assert!(!mixed.is_empty(), "the cold pass stores some pages mixed");
+    let warm: Vec<u64> = (WARM_FROM..WARM_FROM + pages.len() as u64).collect();
+    for (&id, page) in warm.iter().zip(&pages) {
+        store.insert(id, page).unwrap();
+    }
+    let spell = Duration::from_secs(3);
+    let quantile = |times: &[Duration], q: f64| {
+        times[((times.len() as f64 * q) as usize).min(times.len() - 1)]
+    };
+    for round in 0..2 {
+        let alone = warm_reads(&store, &warm, spell);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cold_reader = {
+            let (store, stop, mixed) = (store.clone(), stop.clone(), mixed.clone());
+            std::thread::spawn(move || {
+                let (mut page, mut n) = (Page::zeroed(), 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store
+                        .read_into(mixed[n as usize % mixed.len()], &mut page)
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        let inserter = {
+            let (store, stop, pages) = (store.clone(), stop.clone(), pages.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let page = &pages[n as usize % pages.len()];
+                    store
+                        .insert(NEW_FROM + round * 1_000_000 + n, page)
+                        .unwrap();
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                n
+            })
+        };
+        let loaded = warm_reads(&store, &warm, spell);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (cold, inserted) = (cold_reader.join().unwrap(), inserter.join().unwrap());
+        eprintln!(
+            "reads-under-load (round {round}): warm p50 {:?} p99 {:?} p99.9 {:?} alone; \
+             p50 {:?} p99 {:?} p99.9 {:?} beside {cold} mixed reads and {inserted} inserts \
+             ({:.1}x)",
+            quantile(&alone, 0.5),
+            quantile(&alone, 0.99),
+            quantile(&alone, 0.999),
+            quantile(&loaded, 0.5),
+            quantile(&loaded, 0.99),
+            quantile(&loaded, 0.999),
+            quantile(&loaded, 0.999).as_secs_f64() / quantile(&alone, 0.999).as_secs_f64()
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3));
-    targets = idle_pass_and_writeback, read_latency
+    targets = idle_pass_and_writeback, read_latency, reads_under_load
 }
 criterion_main!(benches);

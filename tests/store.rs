@@ -187,7 +187,12 @@ fn hot_tier_counts_hits_and_compresses_dirty_pages_on_eviction() {
     let newest = ids[ids.len() - 1];
     assert_eq!(
         store.stored_class(newest),
-        Some(store.engine().classify(&make_page(newest, 0, &samples)).class)
+        Some(
+            store
+                .engine()
+                .classify(&make_page(newest, 0, &samples))
+                .class
+        )
     );
     // The 8 most recent are hot: reading them hits.
     for &id in &ids[ids.len() - 8..] {
@@ -324,7 +329,10 @@ fn compaction_gives_memory_back_and_keeps_every_page() {
     assert!(before.mm.mem_used_total as f64 <= bound, "{before:?}");
     let given_back = store.compact();
     let after = store.stats();
-    assert_eq!(after.mm.pages_compacted, before.mm.pages_compacted + given_back);
+    assert_eq!(
+        after.mm.pages_compacted,
+        before.mm.pages_compacted + given_back
+    );
     assert!(after.mm.mem_used_total <= before.mm.mem_used_total);
     assert_compacted(&after);
     for id in store.ids() {

@@ -138,10 +138,17 @@ impl Dicts {
 
     /// Gives back a dictionary [`Dicts::hold`] lent: dropped from the registry if no page
     /// names it any more (the page went while it was held, so its release could not).
+    /// The check comes after the drop, under the registry's lock: a release that saw the
+    /// lent copy swept before it (under the write lock), so it is seen here.
     pub(super) fn let_go(&self, dict: Option<Arc<Dictionary>>) {
         let Some(dict) = dict else { return };
-        let (id, unused) = (dict.id(), dict.pages() == 0);
+        let id = dict.id();
         drop(dict);
+        let unused = {
+            let registry = self.registry.read();
+            registry.dicts.get(&id).is_some_and(|d| d.pages() == 0)
+                && !registry.current.contains(&id)
+        };
         if unused {
             self.registry.write().sweep(id);
         }

@@ -15,8 +15,8 @@
 //! - A page is chosen and unlinked (or copied out for writeback) under its shard's write
 //!   lock; the listener is told after every lock is released.
 //! - Only pages whose going frees allocator memory are chosen: a form in the allocator
-//!   (clean hot copies go with their page). Dirty hot pages, inline and backed pages are
-//!   passed over.
+//!   (a clean hot copy goes with its page when evicted, and stays when its form is
+//!   written back). Dirty hot pages, inline and backed pages are passed over.
 //! - Every page present is in its shard's queue (it entered on its first insert and the
 //!   hand keeps the pages it passes over); the queue is rebuilt without the ids since
 //!   removed when they outnumber the pages.
@@ -71,6 +71,9 @@ pub(super) type Listener = std::sync::Arc<dyn Fn(u64, RemovalCause) + Send + Syn
 const EVICT_BATCH: usize = 16;
 /// Pages the hand may pass over per step and shard before it gives that shard up.
 const HAND_REACH: usize = 256;
+/// Rounds over every shard that may only clear reference bits before the hand ignores
+/// them.
+const ROUNDS: usize = 2;
 
 impl PageStore {
     /// Puts `id` in its shard's eviction queue (it has just entered the shard).
@@ -117,19 +120,10 @@ impl PageStore {
     /// how many went.
     fn evict(&self, want: usize) -> usize {
         let mut evicted = Vec::with_capacity(want);
-        let n = self.shards.len();
-        let start = self.hand.fetch_add(1, Ordering::Relaxed) as usize;
-        for k in 0..n {
-            let mut shard = self.shards[(start + k) % n].shard.write();
-            for id in hand(&mut shard, want - evicted.len(), false) {
-                self.unlink(&mut shard, id);
-                evicted.push(id);
-            }
-            drop(shard);
-            if evicted.len() == want {
-                break;
-            }
-        }
+        self.sweep_hand(want, |shard, id| {
+            self.unlink(shard, id);
+            evicted.push(id);
+        });
         let count = evicted.len();
         self.notify(evicted, RemovalCause::Evicted);
         count
@@ -138,32 +132,54 @@ impl PageStore {
     /// Writes up to `want` pages the hand picks to the backing store; how many went.
     fn write_back_coldest(&self, want: usize) -> usize {
         let mut batch = Vec::with_capacity(want);
-        let n = self.shards.len();
-        let start = self.hand.fetch_add(1, Ordering::Relaxed) as usize;
-        for k in 0..n {
-            let shard = &mut self.shards[(start + k) % n].shard.write();
-            for id in hand(shard, want - batch.len(), true) {
-                let meta = shard.table.get(id).expect("the hand picks present pages");
-                batch.push(self.candidate(id, meta));
-            }
-            if batch.len() == want {
-                break;
-            }
-        }
+        self.sweep_hand(want, |shard, id| {
+            let meta = shard.table.get(id).expect("the hand picks present pages");
+            batch.push(self.candidate(id, meta));
+        });
         let mut done = super::WrittenBack::default();
         self.write_batch(&mut batch, &mut done);
         done.written as usize
     }
+
+    /// Runs the hand over the shards from a rotating start until `want` pages are
+    /// picked, `take` being called on each under its shard's write lock. A round that
+    /// picks nothing but cleared reference bits is followed by another; after
+    /// [`ROUNDS`] the bits are ignored, so a store under constant reads still makes room.
+    fn sweep_hand(&self, want: usize, mut take: impl FnMut(&mut Shard, u64)) {
+        let n = self.shards.len();
+        let start = self.hand.fetch_add(1, Ordering::Relaxed) as usize;
+        let mut picked = 0;
+        for round in 0..=ROUNDS {
+            let mut cleared = false;
+            for k in 0..n {
+                let mut shard = self.shards[(start + k) % n].shard.write();
+                let (ids, passed) = hand(&mut shard, want - picked, round == ROUNDS);
+                cleared |= passed;
+                for id in ids {
+                    take(&mut shard, id);
+                    picked += 1;
+                }
+                if picked == want {
+                    return;
+                }
+            }
+            if picked > 0 || !cleared {
+                return;
+            }
+        }
+    }
 }
 
-/// The hand over one shard: up to `want` unreferenced pages in the allocator, oldest
-/// first, passing over at most [`HAND_REACH`] others. Pages `keep` says stay present go
-/// back to the queue's end.
-fn hand(shard: &mut Shard, want: usize, keep: bool) -> Vec<u64> {
-    let mut picked_ids = Vec::with_capacity(want);
+/// The hand over one shard: up to `want` unreferenced pages in the allocator (any, with
+/// `force`), oldest first, passing over at most [`HAND_REACH`] others; every page it
+/// passes goes back to the queue's end, every page it picks too (an evicted one is
+/// skipped when met again). Returns the pages and whether it cleared a reference bit.
+fn hand(shard: &mut Shard, want: usize, force: bool) -> (Vec<u64>, bool) {
+    let mut picked = Vec::with_capacity(want);
+    let mut cleared = false;
     let reach = shard.clock.len().min(HAND_REACH + want);
     for _ in 0..reach {
-        if picked_ids.len() == want {
+        if picked.len() == want {
             break;
         }
         let Some(id) = shard.clock.pop_front() else {
@@ -172,15 +188,13 @@ fn hand(shard: &mut Shard, want: usize, keep: bool) -> Vec<u64> {
         let (Some(meta), Some(access)) = (shard.table.get(id), shard.table.access(id)) else {
             continue; // removed since it was queued
         };
-        if access.referenced {
+        if access.referenced && !force {
             shard.table.unreference(id);
-        } else if in_allocator(meta) && (!keep || !meta.hot) {
-            picked_ids.push(id);
-            if !keep {
-                continue;
-            }
+            cleared = true;
+        } else if in_allocator(meta) {
+            picked.push(id);
         }
         shard.clock.push_back(id);
     }
-    picked_ids
+    (picked, cleared)
 }

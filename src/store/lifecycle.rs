@@ -164,9 +164,10 @@ impl PageStore {
         let dicts = self.dicts.current();
         let class = match how {
             Encoding::Insert => self.engine.encode_with(page, dicts.as_deref(), &mut bytes),
-            Encoding::Idle(None) => self
-                .idle_engine()
-                .encode_at(page, dicts.as_deref(), None, &mut bytes),
+            Encoding::Idle(None) => {
+                self.idle_engine()
+                    .encode_at(page, dicts.as_deref(), None, &mut bytes)
+            }
             Encoding::Idle(Some(level)) => {
                 self.idle_engine()
                     .encode_cold(page, dicts.as_deref(), level, &mut bytes)
@@ -196,7 +197,9 @@ impl PageStore {
             out.bytes_mut().copy_from_slice(copy.page.bytes());
             return Snapshot::Done;
         }
-        let class = meta.stored.expect("a page that is not hot has a stored form");
+        let class = meta
+            .stored
+            .expect("a page that is not hot has a stored form");
         if class.is_inline() {
             out.words_mut().fill(meta.word);
             return Snapshot::Done;
@@ -221,7 +224,9 @@ impl PageStore {
             class,
             len,
             checksum: meta.checksum,
-            dict: self.dicts.hold(codec::form_dictionary(class, &buffer[..len])),
+            dict: self
+                .dicts
+                .hold(codec::form_dictionary(class, &buffer[..len])),
         }
     }
 

@@ -48,8 +48,8 @@ pub use stats::{BdStat, ClassStats, IoStat, MmStat, Stats};
 pub use tiers::{Background, IdlePass, Recompressed, Selection};
 pub use writeback::WrittenBack;
 
-use crate::codec::dictset::{self, DictionarySet, TrainTarget};
 use crate::codec::Class;
+use crate::codec::dictset::{self, DictionarySet, TrainTarget};
 use crate::engine::Engine;
 use crate::page::Page;
 use crate::sync::{Arc, AtomicU64, Ordering, RwLock, RwLockWriteGuard};
@@ -233,8 +233,7 @@ impl PageStore {
             self.insert_hot(slot, id, page)
         } else {
             let encoded = self.encode(page, Encoding::Insert);
-            let replaced =
-                self.with_room(|| self.install(&mut slot.shard.write(), id, &encoded));
+            let replaced = self.with_room(|| self.install(&mut slot.shard.write(), id, &encoded));
             drop(encoded);
             replaced.map(|replaced| {
                 if replaced {
@@ -429,9 +428,8 @@ impl PageStore {
                 .take()
                 .unwrap_or_else(|| make.take().expect("made once")());
             let encoded = self.encode(&page, Encoding::Insert);
-            let installed = self.with_room(|| {
-                self.install_vacant(&mut self.slot(id).shard.write(), id, &encoded)
-            });
+            let installed = self
+                .with_room(|| self.install_vacant(&mut self.slot(id).shard.write(), id, &encoded));
             drop(encoded);
             if installed? {
                 return Ok(page);
@@ -694,9 +692,8 @@ impl PageStore {
         for slot in self.shards.iter() {
             let shard = slot.shard.read();
             stats.pages += shard.table.len() as u64;
-            stats.metadata_bytes += (shard.table.memory_bytes()
-                + shard.clock.capacity() * size_of::<u64>())
-                as u64;
+            stats.metadata_bytes +=
+                (shard.table.memory_bytes() + shard.clock.capacity() * size_of::<u64>()) as u64;
             stats.idle_pages += shard.table.idle_count();
             stats.hot_hits += slot.hits.load(Ordering::Relaxed);
             stats.hot_misses += slot.misses.load(Ordering::Relaxed);
@@ -759,7 +756,6 @@ impl Default for PageStore {
         PageStore::new()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -278,6 +278,40 @@ impl Slabs {
         any
     }
 
+    /// Starts a compaction pass where memory cannot grow (at the limit): marks the slabs
+    /// with the most garbage, at least a page each, as long as the holes of the slabs
+    /// left unmarked can take their live objects (with room to spare, since an object
+    /// needs one hole that fits it). Holes are never merged, so at the limit freeing
+    /// small objects alone may never make room for a large one: emptying whole slabs
+    /// does. Returns whether there is anything to move.
+    pub fn begin_compaction_in_place(&mut self) -> bool {
+        let garbage = |slab: &Slab| slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
+        let mut room: usize = self.slabs.iter().flatten().map(garbage).sum();
+        let mut order: Vec<(usize, u32)> = self
+            .slabs
+            .iter()
+            .enumerate()
+            .filter_map(|(id, slab)| slab.as_ref().map(|slab| (garbage(slab), id as u32)))
+            .filter(|&(garbage, _)| garbage >= PAGE_SIZE)
+            .collect();
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        let mut any = false;
+        for (garbage, id) in order {
+            let slab = self.slabs[id as usize].as_mut().expect("listed above");
+            room -= garbage;
+            if slab.live * 2 > room {
+                break;
+            }
+            room -= slab.live;
+            slab.evacuating = true;
+            any = true;
+            if self.head == Some(id) {
+                self.head = None;
+            }
+        }
+        any
+    }
+
     pub fn is_evacuating(&self, handle: Handle) -> bool {
         self.slabs[handle.slab() as usize]
             .as_ref()

@@ -203,8 +203,7 @@ pub(super) fn spawn_worker(
         .name("zpage-idle".into())
         .spawn(move || {
             let mut last_pass = Instant::now();
-            while let Err(crossbeam::channel::RecvTimeoutError::Timeout) = stop.recv_timeout(tick)
-            {
+            while let Err(crossbeam::channel::RecvTimeoutError::Timeout) = stop.recv_timeout(tick) {
                 let Some(store) = store.upgrade() else { break };
                 match &background {
                     Some(background) if last_pass.elapsed() >= background.every => {

@@ -84,7 +84,9 @@ impl PageStore {
     /// The backing store (the caller knows there is one: a backed page, or a writeback
     /// that checked).
     pub(super) fn tier(&self) -> &BackedTier {
-        self.tier.as_ref().expect("a backed page has a backing store")
+        self.tier
+            .as_ref()
+            .expect("a backed page has a backing store")
     }
 
     /// Copies page `id` (metadata `meta`, a form in the allocator) out for writeback
