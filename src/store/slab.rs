@@ -24,6 +24,7 @@
 
 use crate::page::PAGE_SIZE;
 use memmap2::MmapMut;
+use std::collections::BTreeMap;
 
 /// Makes `mem[from..to]` resident in one call. Failure (kernels before 5.14 lack
 /// `MADV_POPULATE_WRITE`) only means the pages fault in one by one on first write.
@@ -94,6 +95,9 @@ struct Slab {
     populated: usize,
     live: usize,
     evacuating: bool,
+    /// The slab's holes, offset to length: adjacent holes are merged as they appear, so
+    /// freed space comes back in the largest runs it can.
+    free: BTreeMap<u16, u16>,
 }
 
 impl Slab {
@@ -108,6 +112,19 @@ struct Hole {
     generation: u32,
     offset: u16,
     len: u16,
+}
+
+impl Hole {
+    /// Whether this listed hole is still one: its slab is the one it was listed in (not
+    /// unmapped and reused) and holds exactly this hole (not merged away or taken).
+    fn is_current(&self, slabs: &[Option<Slab>]) -> bool {
+        slabs
+            .get(self.slab as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| {
+                s.generation == self.generation && s.free.get(&self.offset) == Some(&self.len)
+            })
+    }
 }
 
 /// Allocator totals, all in bytes except `pages_compacted`: each a field read, so the
@@ -127,6 +144,10 @@ pub struct Slabs {
     next_generation: u32,
     head: Option<u32>,
     holes: Vec<Vec<Hole>>,
+    /// Entries in `holes` (current or not), and holes in the slabs' maps: when the
+    /// first outgrows the second the lists are rebuilt.
+    listed: usize,
+    holes_now: usize,
     /// Bit c set when `holes[c]` may be non-empty.
     hole_bits: [u64; HOLE_CLASSES.div_ceil(64)],
     limit: Option<u64>,
@@ -144,6 +165,8 @@ impl Slabs {
             next_generation: 0,
             head: None,
             holes: Vec::new(),
+            listed: 0,
+            holes_now: 0,
             hole_bits: [0; HOLE_CLASSES.div_ceil(64)],
             limit,
             live: 0,
@@ -184,15 +207,9 @@ impl Slabs {
         let slab = self.slab_mut(old);
         slab.mem[offset..offset + len].copy_from_slice(bytes);
         slab.live -= old_len - len;
-        let generation = slab.generation;
         self.live -= (old_len - len) as u64;
         if len < old_len {
-            self.push_hole(Hole {
-                slab: old.slab(),
-                generation,
-                offset: (offset + len) as u16,
-                len: (old_len - len) as u16,
-            });
+            self.add_hole(old.slab(), offset + len, old_len - len);
         }
         Handle::new(old.slab(), offset, len)
     }
@@ -212,17 +229,11 @@ impl Slabs {
         let slab = self.slab_mut(handle);
         slab.live -= len;
         let now_empty = slab.live == 0;
-        let hole = Hole {
-            slab: id,
-            generation: slab.generation,
-            offset: handle.offset() as u16,
-            len: len as u16,
-        };
         self.live -= len as u64;
         if now_empty {
             self.unmap(id);
         } else {
-            self.push_hole(hole);
+            self.add_hole(id, handle.offset(), len);
         }
     }
 
@@ -249,7 +260,10 @@ impl Slabs {
                 .holes
                 .iter()
                 .map(|list| list.capacity() * size_of::<Hole>())
-                .sum::<usize>()) as u64
+                .sum::<usize>()
+            // The slabs' hole maps: B-tree leaves of eleven 4-byte entries, about half
+            // full at worst.
+            + self.holes_now * 8) as u64
     }
 
     /// Starts a compaction pass: marks the slabs worth evacuating (at least `min_garbage`
@@ -336,18 +350,9 @@ impl Slabs {
         for slab in self.slabs.iter_mut().flatten() {
             slab.evacuating = false;
         }
-        // Holes of the slabs just unmapped would otherwise stay listed (and their lists'
-        // memory counted) until an allocation happened to pop them.
-        let slabs = &self.slabs;
-        for list in &mut self.holes {
-            list.retain(|hole| {
-                slabs
-                    .get(hole.slab as usize)
-                    .and_then(Option::as_ref)
-                    .is_some_and(|s| s.generation == hole.generation)
-            });
-            list.shrink_to_fit();
-        }
+        // The lists again from the slabs' holes: without those of the slabs just
+        // unmapped, with those of evacuated slabs that allocations passed over.
+        self.reindex();
     }
 
     /// Test hook: overwrites an object's bytes in place, as memory corruption would.
@@ -369,16 +374,25 @@ impl Slabs {
         while let Some(found) = self.next_hole_class(class) {
             class = found;
             while let Some(hole) = self.holes[class].pop() {
-                let usable = self.slabs[hole.slab as usize]
-                    .as_ref()
-                    .is_some_and(|s| s.generation == hole.generation && !s.evacuating);
-                if !usable {
+                self.listed -= 1;
+                if !hole.is_current(&self.slabs) || (hole.len as usize) < len {
                     continue;
                 }
+                let slab = self.slabs[hole.slab as usize].as_mut().expect("current");
+                if slab.evacuating {
+                    // Dropped from the lists; `end_compaction` lists it again.
+                    continue;
+                }
+                slab.free.remove(&hole.offset);
                 let rest = hole.len as usize - len;
-                if rest > 0 {
-                    self.push_hole(Hole {
-                        offset: hole.offset + len as u16,
+                if rest == 0 {
+                    self.holes_now -= 1;
+                } else {
+                    // The space after a hole is never a hole (it would have merged).
+                    let offset = hole.offset + len as u16;
+                    slab.free.insert(offset, rest as u16);
+                    self.index_hole(Hole {
+                        offset,
                         len: rest as u16,
                         ..hole
                     });
@@ -403,8 +417,75 @@ impl Slabs {
         })
     }
 
-    fn push_hole(&mut self, hole: Hole) {
-        let class = hole.len as usize / HOLE_STEP;
+    /// Makes `len` bytes at `offset` of slab `id` a hole, merged with the holes before
+    /// and after it.
+    fn add_hole(&mut self, id: u32, offset: usize, len: usize) {
+        let slab = self.slabs[id as usize].as_mut().expect("a hole in a mapped slab");
+        let (mut start, mut end, mut merged) = (offset, offset + len, 0);
+        if let Some((&before, &before_len)) = slab.free.range(..offset as u16).next_back()
+            && before as usize + before_len as usize == start
+        {
+            slab.free.remove(&before);
+            start = before as usize;
+            merged += 1;
+        }
+        if end < SLAB_BYTES
+            && let Some(after_len) = slab.free.remove(&(end as u16))
+        {
+            end += after_len as usize;
+            merged += 1;
+        }
+        // A slab with a live object has a hole of at most SLAB_BYTES - 1 bytes.
+        slab.free.insert(start as u16, (end - start) as u16);
+        let generation = slab.generation;
+        self.holes_now = self.holes_now + 1 - merged;
+        self.index_hole(Hole {
+            slab: id,
+            generation,
+            offset: start as u16,
+            len: (end - start) as u16,
+        });
+        if self.listed > 2 * self.holes_now + 1024 {
+            self.reindex();
+        }
+    }
+
+    /// Lists every hole of every slab afresh (dropping entries of holes since merged,
+    /// taken or unmapped).
+    fn reindex(&mut self) {
+        for list in &mut self.holes {
+            list.clear();
+        }
+        self.hole_bits = [0; HOLE_CLASSES.div_ceil(64)];
+        self.listed = 0;
+        let holes: Vec<Hole> = self
+            .slabs
+            .iter()
+            .enumerate()
+            .filter_map(|(id, slab)| slab.as_ref().map(|slab| (id as u32, slab)))
+            .flat_map(|(id, slab)| {
+                slab.free.iter().map(move |(&offset, &len)| Hole {
+                    slab: id,
+                    generation: slab.generation,
+                    offset,
+                    len,
+                })
+            })
+            .collect();
+        for hole in holes {
+            self.index_hole(hole);
+        }
+        for list in &mut self.holes {
+            list.shrink_to_fit();
+        }
+    }
+
+    /// Lists a hole under its size class (the last class takes every hole of a page or
+    /// more); the lists may keep entries of holes since merged or taken, which
+    /// [`Hole::is_current`] tells apart.
+    fn index_hole(&mut self, hole: Hole) {
+        let class = (hole.len as usize / HOLE_STEP).min(HOLE_CLASSES - 1);
+        self.listed += 1;
         // Lists are created on first use: a store that never frees pays nothing.
         if self.holes.len() <= class {
             self.holes.resize_with(class + 1, Vec::new);
@@ -446,7 +527,7 @@ impl Slabs {
                 slab.high_water += len;
                 return Ok(Handle::new(head, start, len));
             }
-            tail = Some((head, slab.generation, start, SLAB_BYTES - populated));
+            tail = Some((head, start, SLAB_BYTES - populated));
         }
         let tail_growth = tail.map_or(0, |(.., growth)| growth);
         let populated = self.grow(len, 0, tail_growth)?;
@@ -455,17 +536,12 @@ impl Slabs {
             return Err(AllocError::OutOfMemory);
         };
         populate(&mem, 0, populated);
-        if let Some((old, generation, start, _)) = tail {
+        if let Some((old, start, _)) = tail {
             let old_slab = self.slabs[old as usize].as_mut().expect("head is mapped");
             old_slab.high_water = SLAB_BYTES;
             old_slab.populated = SLAB_BYTES;
             if start < SLAB_BYTES {
-                self.push_hole(Hole {
-                    slab: old,
-                    generation,
-                    offset: start as u16,
-                    len: (SLAB_BYTES - start) as u16,
-                });
+                self.add_hole(old, start, SLAB_BYTES - start);
             }
         }
         let generation = self.next_generation;
@@ -477,6 +553,7 @@ impl Slabs {
             populated,
             live: 0,
             evacuating: false,
+            free: BTreeMap::new(),
         };
         let id = match self.unused_ids.pop() {
             Some(id) => {
@@ -509,10 +586,55 @@ impl Slabs {
         let slab = self.slabs[id as usize]
             .take()
             .expect("unmapping a live slab");
+        self.holes_now -= slab.free.len();
         self.resident -= slab.resident() as u64;
         if self.head == Some(id) {
             self.head = None;
         }
         self.unused_ids.push(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_holes_merge_and_take_a_larger_object() {
+        let mut slabs = Slabs::new(None);
+        let a = slabs.alloc(&[1; 1000]).unwrap();
+        let b = slabs.alloc(&[2; 1000]).unwrap();
+        let c = slabs.alloc(&[3; 1000]).unwrap();
+        let d = slabs.alloc(&[4; 100]).unwrap();
+        // Freed out of order: the middle one merges with both neighbours.
+        slabs.free(a);
+        slabs.free(c);
+        slabs.free(b);
+        let resident = slabs.totals().resident;
+        // (A request looks in the classes that surely fit: 2990 bytes, not 3000.)
+        let big = slabs.alloc(&[5; 2990]).unwrap();
+        assert_eq!((big.slab(), big.offset()), (a.slab(), a.offset()));
+        assert_eq!(slabs.totals().resident, resident, "no growth");
+        assert_eq!(slabs.get(big), &[5; 2990][..]);
+        assert_eq!(slabs.get(d), &[4; 100][..]);
+        // A slab's whole free space is one hole after the rest goes: freeing the last
+        // object unmaps it.
+        slabs.free(big);
+        slabs.free(d);
+        assert_eq!(slabs.totals().resident, 0);
+    }
+
+    #[test]
+    fn a_hole_shrunk_in_place_merges_with_the_next() {
+        let mut slabs = Slabs::new(None);
+        let a = slabs.alloc(&[1; 2000]).unwrap();
+        let b = slabs.alloc(&[2; 500]).unwrap();
+        let _keep = slabs.alloc(&[3; 10]).unwrap();
+        slabs.free(b);
+        let a = slabs.replace_in_place(a, &[7; 1000]);
+        // 1000 bytes after `a` and `b`'s 500 are one hole of 1500.
+        let next = slabs.alloc(&[8; 1480]).unwrap();
+        assert_eq!(next.offset(), a.offset() + 1000);
+        assert_eq!(slabs.get(a), &[7; 1000][..]);
     }
 }
