@@ -115,11 +115,12 @@ fn run(cache: &dyn Cache, pages: &[Page], trace: &[u64]) -> (f64, f64) {
     )
 }
 
-/// A zpage store within `budget` bytes in all: an eighth as hot tier, the page table's
-/// share for `pages` ids (metadata and the eviction queue), the rest compressed.
+/// A zpage store within `budget` bytes in all: an eighth as hot tier, the metadata's
+/// share for `pages` ids (page table, eviction queues and ghosts, allocator
+/// bookkeeping), the rest compressed.
 fn zpage_store(budget: u64, pages: usize) -> PageStore {
     let hot = budget / 8;
-    let metadata = pages as u64 * 48;
+    let metadata = pages as u64 * 80;
     PageStore::builder()
         .profile(Profile::Fast)
         .hot_budget(hot as usize)
@@ -161,12 +162,11 @@ fn main() {
                 let stats = store.0.stats();
                 let used = stats.mm.mem_used_total + stats.metadata_total() + stats.hot_bytes;
                 format!(
-                    "{:.2} MiB, {} pages ({} raw pages fit the budget) {:?} {}",
+                    "{:.2} MiB: {} pages ({} raw pages fit the budget), {:.0} KiB of it metadata",
                     used as f64 / (1 << 20) as f64,
                     stats.pages,
                     raw_pages,
-                    stats.mm,
-                    stats.metadata_total()
+                    stats.metadata_total() as f64 / 1024.0
                 )
             } else {
                 format!("{:.2} MiB of pages", budget as f64 / (1 << 20) as f64)

@@ -39,7 +39,7 @@
 //! new handle or checksum, a dirty write a new sequence number). A page changed meanwhile
 //! keeps its change and the attempt is retried or dropped, never installed over it.
 
-use super::evict::RemovalCause;
+use super::evict::{Queues, RemovalCause};
 use super::slab::{Handle, Slabs};
 use super::stats::Counters;
 use super::table::{Meta, Table};
@@ -49,7 +49,6 @@ use crate::codec::{self, Class, RAW_SIZE};
 use crate::page::{PAGE_SIZE, Page};
 use crate::sync::{Arc, Cell, Hint, Ordering, thread_local};
 use lru::LruCache;
-use std::collections::VecDeque;
 
 thread_local! {
     /// Each thread's encode buffer, taken and put back (a nested use just gets a fresh
@@ -64,10 +63,9 @@ pub(super) struct Shard {
     /// Decoded copies, most recently filled or promoted first; the table's `hot` bit
     /// mirrors membership.
     pub(super) hot: LruCache<u64, HotCopy>,
-    /// Ids in the order they entered the shard, for the eviction hand (filled only when
-    /// the store evicts or writes back on full); may hold ids since removed, and an id
-    /// twice, which the hand skips.
-    pub(super) clock: VecDeque<u64>,
+    /// The eviction policy's queues (filled only when the store evicts or writes back
+    /// on full).
+    pub(super) queues: Queues,
 }
 
 /// A decoded page in the hot tier, with the reference bit hits set under the read lock.
@@ -81,7 +79,7 @@ impl Shard {
         Shard {
             table: Table::new(shard_bits),
             hot: LruCache::unbounded(),
-            clock: VecDeque::new(),
+            queues: Queues::default(),
         }
     }
 }

@@ -693,7 +693,7 @@ impl PageStore {
             let shard = slot.shard.read();
             stats.pages += shard.table.len() as u64;
             stats.metadata_bytes +=
-                (shard.table.memory_bytes() + shard.clock.capacity() * size_of::<u64>()) as u64;
+                (shard.table.memory_bytes() + shard.queues.memory_bytes()) as u64;
             stats.idle_pages += shard.table.idle_count();
             stats.hot_hits += slot.hits.load(Ordering::Relaxed);
             stats.hot_misses += slot.misses.load(Ordering::Relaxed);

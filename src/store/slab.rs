@@ -420,7 +420,9 @@ impl Slabs {
     /// Makes `len` bytes at `offset` of slab `id` a hole, merged with the holes before
     /// and after it.
     fn add_hole(&mut self, id: u32, offset: usize, len: usize) {
-        let slab = self.slabs[id as usize].as_mut().expect("a hole in a mapped slab");
+        let slab = self.slabs[id as usize]
+            .as_mut()
+            .expect("a hole in a mapped slab");
         let (mut start, mut end, mut merged) = (offset, offset + len, 0);
         if let Some((&before, &before_len)) = slab.free.range(..offset as u16).next_back()
             && before as usize + before_len as usize == start
