@@ -19,6 +19,7 @@ pub const FORMAT: u32 = 1;
 /// A trade-off between speed and ratio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Profile {
     /// Never picks a codec slower than LZ4 to compress.
     Fast,
@@ -188,6 +189,7 @@ impl TryFrom<ModelFile> for Model {
 
 /// Why a model file could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     /// The file could not be read.
     #[error("model file {path}: {source}")]

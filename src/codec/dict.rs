@@ -30,6 +30,7 @@ pub const MIN_DICT_BYTES: usize = 256;
 
 /// Why a dictionary could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DictError {
     /// zstd's trainer failed (too few or too uniform samples).
     #[error("cannot train a dictionary: {0}")]

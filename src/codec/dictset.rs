@@ -66,8 +66,77 @@ pub enum DictSetError {
         /// The file.
         path: String,
         /// What is wrong.
-        reason: String,
+        reason: FormatError,
     },
+}
+
+/// What is wrong with bytes given as a dictionary set.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// Shorter than a header and a checksum.
+    #[error("too short")]
+    TooShort,
+    /// The header is not a dictionary set's.
+    #[error("no dictionary-set header")]
+    NoHeader,
+    /// A format version this build does not read.
+    #[error("format version {found}, this build reads {oldest} to {newest}")]
+    Version {
+        /// The file's version.
+        found: u32,
+        /// The oldest version read.
+        oldest: u32,
+        /// The newest version read.
+        newest: u32,
+    },
+    /// The checksum does not match.
+    #[error("checksum mismatch (truncated or damaged)")]
+    Checksum,
+    /// A cluster count outside what a set may have.
+    #[error("{0} clusters (1 to {MAX_CLUSTERS})")]
+    Clusters(usize),
+    /// A field runs past the end.
+    #[error("truncated")]
+    Truncated,
+    /// A dictionary larger than any trained one.
+    #[error("dictionary {index} of {len} bytes")]
+    DictionaryTooLarge {
+        /// Its cluster.
+        index: usize,
+        /// Its length.
+        len: usize,
+    },
+    /// A dictionary's bytes are not a zstd dictionary.
+    #[error("dictionary {index}: {source}")]
+    Dictionary {
+        /// Its cluster.
+        index: usize,
+        /// Why.
+        source: DictError,
+    },
+    /// A primer of a length no coder writes.
+    #[error("primer {index} of {len} bytes (0 or {expected})")]
+    Primer {
+        /// Its cluster.
+        index: usize,
+        /// Its length.
+        len: usize,
+        /// The length this version's primers have.
+        expected: usize,
+    },
+    /// Bytes after the last dictionary.
+    #[error("bytes after the last dictionary")]
+    Trailing,
+    /// A centroid with a coordinate that is not finite.
+    #[error("a centroid is not finite")]
+    Centroid,
+    /// The path is not a regular file.
+    #[error("not a regular file")]
+    NotAFile,
+    /// The file is larger than any set.
+    #[error("{0} bytes is too large")]
+    TooLarge(u64),
 }
 
 /// What training aims at.
@@ -291,34 +360,50 @@ impl DictionarySet {
     }
 
     /// Reads a set from [`DictionarySet::to_bytes`]'s form, naming its dictionaries from
-    /// `first_id` on and preparing them for `level`; `Err` says what is wrong.
-    pub fn from_bytes(bytes: &[u8], first_id: u32, level: i32) -> Result<DictionarySet, String> {
+    /// `first_id` on and preparing them for `level`.
+    ///
+    /// # Errors
+    /// A [`FormatError`] saying what is wrong with the bytes.
+    ///
+    /// # Examples
+    /// ```
+    /// use zpage::codec::dictset::{DictionarySet, FormatError};
+    ///
+    /// assert_eq!(DictionarySet::from_bytes(b"short", 1, 3).unwrap_err(), FormatError::TooShort);
+    /// ```
+    pub fn from_bytes(
+        bytes: &[u8],
+        first_id: u32,
+        level: i32,
+    ) -> Result<DictionarySet, FormatError> {
         let body = bytes
             .len()
             .checked_sub(4)
             .filter(|&n| n >= 16)
-            .ok_or("too short")?;
+            .ok_or(FormatError::TooShort)?;
         let (body, crc) = bytes.split_at(body);
         if body[..8] != FILE_MAGIC[..] {
-            return Err("no dictionary-set header".into());
+            return Err(FormatError::NoHeader);
         }
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
         if !(FILE_VERSION_NO_PRIMERS..=FILE_VERSION).contains(&version) {
-            return Err(format!(
-                "format version {version}, this build reads {FILE_VERSION_NO_PRIMERS} to {FILE_VERSION}"
-            ));
+            return Err(FormatError::Version {
+                found: version,
+                oldest: FILE_VERSION_NO_PRIMERS,
+                newest: FILE_VERSION,
+            });
         }
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-            return Err("checksum mismatch (truncated or damaged)".into());
+            return Err(FormatError::Checksum);
         }
         let count = u32::from_le_bytes(body[12..16].try_into().expect("4 bytes")) as usize;
         if count == 0 || count > MAX_CLUSTERS {
-            return Err(format!("{count} clusters (1 to {MAX_CLUSTERS})"));
+            return Err(FormatError::Clusters(count));
         }
         let mut rest = &body[16..];
-        let mut take = |n: usize| -> Result<&[u8], String> {
+        let mut take = |n: usize| -> Result<&[u8], FormatError> {
             if rest.len() < n {
-                return Err("truncated".to_string());
+                return Err(FormatError::Truncated);
             }
             let (head, tail) = rest.split_at(n);
             rest = tail;
@@ -333,11 +418,11 @@ impl DictionarySet {
             centroids.push(centroid);
             let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
             if len > MAX_DICT_FILE_BYTES {
-                return Err(format!("dictionary {c} of {len} bytes"));
+                return Err(FormatError::DictionaryTooLarge { index: c, len });
             }
             let id = first_id + c as u32;
             let mut dict = Dictionary::from_bytes(take(len)?.to_vec(), id, level)
-                .map_err(|e| format!("dictionary {c}: {e}"))?;
+                .map_err(|source| FormatError::Dictionary { index: c, source })?;
             if version != FILE_VERSION_NO_PRIMERS {
                 let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
                 let expected = OLD_PRIMERS
@@ -345,7 +430,11 @@ impl DictionarySet {
                     .find(|&&(v, _)| v == version)
                     .map_or(PRIMER_BYTES, |&(_, len)| len);
                 if len != 0 && len != expected {
-                    return Err(format!("primer {c} of {len} bytes (0 or {expected})"));
+                    return Err(FormatError::Primer {
+                        index: c,
+                        len,
+                        expected,
+                    });
                 }
                 let primer = take(len)?;
                 if len != 0 && version == FILE_VERSION {
@@ -356,9 +445,9 @@ impl DictionarySet {
             dicts.push(Arc::new(dict));
         }
         if !rest.is_empty() {
-            return Err("bytes after the last dictionary".into());
+            return Err(FormatError::Trailing);
         }
-        let clusters = Clusters::from_centroids(centroids).ok_or("a centroid is not finite")?;
+        let clusters = Clusters::from_centroids(centroids).ok_or(FormatError::Centroid)?;
         Ok(DictionarySet { clusters, dicts })
     }
 
@@ -379,15 +468,15 @@ impl DictionarySet {
         };
         let file = std::fs::File::open(path).map_err(io)?;
         let meta = file.metadata().map_err(io)?;
-        let format = |reason: String| DictSetError::Format {
+        let format = |reason: FormatError| DictSetError::Format {
             path: path.display().to_string(),
             reason,
         };
         if !meta.is_file() {
-            return Err(format("not a regular file".into()));
+            return Err(format(FormatError::NotAFile));
         }
         if meta.len() > 64 << 20 {
-            return Err(format(format!("{} bytes is too large", meta.len())));
+            return Err(format(FormatError::TooLarge(meta.len())));
         }
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 20), &mut bytes)
@@ -466,7 +555,7 @@ mod tests {
             },
             b"not a set at all, not at all".to_vec(),
         ] {
-            let err = DictionarySet::from_bytes(&bad, 1, 3).unwrap_err();
+            let err = DictionarySet::from_bytes(&bad, 1, 3).unwrap_err().to_string();
             assert!(!err.contains('\n'), "{err}");
         }
     }
@@ -511,7 +600,7 @@ mod tests {
         let crc = crc32fast::hash(&bad[..body]);
         bad[body..].copy_from_slice(&crc.to_le_bytes());
         let err = DictionarySet::from_bytes(&bad, 1, 3).unwrap_err();
-        assert!(err.contains("primer") && !err.contains('\n'), "{err}");
+        assert!(matches!(err, FormatError::Primer { len: 7, .. }), "{err}");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub const HUGE_THRESHOLD: usize = PAGE_SIZE - PAGE_SIZE / 32;
 /// A class is what a page is; a [`crate::Profile`] is a policy choosing among them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 #[repr(u8)]
 pub enum Class {
     /// All bytes zero: nothing stored.
@@ -127,6 +128,7 @@ impl std::fmt::Display for Class {
 
 /// Why a stored form could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// No bytes at all.
     #[error("empty input: a stored page has at least its tag byte")]

@@ -84,7 +84,7 @@ impl Selection {
         self
     }
 
-    /// Stops after about this long (checked between pages).
+    /// Stops after about this long (checked between pages); `Duration::MAX` is no bound.
     pub fn time_budget(mut self, budget: Duration) -> Selection {
         self.time_budget = Some(budget);
         self
@@ -111,6 +111,37 @@ pub struct Recompressed {
     pub cut_short: bool,
     /// Pages of memory the compaction after the pass gave back.
     pub pages_compacted: u64,
+}
+
+impl std::fmt::Display for Recompressed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} pages examined, {} rewritten ({} bytes saved), {} raced, {} refused, {} failed{}; \
+             {} pages compacted",
+            self.examined,
+            self.rewritten,
+            self.bytes_saved,
+            self.raced,
+            self.refused,
+            self.failed,
+            if self.cut_short { ", cut short" } else { "" },
+            self.pages_compacted
+        )
+    }
+}
+
+impl std::fmt::Display for IdlePass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "idle: {}", self.recompressed)?;
+        if let Some(cold) = &self.cold {
+            write!(f, "; cold: {cold}")?;
+        }
+        if let Some(written) = &self.written_back {
+            write!(f, "; writeback: {written}")?;
+        }
+        Ok(())
+    }
 }
 
 /// What one idle pass of the background worker does: every `every`, mark pages idle
@@ -141,11 +172,31 @@ pub struct IdlePass {
 
 impl Background {
     /// A pass every `every`; pages idle after twice that (change with
-    /// [`Background::idle_after`]).
+    /// [`Background::idle_after`]). `Duration::MAX` (here or in any of the ages) means
+    /// never.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use zpage::store::Background;
+    /// use zpage::{Page, PageStore, Profile};
+    ///
+    /// let minute = Duration::from_secs(60);
+    /// let store = PageStore::builder()
+    ///     .profile(Profile::Words) // fast on the way in
+    ///     .idle_profile(Profile::Dense) // dense once idle
+    ///     .background(Background::every(minute).cold_after(10 * minute, 16))
+    ///     .build_shared(); // its worker stops when the store is dropped
+    /// store.insert(1, &Page::filled(1))?;
+    /// // A pass run now, with no page old enough for it:
+    /// let pass = store.idle_pass(&Background::every(Duration::MAX));
+    /// assert_eq!(pass.recompressed.examined, 0);
+    /// println!("{pass}");
+    /// # Ok::<(), zpage::StoreError>(())
+    /// ```
     pub fn every(every: Duration) -> Background {
         Background {
             every,
-            idle_after: every * 2,
+            idle_after: every.saturating_mul(2),
             max_pages: None,
             cold_after: None,
             writeback_after: None,
@@ -234,7 +285,10 @@ impl Pass {
         Pass {
             select,
             cutoff: select.min_age.map(|age| store.untouched_since(age)),
-            deadline: select.time_budget.map(|budget| Instant::now() + budget),
+            // A budget past the end of time (`Duration::MAX`) is no bound.
+            deadline: select
+                .time_budget
+                .and_then(|budget| Instant::now().checked_add(budget)),
             taken: 0,
         }
     }
