@@ -78,7 +78,7 @@ impl Cache for Quick {
             .is_some()
     }
     fn insert(&self, id: u64, page: &Page) {
-        self.0.insert(id, Arc::new(page.clone()));
+        self.0.insert(id, Arc::new(*page));
     }
 }
 
@@ -92,7 +92,7 @@ impl Cache for Moka {
             .is_some()
     }
     fn insert(&self, id: u64, page: &Page) {
-        self.0.insert(id, Arc::new(page.clone()));
+        self.0.insert(id, Arc::new(*page));
     }
 }
 

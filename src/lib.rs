@@ -29,9 +29,9 @@
 //! # Ok::<(), zpage::StoreError>(())
 //! ```
 //!
-//! The `tools` feature (off by default; the `zpage` command turns it on) adds the analysis
-//! modules under `tools`: zram simulation, side-by-side baselines, entropy, training, and
-//! the page inputs they read (page files, live processes, the kernel's zram).
+//! The analysis tools (zram simulation, side-by-side baselines, entropy, training, and the
+//! page inputs they read) are a crate of their own, `zpage-tools`, behind the `zpage`
+//! command: this library depends on none of their crates.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -45,12 +45,6 @@ pub mod page;
 pub mod region;
 pub mod store;
 mod sync;
-#[cfg(feature = "tools")]
-#[allow(
-    missing_docs,
-    reason = "report fields: see the JSON schemas in README.md"
-)]
-pub mod tools;
 
 pub use classify::model::{Model, Profile};
 pub use codec::{Class, CodecConfig, DecodeError};

@@ -16,7 +16,7 @@ fn real_memory(mib: usize) -> Vec<Page> {
     let sample = sample_pages();
     (0..mib * 256)
         .map(|i| {
-            let mut page = sample[i % sample.len()].clone();
+            let mut page = sample[i % sample.len()];
             page.words_mut()[0] ^= (i / sample.len()) as u64 + 1;
             page
         })

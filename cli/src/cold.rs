@@ -4,9 +4,9 @@ use clap::Args;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use zpage::tools::cold::{self, ColdRow};
-use zpage::tools::compare;
-use zpage::tools::pagefile;
+use zpage_tools::cold::{self, ColdRow};
+use zpage_tools::compare;
+use zpage_tools::pagefile;
 
 /// The JSON schema name and version of the `zpage cold` report.
 pub const SCHEMA: &str = "zpage-cold/1";

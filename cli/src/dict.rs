@@ -7,8 +7,8 @@ use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
 use zpage::codec::dictset::{DictionarySet, TrainTarget};
-use zpage::tools::source::CHUNK_PAGES;
 use zpage::{Class, Page};
+use zpage_tools::source::CHUNK_PAGES;
 
 #[derive(Args, Debug)]
 pub struct DictArgs {

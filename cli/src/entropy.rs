@@ -5,7 +5,7 @@ use super::progress::Progress;
 use clap::Args;
 use std::path::PathBuf;
 use zpage::classify::model::Profile;
-use zpage::tools::entropy::{self, Report};
+use zpage_tools::entropy::{self, Report};
 
 #[derive(Args, Debug)]
 pub struct EntropyArgs {

@@ -132,13 +132,13 @@ fn check_extension(flag: &str, path: &std::path::Path, ext: &str) -> Result<(), 
 fn open_sources(
     paths: &[PathBuf],
     pad: bool,
-) -> Result<Vec<Box<dyn zpage::tools::source::PageSource>>, String> {
-    let files = zpage::tools::pagefile::expand(paths).map_err(|e| e.to_string())?;
+) -> Result<Vec<Box<dyn zpage_tools::source::PageSource>>, String> {
+    let files = zpage_tools::pagefile::expand(paths).map_err(|e| e.to_string())?;
     files
         .iter()
         .map(|path| {
-            zpage::tools::pagefile::PageFile::open(path, pad)
-                .map(|f| Box::new(f) as Box<dyn zpage::tools::source::PageSource>)
+            zpage_tools::pagefile::PageFile::open(path, pad)
+                .map(|f| Box::new(f) as Box<dyn zpage_tools::source::PageSource>)
                 .map_err(|e| e.to_string())
         })
         .collect()

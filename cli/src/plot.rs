@@ -5,9 +5,9 @@
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
-use zpage::tools::entropy::{Distribution, Report};
-use zpage::tools::lifecycle::Evolution;
-use zpage::tools::quantize;
+use zpage_tools::entropy::{Distribution, Report};
+use zpage_tools::lifecycle::Evolution;
+use zpage_tools::quantize;
 
 const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);

@@ -4,7 +4,7 @@
 
 use clap::Args;
 use std::path::PathBuf;
-use zpage::tools::quantize::{self, Choice, Image, Method, Report};
+use zpage_tools::quantize::{self, Choice, Image, Method, Report};
 
 #[derive(Args, Debug)]
 pub struct QuantizeArgs {

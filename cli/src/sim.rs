@@ -6,10 +6,10 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use zpage::classify::model::Profile;
 use zpage::codec::dictset::DictionarySet;
-use zpage::tools::compare::Baseline;
-use zpage::tools::lifecycle::{self, Lifecycle, WritebackType};
-use zpage::tools::procmem;
-use zpage::tools::sim::{self, Report};
+use zpage_tools::compare::Baseline;
+use zpage_tools::lifecycle::{self, Lifecycle, WritebackType};
+use zpage_tools::procmem;
+use zpage_tools::sim::{self, Report};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -265,9 +265,9 @@ fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<Str
     // The first sample's walk is the first sample: its size, times the samples, is the
     // progress estimate.
     let first = procmem::Process::open(pid).map_err(|e| e.to_string())?;
-    let expected = zpage::tools::source::PageSource::expected_pages(&first);
+    let expected = zpage_tools::source::PageSource::expected_pages(&first);
     let mut first = Some(first);
-    let mut open = || -> Result<Box<dyn zpage::tools::source::PageSource>, String> {
+    let mut open = || -> Result<Box<dyn zpage_tools::source::PageSource>, String> {
         let process = match first.take() {
             Some(process) => process,
             None => procmem::Process::open(pid).map_err(|e| e.to_string())?,

@@ -5,8 +5,8 @@ use clap::Args;
 use std::path::PathBuf;
 use zpage::classify::model::Profile;
 use zpage::page::Page;
-use zpage::tools::source::{CHUNK_PAGES, PageSource};
-use zpage::tools::train::{self, Labelled, Oracle, TreeLimits};
+use zpage_tools::source::{CHUNK_PAGES, PageSource};
+use zpage_tools::train::{self, Labelled, Oracle, TreeLimits};
 
 /// The JSON schema names and versions of `zpage train --json` and of its
 /// `--leave-one-out` form.

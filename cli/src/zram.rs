@@ -6,12 +6,12 @@ use serde::Serialize;
 use std::path::PathBuf;
 use zpage::Engine;
 use zpage::classify::model::Profile;
-use zpage::tools::compare;
-use zpage::tools::lifecycle;
-use zpage::tools::pagefile::{self, PageFile};
-use zpage::tools::sim;
-use zpage::tools::source::{PageSource, SourceError};
-use zpage::tools::zram::{Device, KernelRun};
+use zpage_tools::compare;
+use zpage_tools::lifecycle;
+use zpage_tools::pagefile::{self, PageFile};
+use zpage_tools::sim;
+use zpage_tools::source::{PageSource, SourceError};
+use zpage_tools::zram::{Device, KernelRun};
 
 /// The JSON schema name and version of the `zpage zram` report.
 pub const SCHEMA: &str = "zpage-zram/1";

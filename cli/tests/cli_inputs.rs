@@ -126,10 +126,10 @@ fn large_and_sparse_inputs_stream_in_bounded_memory() {
 
 #[test]
 fn a_process_that_exits_mid_read_is_an_error_not_a_short_result() {
-    use zpage::tools::source::PageSource;
+    use zpage_tools::source::PageSource;
     let mut child = child_with_memory();
     let pid = child.id();
-    let mut process = zpage::tools::procmem::Process::open(pid).expect("the child is readable");
+    let mut process = zpage_tools::procmem::Process::open(pid).expect("the child is readable");
     let mut chunk = Vec::new();
     assert!(process.next_chunk(&mut chunk).unwrap(), "a first chunk");
     child.kill().unwrap();

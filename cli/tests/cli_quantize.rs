@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fails, json, sample, stderr, zpage};
-use zpage::tools::quantize::Image;
+use zpage_tools::quantize::Image;
 
 /// The shipped slice: the first 85 rows of the 1024-pixel-wide face (the page file's
 /// last 1024 bytes are the next row's start).

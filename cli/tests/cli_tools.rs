@@ -8,7 +8,7 @@ use common::{
 };
 use std::path::Path;
 use std::process::Command;
-use zpage::tools::zram::is_root;
+use zpage_tools::zram::is_root;
 
 #[test]
 fn sim_without_input_runs_on_the_shipped_sample() {

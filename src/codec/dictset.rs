@@ -555,7 +555,9 @@ mod tests {
             },
             b"not a set at all, not at all".to_vec(),
         ] {
-            let err = DictionarySet::from_bytes(&bad, 1, 3).unwrap_err().to_string();
+            let err = DictionarySet::from_bytes(&bad, 1, 3)
+                .unwrap_err()
+                .to_string();
             assert!(!err.contains('\n'), "{err}");
         }
     }

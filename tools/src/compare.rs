@@ -7,12 +7,12 @@
 //! huge pages cost a page); every encoded page is decoded and compared, and a mismatch is
 //! an error, so a reported ratio is always of verified data.
 
-use crate::codec::dict::{Dictionaries, Dictionary, NoDictionaries};
-use crate::codec::dictset::DictionarySet;
-use crate::codec::{self, Class, CodecConfig};
-use crate::engine::Engine;
-use crate::page::{PAGE_SIZE, Page};
 use std::time::{Duration, Instant};
+use zpage::codec::dict::{Dictionaries, Dictionary, NoDictionaries};
+use zpage::codec::dictset::DictionarySet;
+use zpage::codec::{self, Class, CodecConfig};
+use zpage::engine::Engine;
+use zpage::page::{PAGE_SIZE, Page};
 
 /// One scheme's result: what it stored and how long it took.
 #[derive(Clone, Debug, Default)]

@@ -13,8 +13,6 @@
 //! [`QuantizeError`], never a panic. zpage's store itself stays lossless: this is a
 //! measurement, not a stored form.
 
-use crate::page::{PAGE_SIZE, Page};
-use crate::store::PageStore;
 use linfa::DatasetBase;
 use linfa::ParamGuard;
 use linfa::traits::{Fit, FitWith, Predict};
@@ -25,6 +23,8 @@ use rand_xoshiro::rand_core::SeedableRng;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
+use zpage::page::{PAGE_SIZE, Page};
+use zpage::store::PageStore;
 
 /// Largest image read (raw or decoded).
 pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
@@ -429,7 +429,7 @@ pub fn entropy_bits_per_pixel(image: &Image) -> f64 {
 pub fn stored_bytes(bytes: &[u8]) -> u64 {
     let store = PageStore::builder()
         .shards(1)
-        .profile(crate::Profile::Dense)
+        .profile(zpage::Profile::Dense)
         .build();
     let mut page = Page::zeroed();
     for (id, chunk) in (0..).zip(bytes.chunks(PAGE_SIZE)) {

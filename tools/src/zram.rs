@@ -11,8 +11,7 @@
 //! request at a time and is read again to compare what the device returns, before any
 //! figure is reported.
 
-use crate::page::{PAGE_SIZE, Page};
-use crate::tools::source::{CHUNK_PAGES, PageSource, SourceError};
+use crate::source::{CHUNK_PAGES, PageSource, SourceError};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -20,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use zpage::page::{PAGE_SIZE, Page};
 
 /// The signals that end a run cleanly (the device is reset first).
 const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
@@ -168,7 +168,7 @@ impl Device {
         };
         let (orig, compr, used) = (field(0), field(1), field(2));
         let input = pages * PAGE_SIZE as u64;
-        let mb_s = |d: Duration| crate::tools::compare::mb_s(input, d);
+        let mb_s = |d: Duration| crate::compare::mb_s(input, d);
         // A signal after the last request still ends the run (and the command).
         signals.check(&self.name)?;
         Ok(KernelRun {

@@ -10,12 +10,12 @@
 //! only when first read (a directory of many files does not hold a descriptor each); the
 //! holes of a sparse file (`SEEK_DATA`) are zero pages it yields without reading them.
 
-use crate::page::{PAGE_SIZE, Page};
-use crate::tools::source::{CHUNK_PAGES, PageSource, SourceError};
+use crate::source::{CHUNK_PAGES, PageSource, SourceError};
 use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use zpage::page::{PAGE_SIZE, Page};
 
 /// Why page input could not be read.
 #[derive(Debug, thiserror::Error)]

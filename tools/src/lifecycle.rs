@@ -5,22 +5,22 @@
 //! the store's `mm_stat`; at the end every page is read back (from memory and from the
 //! backing file) and compared.
 //!
-//! Invariants: as in [`crate::tools::sim`], every stored page is compared right after its
+//! Invariants: as in [`crate::sim`], every stored page is compared right after its
 //! chunk is stored and again at the end, against a digest of the originals, before any
 //! figure is reported (a page the memory limit refused is counted, not stored, and left
 //! out of the digest); each input gets its own store (and, with writeback, its own use of
 //! the backing file), and a stage's figures are sums over the inputs. Memory: the stores
 //! plus a chunk of pages, whatever the input's size.
 
-use crate::engine::Engine;
-use crate::page::{PAGE_SIZE, Page};
-use crate::store::{BackingFile, BdStat, IoStat, MmStat, PageStore, Selection, Stats, StoreError};
-use crate::tools::compare::{self, ZramSample};
-use crate::tools::sim::{self, Dictionaries, page_digest};
-use crate::tools::source::{CHUNK_PAGES, PageSource};
+use crate::compare::{self, ZramSample};
+use crate::sim::{self, Dictionaries, page_digest};
+use crate::source::{CHUNK_PAGES, PageSource};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use zpage::engine::Engine;
+use zpage::page::{PAGE_SIZE, Page};
+use zpage::store::{BackingFile, BdStat, IoStat, MmStat, PageStore, Selection, Stats, StoreError};
 
 /// The JSON schema name and version of [`Lifecycle`] reports.
 pub const SCHEMA: &str = "zpage-lifecycle/1";

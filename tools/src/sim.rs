@@ -2,7 +2,7 @@
 //! tier), are read back and compared, and the result is reported with zram's `mm_stat`
 //! fields, per class, and against single-codec baselines run on the same pages.
 //!
-//! Inputs stream through in chunks ([`crate::tools::source`]): beyond the store itself (its
+//! Inputs stream through in chunks ([`crate::source`]): beyond the store itself (its
 //! `mem_used_total` and metadata, the point of a simulation), a run holds a few chunks of
 //! pages and their baseline forms, whatever the input's size.
 //!
@@ -13,16 +13,16 @@
 //! gets its own store, like a zram device per file, and totals are sums over them; times
 //! are measured around the store calls only (not around reading inputs or comparing).
 
-use crate::codec::Class;
-use crate::codec::dictset::DictionarySet;
-use crate::engine::Engine;
-use crate::page::Page;
-use crate::store::{PageStore, Stats, StoreBuilder, StoreError};
-use crate::tools::compare::{self, Baseline, BaselineKind, SchemeResult, ZramBest, ZramSample};
-use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped};
+use crate::compare::{self, Baseline, BaselineKind, SchemeResult, ZramBest, ZramSample};
+use crate::source::{CHUNK_PAGES, PageSource, Skipped};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use zpage::codec::Class;
+use zpage::codec::dictset::DictionarySet;
+use zpage::engine::Engine;
+use zpage::page::Page;
+use zpage::store::{PageStore, Stats, StoreBuilder, StoreError};
 
 /// The JSON schema name and version of [`Report`]; bumped on any incompatible change.
 pub const SCHEMA: &str = "zpage-sim/1";
@@ -326,7 +326,7 @@ pub fn simulate(
             decompress_mb_s: mb_s(decompress),
             classify_ns_per_page: classify.as_nanos() as f64 / pages.max(1) as f64,
         },
-        peak_rss_bytes: crate::tools::source::peak_rss_bytes(),
+        peak_rss_bytes: crate::source::peak_rss_bytes(),
         zram_best_left_out: zram_best_missing,
     })
 }

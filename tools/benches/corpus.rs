@@ -5,12 +5,13 @@
 //!
 //! `cargo bench --bench corpus` (uses ../shared/corpus when present, else data/).
 
+#[path = "../../benches/common/mod.rs"]
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use zpage::codec::{Class, CodecConfig};
-use zpage::tools::compare::{Comparison, Scheme, SchemeResult, compare, run_scheme};
 use zpage::{Engine, Page, Profile};
+use zpage_tools::compare::{Comparison, Scheme, SchemeResult, compare, run_scheme};
 
 fn print_table() {
     println!(
@@ -79,7 +80,7 @@ fn print_table() {
 /// `zpage dict` trains it; the set's memory added to its bytes).
 fn print_dictionary_table() {
     use zpage::codec::dictset::{DictionarySet, TrainTarget};
-    use zpage::tools::compare::ZramSample;
+    use zpage_tools::compare::ZramSample;
     println!(
         "\n{:<20} | {:>9} {:>7} {:>10} | {:>9} {:>7} {:>10}   (dictionaries trained on each file)",
         "file", "zram-best", "dense", "dense+dict", "zram-best", "dense", "dense+dict"

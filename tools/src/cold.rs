@@ -12,13 +12,13 @@
 use super::compare;
 use super::pagefile::{PageFile, PageFileError};
 use super::source::PageSource;
-use crate::codec;
-use crate::codec::dict::{self, Dictionary};
-use crate::codec::dictset::{self, DictionarySet, TrainTarget};
-use crate::page::{PAGE_SIZE, Page};
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use zpage::codec;
+use zpage::codec::dict::{self, Dictionary};
+use zpage::codec::dictset::{self, DictionarySet, TrainTarget};
+use zpage::page::{PAGE_SIZE, Page};
 
 /// Pages kept from an input, at most: every `k`-th as it streams, `k` doubling as the
 /// sample fills.
@@ -152,7 +152,7 @@ pub fn compare(name: &str, pages: &[Page], test: usize) -> Result<ColdRow, ColdE
     );
     let dict_of = |page: &Page| -> Option<&Dictionary> {
         set.as_ref()
-            .map(|s| &**s.dictionary_for(&crate::classify::features::extract(page)))
+            .map(|s| &**s.dictionary_for(&zpage::classify::features::extract(page)))
     };
     let mut row = ColdRow {
         name: name.to_string(),

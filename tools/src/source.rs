@@ -7,14 +7,14 @@
 //! exact for files, an estimate for a live process (it runs on); a source that
 //! cannot finish returns an error, never a silently short input.
 
-use crate::page::Page;
 use serde::Serialize;
+use zpage::page::Page;
 
 /// Pages per chunk: 1 MiB, enough to amortise a read, small beside any store.
 pub const CHUNK_PAGES: usize = 256;
 
-/// Why a source could not yield its pages (a [`crate::tools::pagefile::PageFileError`] or a
-/// [`crate::tools::procmem::ProcError`]).
+/// Why a source could not yield its pages (a [`crate::pagefile::PageFileError`] or a
+/// [`crate::procmem::ProcError`]).
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Touched pages a source left out, and why.

@@ -13,12 +13,12 @@
 //! Memory is bounded outright: inputs stream through a chunk at a time, and the per-page
 //! distribution is kept as a fixed histogram ([`HISTOGRAM_BINS`] bins), not per page.
 
-use crate::codec::{Class, delta};
-use crate::engine::Engine;
-use crate::page::{PAGE_SIZE, Page};
-use crate::tools::source::{CHUNK_PAGES, PageSource};
+use crate::source::{CHUNK_PAGES, PageSource};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use zpage::codec::{Class, delta};
+use zpage::engine::Engine;
+use zpage::page::{PAGE_SIZE, Page};
 
 /// The JSON schema name and version of [`Report`].
 pub const SCHEMA: &str = "zpage-entropy/1";
@@ -64,7 +64,9 @@ pub fn page_entropy(page: &Page, engine: &Engine, scratch: &mut Vec<u8>) -> Page
         Class::Delta => information_bits(&delta::transformed_bytes(page)),
         // The word form's streams are what it stores: their information is its output.
         Class::Words => information_bits(&scratch[1..]),
-        Class::General | Class::Zstd | Class::Mixed | Class::Incompressible => input_bits,
+        // General forms (and any class this build does not know) keep the bytes as
+        // they are before their coder.
+        _ => input_bits,
     };
     PageEntropy {
         class,
@@ -216,7 +218,7 @@ pub fn analyse(
         classes,
         inputs,
         distribution,
-        peak_rss_bytes: crate::tools::source::peak_rss_bytes(),
+        peak_rss_bytes: crate::source::peak_rss_bytes(),
     })
 }
 

@@ -12,15 +12,15 @@
 //! exactly what regret measures. Zero and same-filled pages are left to the engine's
 //! exact scan and carry no tree label.
 
-use crate::classify::features::{self, Features};
-use crate::classify::model::{Model, Node, Profile, Provenance};
-use crate::classify::plan::Plan;
-use crate::codec::delta::{self, Backend};
-use crate::codec::dictset::DictionarySet;
-use crate::codec::{self, Class, CodecConfig};
-use crate::page::Page;
 use serde::Serialize;
 use std::time::Instant;
+use zpage::classify::features::{self, Features};
+use zpage::classify::model::{Model, Node, Profile, Provenance};
+use zpage::classify::plan::Plan;
+use zpage::codec::delta::{self, Backend};
+use zpage::codec::dictset::DictionarySet;
+use zpage::codec::{self, Class, CodecConfig};
+use zpage::page::Page;
 
 const K: usize = Class::ALL.len();
 
@@ -47,6 +47,8 @@ pub fn relative_cost(requested: Class, stored: &[u8], config: &CodecConfig) -> f
             Backend::Lz4 => 1.2,
             Backend::Zstd => 3.0,
         },
+        // A class this build does not price: as LZ4, until measured.
+        _ => 1.0,
     };
     match stored_class {
         Some(Class::Incompressible) => attempt + RAW,
@@ -126,6 +128,8 @@ impl Oracle {
             Profile::Dense => 48.0,
             // The way in: speed first, as fast's, and a word form that is cheaper still.
             Profile::Words => 128.0,
+            // A profile this build does not know: speed first.
+            _ => 128.0,
         };
         Oracle {
             profile,
@@ -230,8 +234,8 @@ impl TreeLimits {
     pub fn for_profile(profile: Profile) -> TreeLimits {
         TreeLimits {
             max_depth: match profile {
-                Profile::Fast | Profile::Words => 3,
                 Profile::Dense => 5,
+                _ => 3,
             },
             min_leaf: 24,
             min_gain: 0.0002,
@@ -442,7 +446,7 @@ pub const TIMING_PAGES: usize = 1024;
 /// Evaluates `model` on labelled test pages; `timing` (a sample of those pages, at most
 /// [`TIMING_PAGES`] per input) times the classifier.
 pub fn evaluate(model: &Model, samples: &[Sample], timing: &[Page]) -> Evaluation {
-    let engine = crate::engine::Engine::with_model(model.clone());
+    let engine = zpage::engine::Engine::with_model(model.clone());
     let mut confusion = vec![vec![0u64; K]; K];
     let (mut tree_bytes, mut oracle_bytes, mut correct) = (0u64, 0u64, 0u64);
     // Classify on cache-warm pages (a page is compressed right after it was written or
@@ -478,7 +482,7 @@ pub fn evaluate(model: &Model, samples: &[Sample], timing: &[Page]) -> Evaluatio
         regret: (tree_bytes as f64 - oracle_bytes as f64) / oracle_bytes.max(1) as f64,
         tree_bytes,
         oracle_bytes,
-        input_bytes: n * crate::PAGE_SIZE as u64,
+        input_bytes: n * zpage::PAGE_SIZE as u64,
         classify_ns_per_page: best_ns,
         classes: Class::ALL.iter().map(|c| c.name()).collect(),
         confusion,

@@ -15,11 +15,11 @@
 //! short result. Pages are read a chunk at a time: the reader holds one chunk and one
 //! batch of `pagemap` entries, whatever the process's size.
 
-use crate::page::{PAGE_SIZE, Page};
-use crate::tools::source::{CHUNK_PAGES, PageSource, Skipped, SourceError};
+use crate::source::{CHUNK_PAGES, PageSource, Skipped, SourceError};
 use std::fs::File;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
+use zpage::page::{PAGE_SIZE, Page};
 
 const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
@@ -260,7 +260,7 @@ fn start_time(pid: u32) -> Option<String> {
 }
 
 fn denied(pid: u32, what: &'static str) -> ProcError {
-    if crate::tools::zram::is_root() {
+    if crate::zram::is_root() {
         ProcError::DeniedToRoot { pid, what }
     } else {
         ProcError::Denied { pid, what }
