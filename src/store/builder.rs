@@ -215,7 +215,7 @@ impl StoreBuilder {
         self
     }
 
-    /// Where [`PageStore::writeback`] puts cold pages (a [`BackingFile`], or a remote
+    /// Where [`PageStore::writeback`] puts cold pages (a [`BackingFile`](super::BackingFile), or a remote
     /// tier of one's own).
     pub fn backing(mut self, backing: std::sync::Arc<dyn Backing>) -> Self {
         self.backing = Some(backing);
