@@ -198,6 +198,22 @@ impl Engine {
     }
 
     /// Decodes any stored form (the form carries its own class and parameters).
+    ///
+    /// # Errors
+    /// As [`crate::codec::decode`].
+    ///
+    /// # Examples
+    /// ```
+    /// use zpage::{Engine, Page, Profile};
+    ///
+    /// let engine = Engine::new(Profile::Fast);
+    /// let mut form = Vec::new();
+    /// let class = engine.encode(&Page::filled(5), &mut form);
+    /// let mut out = Page::zeroed();
+    /// assert_eq!(Engine::decode(&form, &mut out)?, class);
+    /// assert!(out == *Page::filled(5));
+    /// # Ok::<(), zpage::DecodeError>(())
+    /// ```
     pub fn decode(stored: &[u8], out: &mut Page) -> Result<Class, DecodeError> {
         codec::decode(stored, out)
     }

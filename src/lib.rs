@@ -36,6 +36,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// The building blocks, public for the analysis tools (`zpage-tools`) and for those who
+// study the codecs; an embedder needs none of their paths: everything a store, a region
+// or a dictionary file takes or gives is re-exported below.
 pub mod classify;
 pub mod codec;
 pub mod engine;
@@ -46,8 +49,16 @@ pub mod region;
 pub mod store;
 mod sync;
 
-pub use classify::model::{Model, Profile};
+// The embedder's surface.
+pub use classify::model::{Model, ModelError, Profile};
+pub use codec::dictset::{DictSetError, DictionarySet, FormatError};
 pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;
 pub use page::{PAGE_SIZE, Page};
-pub use store::{MmStat, OnFull, PageStore, RemovalCause, Stats, StoreBuilder, StoreError};
+#[cfg(not(loom))]
+pub use region::{Region, RegionBuilder, RegionError, RegionStats};
+pub use store::{
+    Background, Backing, BackingFile, BdStat, ClassStats, IdlePass, IoError, IoStat, MmStat,
+    OnFull, PageStore, Recompressed, RemovalCause, Selection, Stats, StoreBuilder, StoreError,
+    WrittenBack,
+};

@@ -300,6 +300,23 @@ impl Model {
     }
 
     /// A model from its file's JSON, checked.
+    ///
+    /// # Errors
+    /// [`ModelError::Invalid`] (or a JSON error) for text that is not a valid model: a
+    /// tree with children out of range or before their parent, unknown features,
+    /// thresholds that are not finite, leaves its profile does not allow, more than 64
+    /// levels.
+    ///
+    /// # Examples
+    /// ```
+    /// use zpage::{Model, Profile};
+    ///
+    /// let json = zpage::classify::model::embedded(Profile::Fast).to_json();
+    /// let model = Model::from_json(&json)?;
+    /// assert_eq!(model.profile(), Profile::Fast);
+    /// assert!(Model::from_json("{}").is_err());
+    /// # Ok::<(), zpage::ModelError>(())
+    /// ```
     pub fn from_json(text: &str) -> Result<Model, ModelError> {
         // Parse first, then check, so that a check's error is not one of serde's.
         let file: ModelFile = serde_json::from_str(text)?;
@@ -307,6 +324,21 @@ impl Model {
     }
 
     /// A model read from a file, checked.
+    ///
+    /// # Errors
+    /// [`ModelError::Io`] if the file cannot be read; otherwise as [`Model::from_json`].
+    ///
+    /// # Examples
+    /// ```
+    /// use zpage::{Model, Profile};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("model.json");
+    /// std::fs::write(&path, zpage::classify::model::embedded(Profile::Dense).to_json())?;
+    /// assert_eq!(Model::load(&path)?.profile(), Profile::Dense);
+    /// assert!(Model::load(&dir.path().join("missing.json")).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load(path: &Path) -> Result<Model, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
             path: path.display().to_string(),

@@ -74,6 +74,13 @@ impl std::fmt::Debug for Dictionary {
 impl Dictionary {
     /// Trains a dictionary of at most `max_bytes` on `samples` (zstd's fastCover
     /// trainer), for encoding at `level`, named `id`.
+    ///
+    /// # Errors
+    /// [`DictError::Train`] when zstd's trainer fails (too few or too uniform samples),
+    /// [`DictError::ZeroId`] for id 0.
+    ///
+    /// # Examples
+    /// See [`decode`].
     pub fn train(
         samples: &[&[u8]],
         max_bytes: usize,
@@ -87,6 +94,18 @@ impl Dictionary {
 
     /// A dictionary from the bytes of a trained one (as [`Dictionary::bytes`] gives
     /// them), renamed `id`, for encoding at `level`. Refused unless zstd parses it.
+    ///
+    /// # Errors
+    /// [`DictError::Invalid`] for bytes zstd does not load as a dictionary,
+    /// [`DictError::ZeroId`] for id 0.
+    ///
+    /// # Examples
+    /// ```
+    /// use zpage::codec::dict::{DictError, Dictionary};
+    ///
+    /// assert_eq!(Dictionary::from_bytes(vec![1, 2, 3], 1, 3).unwrap_err(),
+    ///     DictError::Invalid("no zstd dictionary header"));
+    /// ```
     pub fn from_bytes(bytes: Vec<u8>, id: u32, level: i32) -> Result<Dictionary, DictError> {
         if id == 0 {
             return Err(DictError::ZeroId);
@@ -255,6 +274,32 @@ pub fn frame_dict_id(payload: &[u8]) -> Option<u32> {
 }
 
 /// Decodes a frame that names dictionary `id` with it; the frame must fill `out`.
+///
+/// # Errors
+/// [`DecodeError::MissingDictionary`] if `dicts` lacks dictionary `id`; a corrupt-form
+/// error for a frame that does not decode to exactly a page with it.
+///
+/// # Examples
+/// ```
+/// use zpage::Page;
+/// use zpage::codec::dict::{self, Dictionary, NoDictionaries};
+///
+/// let samples: Vec<Vec<u8>> = (0..64u32)
+///     .map(|i| format!("key={i} value={} ", i * 7).repeat(40).into_bytes())
+///     .collect();
+/// let refs: Vec<&[u8]> = samples.iter().map(|s| &s[..]).collect();
+/// let dictionary = Dictionary::train(&refs, 2048, 1, 3)?;
+/// let mut page = Page::zeroed();
+/// page.bytes_mut()[..samples[3].len().min(4096)]
+///     .copy_from_slice(&samples[3][..samples[3].len().min(4096)]);
+/// let mut form = Vec::new();
+/// dict::encode(&page, &dictionary, 3, &mut form);
+/// let mut out = Page::zeroed();
+/// dict::decode(&form[1..], 1, &dictionary, &mut out)?;
+/// assert!(out == page);
+/// assert!(dict::decode(&form[1..], 1, &NoDictionaries, &mut out).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn decode(
     payload: &[u8],
     id: u32,

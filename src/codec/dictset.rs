@@ -318,6 +318,13 @@ impl DictionarySet {
     }
 
     /// The same dictionaries renamed from `first_id` on and prepared for `level`.
+    ///
+    /// # Errors
+    /// [`DictError::ZeroId`] when `first_id` is 0 (a dictionary of the set already
+    /// loaded once is otherwise always renamed).
+    ///
+    /// # Examples
+    /// See [`DictionarySet::load`].
     pub fn renamed(&self, first_id: u32, level: i32) -> Result<DictionarySet, DictError> {
         let dicts = self
             .dicts
@@ -452,6 +459,12 @@ impl DictionarySet {
     }
 
     /// Writes the set to `path`.
+    ///
+    /// # Errors
+    /// [`DictSetError::Io`] if the file cannot be written.
+    ///
+    /// # Examples
+    /// See [`DictionarySet::load`].
     pub fn save(&self, path: &Path) -> Result<(), DictSetError> {
         std::fs::write(path, self.to_bytes()).map_err(|source| DictSetError::Io {
             path: path.display().to_string(),
@@ -461,6 +474,40 @@ impl DictionarySet {
 
     /// Reads a set from `path` (see [`DictionarySet::from_bytes`]); files over 64 MiB
     /// are refused unread.
+    ///
+    /// # Errors
+    /// [`DictSetError::Io`] if the file cannot be read, [`DictSetError::Format`] (one
+    /// line saying what is wrong) if it is not a dictionary set, or is damaged, or is not
+    /// a regular file.
+    ///
+    /// # Examples
+    /// ```
+    /// use zpage::{DictionarySet, Page, PageStore, Profile};
+    ///
+    /// // Pages of text a dense store keeps as zstd, a dictionary trained on them...
+    /// let store = PageStore::builder().profile(Profile::Dense).build();
+    /// for id in 0..600u64 {
+    ///     let text = format!("user_{} path=/api/v{}/item?q={} ", id % 97, id % 5, id * 31);
+    ///     let mut page = Page::zeroed();
+    ///     for (i, byte) in page.bytes_mut().iter_mut().enumerate() {
+    ///         *byte = text.as_bytes()[i % text.len()] ^ (i / 997) as u8;
+    ///     }
+    ///     store.insert(id, &page)?;
+    /// }
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("pages.dict");
+    /// if let Some(set) = store.train_dictionaries()? {
+    ///     set.save(&path)?;
+    ///     // ...loaded by another store, which encodes with it from the start.
+    ///     let loaded = DictionarySet::load(&path, 1, 8)?;
+    ///     let other = PageStore::builder().dictionaries(loaded).build();
+    ///     assert!(other.dictionaries().is_some());
+    /// }
+    /// std::fs::write(&path, b"not a set")?;
+    /// let error = DictionarySet::load(&path, 1, 8).unwrap_err();
+    /// assert!(error.to_string().contains("not a zpage dictionary set"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load(path: &Path, first_id: u32, level: i32) -> Result<DictionarySet, DictSetError> {
         let io = |source| DictSetError::Io {
             path: path.display().to_string(),

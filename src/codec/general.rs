@@ -15,6 +15,27 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) {
 }
 
 /// Decodes an LZ4 block payload into `out`, refusing one that is not well formed.
+///
+/// # Errors
+/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// this class (never a panic, never a page of other bytes).
+///
+/// # Examples
+/// ```
+/// use zpage::Page;
+/// use zpage::codec::general;
+///
+/// let mut page = Page::zeroed();
+/// for (i, word) in page.words_mut().iter_mut().enumerate() {
+///     *word = (i as u64 / 3) * 0x0101 + 7;
+/// }
+/// let mut form = Vec::new();
+/// general::encode(&page, &mut form);
+/// let mut out = Page::zeroed();
+/// general::decode(&form[1..], &mut out)?;
+/// assert!(out == page);
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     lz4_exact(payload, out.bytes_mut())
         .map_err(|reason| DecodeError::corrupt(Class::General, reason))

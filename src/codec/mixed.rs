@@ -767,6 +767,27 @@ pub fn primer_id(payload: &[u8]) -> Option<u32> {
 }
 
 /// Decodes a payload coded from `primer` (the one its id names) into `out`.
+///
+/// # Errors
+/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// this class (never a panic, never a page of other bytes).
+///
+/// # Examples
+/// ```
+/// use zpage::Page;
+/// use zpage::codec::mixed;
+///
+/// let mut page = Page::zeroed();
+/// for (i, word) in page.words_mut().iter_mut().enumerate() {
+///     *word = (i as u64 / 3) * 0x0101 + 7;
+/// }
+/// let mut form = Vec::new();
+/// mixed::encode(&page, None, &mut form);
+/// let mut out = Page::zeroed();
+/// mixed::decode(&form[1..], None, &mut out)?;
+/// assert!(out == page);
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode(payload: &[u8], primer: Option<&Primer>, out: &mut Page) -> Result<(), DecodeError> {
     let corrupt = |reason| DecodeError::corrupt(Class::Mixed, reason);
     if payload.len() <= ID_BYTES {

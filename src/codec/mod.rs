@@ -313,6 +313,26 @@ pub fn encode_filled(word: u64, out: &mut Vec<u8>) -> Class {
 }
 
 /// Decodes a stored form into `out`, returning its class.
+///
+/// # Errors
+/// [`DecodeError`] for bytes that are not a stored form this build reads, or one that
+/// names a dictionary (see [`decode_payload_with`]).
+///
+/// # Examples
+/// ```
+/// use zpage::codec::{self, Class, CodecConfig};
+/// use zpage::Page;
+///
+/// let mut page = Page::zeroed();
+/// page.bytes_mut()[..5].copy_from_slice(b"hello");
+/// let mut form = Vec::new();
+/// let class = codec::encode(Class::General, &page, &CodecConfig::default(), &mut form);
+/// let mut out = Page::zeroed();
+/// assert_eq!(codec::decode(&form, &mut out)?, class);
+/// assert!(out == page);
+/// assert!(codec::decode(&[200], &mut out).is_err()); // no class has tag 200
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode(stored: &[u8], out: &mut Page) -> Result<Class, DecodeError> {
     let class = stored_class(stored)?;
     decode_payload(class, &stored[1..], out)?;
@@ -322,11 +342,40 @@ pub fn decode(stored: &[u8], out: &mut Page) -> Result<Class, DecodeError> {
 /// Decodes a form whose tag is kept elsewhere (the store keeps the class in its
 /// per-page metadata and only the payload in the allocator). A form that names a
 /// dictionary does not decode here (see [`decode_payload_with`]).
+///
+/// # Errors
+/// As [`decode`].
+///
+/// # Examples
+/// ```
+/// use zpage::codec::{self, Class};
+/// use zpage::Page;
+///
+/// let mut out = Page::zeroed();
+/// codec::decode_payload(Class::Same, &7u64.to_le_bytes(), &mut out)?;
+/// assert!(out == *Page::filled(7));
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode_payload(class: Class, payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     decode_payload_with(class, payload, &dict::NoDictionaries, out)
 }
 
 /// [`decode_payload`], with the dictionaries forms may name.
+///
+/// # Errors
+/// As [`decode`]; [`DecodeError::MissingDictionary`] for a form whose dictionary `dicts`
+/// lacks.
+///
+/// # Examples
+/// ```
+/// use zpage::codec::{self, Class, dict::NoDictionaries};
+/// use zpage::Page;
+///
+/// let mut out = Page::zeroed();
+/// codec::decode_payload_with(Class::Zero, &[], &NoDictionaries, &mut out)?;
+/// assert!(out == Page::zeroed());
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode_payload_with(
     class: Class,
     payload: &[u8],
@@ -360,6 +409,18 @@ pub fn decode_payload_with(
 }
 
 /// The class recorded in a stored form's tag, without decoding it.
+///
+/// # Errors
+/// [`DecodeError::Empty`] or [`DecodeError::UnknownTag`].
+///
+/// # Examples
+/// ```
+/// use zpage::codec::{self, Class};
+///
+/// assert_eq!(codec::stored_class(&[Class::Zero.tag()])?, Class::Zero);
+/// assert!(codec::stored_class(&[]).is_err());
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn stored_class(stored: &[u8]) -> Result<Class, DecodeError> {
     let &tag = stored.first().ok_or(DecodeError::Empty)?;
     Class::from_tag(tag).ok_or(DecodeError::UnknownTag(tag))

@@ -12,6 +12,24 @@ pub fn encode(word: u64, out: &mut Vec<u8>) {
 }
 
 /// Decodes a same-filled page's word payload into `out`, refusing one that is not well formed.
+///
+/// # Errors
+/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// this class (never a panic).
+///
+/// # Examples
+/// ```
+/// use zpage::Page;
+/// use zpage::codec::same;
+///
+/// let mut form = Vec::new();
+/// same::encode(9, &mut form);
+/// let mut out = Page::zeroed();
+/// same::decode(&form[1..], &mut out)?;
+/// assert!(out == *Page::filled(9));
+/// assert!(same::decode(&[1, 2, 3], &mut out).is_err());
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     let word: [u8; 8] = payload
         .try_into()

@@ -107,6 +107,27 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) {
 }
 
 /// Decodes a word-form payload into `out`, refusing one that is not well formed.
+///
+/// # Errors
+/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// this class (never a panic, never a page of other bytes).
+///
+/// # Examples
+/// ```
+/// use zpage::Page;
+/// use zpage::codec::words;
+///
+/// let mut page = Page::zeroed();
+/// for (i, word) in page.words_mut().iter_mut().enumerate() {
+///     *word = (i as u64 / 3) * 0x0101 + 7;
+/// }
+/// let mut form = Vec::new();
+/// words::encode(&page, &mut form);
+/// let mut out = Page::zeroed();
+/// words::decode(&form[1..], &mut out)?;
+/// assert!(out == page);
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     let corrupt = |reason| DecodeError::corrupt(Class::Words, reason);
     let Some((tags, rest)) = payload.split_first_chunk::<TAG_BYTES>() else {

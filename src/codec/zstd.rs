@@ -18,6 +18,27 @@ pub fn encode(page: &Page, level: i32, out: &mut Vec<u8>) {
 }
 
 /// Decodes a zstd frame payload into `out`, refusing one that is not well formed.
+///
+/// # Errors
+/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// this class (never a panic, never a page of other bytes).
+///
+/// # Examples
+/// ```
+/// use zpage::Page;
+/// use zpage::codec::zstd;
+///
+/// let mut page = Page::zeroed();
+/// for (i, word) in page.words_mut().iter_mut().enumerate() {
+///     *word = (i as u64 / 3) * 0x0101 + 7;
+/// }
+/// let mut form = Vec::new();
+/// zstd::encode(&page, 3, &mut form);
+/// let mut out = Page::zeroed();
+/// zstd::decode(&form[1..], &mut out)?;
+/// assert!(out == page);
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     zstd_exact(payload, out.bytes_mut()).map_err(|reason| DecodeError::corrupt(Class::Zstd, reason))
 }

@@ -211,13 +211,24 @@ impl RegionBuilder {
     /// The store evicted pages go to, configured as any store (memory limit, model or
     /// profile, shards); default: the fast profile, four shards. Its hot tier is not
     /// used (the resident pages are the region's hot tier). At the store's memory limit
-    /// the hand keeps pages resident (`evictions_refused`), beyond the budget if need be.
+    /// the hand keeps pages resident (`evictions_refused`), beyond the budget if need be;
+    /// its [`OnFull`](crate::OnFull) policy is always `Refuse`, since the store holds the
+    /// only copy of an evicted page.
     pub fn store(mut self, store: StoreBuilder) -> Self {
         self.store = store;
         self
     }
 
     /// Reserves the region and starts its fault handler.
+    ///
+    /// # Errors
+    /// [`RegionError::Unavailable`] where userfaultfd cannot be used (no kernel support,
+    /// no permission); [`RegionError::Empty`], [`RegionError::TooLarge`] or
+    /// [`RegionError::Budget`] for sizes it cannot serve; the other variants for a
+    /// mapping or thread the system refused.
+    ///
+    /// # Examples
+    /// See [`Region`].
     pub fn build(self) -> Result<Region, RegionError> {
         let pages = self.bytes.div_ceil(PAGE_SIZE);
         if pages == 0 {
@@ -259,7 +270,13 @@ impl RegionBuilder {
             source,
         })?;
         let shared = Arc::new(Shared {
-            store: self.store.hot_budget(0).build(),
+            // Evicted pages live only in the store: it must never drop one (a full store
+            // refuses, and the hand keeps the page resident).
+            store: self
+                .store
+                .hot_budget(0)
+                .on_full(crate::OnFull::Refuse)
+                .build(),
             counters: Counters::default(),
             poisoned: RwLock::new(None),
         });

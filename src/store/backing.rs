@@ -43,6 +43,13 @@ pub struct BackingFile {
 impl BackingFile {
     /// Opens a block device (its size is its room), or creates a regular file of
     /// `bytes` bytes (sparse until written; an existing file's content is given up).
+    ///
+    /// # Errors
+    /// The I/O error of opening or sizing it; a directory or other special file is
+    /// refused.
+    ///
+    /// # Examples
+    /// See [`crate::PageStore::writeback`].
     pub fn open(path: &Path, bytes: u64) -> io::Result<BackingFile> {
         use std::os::unix::fs::FileTypeExt;
         let kind = std::fs::metadata(path).map(|m| m.file_type()).ok();

@@ -16,6 +16,27 @@ use crate::page::Page;
 
 /// Decodes a delta payload (parameter bytes, then the residuals) into `out`, refusing
 /// one that is not well formed.
+///
+/// # Errors
+/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// this class (never a panic, never a page of other bytes).
+///
+/// # Examples
+/// ```
+/// use zpage::Page;
+/// use zpage::codec::delta;
+///
+/// let mut page = Page::zeroed();
+/// for (i, word) in page.words_mut().iter_mut().enumerate() {
+///     *word = (i as u64 / 3) * 0x0101 + 7;
+/// }
+/// let mut form = Vec::new();
+/// delta::encode(&page, &zpage::CodecConfig::default(), &mut form);
+/// let mut out = Page::zeroed();
+/// delta::decode(&form[1..], &mut out)?;
+/// assert!(out == page);
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     let corrupt = |reason| DecodeError::corrupt(Class::Delta, reason);
     if payload.is_empty() {
