@@ -261,3 +261,33 @@ fn racing_evictions_never_give_a_wrong_page() {
     }
     assert!(store.mm_stat().mem_used_total <= 512 << 10);
 }
+
+/// A store near its limit re-encodes its pages smaller in an idle pass: the memory the
+/// smaller forms saved comes back although the limit leaves no room for new slabs.
+#[test]
+fn an_idle_pass_at_the_limit_gives_its_savings_back() {
+    use zpage::{Profile, Selection};
+    let pages = real_memory(8);
+    let probe = PageStore::builder().profile(Profile::Words).build();
+    for (id, page) in (0..).zip(&pages) {
+        probe.insert(id, page).unwrap();
+    }
+    let need = probe.mm_stat().mem_used_total;
+    let store = PageStore::builder()
+        .profile(Profile::Words)
+        .idle_profile(Profile::Dense)
+        .mem_limit(need + need / 32)
+        .build();
+    for (id, page) in (0..).zip(&pages) {
+        store.insert(id, page).unwrap();
+    }
+    let pass = store.recompress_selected(Selection::all());
+    assert!(pass.rewritten > 0 && pass.refused == 0, "{pass}");
+    let stats = store.stats();
+    assert!(stats.mm.mem_used_total < need * 3 / 4, "{:?}", stats.mm);
+    assert!(stats.allocator_overhead() < 0.10, "{:?}", stats.mm);
+    eprintln!("idle pass at the limit: {pass}; overhead {:.3}", stats.allocator_overhead());
+    for (id, page) in (0..).zip(&pages) {
+        assert!(*store.read(id).unwrap() == *page, "page {id}");
+    }
+}

@@ -62,25 +62,12 @@ impl PageStore {
         self.compact_step(&mut pass, STEP_PAGES);
     }
 
-    /// At the memory limit: a whole pass if the garbage is [`wasteful`], evacuating the
-    /// slabs whose objects the other slabs' holes can take (memory cannot grow to take
-    /// them); whether it gave memory back.
+    /// At the memory limit: a whole pass if the garbage is [`wasteful`] (the allocator
+    /// marks only the slabs whose objects the others' holes can take, since memory
+    /// cannot grow); whether it gave memory back.
     pub(super) fn compact_if_wasteful_at_limit(&self) -> bool {
         let (live, resident) = self.counters.allocator_sizes();
-        if !wasteful(live, resident) {
-            return false;
-        }
-        let mut pass = self.compactor.pass.lock();
-        let before = self.slabs.read().pages_compacted();
-        if pass.is_some() {
-            self.compact_step(&mut pass, usize::MAX);
-        }
-        if self.slabs_mut().begin_compaction_in_place() {
-            *pass = Some(0);
-            self.compactor.active.store(1, Ordering::Relaxed);
-            self.compact_step(&mut pass, usize::MAX);
-        }
-        self.slabs.read().pages_compacted() > before
+        wasteful(live, resident) && self.compact_slabs(PAGE_SIZE) > 0
     }
 
     /// Moves objects out of slabs with garbage and unmaps the emptied slabs; returns the

@@ -272,12 +272,24 @@ impl Slabs {
     /// a slab's sealed tail, shorter than one object, never qualifies alone at a page) and
     /// seals the head so moved objects land elsewhere.
     /// Returns whether there is anything to move.
+    /// Where the limit leaves less room than the marked slabs' live bytes (their objects
+    /// could not move to new slabs), it marks as [`Slabs::begin_compaction_in_place`]
+    /// does instead.
     pub fn begin_compaction(&mut self, min_garbage: usize) -> bool {
+        let garbage = |slab: &Slab| slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
+        let moving: usize = (self.slabs.iter().flatten())
+            .filter(|slab| garbage(slab) >= min_garbage.max(1))
+            .map(|slab| slab.live)
+            .sum();
+        if let Some(limit) = self.limit
+            && self.resident + moving as u64 > limit
+        {
+            return self.begin_compaction_in_place();
+        }
         let mut any = false;
         for slab in self.slabs.iter_mut().flatten() {
             // Memory populated ahead of the head's high-water mark is not garbage.
-            let garbage = slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
-            if garbage >= min_garbage.max(1) {
+            if garbage(slab) >= min_garbage.max(1) {
                 slab.evacuating = true;
                 any = true;
             }

@@ -13,13 +13,13 @@
 use super::slab::SlabTotals;
 use crate::codec::Class;
 use crate::sync::{AtomicU64, Ordering};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 const CLASSES: usize = Class::ALL.len();
 
 /// Pages and bytes of one class among the stored (compressed) forms.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassStats {
     /// Pages stored in this class.
     pub pages: u64,
@@ -40,7 +40,7 @@ impl ClassStats {
 /// zram's `mm_stat` fields, in its order and with its meaning; sizes are bytes. Read
 /// without stopping the store ([`crate::PageStore::mm_stat`]); its `Display` is the line
 /// zram prints in `/sys/block/zramN/mm_stat`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct MmStat {
     /// Pages stored, times 4096: in compressed form, or only as a decoded copy in the hot
@@ -65,7 +65,7 @@ pub struct MmStat {
 }
 
 /// zram's `bd_stat` fields: the backing store, in pages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BdStat {
     /// Pages in the backing store now.
@@ -83,7 +83,7 @@ impl std::fmt::Display for BdStat {
 }
 
 /// zram's `io_stat` fields.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct IoStat {
     /// Reads that failed: a corrupt stored form, or a backing-store read error.
@@ -253,7 +253,7 @@ impl Counters {
 
 /// One snapshot of a store: zram's `mm_stat` fields ([`Stats::mm`]) and the rest;
 /// sizes are bytes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Stats {
     /// zram's `mm_stat` fields (flattened into the JSON object).
@@ -311,36 +311,18 @@ impl Stats {
         self.mm.orig_data_size as f64 / used.max(1) as f64
     }
 
-    /// Adds another store's sizes, page counts and event counters (as for stores side
-    /// by side, like zram devices); limits and maxima are summed too, as the memory the
-    /// devices together may take and took at most.
+    /// Adds another store's figures to these, every one of them (as for stores side by
+    /// side, like zram devices): sizes, page counts, event counters, and the limits and
+    /// maxima too, as the memory the stores together may take and took at most. Every
+    /// field is summed through the snapshot's serialised form, so a field added to
+    /// `Stats` is summed with the rest, never forgotten.
     pub fn absorb(&mut self, other: &Stats) {
-        let (mm, bd, io) = (&mut self.mm, &mut self.bd, &mut self.io);
-        mm.mem_limit += other.mm.mem_limit;
-        mm.mem_used_max += other.mm.mem_used_max;
-        mm.pages_compacted += other.mm.pages_compacted;
-        mm.huge_pages_since += other.mm.huge_pages_since;
-        bd.bd_reads += other.bd.bd_reads;
-        bd.bd_writes += other.bd.bd_writes;
-        io.failed_reads += other.io.failed_reads;
-        io.failed_writes += other.io.failed_writes;
-        io.notify_free += other.io.notify_free;
-        self.pages += other.pages;
-        self.mm.orig_data_size += other.mm.orig_data_size;
-        self.mm.compr_data_size += other.mm.compr_data_size;
-        self.mm.mem_used_total += other.mm.mem_used_total;
-        self.metadata_bytes += other.metadata_bytes;
-        self.bookkeeping_bytes += other.bookkeeping_bytes;
-        self.dictionary_bytes += other.dictionary_bytes;
-        self.dictionaries += other.dictionaries;
-        self.mm.same_pages += other.mm.same_pages;
-        self.mm.huge_pages += other.mm.huge_pages;
-        self.bd.bd_count += other.bd.bd_count;
-        self.backed_bytes += other.backed_bytes;
-        self.idle_pages += other.idle_pages;
-        for (&class, figures) in &other.classes {
-            self.classes.entry(class).or_default().merge(figures);
-        }
+        let mut sum = serde_json::to_value(&*self).expect("statistics serialise");
+        add_numbers(
+            &mut sum,
+            &serde_json::to_value(other).expect("statistics serialise"),
+        );
+        *self = serde_json::from_value(sum).expect("a sum of statistics is statistics");
     }
 
     /// Allocator overhead: `mem_used_total / compr_data_size - 1`.
@@ -351,5 +333,71 @@ impl Stats {
     /// The figures of one class (zero for a class with no page).
     pub fn class(&self, class: Class) -> ClassStats {
         self.classes.get(&class).copied().unwrap_or_default()
+    }
+}
+
+/// Adds every number of `other` to the same field of `sum` (fields only `other` has are
+/// taken as they are).
+fn add_numbers(sum: &mut serde_json::Value, other: &serde_json::Value) {
+    use serde_json::Value;
+    match (sum, other) {
+        (Value::Number(a), Value::Number(b)) => {
+            let total = a.as_u64().unwrap_or(0) + b.as_u64().unwrap_or(0);
+            *a = total.into();
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in b {
+                match a.get_mut(key) {
+                    Some(slot) => add_numbers(slot, value),
+                    None => {
+                        a.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absorb_sums_every_field() {
+        let mut one = Stats {
+            hot_pages: 2,
+            hot_bytes: 8192,
+            hot_hits: 5,
+            pages: 3,
+            ..Stats::default()
+        };
+        one.mm.orig_data_size = 4096;
+        one.classes.insert(
+            Class::Zero,
+            ClassStats {
+                pages: 1,
+                orig_bytes: 4096,
+                stored_bytes: 0,
+            },
+        );
+        let mut two = one.clone();
+        two.io.failed_reads = 1;
+        two.classes.insert(
+            Class::Delta,
+            ClassStats {
+                pages: 2,
+                orig_bytes: 8192,
+                stored_bytes: 100,
+            },
+        );
+        one.absorb(&two);
+        assert_eq!(
+            (one.hot_pages, one.hot_bytes, one.hot_hits, one.pages),
+            (4, 16384, 10, 6)
+        );
+        assert_eq!((one.mm.orig_data_size, one.io.failed_reads), (8192, 1));
+        assert_eq!(one.class(Class::Zero).pages, 2);
+        assert_eq!(one.class(Class::Delta).stored_bytes, 100);
     }
 }
