@@ -68,33 +68,27 @@ impl Cache for Zpage {
     }
 }
 
-struct Quick(quick_cache::sync::Cache<u64, Arc<Page>>);
+/// A cache of raw pages behind `Arc`s: a hit copies the page out, as zpage's does.
+macro_rules! raw_page_cache {
+    ($name:ident, $cache:ty) => {
+        struct $name($cache);
 
-impl Cache for Quick {
-    fn get(&self, id: u64, out: &mut Page) -> bool {
-        self.0
-            .get(&id)
-            .map(|page| out.bytes_mut().copy_from_slice(page.bytes()))
-            .is_some()
-    }
-    fn insert(&self, id: u64, page: &Page) {
-        self.0.insert(id, Arc::new(*page));
-    }
+        impl Cache for $name {
+            fn get(&self, id: u64, out: &mut Page) -> bool {
+                self.0
+                    .get(&id)
+                    .map(|page| out.bytes_mut().copy_from_slice(page.bytes()))
+                    .is_some()
+            }
+            fn insert(&self, id: u64, page: &Page) {
+                self.0.insert(id, Arc::new(*page));
+            }
+        }
+    };
 }
 
-struct Moka(moka::sync::Cache<u64, Arc<Page>>);
-
-impl Cache for Moka {
-    fn get(&self, id: u64, out: &mut Page) -> bool {
-        self.0
-            .get(&id)
-            .map(|page| out.bytes_mut().copy_from_slice(page.bytes()))
-            .is_some()
-    }
-    fn insert(&self, id: u64, page: &Page) {
-        self.0.insert(id, Arc::new(*page));
-    }
-}
+raw_page_cache!(Quick, quick_cache::sync::Cache<u64, Arc<Page>>);
+raw_page_cache!(Moka, moka::sync::Cache<u64, Arc<Page>>);
 
 /// Runs the trace; hit rate and operations per second.
 fn run(cache: &dyn Cache, pages: &[Page], trace: &[u64]) -> (f64, f64) {

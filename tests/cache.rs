@@ -286,7 +286,10 @@ fn an_idle_pass_at_the_limit_gives_its_savings_back() {
     let stats = store.stats();
     assert!(stats.mm.mem_used_total < need * 3 / 4, "{:?}", stats.mm);
     assert!(stats.allocator_overhead() < 0.10, "{:?}", stats.mm);
-    eprintln!("idle pass at the limit: {pass}; overhead {:.3}", stats.allocator_overhead());
+    eprintln!(
+        "idle pass at the limit: {pass}; overhead {:.3}",
+        stats.allocator_overhead()
+    );
     for (id, page) in (0..).zip(&pages) {
         assert!(*store.read(id).unwrap() == *page, "page {id}");
     }

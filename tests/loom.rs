@@ -381,6 +381,17 @@ impl zpage::store::Backing for MemoryBacking {
     }
 }
 
+/// A one-shard store with a backing store in memory.
+fn backed_store(engine: &Engine) -> Arc<PageStore> {
+    Arc::new(
+        PageStore::builder()
+            .shards(1)
+            .engine(engine.clone())
+            .backing(std::sync::Arc::new(MemoryBacking::default()))
+            .build(),
+    )
+}
+
 /// Writeback against an overwrite of the same page: whichever runs first, the page ends
 /// as the overwrite wrote it, its slot is freed if the write lost, and the counters match
 /// what is stored.
@@ -388,13 +399,7 @@ impl zpage::store::Backing for MemoryBacking {
 fn writeback_against_an_overwrite() {
     let engine = engine();
     model(move || {
-        let store = Arc::new(
-            PageStore::builder()
-                .shards(1)
-                .engine(engine.clone())
-                .backing(std::sync::Arc::new(MemoryBacking::default()))
-                .build(),
-        );
+        let store = backed_store(&engine);
         store.insert(0, &text_page(1)).unwrap();
         let writer = {
             let store = store.clone();
@@ -427,13 +432,7 @@ fn writeback_against_an_overwrite() {
 fn a_backed_read_against_an_overwrite_that_reuses_its_slot() {
     let engine = engine();
     model(move || {
-        let store = Arc::new(
-            PageStore::builder()
-                .shards(1)
-                .engine(engine.clone())
-                .backing(std::sync::Arc::new(MemoryBacking::default()))
-                .build(),
-        );
+        let store = backed_store(&engine);
         store.insert(0, &text_page(1)).unwrap();
         let first = store.writeback(zpage::store::Selection::all()).unwrap();
         assert_eq!(first.written, 1);

@@ -381,14 +381,7 @@ impl PageStore {
             self.release_form(old);
             self.forget(shard, id, old);
         }
-        shard.hot.put(
-            id,
-            HotCopy {
-                page: buffer,
-                referenced: Hint::new(0),
-            },
-        );
-        self.counters.hot_pages.fetch_add(1, Ordering::Relaxed);
+        self.put_hot(shard, id, buffer);
         self.counters.hot_dirty.fetch_add(1, Ordering::Relaxed);
         let meta = Meta {
             word: self.writes.fetch_add(1, Ordering::Relaxed),
@@ -435,15 +428,18 @@ impl PageStore {
             return;
         }
         buffer.bytes_mut().copy_from_slice(page.bytes());
-        shard.hot.put(
-            id,
-            HotCopy {
-                page: buffer,
-                referenced: Hint::new(0),
-            },
-        );
-        self.counters.hot_pages.fetch_add(1, Ordering::Relaxed);
+        self.put_hot(shard, id, buffer);
         shard.table.set(id, Meta { hot: true, ..meta }, None);
+    }
+
+    /// Puts a decoded copy in the shard's hot tier (most recent, unreferenced), counted.
+    fn put_hot(&self, shard: &mut Shard, id: u64, page: Box<Page>) {
+        let copy = HotCopy {
+            page,
+            referenced: Hint::new(0),
+        };
+        shard.hot.put(id, copy);
+        self.counters.hot_pages.fetch_add(1, Ordering::Relaxed);
     }
 
     /// HotClean ──drop copy──▶ Stored (or Backed): returns the copy's buffer.

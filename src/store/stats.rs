@@ -29,14 +29,6 @@ pub struct ClassStats {
     pub stored_bytes: u64,
 }
 
-impl ClassStats {
-    fn merge(&mut self, other: &ClassStats) {
-        self.pages += other.pages;
-        self.orig_bytes += other.orig_bytes;
-        self.stored_bytes += other.stored_bytes;
-    }
-}
-
 /// zram's `mm_stat` fields, in its order and with its meaning; sizes are bytes. Read
 /// without stopping the store ([`crate::PageStore::mm_stat`]); its `Display` is the line
 /// zram prints in `/sys/block/zramN/mm_stat`.
