@@ -476,3 +476,28 @@ fn the_background_worker_runs_the_idle_pass_and_stops_with_the_store() {
     }
     panic!("the worker kept the store alive");
 }
+
+/// `Duration::MAX` is "no bound" wherever a duration is taken: never a panic.
+#[test]
+fn duration_max_means_no_bound() {
+    let store = PageStore::builder()
+        .profile(Profile::Words)
+        .idle_profile(Profile::Dense)
+        .background(
+            Background::every(Duration::MAX)
+                .idle_after(Duration::MAX)
+                .cold_after(Duration::MAX, 16)
+                .writeback_after(Duration::MAX),
+        )
+        .build_shared();
+    let pages = common::sample_pages();
+    for (id, page) in (0..).zip(pages.iter().take(64)) {
+        store.insert(id, page).unwrap();
+    }
+    let done = store.recompress_selected(Selection::all().time_budget(Duration::MAX));
+    assert_eq!(done.examined, 64);
+    assert!(!done.cut_short);
+    let pass = store.idle_pass(&Background::every(Duration::MAX).cold_after(Duration::MAX, 16));
+    assert_eq!(pass.cold.map(|cold| cold.examined), Some(0), "no page is that old");
+    assert_eq!(store.mark_idle(Some(Duration::MAX)), 0);
+}
