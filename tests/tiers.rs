@@ -498,6 +498,10 @@ fn duration_max_means_no_bound() {
     assert_eq!(done.examined, 64);
     assert!(!done.cut_short);
     let pass = store.idle_pass(&Background::every(Duration::MAX).cold_after(Duration::MAX, 16));
-    assert_eq!(pass.cold.map(|cold| cold.examined), Some(0), "no page is that old");
+    assert_eq!(
+        pass.cold.map(|cold| cold.examined),
+        Some(0),
+        "no page is that old"
+    );
     assert_eq!(store.mark_idle(Some(Duration::MAX)), 0);
 }

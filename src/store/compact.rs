@@ -18,7 +18,7 @@
 //!   form out under the read lock) sees it at its old place or its new one.
 
 use super::PageStore;
-use super::lifecycle::in_allocator;
+use super::lifecycle::{in_allocator, moved_form};
 use super::slab::Handle;
 use super::table::Meta;
 use crate::page::PAGE_SIZE;
@@ -148,8 +148,7 @@ impl PageStore {
                 .collect();
             for (id, meta) in movable {
                 if let Some(moved) = slabs.relocate(Handle::from_bits(meta.word)) {
-                    let word = moved.bits();
-                    shard.table.set(id, Meta { word, ..meta }, None);
+                    moved_form(&mut shard, id, meta, moved);
                 }
             }
             *pass = Some(next + 1);

@@ -31,6 +31,9 @@
 //! - **Backed**: the stored form is a record in the backing store; only its metadata
 //!   (slot, length, CRC) is in memory.
 //!
+//! Compaction moves a Stored form to another place in the allocator (`moved_form`: the
+//! same bytes, a new handle) without changing its state.
+//!
 //! Every transition is optimistic where it has work to do: the page is copied out under
 //! its shard lock ([`PageStore::snapshot`]: at most a page, plus the dictionary its form
 //! names), the lock is released, the work (decode, encode, I/O) runs with no lock held,
@@ -585,6 +588,14 @@ impl PageStore {
             }
         }
     }
+}
+
+/// Stored ──compaction──▶ Stored: the form of page `id` (metadata `meta`) now lives at
+/// `moved`, the same bytes (the caller holds the shard's and the allocator's write
+/// locks). Not an access: the stamp stays.
+pub(super) fn moved_form(shard: &mut Shard, id: u64, meta: Meta, moved: Handle) {
+    let word = moved.bits();
+    shard.table.set(id, Meta { word, ..meta }, None);
 }
 
 /// A page's form length in the allocator, from its handle.
