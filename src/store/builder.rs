@@ -277,7 +277,7 @@ impl StoreBuilder {
                 device,
             }),
             writeback_limit: AtomicU64::new(u64::MAX),
-            epoch: std::time::Instant::now(),
+            epoch: super::coarse_seconds(),
             worker: Default::default(),
             writes: AtomicU64::new(0),
             hand: AtomicU64::new(0),

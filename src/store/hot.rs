@@ -42,8 +42,6 @@ impl PageStore {
         let meta = self.read_page(id, out, |shard, meta| {
             shard.table.touch(id, now);
             if meta.hot {
-                let copy = shard.hot.peek(&id).expect("the hot bit mirrors the tier");
-                copy.referenced.store(1, Ordering::Relaxed);
                 slot.hits.fetch_add(1, Ordering::Relaxed);
             } else {
                 slot.misses.fetch_add(1, Ordering::Relaxed);

@@ -57,6 +57,8 @@ thread_local! {
     /// Each thread's encode buffer, taken and put back (a nested use just gets a fresh
     /// one): saves a 4 KiB allocation per insert.
     static SCRATCH: Cell<Vec<u8>> = Cell::new(Vec::with_capacity(RAW_SIZE));
+    /// Each thread's buffer for a form copied out to be decoded, taken and put back.
+    static READ_BUFFER: Cell<Vec<u8>> = Cell::new(Vec::with_capacity(PAGE_SIZE));
 }
 
 /// One shard's pages: their metadata, the hot tier's decoded copies, and the eviction
@@ -191,10 +193,12 @@ impl PageStore {
         id: u64,
         meta: Meta,
         out: &mut Page,
-        buffer: &mut [u8; PAGE_SIZE],
+        buffer: &mut Vec<u8>,
     ) -> Snapshot {
         if meta.hot {
+            // A use of the copy: the hot tier's second chance.
             let copy = shard.hot.peek(&id).expect("the hot bit mirrors the tier");
+            copy.referenced.store(1, Ordering::Relaxed);
             out.bytes_mut().copy_from_slice(copy.page.bytes());
             return Snapshot::Done;
         }
@@ -218,7 +222,8 @@ impl PageStore {
         }
         let slabs = self.slabs.read();
         let bytes = slabs.get(Handle::from_bits(meta.word));
-        buffer[..bytes.len()].copy_from_slice(bytes);
+        buffer.clear();
+        buffer.extend_from_slice(bytes);
         drop(slabs);
         let len = bytes_len(meta);
         Snapshot::Payload {
@@ -237,7 +242,7 @@ impl PageStore {
         &self,
         id: u64,
         snapshot: Snapshot,
-        buffer: &mut [u8; PAGE_SIZE],
+        buffer: &mut Vec<u8>,
         out: &mut Page,
     ) -> Result<(), StoreError> {
         let (class, len, checksum, dict) = match snapshot {
@@ -255,7 +260,9 @@ impl PageStore {
                 checksum,
                 dict,
             } => {
-                let read = self.tier().device.read(slot, &mut buffer[..len]);
+                buffer.clear();
+                buffer.resize(len, 0);
+                let read = self.tier().device.read(slot, buffer);
                 if let Err(error) = read {
                     self.dicts.let_go(dict);
                     return Err(StoreError::BackingRead {
@@ -291,15 +298,16 @@ impl PageStore {
         wanted: impl Fn(&Shard, Meta) -> bool,
     ) -> Result<Option<Meta>, StoreError> {
         let slot = self.slot(id);
-        let mut buffer = [0u8; PAGE_SIZE];
-        loop {
+        // A per-thread buffer: a read neither allocates nor clears a page for the form.
+        let mut buffer = READ_BUFFER.with(Cell::take);
+        let result = loop {
             let (meta, snapshot) = {
                 let shard = slot.shard.read();
                 let Some(meta) = shard.table.get(id) else {
-                    return Ok(None);
+                    break Ok(None);
                 };
                 if !wanted(&shard, meta) {
-                    return Ok(None);
+                    break Ok(None);
                 }
                 (meta, self.snapshot(&shard, id, meta, out, &mut buffer))
             };
@@ -308,11 +316,13 @@ impl PageStore {
                     if meta.backed && slot.shard.read().table.get(id) != Some(meta) => {}
                 Err(error) => {
                     slot.failed_reads.fetch_add(1, Ordering::Relaxed);
-                    return Err(error);
+                    break Err(error);
                 }
-                Ok(()) => return Ok(Some(meta)),
+                Ok(()) => break Ok(Some(meta)),
             }
-        }
+        };
+        READ_BUFFER.with(|cell| cell.set(buffer));
+        result
     }
 
     /// Absent or any state ──insert──▶ Stored: puts an encoded page in place of whatever

@@ -153,8 +153,8 @@ pub struct PageStore {
     tier: Option<BackedTier>,
     /// Pages writeback may still write (`u64::MAX`: no limit), as zram's `writeback_limit`.
     writeback_limit: AtomicU64,
-    /// Second 0 of the access stamps.
-    epoch: std::time::Instant,
+    /// Second 0 of the access stamps, on the coarse monotonic clock.
+    epoch: u64,
     /// Set when a background worker runs; dropping it (with the store) stops the worker.
     worker: tiers::WorkerLink,
     /// Dirty hot writes so far: each dirty page's metadata word, so that a write always
@@ -250,7 +250,7 @@ impl PageStore {
 
     /// The second of the store's clock (access stamps count from the store's start).
     fn now(&self) -> u32 {
-        self.epoch.elapsed().as_secs().min(u64::from(u32::MAX >> 3)) as u32
+        (coarse_seconds() - self.epoch).min(u64::from(u32::MAX >> 3)) as u32
     }
 
     /// Copies page `id` into `out`. The stored form is copied out under the page's shard
@@ -749,6 +749,13 @@ impl Iterator for Ids<'_> {
             self.batch.extend(shard.table.iter().map(|(id, _)| id));
         }
     }
+}
+
+/// Seconds on the monotonic clock, coarse (its ticks are the kernel's, a few ms): all an
+/// access stamp needs, read without the precise clock's cost.
+fn coarse_seconds() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    now.tv_sec as u64
 }
 
 impl Default for PageStore {
