@@ -5,7 +5,7 @@
 //! class, and [`plan`] turns the tree's answer into the forms the engine encodes (and the
 //! trainer prices): one decision, made once per page.
 
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod features;
 pub mod model;
 pub mod plan;

@@ -32,7 +32,7 @@
 //! `estimate` the sampled parameter choice, `encode` and `decode`, `shuffle` the byte
 //! planes, `pack` bit-packing, [`decimal`] the f64 ↔ decimal mapping.
 
-pub mod decimal;
+pub(crate) mod decimal;
 mod decode;
 mod encode;
 mod estimate;
@@ -43,10 +43,13 @@ mod word;
 
 pub use decode::decode;
 pub use encode::encode;
-pub use estimate::{Choice, choose};
-pub use format::{
-    Backend, LAG_BYTES, MAX_EXCEPTIONS, MAX_LAG, Params, Transform, WIDTHS, backend_of,
-};
+pub use format::{Backend, backend_of};
+// The parameter choice and the format's fields are the codec's own business.
+#[cfg(test)]
+use estimate::choose;
+use format::Params;
+#[cfg(test)]
+use format::Transform;
 
 use crate::codec::CodecConfig;
 use crate::codec::zstd::zstd_exact;
