@@ -5,10 +5,10 @@
 //! - `Sub`: residual = zigzag(word − previous word) (counters, timestamps, smooth signals),
 //! - `Xor`: residual = word ^ previous word (floats whose sign/exponent/high mantissa repeat),
 //! - `Decimal` (8-byte words only): each f64 word that is a short decimal becomes its integer
-//!   digits `k` at one exponent per page (see [`decimal`]), then `Sub` on the `k`s;
-//!   the words that are not (at most [`MAX_EXCEPTIONS`]) are stored verbatim,
+//!   digits `k` at one exponent per page (see `decimal`), then `Sub` on the `k`s;
+//!   the words that are not (at most `MAX_EXCEPTIONS`) are stored verbatim,
 //! - `Sub` at a lag: residual = zigzag(word − the word one record earlier), for arrays of
-//!   fixed-size records ([`LAG_BYTES`]: 16 or 32 bytes; a database page's rows, an
+//!   fixed-size records (`LAG_BYTES`: 16 or 32 bytes; a database page's rows, an
 //!   array of structs), where neighbouring words are different fields but the same field
 //!   of the next record barely changes,
 //!
@@ -18,7 +18,7 @@
 //!
 //! Stored form: `[tag][params][lag][decimal prelude][base: width bytes][body]` where
 //! `params` packs bits 0-1 log2(width), bits 2-3 transform, bits 4-5 backend, bit 6 shuffle,
-//! bit 7 lagged; `lag` (in words, 2..=[`MAX_LAG`], `Sub` and `Xor` only) is there only when
+//! bit 7 lagged; `lag` (in words, 2..=`MAX_LAG`, `Sub` and `Xor` only) is there only when
 //! bit 7 is set; body is `[bits][packed residuals]` for bit-packing or the backend's block
 //! otherwise. Only `Decimal` has a prelude: `[exponent][n][n positions: u16][n words: u64]`,
 //! positions strictly increasing; an exception's slot holds the previous `k` (residual 0).
@@ -30,7 +30,7 @@
 //!
 //! One job per file: `format` the layout, `word` the arithmetic and transforms,
 //! `estimate` the sampled parameter choice, `encode` and `decode`, `shuffle` the byte
-//! planes, `pack` bit-packing, [`decimal`] the f64 ↔ decimal mapping.
+//! planes, `pack` bit-packing, `decimal` the f64 ↔ decimal mapping.
 
 pub(crate) mod decimal;
 mod decode;
