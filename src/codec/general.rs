@@ -17,7 +17,7 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) {
 /// Decodes an LZ4 block payload into `out`, refusing one that is not well formed.
 ///
 /// # Errors
-/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// [`crate::DecodeError`] for a payload that is not a well-formed form of
 /// this class (never a panic, never a page of other bytes).
 ///
 /// # Examples

@@ -769,7 +769,7 @@ pub fn primer_id(payload: &[u8]) -> Option<u32> {
 /// Decodes a payload coded from `primer` (the one its id names) into `out`.
 ///
 /// # Errors
-/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// [`crate::DecodeError`] for a payload that is not a well-formed form of
 /// this class (never a panic, never a page of other bytes).
 ///
 /// # Examples

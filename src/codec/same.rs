@@ -14,7 +14,7 @@ pub fn encode(word: u64, out: &mut Vec<u8>) {
 /// Decodes a same-filled page's word payload into `out`, refusing one that is not well formed.
 ///
 /// # Errors
-/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// [`crate::DecodeError`] for a payload that is not a well-formed form of
 /// this class (never a panic).
 ///
 /// # Examples

@@ -109,7 +109,7 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) {
 /// Decodes a word-form payload into `out`, refusing one that is not well formed.
 ///
 /// # Errors
-/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// [`crate::DecodeError`] for a payload that is not a well-formed form of
 /// this class (never a panic, never a page of other bytes).
 ///
 /// # Examples

@@ -11,7 +11,7 @@ pub fn encode(out: &mut Vec<u8>) {
 /// Decodes a zero page's (empty) payload into `out`, refusing one that is not well formed.
 ///
 /// # Errors
-/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// [`crate::DecodeError`] for a payload that is not a well-formed form of
 /// this class (never a panic).
 ///
 /// # Examples

@@ -20,7 +20,7 @@ pub fn encode(page: &Page, level: i32, out: &mut Vec<u8>) {
 /// Decodes a zstd frame payload into `out`, refusing one that is not well formed.
 ///
 /// # Errors
-/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// [`crate::DecodeError`] for a payload that is not a well-formed form of
 /// this class (never a panic, never a page of other bytes).
 ///
 /// # Examples

@@ -18,7 +18,7 @@ use crate::page::Page;
 /// one that is not well formed.
 ///
 /// # Errors
-/// [`DecodeError`](crate::DecodeError) for a payload that is not a well-formed form of
+/// [`crate::DecodeError`] for a payload that is not a well-formed form of
 /// this class (never a panic, never a page of other bytes).
 ///
 /// # Examples

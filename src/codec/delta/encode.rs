@@ -16,7 +16,7 @@ use crate::codec::{Class, CodecConfig};
 use crate::page::Page;
 use crate::sync::{RefCell, thread_local};
 
-/// Encodes a page as a delta form with the parameters [`choose`] picks.
+/// Encodes a page as a delta form with the parameters its sampled estimate (`choose`) picks.
 pub fn encode(page: &Page, config: &CodecConfig, out: &mut Vec<u8>) {
     let (choice, on_words) = choose(page, config.delta_backend);
     if choice.transform == Transform::Decimal
