@@ -104,7 +104,7 @@ fn main() -> Result<(), zpage::StoreError> {
     println!(
         "memory: {:.1} MiB compressed + {:.1} MiB hot + {:.2} MiB metadata (ratio {:.2}, limit {} MiB)",
         stats.mm.mem_used_total as f64 / (1 << 20) as f64,
-        (stats.hot_pages * PAGE_SIZE as u64) as f64 / (1 << 20) as f64,
+        stats.hot_bytes as f64 / (1 << 20) as f64,
         (stats.metadata_bytes + stats.bookkeeping_bytes) as f64 / (1 << 20) as f64,
         stats.ratio(),
         stats.mm.mem_limit >> 20
