@@ -42,6 +42,7 @@
 pub mod classify;
 pub mod codec;
 pub mod engine;
+mod file;
 pub mod page;
 // The region runs real threads and a real userfaultfd: not a loom model.
 #[cfg(not(loom))]
@@ -54,6 +55,7 @@ pub use classify::model::{Model, ModelError, Profile};
 pub use codec::dictset::{DictSetError, DictionarySet, FormatError};
 pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;
+pub use file::SmallFileError;
 pub use page::{PAGE_SIZE, Page};
 #[cfg(not(loom))]
 pub use region::{Region, RegionBuilder, RegionError, RegionStats};

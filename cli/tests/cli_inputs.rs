@@ -124,6 +124,42 @@ fn large_and_sparse_inputs_stream_in_bounded_memory() {
     );
 }
 
+/// Killed but not yet reaped, a process is a zombie: its `/proc/PID/stat` (and start
+/// time) stay, its memory is gone. A walk over it must not end as if complete.
+#[test]
+fn a_zombie_mid_read_is_an_error_not_a_short_result() {
+    use zpage_tools::source::PageSource;
+    let mut child = child_with_memory();
+    let pid = child.id();
+    let mut process = zpage_tools::procmem::Process::open(pid).expect("the child is readable");
+    let mut chunk = Vec::new();
+    assert!(process.next_chunk(&mut chunk).unwrap(), "a first chunk");
+    child.kill().unwrap();
+    // Not reaped: wait until the kernel has made it a zombie.
+    let stat = format!("/proc/{pid}/stat");
+    let zombie = |text: &str| {
+        text.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    };
+    let start = Instant::now();
+    while !std::fs::read_to_string(&stat).is_ok_and(|t| zombie(&t)) {
+        assert!(start.elapsed() < Duration::from_secs(10), "never a zombie");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let error = loop {
+        match process.next_chunk(&mut chunk) {
+            Ok(true) => continue,
+            Ok(false) => panic!("the walk over a zombie ended as if complete"),
+            Err(error) => break error.to_string(),
+        }
+    };
+    child.wait().unwrap();
+    assert!(
+        error.contains(&format!("PID {pid} exited while it was read")),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_process_that_exits_mid_read_is_an_error_not_a_short_result() {
     use zpage_tools::source::PageSource;
@@ -180,4 +216,32 @@ fn zram_takes_device_names_not_paths() {
             &["not a zram device name"],
         );
     }
+}
+
+/// Model and dictionary files are checked to be regular files of bounded size before they
+/// are read: `/dev/zero` is refused (not read without end), a FIFO with no writer too (not
+/// waited on), each in one line.
+#[test]
+fn special_files_as_model_or_dictionaries_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let fifo = fifo.to_str().unwrap();
+    let input = sample("sqlite.pages");
+    let start = Instant::now();
+    fails(
+        &["sim", &input, "--model", "/dev/zero"],
+        &["/dev/zero", "character device"],
+    );
+    fails(&["sim", &input, "--model", fifo], &["fifo", "FIFO"]);
+    fails(
+        &["sim", &input, "--dictionary-file", fifo],
+        &["fifo", "not a regular file"],
+    );
+    fails(
+        &["sim", &input, "--dictionary-file", "/dev/zero"],
+        &["/dev/zero", "not a regular file"],
+    );
+    assert!(start.elapsed() < Duration::from_secs(30), "nothing waited");
 }

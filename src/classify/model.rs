@@ -191,13 +191,13 @@ impl TryFrom<ModelFile> for Model {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    /// The file could not be read.
+    /// The file could not be read (or is not a regular file of at most 16 MiB).
     #[error("model file {path}: {source}")]
     Io {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        source: crate::SmallFileError,
     },
     /// The text is not a model file's JSON.
     #[error("model does not parse: {0}")]
@@ -326,7 +326,9 @@ impl Model {
     /// A model read from a file, checked.
     ///
     /// # Errors
-    /// [`ModelError::Io`] if the file cannot be read; otherwise as [`Model::from_json`].
+    /// [`ModelError::Io`] if the file cannot be read, is not a regular file (a FIFO,
+    /// `/dev/zero`: never a hang or unbounded memory) or is over 16 MiB; otherwise as
+    /// [`Model::from_json`].
     ///
     /// # Examples
     /// ```
@@ -340,9 +342,15 @@ impl Model {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn load(path: &Path) -> Result<Model, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        // A model file is a few KiB of JSON; 16 MiB bounds any tree `validate` accepts.
+        const MAX_BYTES: u64 = 16 << 20;
+        let io = |source| ModelError::Io {
             path: path.display().to_string(),
             source,
+        };
+        let bytes = crate::file::read_small(path, MAX_BYTES).map_err(io)?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            io(std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()).into())
         })?;
         Model::from_json(&text)
     }

@@ -513,21 +513,18 @@ impl DictionarySet {
             path: path.display().to_string(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
         let format = |reason: FormatError| DictSetError::Format {
             path: path.display().to_string(),
             reason,
         };
-        if !meta.is_file() {
-            return Err(format(FormatError::NotAFile));
-        }
-        if meta.len() > 64 << 20 {
-            return Err(format(FormatError::TooLarge(meta.len())));
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::Read::take(file, 64 << 20), &mut bytes)
-            .map_err(io)?;
+        let bytes = match crate::file::read_small(path, 64 << 20) {
+            Ok(bytes) => bytes,
+            Err(crate::SmallFileError::Io(source)) => return Err(io(source)),
+            Err(crate::SmallFileError::TooLarge { size, .. }) => {
+                return Err(format(FormatError::TooLarge(size)));
+            }
+            Err(_) => return Err(format(FormatError::NotAFile)),
+        };
         DictionarySet::from_bytes(&bytes, first_id, level).map_err(format)
     }
 }

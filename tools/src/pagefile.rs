@@ -240,6 +240,15 @@ impl PageFile {
                 },
                 _ => io_error(&self.path, e),
             })?;
+        // A hole may be where the file ended early, and a read succeeds on a file that
+        // grew: the size must still be the one it had.
+        let now = file.metadata().map_err(|e| io_error(&self.path, e))?.len();
+        if now != size {
+            return Err(PageFileError::Changed {
+                path: self.path.clone(),
+                detail: format!("it had {size} bytes, now {now}"),
+            });
+        }
         self.read += bytes as u64;
         Ok(count > 0)
     }
@@ -339,6 +348,21 @@ mod tests {
             err.contains("shrinks.pages") && err.contains("changed"),
             "{err}"
         );
+        // Cut at a chunk's end: what is left would look like a hole (zero pages).
+        std::fs::write(&path, vec![7u8; (CHUNK_PAGES + 10) * PAGE_SIZE]).unwrap();
+        let mut file = PageFile::open(&path, false).unwrap();
+        assert!(file.next_chunk(&mut chunk).unwrap());
+        let cut = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        cut.set_len(CHUNK_PAGES as u64 * PAGE_SIZE as u64).unwrap();
+        let err = file.next_chunk(&mut chunk).unwrap_err().to_string();
+        assert!(err.contains("changed"), "{err}");
+        // Grown while read: refused as well, not read as the size it had.
+        std::fs::write(&path, vec![7u8; (CHUNK_PAGES + 10) * PAGE_SIZE]).unwrap();
+        let mut file = PageFile::open(&path, false).unwrap();
+        cut.set_len((CHUNK_PAGES as u64 + 20) * PAGE_SIZE as u64)
+            .unwrap();
+        let err = file.next_chunk(&mut chunk).unwrap_err().to_string();
+        assert!(err.contains("changed"), "{err}");
         // Changed between the check and the first read: refused too.
         std::fs::write(&path, vec![7u8; PAGE_SIZE]).unwrap();
         let mut file = PageFile::open(&path, false).unwrap();

@@ -251,12 +251,17 @@ impl PageSource for Process {
     }
 }
 
-/// The process's start time (field 22 of `/proc/PID/stat`), which tells a PID's reuse.
+/// The process's start time (field 22 of `/proc/PID/stat`), which tells a PID's reuse;
+/// `None` once it is gone, or a zombie or dead (state `Z` or `X`: its stat stays until
+/// it is reaped, its memory does not).
 fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is parenthesised and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19).map(str::to_string)
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(rest.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    rest.nth(18).map(str::to_string)
 }
 
 fn denied(pid: u32, what: &'static str) -> ProcError {
