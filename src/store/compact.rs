@@ -26,6 +26,8 @@ use crate::sync::{AtomicU64, Mutex, Ordering};
 
 /// Pages' metadata one automatic step scans at most (whole shards: at least one).
 const STEP_PAGES: usize = 16 * 1024;
+/// Passes one explicit compaction may run (each gives memory back, or it stops).
+const ROUNDS: usize = 8;
 /// Garbage below this is never worth a pass.
 const MIN_GARBAGE: u64 = 128 << 10;
 
@@ -105,8 +107,18 @@ impl PageStore {
         if pass.is_some() {
             self.compact_step(&mut pass, usize::MAX);
         }
-        if self.begin_pass(&mut pass, min_garbage) {
+        // Under a limit a pass can only move objects into the holes of slabs it leaves
+        // alone, so it may empty few slabs; the memory those give back lets the next
+        // pass do more. Passes go on while they give memory back.
+        for _ in 0..ROUNDS {
+            let round = self.slabs.read().pages_compacted();
+            if !self.begin_pass(&mut pass, min_garbage) {
+                break;
+            }
             self.compact_step(&mut pass, usize::MAX);
+            if self.slabs.read().pages_compacted() == round {
+                break;
+            }
         }
         self.slabs.read().pages_compacted() - before
     }

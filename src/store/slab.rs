@@ -148,6 +148,8 @@ pub struct Slabs {
     /// first outgrows the second the lists are rebuilt.
     listed: usize,
     holes_now: usize,
+    /// The compaction pass in progress was begun in place (relocations take holes only).
+    in_place: bool,
     /// Bit c set when `holes[c]` may be non-empty.
     hole_bits: [u64; HOLE_CLASSES.div_ceil(64)],
     limit: Option<u64>,
@@ -167,6 +169,7 @@ impl Slabs {
             holes: Vec::new(),
             listed: 0,
             holes_now: 0,
+            in_place: false,
             hole_bits: [0; HOLE_CLASSES.div_ceil(64)],
             limit,
             live: 0,
@@ -188,11 +191,16 @@ impl Slabs {
             Some(handle) => handle,
             None => self.append(len)?,
         };
+        Ok(self.fill(handle, bytes))
+    }
+
+    /// Writes `bytes` at `handle` (space just taken for them) and counts them live.
+    fn fill(&mut self, handle: Handle, bytes: &[u8]) -> Handle {
         let slab = self.slab_mut(handle);
-        slab.mem[handle.offset()..handle.offset() + len].copy_from_slice(bytes);
-        slab.live += len;
-        self.live += len as u64;
-        Ok(handle)
+        slab.mem[handle.offset()..handle.offset() + bytes.len()].copy_from_slice(bytes);
+        slab.live += bytes.len();
+        self.live += bytes.len() as u64;
+        handle
     }
 
     /// Puts `bytes` (1 to `old.len()` of them) where the live object `old` lies, and
@@ -322,9 +330,11 @@ impl Slabs {
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         let mut any = false;
+        self.in_place = true;
         for (garbage, id) in order {
             let slab = self.slabs[id as usize].as_mut().expect("listed above");
-            room -= garbage;
+            // Its own holes take nothing once it is marked.
+            room = room.saturating_sub(garbage);
             if slab.live * 2 > room {
                 break;
             }
@@ -344,13 +354,19 @@ impl Slabs {
             .is_some_and(|slab| slab.evacuating)
     }
 
-    /// Moves an object out of an evacuating slab; `None` when the limit leaves no room
-    /// (the object stays where it is).
+    /// Moves an object out of an evacuating slab; `None` when there is no room (the
+    /// object stays where it is). In a pass begun in place it takes a hole or nothing:
+    /// growing there would fill the limit with the objects of slabs that never empty.
     pub fn relocate(&mut self, handle: Handle) -> Option<Handle> {
         let mut buffer = [0u8; PAGE_SIZE];
         let len = handle.len();
         buffer[..len].copy_from_slice(self.get(handle));
-        let moved = self.alloc(&buffer[..len]).ok()?;
+        let moved = if self.in_place {
+            let hole = self.take_hole(len)?;
+            self.fill(hole, &buffer[..len])
+        } else {
+            self.alloc(&buffer[..len]).ok()?
+        };
         let pages_before = self.resident;
         self.free(handle);
         self.pages_compacted += (pages_before - self.resident) / PAGE_SIZE as u64;
@@ -359,6 +375,7 @@ impl Slabs {
 
     /// Ends a compaction pass: slabs that could not be emptied become ordinary again.
     pub fn end_compaction(&mut self) {
+        self.in_place = false;
         for slab in self.slabs.iter_mut().flatten() {
             slab.evacuating = false;
         }
