@@ -1,5 +1,5 @@
-//! The `zpage` command: argument parsing and one module per subcommand, over the `zpage`
-//! library's analysis tools (its `tools` feature). See `zpage --help` and README.md.
+//! The `zpage` command: argument parsing and one module per subcommand, over the analysis
+//! tools of `zpage-tools`. See `zpage --help` and README.md.
 //!
 //! Invariants: every failure a user can cause (bad path, partial page file, unparsable
 //! model, unreadable PID, busy zram device) is returned as an error with a one-line message
@@ -25,6 +25,7 @@ macro_rules! out {
     }};
 }
 
+mod capture;
 mod cold;
 mod dict;
 mod entropy;
@@ -66,6 +67,9 @@ enum Command {
     /// The cold tier's coders side by side on held-out pages: zstd-19 with cluster
     /// dictionaries, xz -9e, and the mixed form from the dictionaries' primers.
     Cold(cold::ColdArgs),
+    /// Save a live process's memory (--pid) or every process's (--all, what swap would
+    /// receive) as a page file, to run any command on the same pages again.
+    Capture(capture::CaptureArgs),
     /// Quantise an image's colours by clustering (k-means, mini-batch, Gaussian mixture)
     /// and measure what the lossy step buys: PSNR, entropy, stored bytes.
     Quantize(quantize::QuantizeArgs),
@@ -82,6 +86,7 @@ fn main() {
 /// Runs the parsed command line and writes its output.
 fn run(cli: Cli) -> Result<(), String> {
     let output = match cli.command {
+        Command::Capture(args) => capture::run(args),
         Command::Cold(args) => cold::run(args),
         Command::Dict(args) => dict::run(args),
         Command::Entropy(args) => entropy::run(args),

@@ -245,3 +245,37 @@ fn special_files_as_model_or_dictionaries_are_refused_at_once() {
     );
     assert!(start.elapsed() < Duration::from_secs(30), "nothing waited");
 }
+
+/// `zpage capture` saves a process's memory as a page file any command reads; a PID
+/// that cannot be captured leaves no file; `--all` captures every readable process.
+#[test]
+fn capture_saves_a_process_as_a_page_file() {
+    let mut child = child_with_memory();
+    let pid = child.id().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("child.pages");
+    let file = path.to_str().unwrap();
+    let v = json(&["capture", "--pid", &pid, "-o", file, "--json"]);
+    let pages = v["pages"].as_u64().unwrap();
+    assert!(pages >= 2048, "the child's 8 MiB: {v}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), pages * 4096);
+    let sim = json(&["sim", file, "--json"]);
+    assert_eq!(sim["pages"].as_u64(), Some(pages));
+    assert!(sim["verified"].as_bool().unwrap());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = dir.path().join("gone.pages");
+    fails(
+        &["capture", "--pid", &pid, "-o", gone.to_str().unwrap()],
+        &[&format!("PID {pid}")],
+    );
+    assert!(!gone.exists(), "no file for a capture that failed");
+    assert!(!dir.path().join("gone.pages.partial").exists());
+    let all = dir.path().join("all.pages");
+    let v = json(&["capture", "--all", "-o", all.to_str().unwrap(), "--json"]);
+    assert!(v["pages"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(
+        std::fs::metadata(&all).unwrap().len(),
+        v["pages"].as_u64().unwrap() * 4096
+    );
+}
