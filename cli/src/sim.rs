@@ -192,7 +192,11 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         let lc = &args.lifecycle;
         let zram_best = args.codecs.iter().any(|c| c.name == "zram-best");
         let config = lifecycle_config(&args, engine, zram_best)?;
-        let mut progress = Progress::new(3 * total, "life cycle", args.json);
+        let mut progress = Progress::new(
+            lifecycle::progress_units(total, &config),
+            "life cycle",
+            args.json,
+        );
         let report = lifecycle::run(
             &mut sources,
             &config,
@@ -384,12 +388,14 @@ fn print_lifecycle(r: &Lifecycle) -> String {
             0 => "-".to_string(),
             _ => format!("{:.3}", s.ratio),
         };
+        // Marking pages idle reads none: no speed to show.
+        let mb_s = s.mb_s.map_or("-".to_string(), |mb_s| format!("{mb_s:.0}"));
         outln!(
             out,
-            "{:<11} {:>8.3} {:>8.0} {:>12} {:>12} {:>12} {:>8} {:>8.3} {:>9}",
+            "{:<11} {:>8.3} {:>8} {:>12} {:>12} {:>12} {:>8} {:>8.3} {:>9}",
             s.name,
             s.seconds,
-            s.mb_s,
+            mb_s,
             s.mm.compr_data_size,
             s.mm.mem_used_total,
             s.metadata_bytes,
@@ -397,6 +403,11 @@ fn print_lifecycle(r: &Lifecycle) -> String {
             s.effective_ratio,
             s.bd_stat.bd_count
         );
+    }
+    for s in &r.stages {
+        if let Some(note) = &s.note {
+            outln!(out, "{}: {note}", s.name);
+        }
     }
     if let Some(last) = r.stages.last() {
         outln!(out);

@@ -138,14 +138,23 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         .map(|path| open(path).map(|file| (file.expected_pages(), file.name().to_string())))
         .collect::<Result<Vec<_>, String>>()?;
     let total: u64 = sizes.iter().map(|(pages, _)| pages).sum();
-    // Per run and input: the kernel's write and read, then each profile's store and
-    // read-back phases, then the tiered store's (store, read back, compare).
-    let mut progress = Progress::new(
-        8 * total * u64::from(args.runs),
-        "kernel zram and zpage",
-        args.json,
-    );
     let dictionaries = args.dictionaries.resolve()?;
+    // The tiered store's life cycle of each run (the cold pass in the first only).
+    let tiered_config = |run: u32| lifecycle::Config {
+        engine: Engine::new(Profile::Words),
+        idle: Engine::new(Profile::Dense),
+        dictionaries: Some(args.dictionaries.for_lifecycle(dictionaries.as_ref())),
+        mem_limit: None,
+        cold_level: (args.cold_level > 0 && run == 0).then_some(args.cold_level),
+        backing: None,
+        zram_best: false,
+    };
+    // Per run and input: the kernel's write (one unit a page), each profile's store and
+    // read back (two), then the tiered store's life cycle (its own units).
+    let units = (0..args.runs)
+        .map(|run| 5 * total + lifecycle::progress_units(total, &tiered_config(run)))
+        .sum();
+    let mut progress = Progress::new(units, "kernel zram and zpage", args.json);
     let mut inputs = Vec::new();
     let engines = [Profile::Fast, Profile::Dense].map(|p| (p, Engine::new(p)));
     for (path, (pages, name)) in files.iter().zip(sizes) {
@@ -182,29 +191,21 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
             };
             let (fast, dense) = (zpage(&engines[0])?, zpage(&engines[1])?);
             let mut one = [source().map_err(|e| e.to_string())?];
-            let config = lifecycle::Config {
-                engine: Engine::new(Profile::Words),
-                idle: engines[1].1.clone(),
-                dictionaries: Some(args.dictionaries.for_lifecycle(dictionaries.as_ref())),
-                mem_limit: None,
-                cold_level: (args.cold_level > 0 && run == 0).then_some(args.cold_level),
-                backing: None,
-                zram_best: false,
-            };
+            let config = tiered_config(run);
             let cycle = lifecycle::run(&mut one, &config, ("words", "dense"), &mut |n| {
                 progress.inc(n)
             })?;
             let stage = |name| cycle.stage(name).expect("every life cycle has it");
             let cold = cycle.stage("cold").unwrap_or(stage("recompress"));
             let tiered = TieredRun {
-                store_mb_s: stage("store").mb_s,
-                idle_pass_mb_s: stage("recompress").mb_s,
+                store_mb_s: stage("store").mb_s.unwrap_or(0.0),
+                idle_pass_mb_s: stage("recompress").mb_s.unwrap_or(0.0),
                 ratio: stage("recompress").ratio,
                 effective_ratio: stage("recompress").effective_ratio,
-                read_mb_s: stage("read").mb_s,
+                read_mb_s: stage("read").mb_s.unwrap_or(0.0),
                 cold_ratio: cold.ratio,
                 cold_effective_ratio: cold.effective_ratio,
-                cold_pass_mb_s: cycle.stage("cold").map_or(0.0, |s| s.mb_s),
+                cold_pass_mb_s: cycle.stage("cold").and_then(|s| s.mb_s).unwrap_or(0.0),
             };
             let run = InputRun {
                 name: name.clone(),

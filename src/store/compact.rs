@@ -58,7 +58,7 @@ impl PageStore {
         let Some(mut pass) = self.compactor.pass.try_lock() else {
             return;
         };
-        if pass.is_none() && !self.begin_pass(&mut pass, PAGE_SIZE) {
+        if pass.is_none() && self.begin_pass(&mut pass, PAGE_SIZE).is_none() {
             return;
         }
         self.compact_step(&mut pass, STEP_PAGES);
@@ -103,34 +103,36 @@ impl PageStore {
     /// garbage (after finishing a pass in progress).
     pub(super) fn compact_slabs(&self, min_garbage: usize) -> u64 {
         let mut pass = self.compactor.pass.lock();
-        let before = self.slabs.read().pages_compacted();
+        let before = self.counters.pages_compacted();
         if pass.is_some() {
             self.compact_step(&mut pass, usize::MAX);
         }
         // Under a limit a pass can only move objects into the holes of slabs it leaves
         // alone, so it may empty few slabs; the memory those give back lets the next
-        // pass do more. Passes go on while they give memory back.
+        // pass do more. Such passes go on while they give memory back; one that may
+        // grow moves all it can at once.
+        let mut last = self.counters.pages_compacted();
         for _ in 0..ROUNDS {
-            let round = self.slabs.read().pages_compacted();
-            if !self.begin_pass(&mut pass, min_garbage) {
+            let Some(in_place) = self.begin_pass(&mut pass, min_garbage) else {
                 break;
-            }
+            };
             self.compact_step(&mut pass, usize::MAX);
-            if self.slabs.read().pages_compacted() == round {
+            let now = self.counters.pages_compacted();
+            if !in_place || now == last {
                 break;
             }
+            last = now;
         }
-        self.slabs.read().pages_compacted() - before
+        self.counters.pages_compacted() - before
     }
 
-    /// Marks the slabs a pass evacuates; whether there are any (the pass is then on).
-    fn begin_pass(&self, pass: &mut Option<usize>, min_garbage: usize) -> bool {
-        if !self.slabs_mut().begin_compaction(min_garbage) {
-            return false;
-        }
+    /// Marks the slabs a pass evacuates; `None` if there are none, else whether the pass
+    /// was begun in place (the pass is then on).
+    fn begin_pass(&self, pass: &mut Option<usize>, min_garbage: usize) -> Option<bool> {
+        let in_place = self.slabs_mut().begin_compaction(min_garbage)?;
         *pass = Some(0);
         self.compactor.active.store(1, Ordering::Relaxed);
-        true
+        Some(in_place)
     }
 
     /// Visits shards from the pass's next one until `budget` pages' metadata have been

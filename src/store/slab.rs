@@ -245,10 +245,6 @@ impl Slabs {
         }
     }
 
-    pub fn pages_compacted(&self) -> u64 {
-        self.pages_compacted
-    }
-
     pub fn totals(&self) -> SlabTotals {
         SlabTotals {
             live: self.live,
@@ -278,12 +274,11 @@ impl Slabs {
     /// bytes of garbage: a page, so that moving one slab's objects gains memory, or less
     /// after a pass that shrank every object a little, where the slabs' small holes add up;
     /// a slab's sealed tail, shorter than one object, never qualifies alone at a page) and
-    /// seals the head so moved objects land elsewhere.
-    /// Returns whether there is anything to move.
-    /// Where the limit leaves less room than the marked slabs' live bytes (their objects
-    /// could not move to new slabs), it marks as [`Slabs::begin_compaction_in_place`]
-    /// does instead.
-    pub fn begin_compaction(&mut self, min_garbage: usize) -> bool {
+    /// seals the head so moved objects land elsewhere. Where the limit leaves less room
+    /// than the marked slabs' live bytes (their objects could not move to new slabs), it
+    /// marks as [`Slabs::begin_compaction_in_place`] does instead.
+    /// Returns `None` if there is nothing to move, else whether the pass is in place.
+    pub fn begin_compaction(&mut self, min_garbage: usize) -> Option<bool> {
         let garbage = |slab: &Slab| slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
         let moving: usize = (self.slabs.iter().flatten())
             .filter(|slab| garbage(slab) >= min_garbage.max(1))
@@ -292,7 +287,7 @@ impl Slabs {
         if let Some(limit) = self.limit
             && self.resident + moving as u64 > limit
         {
-            return self.begin_compaction_in_place();
+            return self.begin_compaction_in_place().then_some(true);
         }
         let mut any = false;
         for slab in self.slabs.iter_mut().flatten() {
@@ -309,7 +304,7 @@ impl Slabs {
         {
             self.head = None;
         }
-        any
+        any.then_some(false)
     }
 
     /// Starts a compaction pass where memory cannot grow (at the limit): marks the slabs
@@ -318,7 +313,7 @@ impl Slabs {
     /// needs one hole that fits it). Holes are never merged, so at the limit freeing
     /// small objects alone may never make room for a large one: emptying whole slabs
     /// does. Returns whether there is anything to move.
-    pub fn begin_compaction_in_place(&mut self) -> bool {
+    fn begin_compaction_in_place(&mut self) -> bool {
         let garbage = |slab: &Slab| slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
         let mut room: usize = self.slabs.iter().flatten().map(garbage).sum();
         let mut order: Vec<(usize, u32)> = self

@@ -199,6 +199,11 @@ impl Counters {
             .store(totals.pages_compacted, Ordering::Relaxed);
     }
 
+    /// Pages of memory compaction has given back, as last published.
+    pub(crate) fn pages_compacted(&self) -> u64 {
+        self.pages_compacted.load(Ordering::Relaxed)
+    }
+
     /// Pages stored as `class`.
     pub(crate) fn pages_of(&self, class: Class) -> u64 {
         self.pages[class.index()].load(Ordering::Relaxed)

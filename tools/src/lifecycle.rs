@@ -50,6 +50,15 @@ impl WritebackType {
         }
     }
 
+    /// What the type takes, as a report says it.
+    fn describe(self) -> &'static str {
+        match self {
+            WritebackType::Huge => "stored uncompressed",
+            WritebackType::Idle => "idle",
+            WritebackType::HugeIdle => "both uncompressed and idle",
+        }
+    }
+
     fn selection(self) -> Selection {
         match self {
             WritebackType::Huge => Selection::all().huge(),
@@ -84,8 +93,9 @@ pub struct Stage {
     /// `store`, `mark_idle`, `recompress`, `cold`, `writeback`, `read`.
     pub name: &'static str,
     pub seconds: f64,
-    /// The step's input bytes per second.
-    pub mb_s: f64,
+    /// The step's input bytes per second (`None` where a speed means nothing: marking
+    /// pages idle reads no page).
+    pub mb_s: Option<f64>,
     /// Bytes of the pages the step worked on (stored, examined, written, read).
     pub input_bytes: u64,
     /// zram's `mm_stat` fields after the step.
@@ -100,6 +110,9 @@ pub struct Stage {
     pub ratio: f64,
     /// `orig_data_size / (mem_used_total + metadata_bytes)`.
     pub effective_ratio: f64,
+    /// Why the step did nothing, or less than asked (no idle page, too few pages to
+    /// train dictionaries, no page the writeback type takes).
+    pub note: Option<String>,
 }
 
 /// A life cycle's report; its JSON form is the schema [`SCHEMA`].
@@ -132,10 +145,38 @@ struct Acc {
     time: Duration,
     bytes: u64,
     stats: Stats,
+    /// The stage's notes, one per input that had one.
+    notes: Vec<String>,
 }
 
-/// Runs the life cycle on every source; `tick` gets the pages processed (three times per
-/// page: stored, read back at the end, compared).
+impl Acc {
+    /// Adds one input's store after the step. A dictionary file's set is the same in
+    /// every input's store: it is charged once per run, not once per input.
+    fn absorb(&mut self, stats: &Stats, shared_set: bool) {
+        let (bytes, count) = (self.stats.dictionary_bytes, self.stats.dictionaries);
+        self.stats.absorb(stats);
+        if shared_set {
+            self.stats.dictionary_bytes = bytes.max(stats.dictionary_bytes);
+            self.stats.dictionaries = count.max(stats.dictionaries);
+        }
+    }
+}
+
+/// Progress units per page of each step, by what the step costs (the cold pass encodes
+/// at zstd 16 and tries the mixed form, tens of times an insert's work).
+const STORE_WEIGHT: u64 = 1;
+const IDLE_WEIGHT: u64 = 4;
+const COLD_WEIGHT: u64 = 40;
+const READ_WEIGHT: u64 = 2;
+
+/// The progress units [`run`] ticks in all for `pages` pages under `config`.
+pub fn progress_units(pages: u64, config: &Config) -> u64 {
+    let cold = config.cold_level.map_or(0, |_| COLD_WEIGHT);
+    pages * (STORE_WEIGHT + IDLE_WEIGHT + cold + READ_WEIGHT)
+}
+
+/// Runs the life cycle on every source; `tick` gets progress units as the steps go
+/// ([`progress_units`] in all: each step's pages, weighted by its cost).
 pub fn run(
     sources: &mut [Box<dyn PageSource + '_>],
     config: &Config,
@@ -151,6 +192,7 @@ pub fn run(
     }
     names.push("read");
     let mut acc: Vec<Acc> = names.iter().map(|_| Acc::default()).collect();
+    let shared_set = matches!(config.dictionaries, Some(Dictionaries::Set { .. }));
     let (mut inputs, mut refused, mut best) = (Vec::new(), 0, compare::SchemeResult::default());
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
     let mut back = vec![Page::zeroed(); CHUNK_PAGES];
@@ -196,27 +238,28 @@ pub fn run(
             if config.zram_best {
                 sample.sample(&chunk, source.expected_pages());
             }
-            tick(chunk.len() as u64);
+            tick(chunk.len() as u64 * STORE_WEIGHT);
         }
-        acc[step].stats.absorb(&store.stats());
+        acc[step].absorb(&store.stats(), shared_set);
         step += 1;
 
         let start = Instant::now();
         let idle = store.mark_idle(None);
         acc[step].time += start.elapsed();
         acc[step].bytes += idle * PAGE_SIZE as u64;
-        acc[step].stats.absorb(&store.stats());
+        acc[step].absorb(&store.stats(), shared_set);
         step += 1;
 
         // The idle pass, then the cold one (the same over the same pages, at its level).
-        let passes = std::iter::once(("idle", Selection::all().idle())).chain(
+        let passes = std::iter::once(("idle", Selection::all().idle(), IDLE_WEIGHT)).chain(
             config
                 .cold_level
-                .map(|level| ("cold", Selection::all().idle().level(level))),
+                .map(|level| ("cold", Selection::all().idle().level(level), COLD_WEIGHT)),
         );
-        for (what, select) in passes {
+        let stored_pages = next_id;
+        for (what, select, weight) in passes {
             let start = Instant::now();
-            let done = store.recompress_selected(select);
+            let done = store.recompress_observed(select, &mut |pages| tick(pages * weight));
             acc[step].time += start.elapsed();
             acc[step].bytes += done.examined * PAGE_SIZE as u64;
             if done.failed > 0 {
@@ -225,7 +268,29 @@ pub fn run(
                     done.failed
                 ));
             }
-            acc[step].stats.absorb(&store.stats());
+            // The pages a pass left out still count as progress.
+            tick(stored_pages.saturating_sub(done.examined) * weight);
+            let stats = store.stats();
+            if done.examined == 0 {
+                acc[step].notes.push(format!(
+                    "{name}: no page to re-encode (every stored page is zero or same-filled, hot, or settled)"
+                ));
+            } else if what == "idle"
+                && stats.dictionaries == 0
+                && matches!(config.dictionaries, Some(Dictionaries::Auto { .. }))
+            {
+                let after = match config.dictionaries {
+                    Some(Dictionaries::Auto {
+                        after_zstd_pages, ..
+                    }) => after_zstd_pages,
+                    _ => 0,
+                };
+                acc[step].notes.push(format!(
+                    "{name}: no dictionaries: {} pages a dictionary could serve, training starts at {after}",
+                    stats.pages - stats.mm.same_pages
+                ));
+            }
+            acc[step].absorb(&stats, shared_set);
             step += 1;
         }
 
@@ -234,15 +299,23 @@ pub fn run(
             let written = write_back(&store, *kind, &name)?;
             acc[step].time += start.elapsed();
             acc[step].bytes += written * PAGE_SIZE as u64;
-            acc[step].stats.absorb(&store.stats());
+            if written == 0 {
+                acc[step].notes.push(format!(
+                    "{name}: no page to write back (none in the allocator is {})",
+                    kind.describe()
+                ));
+            }
+            acc[step].absorb(&store.stats(), shared_set);
             step += 1;
         }
 
         // Every page, from wherever it now lives, timed; compared after.
-        let (spent, present) = sim::read_back(&store, next_id, digest, &mut back, &name, tick)?;
+        let mut read_tick = |pages: u64| tick(pages * READ_WEIGHT);
+        let (spent, present) =
+            sim::read_back(&store, next_id, digest, &mut back, &name, &mut read_tick)?;
         acc[step].time += spent;
         acc[step].bytes += present * PAGE_SIZE as u64;
-        acc[step].stats.absorb(&store.stats());
+        acc[step].absorb(&store.stats(), shared_set);
         drop(store);
         if config.zram_best
             && let Some(result) = sim::store_again(&sample.train(), &mut **source, &mut chunk)
@@ -250,7 +323,6 @@ pub fn run(
         {
             best.absorb(&result);
         }
-        tick(next_id);
         inputs.push(name);
     }
     let pages = acc[0].stats.pages + refused;
@@ -260,7 +332,8 @@ pub fn run(
         .map(|(&name, acc)| Stage {
             name,
             seconds: acc.time.as_secs_f64(),
-            mb_s: compare::mb_s(acc.bytes, acc.time),
+            mb_s: (name != "mark_idle").then(|| compare::mb_s(acc.bytes, acc.time)),
+            note: (!acc.notes.is_empty()).then(|| acc.notes.join("; ")),
             input_bytes: acc.bytes,
             mm: acc.stats.mm,
             bd_stat: acc.stats.bd,
