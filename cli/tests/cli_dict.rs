@@ -97,3 +97,30 @@ fn zram_best_is_a_default_baseline() {
     let best = &v["baselines"]["zram-best"];
     assert!(best["ratio"].as_f64().unwrap() > v["baselines"]["zstd-3"]["ratio"].as_f64().unwrap());
 }
+
+/// A life cycle over several inputs with one dictionary file charges the set once (the
+/// inputs stand for one machine's memory), not once per input.
+#[test]
+fn a_life_cycle_charges_a_dictionary_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sample.zpd");
+    let file = file.to_str().unwrap();
+    let data = data_dir();
+    let data = data.to_str().unwrap();
+    let trained = json(&["dict", data, "-o", file, "--json"]);
+    let clusters = trained["clusters"].as_u64().unwrap();
+    let v = json(&[
+        "sim",
+        data,
+        "--lifecycle",
+        "--cold-level",
+        "0",
+        "--dictionary-file",
+        file,
+        "--json",
+    ]);
+    assert!(v["inputs"].as_array().unwrap().len() > 1);
+    for stage in v["stages"].as_array().unwrap() {
+        assert_eq!(stage["dictionaries"].as_u64(), Some(clusters), "{stage}");
+    }
+}

@@ -203,3 +203,41 @@ fn life_cycle_errors_are_one_line() {
         &["cold", "huge, idle, huge_idle"],
     );
 }
+
+/// A step that does nothing says why: zero pages give the passes nothing to re-encode,
+/// and writeback nothing to write.
+#[test]
+fn a_step_that_did_nothing_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = dir.path().join("zeros.pages");
+    std::fs::write(&zeros, vec![0u8; 64 * 4096]).unwrap();
+    let backing = dir.path().join("backing");
+    let v = json(&[
+        "sim",
+        zeros.to_str().unwrap(),
+        "--lifecycle",
+        "--backing",
+        backing.to_str().unwrap(),
+        "--json",
+    ]);
+    let stages = v["stages"].as_array().unwrap();
+    let note = |name: &str| {
+        let stage = stages.iter().find(|s| s["name"] == name).unwrap();
+        stage["note"].as_str().unwrap_or("").to_string()
+    };
+    assert!(note("recompress").contains("no page to re-encode"), "{v}");
+    assert!(note("writeback").contains("no page to write back"), "{v}");
+    assert_eq!(stages[0]["note"], serde_json::Value::Null);
+    let out = zpage(&[
+        "sim",
+        zeros.to_str().unwrap(),
+        "--lifecycle",
+        "--backing",
+        backing.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("recompress: ") && text.contains("no page to re-encode"),
+        "{text}"
+    );
+}
