@@ -406,7 +406,10 @@ fn print_lifecycle(r: &Lifecycle) -> String {
     }
     for s in &r.stages {
         if let Some(note) = &s.note {
-            outln!(out, "{}: {note}", s.name);
+            outln!(out, "{}:", s.name);
+            for line in note.split("; ") {
+                outln!(out, "  {line}");
+            }
         }
     }
     if let Some(last) = r.stages.last() {
