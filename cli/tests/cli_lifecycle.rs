@@ -237,7 +237,7 @@ fn a_step_that_did_nothing_says_why() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("recompress: ") && text.contains("no page to re-encode"),
+        text.contains("recompress:\n") && text.contains("no page to re-encode"),
         "{text}"
     );
 }
