@@ -10,6 +10,7 @@ use zpage_tools::compare::Baseline;
 use zpage_tools::lifecycle::{self, Lifecycle, WritebackType};
 use zpage_tools::procmem;
 use zpage_tools::sim::{self, Report};
+use zpage_tools::zram_model::ZramConfig;
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -40,6 +41,11 @@ pub struct SimArgs {
     /// oracle (per page the smallest of every codec).
     #[arg(long, value_delimiter = ',', default_values = Baseline::DEFAULT, value_parser = Baseline::parse)]
     codecs: Vec<Baseline>,
+    /// The kernel's zram predicted on the same pages, without root: each configuration
+    /// (`lz4`, or `lz4:chain=N` for zsmalloc's chain size) compressed as the kernel's
+    /// algorithm does and placed in a model of zsmalloc; its mm_stat fields in the report.
+    #[arg(long, value_delimiter = ',', value_parser = ZramConfig::parse, conflicts_with = "lifecycle")]
+    zram: Vec<ZramConfig>,
     #[command(flatten)]
     dictionaries: DictionaryArgs,
     #[command(flatten)]
@@ -217,7 +223,10 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         &engine,
         dictionaries.as_ref(),
         &profile,
-        &args.codecs,
+        sim::Beside {
+            baselines: &args.codecs,
+            zram: &args.zram,
+        },
         true,
         &mut |n| progress.inc(n),
     )?;
@@ -561,6 +570,26 @@ fn print_report(r: &Report) -> String {
             "(zram best left out: it reads its input twice, and {} cannot be)",
             r.zram_best_left_out.join(", ")
         );
+    }
+    if !r.zram_model.is_empty() {
+        outln!(out);
+        outln!(
+            out,
+            "kernel zram, predicted   compr_data_size   mem_used_total   mem ratio   same   huge"
+        );
+        for p in &r.zram_model {
+            let mm = &p.mm_stat;
+            outln!(
+                out,
+                "{:<22} {:>17} {:>16} {:>11.3} {:>6} {:>6}",
+                p.config,
+                mm.compr_data_size,
+                mm.mem_used_total,
+                mm.orig_data_size as f64 / mm.mem_used_total.max(1) as f64,
+                mm.same_pages,
+                mm.huge_pages
+            );
+        }
     }
     outln!(out);
     outln!(

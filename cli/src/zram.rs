@@ -12,6 +12,7 @@ use zpage_tools::pagefile::{self, PageFile};
 use zpage_tools::sim;
 use zpage_tools::source::{PageSource, SourceError};
 use zpage_tools::zram::{Device, KernelRun};
+use zpage_tools::zram_model::{PredictedMmStat, ZramConfig};
 
 /// The JSON schema name and version of the `zpage zram` report.
 pub const SCHEMA: &str = "zpage-zram/1";
@@ -86,6 +87,9 @@ struct InputRun {
     /// trained on a tenth of the input), emulated with the same library: this kernel has
     /// no zstd backend. Its ratio pays for no allocator or metadata.
     zram_best_ratio: f64,
+    /// The kernel's zram predicted by zpage's model of it (`sim --zram`), where it models
+    /// the algorithm; `null` otherwise.
+    predicted: Option<PredictedMmStat>,
 }
 
 #[derive(Serialize)]
@@ -139,6 +143,8 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         .collect::<Result<Vec<_>, String>>()?;
     let total: u64 = sizes.iter().map(|(pages, _)| pages).sum();
     let dictionaries = args.dictionaries.resolve()?;
+    // The prediction beside the measurement, for an algorithm the model knows.
+    let model = ZramConfig::parse(&args.algo).ok();
     // The tiered store's life cycle of each run (the cold pass in the first only).
     let tiered_config = |run: u32| lifecycle::Config {
         engine: Engine::new(Profile::Words),
@@ -165,6 +171,18 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         // Its ratio is the same in every run: measured once.
         let zram_best = sim::zram_best(&mut *source().map_err(|e| e.to_string())?)?
             .expect("a page file reads twice");
+        let predicted = match &model {
+            Some(config) => {
+                let mut device = config.device();
+                let mut input = source().map_err(|e| e.to_string())?;
+                let mut chunk = Vec::new();
+                while input.next_chunk(&mut chunk).map_err(|e| e.to_string())? {
+                    device.write(&chunk);
+                }
+                Some(device.mm_stat())
+            }
+            None => None,
+        };
         for run in 0..args.runs {
             let kernel = device
                 .run(&args.algo, pages, &source)
@@ -178,7 +196,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
                     engine,
                     dictionaries,
                     profile.name(),
-                    &[],
+                    sim::Beside::default(),
                     false,
                     &mut |n| progress.inc(n),
                 )?;
@@ -215,6 +233,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
                 dense,
                 tiered,
                 zram_best_ratio: zram_best.ratio(),
+                predicted,
             };
             best = Some(match best {
                 None => run,
@@ -329,6 +348,20 @@ fn print_report(r: &ZramReport) -> String {
             k.write_mb_s,
             k.read_mb_s
         );
+        if let Some(p) = &input.predicted {
+            let off = |mine: u64, kernel: u64| (mine as f64 / kernel.max(1) as f64 - 1.0) * 100.0;
+            outln!(
+                out,
+                "  {:<18} {:>7.3} {:>10.3} {:>12} {:>12}   (compr_data_size {:+.2}%, mem_used_total {:+.2}%)",
+                "  predicted",
+                p.orig_data_size as f64 / p.compr_data_size.max(1) as f64,
+                p.orig_data_size as f64 / p.mem_used_total.max(1) as f64,
+                "-",
+                "-",
+                off(p.compr_data_size, k.compr_data_size),
+                off(p.mem_used_total, k.mem_used_total)
+            );
+        }
         outln!(
             out,
             "  {:<18} {:>7.3} {:>10} {:>12} {:>12}",

@@ -23,3 +23,5 @@ pub mod sim;
 pub mod source;
 pub mod train;
 pub mod zram;
+pub mod zram_model;
+pub mod zsmalloc;

@@ -15,6 +15,7 @@
 
 use crate::compare::{self, Baseline, BaselineKind, SchemeResult, ZramBest, ZramSample};
 use crate::source::{CHUNK_PAGES, PageSource, Skipped};
+use crate::zram_model::{self, ZramConfig, ZramModel, ZramPrediction};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -112,6 +113,8 @@ pub struct Report {
     /// Inputs the `zram-best` baseline could not run on (a live process cannot be read
     /// twice); when any is, the column is left out.
     pub zram_best_left_out: Vec<String>,
+    /// The kernel's zram predicted (`--zram`), one entry per configuration, in order.
+    pub zram_model: Vec<ZramPrediction>,
 }
 
 /// Dictionaries for each input's store, encoding at `level`.
@@ -154,10 +157,13 @@ pub fn simulate(
     engine: &Engine,
     dictionaries: Option<&Dictionaries>,
     profile: &str,
-    baselines: &[Baseline],
+    beside: Beside<'_>,
     detailed: bool,
     tick: &mut dyn FnMut(u64),
 ) -> Result<Report, String> {
+    let baselines = beside.baselines;
+    // One predicted zram device per configuration and input, as a store per input.
+    let mut devices: Vec<Vec<ZramModel>> = vec![Vec::new(); beside.zram.len()];
     let mut totals = Stats::default();
     let mut inputs = Vec::new();
     let mut class_time = [Duration::ZERO; Class::ALL.len()];
@@ -184,6 +190,7 @@ pub fn simulate(
         let store = builder.build();
         let (mut next_id, mut digest) = (0u64, 0u64);
         let mut zram_sample = ZramSample::default();
+        let mut input_devices: Vec<ZramModel> = beside.zram.iter().map(|c| c.device()).collect();
         while source
             .next_chunk(&mut chunk)
             .map_err(|e| format!("{name}: {e}"))?
@@ -208,6 +215,9 @@ pub fn simulate(
             // Auto-dictionaries train off the insert path (a shared store's worker would),
             // so outside the insert time.
             store.train_if_due();
+            for device in &mut input_devices {
+                device.write(&chunk);
+            }
             next_id += chunk.len() as u64;
             for (id, spent) in (first..).zip(&spent) {
                 let class = store.stored_class(id).expect("inserted above");
@@ -254,6 +264,9 @@ pub fn simulate(
                 Some(result) => sums[at].absorb(&result),
                 None => zram_best_missing.push(name.clone()),
             }
+        }
+        for (all, device) in devices.iter_mut().zip(input_devices) {
+            all.push(device);
         }
         let stats = store.stats();
         inputs.push(InputReport {
@@ -328,7 +341,22 @@ pub fn simulate(
         },
         peak_rss_bytes: crate::source::peak_rss_bytes(),
         zram_best_left_out: zram_best_missing,
+        zram_model: beside
+            .zram
+            .iter()
+            .zip(&devices)
+            .map(|(config, devices)| zram_model::predict(config, devices))
+            .collect(),
     })
+}
+
+/// What a simulation runs beside zpage's store, on the same pages.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Beside<'a> {
+    /// Single-codec baselines (with `detailed`).
+    pub baselines: &'a [Baseline],
+    /// zram configurations whose kernel memory is predicted.
+    pub zram: &'a [ZramConfig],
 }
 
 /// A page's share of an input's digest: its id and CRC-32, mixed (splitmix64) so that a
