@@ -26,6 +26,26 @@ pub enum SmallFileError {
     },
 }
 
+/// What kind of file a file that is not a regular one is, as errors name it.
+pub fn file_kind(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_file() {
+        "regular file"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_fifo() {
+        "FIFO"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
 /// The bytes of the regular file at `path`, if it holds at most `max` bytes (checked on
 /// the open file, and again by the read, which stops past `max`).
 pub(crate) fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, SmallFileError> {
@@ -36,21 +56,7 @@ pub(crate) fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, SmallFileErro
     let meta = file.metadata()?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        use std::os::unix::fs::FileTypeExt;
-        let what = if kind.is_dir() {
-            "directory"
-        } else if kind.is_fifo() {
-            "FIFO"
-        } else if kind.is_char_device() {
-            "character device"
-        } else if kind.is_block_device() {
-            "block device"
-        } else if kind.is_socket() {
-            "socket"
-        } else {
-            "special file"
-        };
-        return Err(SmallFileError::NotAFile(what));
+        return Err(SmallFileError::NotAFile(file_kind(kind)));
     }
     if meta.len() > max {
         return Err(SmallFileError::TooLarge {

@@ -13,7 +13,7 @@
 use crate::source::{CHUNK_PAGES, PageSource, SourceError};
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zpage::page::{PAGE_SIZE, Page};
 
@@ -53,23 +53,6 @@ fn io_error(path: &Path, source: std::io::Error) -> PageFileError {
     }
 }
 
-/// What kind of file a non-regular file is, for the error.
-fn kind_of(file_type: std::fs::FileType) -> &'static str {
-    if file_type.is_dir() {
-        "directory"
-    } else if file_type.is_fifo() {
-        "FIFO"
-    } else if file_type.is_socket() {
-        "socket"
-    } else if file_type.is_block_device() {
-        "block device"
-    } else if file_type.is_char_device() {
-        "character device"
-    } else {
-        "special file"
-    }
-}
-
 /// Expands paths (files as given, directories walked for `*.pages`) into a file list in
 /// which every file appears once.
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PageFileError> {
@@ -79,7 +62,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PageFileError> {
         if !meta.file_type().is_file() {
             return Err(PageFileError::NotRegular {
                 path,
-                kind: kind_of(meta.file_type()),
+                kind: zpage::file_kind(meta.file_type()),
             });
         }
         if seen.insert((meta.dev(), meta.ino())) {
@@ -147,7 +130,7 @@ impl PageFile {
         if !meta.file_type().is_file() {
             return Err(PageFileError::NotRegular {
                 path: path.to_path_buf(),
-                kind: kind_of(meta.file_type()),
+                kind: zpage::file_kind(meta.file_type()),
             });
         }
         let size = meta.len();
@@ -199,7 +182,7 @@ impl PageFile {
                         if meta.is_file() {
                             "file"
                         } else {
-                            kind_of(meta.file_type())
+                            zpage::file_kind(meta.file_type())
                         },
                         meta.len()
                     ),
