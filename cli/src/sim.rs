@@ -42,8 +42,9 @@ pub struct SimArgs {
     #[arg(long, value_delimiter = ',', default_values = Baseline::DEFAULT, value_parser = Baseline::parse)]
     codecs: Vec<Baseline>,
     /// The kernel's zram predicted on the same pages, without root: each configuration
-    /// (`lz4`, or `lz4:chain=N` for zsmalloc's chain size) compressed as the kernel's
-    /// algorithm does and placed in a model of zsmalloc; its mm_stat fields in the report.
+    /// (lzo, lzo-rle or lz4, with `:chain=N` for zsmalloc's chain size) compressed as the
+    /// kernel's algorithm does and placed in a model of zsmalloc; its mm_stat fields in
+    /// the report.
     #[arg(long, value_delimiter = ',', value_parser = ZramConfig::parse, conflicts_with = "lifecycle")]
     zram: Vec<ZramConfig>,
     #[command(flatten)]

@@ -501,10 +501,23 @@ fn sim_predicts_the_kernels_zram() {
     let compr = mm["compr_data_size"].as_u64().unwrap();
     assert!(compr > 0 && compr <= mm["mem_used_total"].as_u64().unwrap());
     assert!(model[0]["compress_mb_s"].as_f64().unwrap() > 0.0);
-    let out = zpage(&["sim", &sample("sqlite.pages"), "--zram", "lzo-rle"]);
+    let v = json(&[
+        "sim",
+        &sample("sqlite.pages"),
+        "--zram",
+        "lzo-rle,lzo",
+        "--json",
+    ]);
+    let (rle, plain) = (
+        &v["zram_model"][0]["mm_stat"],
+        &v["zram_model"][1]["mm_stat"],
+    );
+    assert!(rle["compr_data_size"].as_u64().unwrap() > 0, "{v}");
+    assert!(plain["compr_data_size"].as_u64().unwrap() > 0, "{v}");
+    let out = zpage(&["sim", &sample("sqlite.pages"), "--zram", "zstd"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("not modelled yet"),
+        stderr(&out).contains("not an algorithm"),
         "{}",
         stderr(&out)
     );

@@ -16,6 +16,7 @@ pub mod cold;
 pub mod compare;
 pub mod entropy;
 pub mod lifecycle;
+pub mod lzo;
 pub mod pagefile;
 pub mod procmem;
 pub mod quantize;
