@@ -72,7 +72,7 @@ pub struct LifecycleArgs {
     cold_level: i32,
     /// zram's mem_limit for each input's store (bytes, or with K, M or G): writes past it
     /// fail and are counted, as zram's do.
-    #[arg(long, value_parser = parse_size, requires = "lifecycle")]
+    #[arg(long, value_parser = parse_size)]
     mem_limit: Option<u64>,
     /// A backing file (created, the input's size) or block device for the writeback step.
     #[arg(long, value_name = "FILE", requires = "lifecycle")]
@@ -227,6 +227,7 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         sim::Beside {
             baselines: &args.codecs,
             zram: &args.zram,
+            mem_limit: args.lifecycle.mem_limit,
         },
         true,
         &mut |n| progress.inc(n),
@@ -453,6 +454,13 @@ fn print_report(r: &Report) -> String {
         mib(r.orig_data_size),
         r.profile
     );
+    if r.refused_pages > 0 {
+        outln!(
+            out,
+            "{} pages refused by --mem-limit (not stored, as zram fails such writes; failed_writes counts them)",
+            r.refused_pages
+        );
+    }
     outln!(out);
     outln!(out, "zram-style statistics (mm_stat fields)");
     let rows: [(&str, String); 8] = [

@@ -522,3 +522,25 @@ fn sim_predicts_the_kernels_zram() {
         stderr(&out)
     );
 }
+
+/// `--mem-limit` works in plain `sim` too: writes past it fail and are counted, the pages
+/// stored read back, and the predicted zram refuses its own.
+#[test]
+fn sim_honours_a_memory_limit() {
+    let v = json(&[
+        "sim",
+        &sample("sqlite.pages"),
+        "--mem-limit",
+        "64K",
+        "--zram",
+        "lz4",
+        "--json",
+    ]);
+    assert!(v["refused_pages"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["mem_used_total"].as_u64().unwrap() <= 64 << 10);
+    assert_eq!(v["verified"], true);
+    let model = &v["zram_model"][0];
+    assert!(model["failed_writes"].as_u64().unwrap() > 0, "{model}");
+    assert!(model["mm_stat"]["mem_used_total"].as_u64().unwrap() <= 64 << 10);
+    assert_eq!(model["mm_stat"]["mem_limit"].as_u64(), Some(64 << 10));
+}

@@ -115,6 +115,8 @@ pub struct Report {
     pub zram_best_left_out: Vec<String>,
     /// The kernel's zram predicted (`--zram`), one entry per configuration, in order.
     pub zram_model: Vec<ZramPrediction>,
+    /// Pages the memory limit refused (not stored, as zram fails such writes).
+    pub refused_pages: u64,
 }
 
 /// Dictionaries for each input's store, encoding at `level`.
@@ -165,6 +167,7 @@ pub fn simulate(
     // One predicted zram device per configuration and input, as a store per input.
     let mut devices: Vec<Vec<ZramModel>> = vec![Vec::new(); beside.zram.len()];
     let mut totals = Stats::default();
+    let mut refused = 0u64;
     let mut inputs = Vec::new();
     let mut class_time = [Duration::ZERO; Class::ALL.len()];
     let (mut compress, mut decompress, mut classify) =
@@ -187,10 +190,16 @@ pub fn simulate(
         if let Some(dictionaries) = dictionaries {
             builder = dictionaries.configure(builder);
         }
+        if let Some(limit) = beside.mem_limit {
+            builder = builder.mem_limit(limit);
+        }
         let store = builder.build();
         let (mut next_id, mut digest) = (0u64, 0u64);
+        let mut stored = Vec::with_capacity(CHUNK_PAGES);
         let mut zram_sample = ZramSample::default();
-        let mut input_devices: Vec<ZramModel> = beside.zram.iter().map(|c| c.device()).collect();
+        let mut input_devices: Vec<ZramModel> = (beside.zram.iter())
+            .map(|c| c.clone().with_mem_limit(beside.mem_limit).device())
+            .collect();
         while source
             .next_chunk(&mut chunk)
             .map_err(|e| format!("{name}: {e}"))?
@@ -199,12 +208,15 @@ pub fn simulate(
             // In detail, one clock read per page (each costs ~35 ns on a VM); classes are
             // looked up afterwards, outside the timed loop.
             spent.clear();
+            stored.clear();
             let start = Instant::now();
             let mut last = start;
             for (id, page) in (first..).zip(&chunk) {
-                store
-                    .insert(id, page)
-                    .map_err(|e| format!("{name}: page {id}: {e}"))?;
+                match store.insert(id, page) {
+                    Ok(()) => stored.push(true),
+                    Err(StoreError::MemoryLimit { .. }) => stored.push(false),
+                    Err(e) => return Err(format!("{name}: page {id}: {e}")),
+                }
                 if detailed {
                     let now = Instant::now();
                     spent.push(now - last);
@@ -219,11 +231,16 @@ pub fn simulate(
                 device.write(&chunk);
             }
             next_id += chunk.len() as u64;
-            for (id, spent) in (first..).zip(&spent) {
+            for ((id, spent), _) in (first..).zip(&spent).zip(&stored).filter(|(_, ok)| **ok) {
                 let class = store.stored_class(id).expect("inserted above");
                 class_time[class.index()] += *spent;
             }
-            for (id, (page, out)) in (first..).zip(chunk.iter().zip(back.iter_mut())) {
+            refused += stored.iter().filter(|ok| !**ok).count() as u64;
+            for ((id, (page, out)), _) in (first..)
+                .zip(chunk.iter().zip(back.iter_mut()))
+                .zip(&stored)
+                .filter(|(_, ok)| **ok)
+            {
                 store
                     .read_into(id, out)
                     .map_err(|e| format!("{name}: read back page {id}: {e}"))?;
@@ -347,16 +364,20 @@ pub fn simulate(
             .zip(&devices)
             .map(|(config, devices)| zram_model::predict(config, devices))
             .collect(),
+        refused_pages: refused,
     })
 }
 
-/// What a simulation runs beside zpage's store, on the same pages.
+/// What a simulation runs beside zpage's store on the same pages, and the stores' limit.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Beside<'a> {
     /// Single-codec baselines (with `detailed`).
     pub baselines: &'a [Baseline],
     /// zram configurations whose kernel memory is predicted.
     pub zram: &'a [ZramConfig],
+    /// zram's `mem_limit` for each input's store: a write past it fails, is counted and
+    /// leaves the page out, as zram's does.
+    pub mem_limit: Option<u64>,
 }
 
 /// A page's share of an input's digest: its id and CRC-32, mixed (splitmix64) so that a

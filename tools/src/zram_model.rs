@@ -21,6 +21,8 @@ pub struct ZramConfig {
     pub name: String,
     algorithm: Algorithm,
     chain_size: usize,
+    /// zram's `mem_limit` (a write past it fails and stores nothing).
+    mem_limit: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +67,14 @@ impl ZramConfig {
             name: text.to_string(),
             algorithm,
             chain_size,
+            mem_limit: None,
         })
+    }
+
+    /// The same configuration under zram's `mem_limit` (`None`: none).
+    pub fn with_mem_limit(mut self, limit: Option<u64>) -> ZramConfig {
+        self.mem_limit = limit;
+        self
     }
 
     /// A device of this configuration, empty.
@@ -79,6 +88,7 @@ impl ZramConfig {
             same: 0,
             huge: 0,
             compr: 0,
+            refused: 0,
             time: Duration::ZERO,
         }
     }
@@ -94,6 +104,8 @@ pub struct ZramModel {
     same: u64,
     huge: u64,
     compr: u64,
+    /// Writes the memory limit refused.
+    refused: u64,
     time: Duration,
 }
 
@@ -116,6 +128,8 @@ pub struct PredictedMmStat {
 pub struct ZramPrediction {
     pub config: String,
     pub mm_stat: PredictedMmStat,
+    /// Writes the memory limit refused (zram's `io_stat` `failed_writes`).
+    pub failed_writes: u64,
     /// Input bytes per second through the model's compressor (this process, one core).
     pub compress_mb_s: f64,
 }
@@ -135,12 +149,17 @@ impl ZramModel {
                 Algorithm::Lzo => crate::lzo::compress(page.bytes(), false).len(),
                 Algorithm::LzoRle => crate::lzo::compress(page.bytes(), true).len(),
             };
-            let len = if len >= self.huge_threshold {
-                self.huge += 1;
-                PAGE_SIZE
-            } else {
-                len
-            };
+            let huge = len >= self.huge_threshold;
+            let len = if huge { PAGE_SIZE } else { len };
+            if let Some(limit) = self.config.mem_limit
+                && self.pool.mem_used() + self.pool.growth(len) > limit
+            {
+                // zram fails the write: the page is not stored.
+                self.pages -= 1;
+                self.refused += 1;
+                continue;
+            }
+            self.huge += u64::from(huge);
             self.compr += len as u64;
             self.pool.alloc(len);
         }
@@ -158,6 +177,7 @@ impl ZramModel {
             same_pages: self.same,
             huge_pages: self.huge,
             huge_pages_since: self.huge,
+            mem_limit: self.config.mem_limit.unwrap_or(0),
             ..PredictedMmStat::default()
         }
     }
@@ -168,7 +188,9 @@ impl ZramModel {
 pub fn predict(config: &ZramConfig, devices: &[ZramModel]) -> ZramPrediction {
     let mut mm = PredictedMmStat::default();
     let mut time = Duration::ZERO;
+    let mut failed_writes = 0;
     for device in devices {
+        failed_writes += device.refused;
         let one = device.mm_stat();
         mm.orig_data_size += one.orig_data_size;
         mm.compr_data_size += one.compr_data_size;
@@ -177,11 +199,13 @@ pub fn predict(config: &ZramConfig, devices: &[ZramModel]) -> ZramPrediction {
         mm.same_pages += one.same_pages;
         mm.huge_pages += one.huge_pages;
         mm.huge_pages_since += one.huge_pages_since;
+        mm.mem_limit += one.mem_limit;
         time += device.time;
     }
     ZramPrediction {
         config: config.name.clone(),
         compress_mb_s: crate::compare::mb_s(mm.orig_data_size, time),
+        failed_writes,
         mm_stat: mm,
     }
 }

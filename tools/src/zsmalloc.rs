@@ -43,8 +43,12 @@ struct Class {
 pub struct Pool {
     /// By class index (`(size - MIN_ALLOC) / CLASS_DELTA`), the merged class serving it.
     classes: Vec<Class>,
-    /// Objects per class index of the merged class (indexed like `classes`).
+    /// By class index, the index that stands for its merged class (the largest).
+    rep: Vec<usize>,
+    /// Objects per merged class, at its standing index.
     objects: Vec<u64>,
+    /// Pages of the zspages allocated so far.
+    pages: u64,
     huge_class_size: usize,
 }
 
@@ -79,9 +83,17 @@ impl Pool {
                 classes[i] = above;
             }
         }
+        let mut rep: Vec<usize> = (0..count).collect();
+        for i in (0..count - 1).rev() {
+            if classes[i] == classes[i + 1] {
+                rep[i] = rep[i + 1];
+            }
+        }
         Pool {
             objects: vec![0; count],
+            rep,
             classes,
+            pages: 0,
             huge_class_size,
         }
     }
@@ -92,27 +104,28 @@ impl Pool {
         self.huge_class_size - CLASS_DELTA + 1 - HANDLE
     }
 
+    /// Bytes of memory allocating an object of `len` bytes would add (a new zspage, or
+    /// nothing).
+    pub fn growth(&self, len: usize) -> u64 {
+        let at = self.rep[self.index(len)];
+        let class = self.classes[at];
+        if self.objects[at] % class.objs_per_zspage as u64 == 0 {
+            (class.pages_per_zspage * PAGE_SIZE) as u64
+        } else {
+            0
+        }
+    }
+
     /// Allocates an object of `len` bytes (1 to a page).
     pub fn alloc(&mut self, len: usize) {
-        let index = self.index(len);
-        self.objects[index] += 1;
+        self.pages += self.growth(len) / PAGE_SIZE as u64;
+        let at = self.rep[self.index(len)];
+        self.objects[at] += 1;
     }
 
     /// Bytes of memory the pool takes (zram's `mem_used_total`).
     pub fn mem_used(&self) -> u64 {
-        let mut pages = 0u64;
-        let mut i = 0;
-        while i < self.classes.len() {
-            // The objects of a merged class are counted at its largest index.
-            let class = self.classes[i];
-            let mut objects = 0;
-            while i < self.classes.len() && self.classes[i] == class {
-                objects += self.objects[i];
-                i += 1;
-            }
-            pages += objects.div_ceil(class.objs_per_zspage as u64) * class.pages_per_zspage as u64;
-        }
-        pages * PAGE_SIZE as u64
+        self.pages * PAGE_SIZE as u64
     }
 
     fn index(&self, len: usize) -> usize {
