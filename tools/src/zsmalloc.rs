@@ -109,7 +109,7 @@ impl Pool {
     pub fn growth(&self, len: usize) -> u64 {
         let at = self.rep[self.index(len)];
         let class = self.classes[at];
-        if self.objects[at] % class.objs_per_zspage as u64 == 0 {
+        if self.objects[at].is_multiple_of(class.objs_per_zspage as u64) {
             (class.pages_per_zspage * PAGE_SIZE) as u64
         } else {
             0
