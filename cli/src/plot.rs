@@ -1,12 +1,13 @@
 //! The plots, SVGs (plotters' SVG backend, no font libraries): the entropy plot (the
 //! per-page entropy distribution before and after the class transforms, and per-class
-//! bars), and how a sampled process's `mm_stat` evolves in a tiered store.
+//! bars), how a sampled process's `mm_stat` evolves in a tiered store, and a life
+//! cycle's steps.
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
 use zpage_tools::entropy::{Distribution, Report};
-use zpage_tools::lifecycle::Evolution;
+use zpage_tools::lifecycle::{Evolution, Lifecycle};
 use zpage_tools::quantize;
 
 const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
@@ -122,6 +123,93 @@ pub fn evolution_svg(evolution: &Evolution, path: &Path) -> Result<(), String> {
         |area| sizes(evolution, area),
         |area| ratio(evolution, area),
     )
+}
+
+/// A life cycle's steps: `mm_stat` sizes (MiB) after each, and the effective ratio.
+pub fn lifecycle_svg(report: &Lifecycle, path: &Path) -> Result<(), String> {
+    two_panels(
+        path,
+        |area| stage_sizes(report, area),
+        |area| stage_ratio(report, area),
+    )
+}
+
+/// The steps' axis: x is a step's index.
+fn step_range(report: &Lifecycle) -> std::ops::Range<f64> {
+    -0.3..report.stages.len().saturating_sub(1) as f64 + 0.3
+}
+
+/// The mesh of a chart over the steps, each labelled with its name.
+fn step_mesh(chart: &mut Chart, report: &Lifecycle, y_desc: &str) -> DrawResult {
+    let names: Vec<&str> = report.stages.iter().map(|s| s.name).collect();
+    chart
+        .configure_mesh()
+        .x_labels(names.len())
+        .x_label_formatter(&|x| {
+            let at = x.round();
+            match names.get(at as usize) {
+                Some(name) if (x - at).abs() < 1e-6 && at >= 0.0 => name.to_string(),
+                _ => String::new(),
+            }
+        })
+        .y_desc(y_desc)
+        .draw()
+}
+
+fn stage_sizes(report: &Lifecycle, area: &Area) -> DrawResult {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    let top = report
+        .stages
+        .iter()
+        .map(|s| mib(s.mm.orig_data_size))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("mm_stat after each step ({} pages)", report.pages),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(step_range(report), 0f64..top * 1.05)?;
+    step_mesh(&mut chart, report, "MiB")?;
+    type Field = fn(&zpage::store::MmStat) -> u64;
+    let series: [(&str, RGBColor, Field); 3] = [
+        ("orig_data_size", BEFORE, |m| m.orig_data_size),
+        ("compr_data_size", AFTER, |m| m.compr_data_size),
+        ("mem_used_total", RGBColor(0x55, 0xa8, 0x68), |m| {
+            m.mem_used_total
+        }),
+    ];
+    for (label, color, field) in series {
+        let points: Vec<(f64, f64)> = (0..)
+            .zip(&report.stages)
+            .map(|(i, s)| (f64::from(i), mib(field(&s.mm))))
+            .collect();
+        marked_line(&mut chart, points, color, Some(label))?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+fn stage_ratio(report: &Lifecycle, area: &Area) -> DrawResult {
+    let top = report
+        .stages
+        .iter()
+        .map(|s| s.effective_ratio)
+        .filter(|r| r.is_finite())
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption("effective ratio after each step", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(step_range(report), 0f64..top * 1.1)?;
+    step_mesh(&mut chart, report, "orig / (mem_used_total + metadata)")?;
+    let points: Vec<(f64, f64)> = (0..)
+        .zip(&report.stages)
+        .map(|(i, s)| (f64::from(i), s.effective_ratio))
+        .collect();
+    marked_line(&mut chart, points, AFTER, None)
 }
 
 fn time_range(evolution: &Evolution) -> std::ops::Range<f64> {

@@ -89,8 +89,9 @@ pub struct LifecycleArgs {
     /// Seconds between samples (with --count).
     #[arg(long, default_value_t = 5.0, requires = "count")]
     interval: f64,
-    /// With --count: write an SVG of mm_stat and the effective ratio over time.
-    #[arg(long, value_name = "FILE.svg", requires = "count")]
+    /// Write an SVG of mm_stat and the effective ratio after each step (with --count:
+    /// over time).
+    #[arg(long, value_name = "FILE.svg", requires = "lifecycle")]
     plot: Option<PathBuf>,
 }
 
@@ -198,6 +199,9 @@ pub fn run(args: SimArgs) -> Result<String, String> {
     if args.lifecycle.lifecycle {
         let lc = &args.lifecycle;
         let zram_best = args.codecs.iter().any(|c| c.name == "zram-best");
+        if let Some(plot) = &lc.plot {
+            super::check_extension("--plot", plot, "svg")?;
+        }
         let config = lifecycle_config(&args, engine, zram_best)?;
         let mut progress = Progress::new(
             lifecycle::progress_units(total, &config),
@@ -211,11 +215,18 @@ pub fn run(args: SimArgs) -> Result<String, String> {
             &mut |n| progress.inc(n),
         )?;
         drop(progress);
-        return Ok(if args.json {
+        if let Some(path) = &lc.plot {
+            super::plot::lifecycle_svg(&report, path)?;
+        }
+        let mut out = if args.json {
             super::json(&report)
         } else {
             print_lifecycle(&report)
-        });
+        };
+        if let (Some(path), false) = (&lc.plot, args.json) {
+            outln!(out, "plot: {}", path.display());
+        }
+        return Ok(out);
     }
     let dictionaries = args.dictionaries.resolve()?;
     let mut progress = Progress::new(2 * total, "simulating", args.json);

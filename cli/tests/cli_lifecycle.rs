@@ -240,3 +240,36 @@ fn a_step_that_did_nothing_says_why() {
         "{text}"
     );
 }
+
+/// `--plot` draws the steps of a life cycle over page files (not only a sampled
+/// process's evolution), and refuses a name that is not an SVG's.
+#[test]
+fn the_life_cycle_plots_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("steps.svg");
+    let out = zpage(&[
+        "sim",
+        &sample("sqlite.pages"),
+        "--lifecycle",
+        "--cold-level",
+        "0",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    for step in ["store", "mark_idle", "recompress", "read", "mem_used_total"] {
+        assert!(svg.contains(step), "{step} not in the plot");
+    }
+    let png = dir.path().join("steps.png");
+    fails(
+        &[
+            "sim",
+            &sample("sqlite.pages"),
+            "--lifecycle",
+            "--plot",
+            png.to_str().unwrap(),
+        ],
+        &["--plot", ".svg"],
+    );
+}
