@@ -134,6 +134,27 @@ pub fn lifecycle_svg(report: &Lifecycle, path: &Path) -> Result<(), String> {
     )
 }
 
+/// `mm_stat`'s three sizes (MiB) as lines through `points` (an x and the mm_stat there).
+fn mm_lines<'m>(
+    chart: &mut Chart,
+    points: impl Iterator<Item = (f64, &'m zpage::store::MmStat)> + Clone,
+) -> DrawResult {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    type Field = fn(&zpage::store::MmStat) -> u64;
+    let series: [(&str, RGBColor, Field); 3] = [
+        ("orig_data_size", BEFORE, |m| m.orig_data_size),
+        ("compr_data_size", AFTER, |m| m.compr_data_size),
+        ("mem_used_total", RGBColor(0x55, 0xa8, 0x68), |m| {
+            m.mem_used_total
+        }),
+    ];
+    for (label, color, field) in series {
+        let line = points.clone().map(|(x, mm)| (x, mib(field(mm)))).collect();
+        marked_line(chart, line, color, Some(label))?;
+    }
+    Ok(())
+}
+
 /// The steps' axis: x is a step's index.
 fn step_range(report: &Lifecycle) -> std::ops::Range<f64> {
     -0.3..report.stages.len().saturating_sub(1) as f64 + 0.3
@@ -173,21 +194,10 @@ fn stage_sizes(report: &Lifecycle, area: &Area) -> DrawResult {
         .y_label_area_size(60)
         .build_cartesian_2d(step_range(report), 0f64..top * 1.05)?;
     step_mesh(&mut chart, report, "MiB")?;
-    type Field = fn(&zpage::store::MmStat) -> u64;
-    let series: [(&str, RGBColor, Field); 3] = [
-        ("orig_data_size", BEFORE, |m| m.orig_data_size),
-        ("compr_data_size", AFTER, |m| m.compr_data_size),
-        ("mem_used_total", RGBColor(0x55, 0xa8, 0x68), |m| {
-            m.mem_used_total
-        }),
-    ];
-    for (label, color, field) in series {
-        let points: Vec<(f64, f64)> = (0..)
-            .zip(&report.stages)
-            .map(|(i, s)| (f64::from(i), mib(field(&s.mm))))
-            .collect();
-        marked_line(&mut chart, points, color, Some(label))?;
-    }
+    let at_step = (0..)
+        .zip(&report.stages)
+        .map(|(i, s)| (f64::from(i), &s.mm));
+    mm_lines(&mut chart, at_step)?;
     legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
@@ -238,22 +248,8 @@ fn sizes(evolution: &Evolution, area: &Area) -> DrawResult {
         .x_desc("seconds")
         .y_desc("MiB")
         .draw()?;
-    type Field = fn(&zpage::store::MmStat) -> u64;
-    let series: [(&str, RGBColor, Field); 3] = [
-        ("orig_data_size", BEFORE, |m| m.orig_data_size),
-        ("compr_data_size", AFTER, |m| m.compr_data_size),
-        ("mem_used_total", RGBColor(0x55, 0xa8, 0x68), |m| {
-            m.mem_used_total
-        }),
-    ];
-    for (label, color, field) in series {
-        let points: Vec<(f64, f64)> = evolution
-            .samples
-            .iter()
-            .map(|s| (s.at_seconds, mib(field(&s.mm))))
-            .collect();
-        marked_line(&mut chart, points, color, Some(label))?;
-    }
+    let at_time = evolution.samples.iter().map(|s| (s.at_seconds, &s.mm));
+    mm_lines(&mut chart, at_time)?;
     legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
