@@ -12,7 +12,7 @@ use zpage_tools::pagefile::{self, PageFile};
 use zpage_tools::sim;
 use zpage_tools::source::{PageSource, SourceError};
 use zpage_tools::zram::{Device, KernelRun};
-use zpage_tools::zram_model::{PredictedMmStat, ZramConfig};
+use zpage_tools::zram_model::ZramConfig;
 
 /// The JSON schema name and version of the `zpage zram` report.
 pub const SCHEMA: &str = "zpage-zram/1";
@@ -89,7 +89,7 @@ struct InputRun {
     zram_best_ratio: f64,
     /// The kernel's zram predicted by zpage's model of it (`sim --zram`), where it models
     /// the algorithm; `null` otherwise.
-    predicted: Option<PredictedMmStat>,
+    predicted: Option<zpage::MmStat>,
 }
 
 #[derive(Serialize)]

@@ -4,17 +4,25 @@ mod common;
 
 use common::{data_dir, fails, json, sample};
 
+/// `zpage dict` on the shipped sample, saved in `dir`: the file and the command's report.
+fn trained_on_the_sample(dir: &tempfile::TempDir) -> (String, serde_json::Value) {
+    let file = dir.path().join("sample.zpd");
+    let file = file.to_str().unwrap().to_string();
+    let data = data_dir();
+    let trained = json(&["dict", data.to_str().unwrap(), "-o", &file, "--json"]);
+    (file, trained)
+}
+
 /// Trained offline on the sample, saved, and loaded by `sim`: every input's store
 /// encodes with the set (its memory counted in each), the pages read back, and the
 /// stored data is smaller than without it.
 #[test]
 fn dictionaries_trained_offline_are_used_by_sim() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sample.zpd");
-    let file = file.to_str().unwrap();
+    let (file, trained) = trained_on_the_sample(&dir);
+    let file = file.as_str();
     let data = data_dir();
     let data = data.to_str().unwrap();
-    let trained = json(&["dict", data, "-o", file, "--json"]);
     assert_eq!(trained["schema"], "zpage-dict/1");
     assert!(trained["clusters"].as_u64().unwrap() >= 1, "{trained}");
     assert!(trained["zstd_pages"].as_u64().unwrap() > 0);
@@ -103,11 +111,10 @@ fn zram_best_is_a_default_baseline() {
 #[test]
 fn a_life_cycle_charges_a_dictionary_file_once() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("sample.zpd");
-    let file = file.to_str().unwrap();
+    let (file, trained) = trained_on_the_sample(&dir);
+    let file = file.as_str();
     let data = data_dir();
     let data = data.to_str().unwrap();
-    let trained = json(&["dict", data, "-o", file, "--json"]);
     let clusters = trained["clusters"].as_u64().unwrap();
     let v = json(&[
         "sim",

@@ -124,6 +124,22 @@ fn large_and_sparse_inputs_stream_in_bounded_memory() {
     );
 }
 
+/// Reads the rest of a process's pages, which must end in an error (its message), not as
+/// if the walk were complete.
+fn walk_to_its_error(
+    process: &mut zpage_tools::procmem::Process,
+    chunk: &mut Vec<zpage::Page>,
+) -> String {
+    use zpage_tools::source::PageSource;
+    loop {
+        match process.next_chunk(chunk) {
+            Ok(true) => continue,
+            Ok(false) => panic!("the walk ended as if complete"),
+            Err(error) => return error.to_string(),
+        }
+    }
+}
+
 /// Killed but not yet reaped, a process is a zombie: its `/proc/PID/stat` (and start
 /// time) stay, its memory is gone. A walk over it must not end as if complete.
 #[test]
@@ -146,13 +162,7 @@ fn a_zombie_mid_read_is_an_error_not_a_short_result() {
         assert!(start.elapsed() < Duration::from_secs(10), "never a zombie");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let error = loop {
-        match process.next_chunk(&mut chunk) {
-            Ok(true) => continue,
-            Ok(false) => panic!("the walk over a zombie ended as if complete"),
-            Err(error) => break error.to_string(),
-        }
-    };
+    let error = walk_to_its_error(&mut process, &mut chunk);
     child.wait().unwrap();
     assert!(
         error.contains(&format!("PID {pid} exited while it was read")),
@@ -170,13 +180,7 @@ fn a_process_that_exits_mid_read_is_an_error_not_a_short_result() {
     assert!(process.next_chunk(&mut chunk).unwrap(), "a first chunk");
     child.kill().unwrap();
     child.wait().unwrap();
-    let error = loop {
-        match process.next_chunk(&mut chunk) {
-            Ok(true) => continue,
-            Ok(false) => panic!("the walk ended as if complete"),
-            Err(error) => break error.to_string(),
-        }
-    };
+    let error = walk_to_its_error(&mut process, &mut chunk);
     assert!(
         error.contains(&format!("PID {pid} exited while it was read")),
         "{error}"

@@ -484,17 +484,7 @@ fn sim_predicts_the_kernels_zram() {
     assert_eq!(model.len(), 2);
     assert_eq!(model[0]["config"], "lz4");
     let mm = &model[0]["mm_stat"];
-    for field in [
-        "orig_data_size",
-        "compr_data_size",
-        "mem_used_total",
-        "mem_limit",
-        "mem_used_max",
-        "same_pages",
-        "pages_compacted",
-        "huge_pages",
-        "huge_pages_since",
-    ] {
+    for field in common::MM_STAT_FIELDS {
         assert!(mm[field].is_u64(), "{field}: {mm}");
     }
     assert_eq!(mm["orig_data_size"], v["orig_data_size"]);

@@ -116,19 +116,15 @@ impl PageStore {
         if shard.hot.len() < capacity {
             return Room::Buffer(Page::boxed());
         }
+        // Referenced copies get a second chance; if every copy was referenced, the least
+        // recently filled goes after all.
         for _ in 0..shard.hot.len() {
             let (&victim, copy) = shard.hot.peek_lru().expect("a full tier has copies");
-            if copy.referenced.swap(0, Ordering::Relaxed) != 0 {
-                shard.hot.promote(&victim);
-                continue;
+            if copy.referenced.swap(0, Ordering::Relaxed) == 0 {
+                break;
             }
-            let meta = shard.table.get(victim).expect("hot pages are present");
-            if meta.stored.is_none() {
-                return Room::Dirty(victim, meta, copy.page.clone());
-            }
-            return Room::Buffer(self.drop_hot(shard, victim));
+            shard.hot.promote(&victim);
         }
-        // Every copy was referenced: the least recently filled goes after all.
         let (&victim, copy) = shard.hot.peek_lru().expect("a full tier has copies");
         let meta = shard.table.get(victim).expect("hot pages are present");
         if meta.stored.is_none() {

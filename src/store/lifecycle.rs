@@ -125,6 +125,8 @@ impl Drop for Encoded {
 pub(super) enum Encoding {
     /// The store's engine, as an insert does.
     Insert,
+    /// A page already found filled with this word (its scan is not done again).
+    Filled(u64),
     /// The idle engine; at a cold zstd level (and with the mixed form) if given.
     Idle(Option<i32>),
 }
@@ -167,6 +169,7 @@ impl PageStore {
         let dicts = self.dicts.current();
         let class = match how {
             Encoding::Insert => self.engine.encode_with(page, dicts.as_deref(), &mut bytes),
+            Encoding::Filled(word) => codec::encode_filled(word, &mut bytes),
             Encoding::Idle(None) => {
                 self.idle_engine()
                     .encode_at(page, dicts.as_deref(), None, &mut bytes)
@@ -225,7 +228,7 @@ impl PageStore {
         buffer.clear();
         buffer.extend_from_slice(bytes);
         drop(slabs);
-        let len = bytes_len(meta);
+        let len = stored_len(meta);
         Snapshot::Payload {
             class,
             len,
@@ -606,11 +609,6 @@ impl PageStore {
 pub(super) fn moved_form(shard: &mut Shard, id: u64, meta: Meta, moved: Handle) {
     let word = moved.bits();
     shard.table.set(id, Meta { word, ..meta }, None);
-}
-
-/// A page's form length in the allocator, from its handle.
-fn bytes_len(meta: Meta) -> usize {
-    Handle::from_bits(meta.word).len()
 }
 
 /// Puts an encoded page where its class keeps it: the metadata word for zero and

@@ -229,10 +229,14 @@ impl PageStore {
     /// ```
     pub fn insert(&self, id: u64, page: &Page) -> Result<(), StoreError> {
         let slot = self.slot(id);
-        let result = if slot.hot_capacity > 0 && page.same_filled_word().is_none() {
+        // With a hot tier, one scan decides both the tier and a same-filled page's form
+        // (without one, the engine's own scan does).
+        let filled = (slot.hot_capacity > 0).then(|| page.same_filled_word());
+        let result = if let Some(None) = filled {
             self.insert_hot(slot, id, page)
         } else {
-            let encoded = self.encode(page, Encoding::Insert);
+            let how = filled.flatten().map_or(Encoding::Insert, Encoding::Filled);
+            let encoded = self.encode(page, how);
             let replaced = self.with_room(|| self.install(&mut slot.shard.write(), id, &encoded));
             drop(encoded);
             replaced.map(|replaced| {
@@ -292,18 +296,7 @@ impl PageStore {
     /// Page `id` as a read gives it, but not counted as an access (the tiers' own reads).
     fn peek(&self, id: u64) -> Result<Option<Box<Page>>, StoreError> {
         let mut page = Page::boxed();
-        Ok(self.peek_if(id, &mut page, |_, _| true)?.map(|_| page))
-    }
-
-    /// Page `id` into `out` if `wanted` says so (under its shard's read lock), not counted
-    /// as an access; the metadata it was read at.
-    fn peek_if(
-        &self,
-        id: u64,
-        out: &mut Page,
-        wanted: impl Fn(&Shard, table::Meta) -> bool,
-    ) -> Result<Option<table::Meta>, StoreError> {
-        self.read_page(id, out, wanted)
+        Ok(self.read_page(id, &mut page, |_, _| true)?.map(|_| page))
     }
 
     /// Page `id`, or `None` if the store does not hold it.
@@ -372,7 +365,7 @@ impl PageStore {
         let slot = self.slot(id);
         let mut page = Page::boxed();
         loop {
-            let Some(meta) = self.peek_if(id, &mut page, |_, _| true)? else {
+            let Some(meta) = self.read_page(id, &mut page, |_, _| true)? else {
                 return Ok(None);
             };
             let mut shard = slot.shard.write();

@@ -104,6 +104,12 @@ impl Slab {
     fn resident(&self) -> usize {
         self.populated
     }
+
+    /// Bytes handed out but no longer live (memory populated ahead of the head's
+    /// high-water mark is not garbage).
+    fn garbage(&self) -> usize {
+        self.high_water.next_multiple_of(PAGE_SIZE) - self.live
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -279,9 +285,8 @@ impl Slabs {
     /// marks as [`Slabs::begin_compaction_in_place`] does instead.
     /// Returns `None` if there is nothing to move, else whether the pass is in place.
     pub fn begin_compaction(&mut self, min_garbage: usize) -> Option<bool> {
-        let garbage = |slab: &Slab| slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
         let moving: usize = (self.slabs.iter().flatten())
-            .filter(|slab| garbage(slab) >= min_garbage.max(1))
+            .filter(|slab| slab.garbage() >= min_garbage.max(1))
             .map(|slab| slab.live)
             .sum();
         if let Some(limit) = self.limit
@@ -291,8 +296,7 @@ impl Slabs {
         }
         let mut any = false;
         for slab in self.slabs.iter_mut().flatten() {
-            // Memory populated ahead of the head's high-water mark is not garbage.
-            if garbage(slab) >= min_garbage.max(1) {
+            if slab.garbage() >= min_garbage.max(1) {
                 slab.evacuating = true;
                 any = true;
             }
@@ -314,13 +318,12 @@ impl Slabs {
     /// small objects alone may never make room for a large one: emptying whole slabs
     /// does. Returns whether there is anything to move.
     fn begin_compaction_in_place(&mut self) -> bool {
-        let garbage = |slab: &Slab| slab.high_water.next_multiple_of(PAGE_SIZE) - slab.live;
-        let mut room: usize = self.slabs.iter().flatten().map(garbage).sum();
+        let mut room: usize = self.slabs.iter().flatten().map(Slab::garbage).sum();
         let mut order: Vec<(usize, u32)> = self
             .slabs
             .iter()
             .enumerate()
-            .filter_map(|(id, slab)| slab.as_ref().map(|slab| (garbage(slab), id as u32)))
+            .filter_map(|(id, slab)| slab.as_ref().map(|slab| (slab.garbage(), id as u32)))
             .filter(|&(garbage, _)| garbage >= PAGE_SIZE)
             .collect();
         order.sort_unstable_by(|a, b| b.cmp(a));

@@ -99,6 +99,14 @@ impl std::fmt::Display for IoStat {
     }
 }
 
+impl MmStat {
+    /// Adds another device's fields to these (as zram devices side by side; limits and
+    /// maxima summed too).
+    pub fn absorb(&mut self, other: &MmStat) {
+        *self = sum_fields(self, other);
+    }
+}
+
 impl std::fmt::Display for MmStat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -314,12 +322,7 @@ impl Stats {
     /// field is summed through the snapshot's serialised form, so a field added to
     /// `Stats` is summed with the rest, never forgotten.
     pub fn absorb(&mut self, other: &Stats) {
-        let mut sum = serde_json::to_value(&*self).expect("statistics serialise");
-        add_numbers(
-            &mut sum,
-            &serde_json::to_value(other).expect("statistics serialise"),
-        );
-        *self = serde_json::from_value(sum).expect("a sum of statistics is statistics");
+        *self = sum_fields(self, other);
     }
 
     /// Allocator overhead: `mem_used_total / compr_data_size - 1`.
@@ -331,6 +334,17 @@ impl Stats {
     pub fn class(&self, class: Class) -> ClassStats {
         self.classes.get(&class).copied().unwrap_or_default()
     }
+}
+
+/// `a` and `b` added field by field, through their serialised forms: one rule for every
+/// figure, so a field added to a statistics type is summed with the rest.
+fn sum_fields<T: Serialize + serde::de::DeserializeOwned>(a: &T, b: &T) -> T {
+    let mut sum = serde_json::to_value(a).expect("statistics serialise");
+    add_numbers(
+        &mut sum,
+        &serde_json::to_value(b).expect("statistics serialise"),
+    );
+    serde_json::from_value(sum).expect("a sum of statistics is statistics")
 }
 
 /// Adds every number of `other` to the same field of `sum` (fields only `other` has are

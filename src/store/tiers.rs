@@ -411,7 +411,7 @@ impl PageStore {
                     !pass.done_before(meta, access) && pass.takes(meta, access)
                 })
             };
-            let old = match self.peek_if(id, &mut page, taken) {
+            let old = match self.read_page(id, &mut page, taken) {
                 Ok(Some(meta)) => meta,
                 Ok(None) => continue,
                 Err(_) => {

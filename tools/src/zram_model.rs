@@ -12,7 +12,7 @@
 use crate::zsmalloc::{DEFAULT_CHAIN_SIZE, Pool};
 use serde::Serialize;
 use std::time::{Duration, Instant};
-use zpage::{PAGE_SIZE, Page};
+use zpage::{MmStat, PAGE_SIZE, Page};
 
 /// One zram configuration to predict.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,25 +109,11 @@ pub struct ZramModel {
     time: Duration,
 }
 
-/// zram's `mm_stat` fields, predicted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PredictedMmStat {
-    pub orig_data_size: u64,
-    pub compr_data_size: u64,
-    pub mem_used_total: u64,
-    pub mem_limit: u64,
-    pub mem_used_max: u64,
-    pub same_pages: u64,
-    pub pages_compacted: u64,
-    pub huge_pages: u64,
-    pub huge_pages_since: u64,
-}
-
 /// A configuration's prediction over every input, as reports give it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ZramPrediction {
     pub config: String,
-    pub mm_stat: PredictedMmStat,
+    pub mm_stat: MmStat,
     /// Writes the memory limit refused (zram's `io_stat` `failed_writes`).
     pub failed_writes: u64,
     /// Input bytes per second through the model's compressor (this process, one core).
@@ -167,39 +153,31 @@ impl ZramModel {
     }
 
     /// The device's `mm_stat` now (written once, nothing freed: the maximum is the total).
-    pub fn mm_stat(&self) -> PredictedMmStat {
+    pub fn mm_stat(&self) -> MmStat {
         let mem = self.pool.mem_used();
-        PredictedMmStat {
-            orig_data_size: self.pages * PAGE_SIZE as u64,
-            compr_data_size: self.compr,
-            mem_used_total: mem,
-            mem_used_max: mem,
-            same_pages: self.same,
-            huge_pages: self.huge,
-            huge_pages_since: self.huge,
-            mem_limit: self.config.mem_limit.unwrap_or(0),
-            ..PredictedMmStat::default()
-        }
+        // MmStat grows fields (non_exhaustive): set the ones zram's model knows.
+        let mut mm = MmStat::default();
+        mm.orig_data_size = self.pages * PAGE_SIZE as u64;
+        mm.compr_data_size = self.compr;
+        mm.mem_used_total = mem;
+        mm.mem_limit = self.config.mem_limit.unwrap_or(0);
+        mm.mem_used_max = mem;
+        mm.same_pages = self.same;
+        mm.huge_pages = self.huge;
+        mm.huge_pages_since = self.huge;
+        mm
     }
 }
 
 /// Sums devices of one configuration (one per input, as `zpage sim` keeps a store per
 /// input) into one prediction.
 pub fn predict(config: &ZramConfig, devices: &[ZramModel]) -> ZramPrediction {
-    let mut mm = PredictedMmStat::default();
+    let mut mm = MmStat::default();
     let mut time = Duration::ZERO;
     let mut failed_writes = 0;
     for device in devices {
+        mm.absorb(&device.mm_stat());
         failed_writes += device.refused;
-        let one = device.mm_stat();
-        mm.orig_data_size += one.orig_data_size;
-        mm.compr_data_size += one.compr_data_size;
-        mm.mem_used_total += one.mem_used_total;
-        mm.mem_used_max += one.mem_used_max;
-        mm.same_pages += one.same_pages;
-        mm.huge_pages += one.huge_pages;
-        mm.huge_pages_since += one.huge_pages_since;
-        mm.mem_limit += one.mem_limit;
         time += device.time;
     }
     ZramPrediction {

@@ -14,6 +14,19 @@ pub fn skip(reason: &str) {
     eprintln!("skipped: {reason}");
 }
 
+/// zram's nine `mm_stat` fields, in its order, as the reports name them.
+pub const MM_STAT_FIELDS: [&str; 9] = [
+    "orig_data_size",
+    "compr_data_size",
+    "mem_used_total",
+    "mem_limit",
+    "mem_used_max",
+    "same_pages",
+    "pages_compacted",
+    "huge_pages",
+    "huge_pages_since",
+];
+
 /// Runs the `zpage` binary with `args`.
 pub fn zpage(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_zpage"))
