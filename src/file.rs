@@ -48,7 +48,12 @@ pub fn file_kind(file_type: std::fs::FileType) -> &'static str {
 
 /// The bytes of the regular file at `path`, if it holds at most `max` bytes (checked on
 /// the open file, and again by the read, which stops past `max`).
-pub(crate) fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, SmallFileError> {
+///
+/// # Errors
+///
+/// [`SmallFileError`]: it could not be opened or read, is not a regular file, or is
+/// larger than `max`.
+pub fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, SmallFileError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)

@@ -55,7 +55,7 @@ pub use classify::model::{Model, ModelError, Profile};
 pub use codec::dictset::{DictSetError, DictionarySet, FormatError};
 pub use codec::{Class, CodecConfig, DecodeError};
 pub use engine::Engine;
-pub use file::{SmallFileError, file_kind};
+pub use file::{SmallFileError, file_kind, read_small};
 pub use page::{PAGE_SIZE, Page};
 #[cfg(not(loom))]
 pub use region::{Region, RegionBuilder, RegionError, RegionStats};

@@ -11,7 +11,7 @@ use zpage_tools::lifecycle;
 use zpage_tools::pagefile::{self, PageFile};
 use zpage_tools::sim;
 use zpage_tools::source::{PageSource, SourceError};
-use zpage_tools::zram::{Device, KernelRun};
+use zpage_tools::zram::{Device, KernelRun, KernelSetup};
 use zpage_tools::zram_model::ZramConfig;
 
 /// The JSON schema name and version of the `zpage zram` report.
@@ -173,7 +173,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
             .expect("a page file reads twice");
         let predicted = match &model {
             Some(config) => {
-                let mut device = config.device();
+                let mut device = config.device()?;
                 let mut input = source().map_err(|e| e.to_string())?;
                 let mut chunk = Vec::new();
                 while input.next_chunk(&mut chunk).map_err(|e| e.to_string())? {
@@ -185,7 +185,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         };
         for run in 0..args.runs {
             let kernel = device
-                .run(&args.algo, pages, &source)
+                .run(&KernelSetup::algorithm(&args.algo), pages, &source)
                 .map_err(|e| e.to_string())?;
             progress.inc(pages);
             let mut zpage = |(profile, engine): &(Profile, Engine)| -> Result<ZpageRun, String> {

@@ -244,6 +244,11 @@ pub struct ZramBest {
 }
 
 impl ZramBest {
+    /// The dictionary's bytes (`None` where none could be trained).
+    pub fn dictionary(&self) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.dict.as_ref().map(|d| std::sync::Arc::new(d.bytes().to_vec()))
+    }
+
     /// Stores `pages` (verified, timed) as the configuration does.
     pub fn run(&self, pages: &[Page]) -> Result<SchemeResult, String> {
         match &self.dict {

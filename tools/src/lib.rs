@@ -25,4 +25,3 @@ pub mod source;
 pub mod train;
 pub mod zram;
 pub mod zram_model;
-pub mod zsmalloc;

@@ -15,7 +15,7 @@
 
 use crate::compare::{self, Baseline, BaselineKind, SchemeResult, ZramBest, ZramSample};
 use crate::source::{CHUNK_PAGES, PageSource, Skipped};
-use crate::zram_model::{self, ZramConfig, ZramModel, ZramPrediction};
+use crate::zram_model::{self, InputDevices, ZramConfig, ZramModel, ZramPrediction};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -165,7 +165,7 @@ pub fn simulate(
 ) -> Result<Report, String> {
     let baselines = beside.baselines;
     // One predicted zram device per configuration and input, as a store per input.
-    let mut devices: Vec<Vec<ZramModel>> = vec![Vec::new(); beside.zram.len()];
+    let mut devices: Vec<Vec<ZramModel>> = beside.zram.iter().map(|_| Vec::new()).collect();
     let mut totals = Stats::default();
     let mut refused = 0u64;
     let mut inputs = Vec::new();
@@ -197,9 +197,9 @@ pub fn simulate(
         let (mut next_id, mut digest) = (0u64, 0u64);
         let mut stored = Vec::with_capacity(CHUNK_PAGES);
         let mut zram_sample = ZramSample::default();
-        let mut input_devices: Vec<ZramModel> = (beside.zram.iter())
-            .map(|c| c.clone().with_mem_limit(beside.mem_limit).device())
-            .collect();
+        let mut input_devices = InputDevices::new(beside.zram, beside.mem_limit)?;
+        // zram-best's sample also trains the dictionaries of `--zram ...:dict`.
+        let sampling = zram_best.is_some() || input_devices.training();
         while source
             .next_chunk(&mut chunk)
             .map_err(|e| format!("{name}: {e}"))?
@@ -227,8 +227,9 @@ pub fn simulate(
             // Auto-dictionaries train off the insert path (a shared store's worker would),
             // so outside the insert time.
             store.train_if_due();
-            for device in &mut input_devices {
-                device.write(&chunk);
+            input_devices.write(&chunk);
+            if sampling {
+                zram_sample.sample(&chunk, source.expected_pages());
             }
             next_id += chunk.len() as u64;
             for ((id, spent), _) in (first..).zip(&spent).zip(&stored).filter(|(_, ok)| **ok) {
@@ -267,21 +268,23 @@ pub fn simulate(
                         .map_err(|e| format!("{name}: {}: {e}", baseline.name))?;
                     sum.absorb(&found);
                 }
-                if zram_best.is_some() {
-                    zram_sample.sample(&chunk, source.expected_pages());
-                }
             }
             tick(chunk.len() as u64);
         }
         decompress += read_back(&store, next_id, digest, &mut back, &name, tick)?.0;
-        if let Some(at) = zram_best {
-            match store_again(&zram_sample.train(), &mut **source, &mut chunk)
+        let trained = sampling.then(|| zram_sample.train());
+        if let (Some(at), Some(best)) = (zram_best, &trained) {
+            match store_again(best, &mut **source, &mut chunk)
                 .map_err(|e| format!("{name}: zram-best: {e}"))?
             {
                 Some(result) => sums[at].absorb(&result),
                 None => zram_best_missing.push(name.clone()),
             }
         }
+        let dictionary = trained.as_ref().and_then(|best| best.dictionary());
+        let input_devices = input_devices
+            .finish(dictionary.as_ref(), &mut **source, &mut chunk)
+            .map_err(|e| format!("--zram: {e}"))?;
         for (all, device) in devices.iter_mut().zip(input_devices) {
             all.push(device);
         }

@@ -125,30 +125,22 @@ impl Device {
             .collect())
     }
 
-    /// Configures the device with `algo` and a size of `pages` pages, writes the pages a
-    /// source from `open` yields, reads them back and compares them with those of a second
-    /// source from `open`, takes `mm_stat` and resets the device.
-    pub fn run(
-        &self,
-        algo: &str,
-        pages: u64,
-        open: &dyn Fn() -> Result<Box<dyn PageSource>, SourceError>,
-    ) -> Result<KernelRun, ZramError> {
-        let open = || open().map_err(|e| ZramError::Input(e.to_string()));
+    /// Configures the device as `setup` says with room for `pages` pages; the device is
+    /// reset when the returned handle is dropped.
+    pub fn configure(&self, setup: &KernelSetup, pages: u64) -> Result<Configured<'_>, ZramError> {
         let available = self.algorithms()?;
-        if !available.iter().any(|a| a == algo) {
+        if !available.iter().any(|a| *a == setup.algorithm) {
             return Err(ZramError::UnknownAlgo {
                 device: self.name.clone(),
-                algo: algo.to_string(),
+                algo: setup.algorithm.clone(),
                 available: available.join(" "),
             });
         }
         let signals = Signals::catch().map_err(|e| self.io("catch signals".into(), e))?;
-        self.write_attr("comp_algorithm", algo)?;
-        let size = (pages * PAGE_SIZE as u64).max(PAGE_SIZE as u64);
-        let configured = self.write_attr("disksize", &size.to_string());
-        let _reset = ResetOnDrop(self);
-        configured?;
+        let reset = ResetOnDrop(self);
+        for (attr, value) in setup.sysfs_writes(pages) {
+            self.write_attr(attr, &value)?;
+        }
         let node = format!("/dev/{}", self.name);
         let file = OpenOptions::new()
             .read(true)
@@ -156,31 +148,42 @@ impl Device {
             .custom_flags(libc::O_DIRECT)
             .open(&node)
             .map_err(|e| self.io(format!("open {node} with O_DIRECT"), e))?;
-        let write = self.write_pages(&file, open()?.as_mut(), pages, &signals)?;
-        let (read, verified) = self.read_back(&file, open()?.as_mut(), pages, &signals)?;
-        drop(file);
-        let stat = self.read_attr("mm_stat")?;
-        let field = |i: usize| -> u64 {
-            stat.split_whitespace()
-                .nth(i)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let (orig, compr, used) = (field(0), field(1), field(2));
+        Ok(Configured {
+            device: self,
+            file,
+            signals,
+            _reset: reset,
+        })
+    }
+
+    /// Configures the device with `setup` and a size of `pages` pages, writes the pages a
+    /// source from `open` yields, reads them back and compares them with those of a second
+    /// source from `open`, takes `mm_stat` and resets the device.
+    pub fn run(
+        &self,
+        setup: &KernelSetup,
+        pages: u64,
+        open: &dyn Fn() -> Result<Box<dyn PageSource>, SourceError>,
+    ) -> Result<KernelRun, ZramError> {
+        let open = || open().map_err(|e| ZramError::Input(e.to_string()));
+        let configured = self.configure(setup, pages)?;
+        let write = self.write_pages(&configured, open()?.as_mut(), pages)?;
+        let (read, verified) = self.read_back(&configured, open()?.as_mut(), pages)?;
+        let mm = configured.mm_stat()?;
         let input = pages * PAGE_SIZE as u64;
         let mb_s = |d: Duration| crate::compare::mb_s(input, d);
         // A signal after the last request still ends the run (and the command).
-        signals.check(&self.name)?;
+        configured.signals.check(&self.name)?;
         Ok(KernelRun {
-            algorithm: algo.to_string(),
+            algorithm: setup.algorithm.clone(),
             pages,
-            orig_data_size: orig,
-            compr_data_size: compr,
-            mem_used_total: used,
-            same_pages: field(5),
-            huge_pages: field(7),
-            ratio: orig as f64 / compr.max(1) as f64,
-            mem_ratio: orig as f64 / used.max(1) as f64,
+            orig_data_size: mm.orig_data_size,
+            compr_data_size: mm.compr_data_size,
+            mem_used_total: mm.mem_used_total,
+            same_pages: mm.same_pages,
+            huge_pages: mm.huge_pages,
+            ratio: mm.orig_data_size as f64 / mm.compr_data_size.max(1) as f64,
+            mem_ratio: mm.orig_data_size as f64 / mm.mem_used_total.max(1) as f64,
             write_mb_s: mb_s(write),
             read_mb_s: mb_s(read),
             verified,
@@ -191,11 +194,11 @@ impl Device {
     /// only the requests are timed.
     fn write_pages(
         &self,
-        file: &File,
+        configured: &Configured<'_>,
         source: &mut dyn PageSource,
         pages: u64,
-        signals: &Signals,
     ) -> Result<Duration, ZramError> {
+        let (file, signals) = (&configured.file, &configured.signals);
         let mut chunk = Vec::with_capacity(CHUNK_PAGES);
         let (mut spent, mut written) = (Duration::ZERO, 0u64);
         while self.next(source, &mut chunk, written, pages)? {
@@ -213,11 +216,11 @@ impl Device {
     /// `source` yields (untimed).
     fn read_back(
         &self,
-        file: &File,
+        configured: &Configured<'_>,
         source: &mut dyn PageSource,
         pages: u64,
-        signals: &Signals,
     ) -> Result<(Duration, bool), ZramError> {
+        let (file, signals) = (&configured.file, &configured.signals);
         let mut buffer = vec![Page::zeroed(); CHUNK_PAGES];
         let mut chunk = Vec::with_capacity(CHUNK_PAGES);
         let (mut spent, mut read) = (Duration::ZERO, 0u64);
@@ -281,6 +284,90 @@ impl Device {
             what,
             source,
         }
+    }
+}
+
+/// How to set a device up: the sysfs writes a user would make.
+#[derive(Clone, Debug, Default)]
+pub struct KernelSetup {
+    /// `comp_algorithm`.
+    pub algorithm: String,
+    /// `algorithm_params` words (`level=8`), none for the defaults.
+    pub params: Vec<String>,
+    /// `mem_limit` in bytes.
+    pub mem_limit: Option<u64>,
+}
+
+impl KernelSetup {
+    /// An algorithm with zram's defaults.
+    pub fn algorithm(name: &str) -> KernelSetup {
+        KernelSetup {
+            algorithm: name.to_string(),
+            ..KernelSetup::default()
+        }
+    }
+
+    /// The sysfs attributes to write, in order, for a device of `pages` pages.
+    pub fn sysfs_writes(&self, pages: u64) -> Vec<(&'static str, String)> {
+        let mut writes = vec![("comp_algorithm", self.algorithm.clone())];
+        if !self.params.is_empty() {
+            writes.push((
+                "algorithm_params",
+                format!("algo={} {}", self.algorithm, self.params.join(" ")),
+            ));
+        }
+        let size = (pages * PAGE_SIZE as u64).max(PAGE_SIZE as u64);
+        writes.push(("disksize", size.to_string()));
+        if let Some(limit) = self.mem_limit {
+            writes.push(("mem_limit", limit.to_string()));
+        }
+        writes
+    }
+}
+
+/// A configured device, open for direct I/O; reset on drop.
+pub struct Configured<'a> {
+    device: &'a Device,
+    file: File,
+    signals: Signals,
+    _reset: ResetOnDrop<'a>,
+}
+
+impl Configured<'_> {
+    /// Writes `pages` from block `first` on (one request).
+    pub fn write_at(&self, first: u64, pages: &[Page]) -> Result<(), ZramError> {
+        self.signals.check(&self.device.name)?;
+        self.file
+            .write_all_at(bytemuck::cast_slice(pages), first * PAGE_SIZE as u64)
+            .map_err(|e| self.device.io("write".into(), e))
+    }
+
+    /// Asks zram to compact its pool.
+    pub fn compact(&self) -> Result<(), ZramError> {
+        self.device.write_attr("compact", "1")
+    }
+
+    /// The device's `mm_stat` now.
+    pub fn mm_stat(&self) -> Result<zpage::MmStat, ZramError> {
+        let stat = self.device.read_attr("mm_stat")?;
+        let field = |i: usize| -> u64 {
+            stat.split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        // MmStat grows fields (non_exhaustive): set the nine zram reports.
+        let mut mm = zpage::MmStat::default();
+        mm.orig_data_size = field(0);
+        mm.compr_data_size = field(1);
+        mm.mem_used_total = field(2);
+        mm.mem_limit = field(3);
+        mm.mem_used_max = field(4);
+        mm.same_pages = field(5);
+        mm.pages_compacted = field(6);
+        mm.huge_pages = field(7);
+        mm.huge_pages_since = field(8);
+        Ok(mm)
     }
 }
 
