@@ -42,10 +42,14 @@ pub struct SimArgs {
     #[arg(long, value_delimiter = ',', default_values = Baseline::DEFAULT, value_parser = Baseline::parse)]
     codecs: Vec<Baseline>,
     /// The kernel's zram predicted on the same pages, without root: each configuration
-    /// (lzo, lzo-rle or lz4, with `:chain=N` for zsmalloc's chain size) compressed as the
-    /// kernel's algorithm does and placed in a model of zsmalloc; its mm_stat fields in
-    /// the report.
-    #[arg(long, value_delimiter = ',', value_parser = ZramConfig::parse, conflicts_with = "lifecycle")]
+    /// ALGO[:OPTION]... (lzo, lzo-rle, lz4, lz4hc, zstd, deflate; options level=N,
+    /// winbits=N for deflate, dict (trained on the input; page files only) or dict=PATH
+    /// for zstd, recomp=ALGO[@LEVEL][+dict] per recompression priority, chain=N for
+    /// zsmalloc's chain size) compressed as the kernel's algorithm does and placed in a
+    /// model of zsmalloc; its mm_stat fields in the report. With --lifecycle, the
+    /// kernel's life cycle beside zpage's: idle, recompress type=idle, writeback of
+    /// --writeback's type (with --backing), compact.
+    #[arg(long, value_delimiter = ',', value_parser = ZramConfig::parse)]
     zram: Vec<ZramConfig>,
     #[command(flatten)]
     dictionaries: DictionaryArgs,
@@ -183,6 +187,11 @@ pub fn run(args: SimArgs) -> Result<String, String> {
         paths.push(sample);
     }
     if args.lifecycle.lifecycle && args.lifecycle.count > 1 {
+        if !args.zram.is_empty() {
+            return Err(
+                "--zram with --count: the kernel's zram is predicted on whole inputs, not on samples of a process; capture it (zpage capture) and run --lifecycle on the file".into(),
+            );
+        }
         return sample(&args, engine, chosen);
     }
     let mut sources = super::open_sources(&paths, args.pad)?;
@@ -268,6 +277,7 @@ fn lifecycle_config(
         cold_level: (lc.cold_level > 0).then_some(lc.cold_level),
         backing: lc.backing.clone().map(|path| (path, lc.writeback)),
         zram_best,
+        zram: args.zram.clone(),
     })
 }
 
@@ -447,6 +457,41 @@ fn print_lifecycle(r: &Lifecycle) -> String {
             "zram best (emulated: zstd-8 + a dictionary trained on a tenth of the pages, no allocator counted): {:.3}",
             r.zram_best_ratio
         );
+    }
+    for cycle in &r.zram_lifecycle {
+        outln!(out);
+        outln!(
+            out,
+            "kernel zram {}, predicted (dictionaries: {} bytes, outside mem_used)",
+            cycle.config,
+            cycle.dictionary_bytes
+        );
+        outln!(
+            out,
+            "{:<11} {:>8} {:>12} {:>12} {:>8} {:>6} {:>9}  note",
+            "step",
+            "seconds",
+            "compr_data",
+            "mem_used",
+            "mem ratio",
+            "huge",
+            "bd_count"
+        );
+        for s in &cycle.stages {
+            let mm = &s.mm_stat;
+            outln!(
+                out,
+                "{:<11} {:>8} {:>12} {:>12} {:>8.3} {:>6} {:>9}  {}",
+                s.name,
+                s.seconds.map_or("-".to_string(), |t| format!("{t:.3}")),
+                mm.compr_data_size,
+                mm.mem_used_total,
+                mm.orig_data_size as f64 / mm.mem_used_total.max(1) as f64,
+                mm.huge_pages,
+                s.bd_stat.bd_count,
+                s.note.as_deref().unwrap_or("")
+            );
+        }
     }
     out
 }

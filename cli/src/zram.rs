@@ -154,6 +154,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         cold_level: (args.cold_level > 0 && run == 0).then_some(args.cold_level),
         backing: None,
         zram_best: false,
+        zram: Vec::new(),
     };
     // Per run and input: the kernel's write (one unit a page), each profile's store and
     // read back (two), then the tiered store's life cycle (its own units).

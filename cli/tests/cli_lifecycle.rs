@@ -94,6 +94,78 @@ fn the_life_cycle_reports_each_stage_and_writes_back() {
     );
 }
 
+/// The kernel's life cycle beside zpage's (`--zram`): the steps in order, recompression
+/// shrinking what it keeps and leaving the slots it tried not idle (so `writeback idle`
+/// takes only the others, as zram's does), writeback emptying the pool of what it took,
+/// the read counting the backed blocks.
+#[test]
+fn the_kernels_life_cycle_runs_beside() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    let file = sample("redis-mixed.pages");
+    let v = json(&[
+        "sim",
+        &file,
+        "--lifecycle",
+        "--cold-level",
+        "0",
+        "--backing",
+        backing.to_str().unwrap(),
+        "--writeback",
+        "idle",
+        "--zram",
+        "lz4:recomp=zstd@8,lzo-rle",
+        "--json",
+    ]);
+    let cycles = v["zram_lifecycle"].as_array().unwrap();
+    assert_eq!(cycles.len(), 2);
+    assert_eq!(cycles[0]["config"], "lz4:recomp=zstd@8");
+    let names: Vec<&str> = (cycles[0]["stages"].as_array().unwrap().iter())
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "store",
+            "mark_idle",
+            "recompress",
+            "writeback",
+            "compact",
+            "read"
+        ]
+    );
+    let stage = |c: usize, i: usize| &cycles[c]["stages"][i];
+    let compr = |c: usize, i: usize| stage(c, i)["mm_stat"]["compr_data_size"].as_u64().unwrap();
+    assert!(
+        compr(0, 2) < compr(0, 1),
+        "recompression kept smaller forms: {v}"
+    );
+    let pages = v["pages"].as_u64().unwrap();
+    assert_eq!(
+        stage(0, 0)["mm_stat"]["orig_data_size"].as_u64(),
+        Some(pages * 4096)
+    );
+    // lz4 then zstd: every idle slot tried, so none left idle for writeback.
+    assert_eq!(stage(0, 3)["bd_stat"]["bd_count"], 0, "{v}");
+    // lzo-rle without recompression: writeback takes every stored (not same-filled) slot.
+    let same = stage(1, 0)["mm_stat"]["same_pages"].as_u64().unwrap();
+    assert_eq!(
+        stage(1, 3)["bd_stat"]["bd_count"].as_u64(),
+        Some(pages - same)
+    );
+    assert_eq!(compr(1, 3), 0);
+    assert_eq!(
+        stage(1, 5)["bd_stat"]["bd_reads"].as_u64(),
+        Some(pages - same)
+    );
+    assert!(
+        stage(1, 2)["note"]
+            .as_str()
+            .unwrap()
+            .contains("no recompression")
+    );
+}
+
 #[test]
 fn the_memory_limit_refuses_writes_as_zram_does() {
     let file = sample("redis-mixed.pages");

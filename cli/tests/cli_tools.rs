@@ -520,7 +520,11 @@ fn sim_predicts_the_kernels_zram() {
         "lz4hc,zstd,zstd:level=8:dict,deflate:winbits=15,lz4:recomp=zstd@8",
         "--json",
     ]);
-    let compr = |i: usize| v["zram_model"][i]["mm_stat"]["compr_data_size"].as_u64().unwrap();
+    let compr = |i: usize| {
+        v["zram_model"][i]["mm_stat"]["compr_data_size"]
+            .as_u64()
+            .unwrap()
+    };
     assert!(compr(2) < compr(1), "a dictionary helps: {v}");
     assert!(v["zram_model"][2]["dictionary_bytes"].as_u64().unwrap() > 0);
     assert!(compr(0) > compr(1), "zstd beats lz4hc: {v}");
@@ -567,7 +571,9 @@ fn the_model_follows_the_kernel_through_frees_and_compaction() {
     let mut model = ZramConfig::parse("lz4").unwrap().device().unwrap();
     let mut compr = 0;
     for (i, page) in pages.iter().enumerate() {
-        kernel.write_at(i as u64, std::slice::from_ref(page)).unwrap();
+        kernel
+            .write_at(i as u64, std::slice::from_ref(page))
+            .unwrap();
         let now = kernel.mm_stat().unwrap();
         let len = (now.compr_data_size - compr) as usize;
         compr = now.compr_data_size;
@@ -577,8 +583,16 @@ fn the_model_follows_the_kernel_through_frees_and_compaction() {
     let check = |what: &str, model: &zpage::MmStat| {
         let kernel = kernel.mm_stat().unwrap();
         assert_eq!(
-            (kernel.compr_data_size, kernel.mem_used_total, kernel.pages_compacted),
-            (model.compr_data_size, model.mem_used_total, model.pages_compacted),
+            (
+                kernel.compr_data_size,
+                kernel.mem_used_total,
+                kernel.pages_compacted
+            ),
+            (
+                model.compr_data_size,
+                model.mem_used_total,
+                model.pages_compacted
+            ),
             "{what}: kernel (compr, mem, compacted) vs the model"
         );
     };

@@ -246,7 +246,9 @@ pub struct ZramBest {
 impl ZramBest {
     /// The dictionary's bytes (`None` where none could be trained).
     pub fn dictionary(&self) -> Option<std::sync::Arc<Vec<u8>>> {
-        self.dict.as_ref().map(|d| std::sync::Arc::new(d.bytes().to_vec()))
+        self.dict
+            .as_ref()
+            .map(|d| std::sync::Arc::new(d.bytes().to_vec()))
     }
 
     /// Stores `pages` (verified, timed) as the configuration does.

@@ -15,6 +15,7 @@
 use crate::compare::{self, ZramSample};
 use crate::sim::{self, Dictionaries, page_digest};
 use crate::source::{CHUNK_PAGES, PageSource};
+use crate::zram_model::{self, InputDevices, KernelCycle, Kind, ZramConfig, ZramModel};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -59,6 +60,15 @@ impl WritebackType {
         }
     }
 
+    /// zram's type of the same name.
+    fn kind(self) -> Kind {
+        match self {
+            WritebackType::Huge => Kind::Huge,
+            WritebackType::Idle => Kind::Idle,
+            WritebackType::HugeIdle => Kind::HugeIdle,
+        }
+    }
+
     fn selection(self) -> Selection {
         match self {
             WritebackType::Huge => Selection::all().huge(),
@@ -85,6 +95,8 @@ pub struct Config {
     pub backing: Option<(PathBuf, WritebackType)>,
     /// Also run the emulated zram-best baseline on the same pages (page files only).
     pub zram_best: bool,
+    /// zram configurations whose kernel life cycle is predicted beside zpage's.
+    pub zram: Vec<ZramConfig>,
 }
 
 /// One step of the life cycle and the store's state after it, summed over the inputs.
@@ -128,6 +140,8 @@ pub struct Lifecycle {
     pub stages: Vec<Stage>,
     /// The emulated zram-best baseline's ratio on the same pages (0 when not run).
     pub zram_best_ratio: f64,
+    /// The kernel's life cycle predicted for each `--zram` configuration, in order.
+    pub zram_lifecycle: Vec<KernelCycle>,
     /// Every stored page read back after the last step and compared.
     pub verified: bool,
 }
@@ -193,7 +207,9 @@ pub fn run(
     names.push("read");
     let mut acc: Vec<Acc> = names.iter().map(|_| Acc::default()).collect();
     let shared_set = matches!(config.dictionaries, Some(Dictionaries::Set { .. }));
-    let (mut inputs, mut refused, mut best) = (Vec::new(), 0, compare::SchemeResult::default());
+    let (mut inputs, mut refused, mut best_result) =
+        (Vec::new(), 0, compare::SchemeResult::default());
+    let mut devices: Vec<Vec<ZramModel>> = config.zram.iter().map(|_| Vec::new()).collect();
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
     let mut back = vec![Page::zeroed(); CHUNK_PAGES];
     for source in sources.iter_mut() {
@@ -202,6 +218,8 @@ pub fn run(
         let (mut next_id, mut digest) = (0u64, 0u64);
         let mut stored = Vec::new();
         let mut sample = ZramSample::default();
+        let mut input_devices = InputDevices::new(&config.zram, config.mem_limit)?;
+        let sampling = config.zram_best || input_devices.training();
         let mut step = 0;
         while source
             .next_chunk(&mut chunk)
@@ -235,7 +253,8 @@ pub fn run(
                 }
                 digest = digest.wrapping_add(page_digest(id, page));
             }
-            if config.zram_best {
+            input_devices.write(&chunk);
+            if sampling {
                 sample.sample(&chunk, source.expected_pages());
             }
             tick(chunk.len() as u64 * STORE_WEIGHT);
@@ -317,11 +336,20 @@ pub fn run(
         acc[step].bytes += present * PAGE_SIZE as u64;
         acc[step].absorb(&store.stats(), shared_set);
         drop(store);
+        let trained = sampling.then(|| sample.train());
         if config.zram_best
-            && let Some(result) = sim::store_again(&sample.train(), &mut **source, &mut chunk)
+            && let Some(best) = &trained
+            && let Some(result) = sim::store_again(best, &mut **source, &mut chunk)
                 .map_err(|e| format!("{name}: zram-best: {e}"))?
         {
-            best.absorb(&result);
+            best_result.absorb(&result);
+        }
+        let dictionary = trained.as_ref().and_then(|best| best.dictionary());
+        let input_devices = input_devices
+            .finish(dictionary.as_ref(), &mut **source, &mut chunk)
+            .map_err(|e| format!("--zram: {e}"))?;
+        for (all, device) in devices.iter_mut().zip(input_devices) {
+            all.push(device);
         }
         inputs.push(name);
     }
@@ -352,7 +380,18 @@ pub fn run(
         pages,
         refused_pages: refused,
         stages,
-        zram_best_ratio: if config.zram_best { best.ratio() } else { 0.0 },
+        zram_best_ratio: if config.zram_best {
+            best_result.ratio()
+        } else {
+            0.0
+        },
+        zram_lifecycle: (config.zram.iter())
+            .zip(&mut devices)
+            .map(|(zram, devices)| {
+                let writeback = config.backing.as_ref().map(|(_, kind)| kind.kind());
+                zram_model::life_cycle(zram, devices, writeback)
+            })
+            .collect(),
         verified: true,
     })
 }

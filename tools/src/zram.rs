@@ -129,7 +129,7 @@ impl Device {
     /// reset when the returned handle is dropped.
     pub fn configure(&self, setup: &KernelSetup, pages: u64) -> Result<Configured<'_>, ZramError> {
         let available = self.algorithms()?;
-        if !available.iter().any(|a| *a == setup.algorithm) {
+        if !available.contains(&setup.algorithm) {
             return Err(ZramError::UnknownAlgo {
                 device: self.name.clone(),
                 algo: setup.algorithm.clone(),

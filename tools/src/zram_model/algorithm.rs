@@ -198,7 +198,9 @@ impl Algorithm {
     /// too small or uniform to train on, so zstd alone, as zram without a dictionary).
     pub fn set_trained(&mut self, trained: Option<&Arc<Vec<u8>>>) {
         if let Algorithm::Zstd { dict, .. } = self
-            && dict.as_ref().is_some_and(|d| d.origin == DictOrigin::Trained)
+            && dict
+                .as_ref()
+                .is_some_and(|d| d.origin == DictOrigin::Trained)
         {
             *dict = trained.map(|bytes| Dict {
                 origin: DictOrigin::Trained,
@@ -220,7 +222,8 @@ impl Algorithm {
                 }
                 .map_err(|e| format!("zstd: {e}"))?;
                 // zram's frames: the content size written, no checksum.
-                c.include_checksum(false).map_err(|e| format!("zstd: {e}"))?;
+                c.include_checksum(false)
+                    .map_err(|e| format!("zstd: {e}"))?;
                 c.include_contentsize(true)
                     .map_err(|e| format!("zstd: {e}"))?;
                 Coder::Zstd(Box::new(c))
@@ -276,7 +279,9 @@ impl Compressor {
                 )
                 .unwrap_or(PAGE_SIZE)
             }
-            (_, Coder::Zstd(c)) => c.compress_to_buffer(bytes, &mut self.out).unwrap_or(PAGE_SIZE),
+            (_, Coder::Zstd(c)) => c
+                .compress_to_buffer(bytes, &mut self.out)
+                .unwrap_or(PAGE_SIZE),
             (_, Coder::Deflate(c)) => {
                 c.reset();
                 match c.compress(bytes, &mut self.out, flate2::FlushCompress::Finish) {
@@ -308,10 +313,19 @@ mod tests {
             let mut parts = text.split(':');
             Algorithm::parse(parts.next().unwrap(), parts)
         };
-        assert_eq!(parse("zstd:level=8").unwrap(), Algorithm::Zstd { level: 8, dict: None });
+        assert_eq!(
+            parse("zstd:level=8").unwrap(),
+            Algorithm::Zstd {
+                level: 8,
+                dict: None
+            }
+        );
         assert_eq!(
             parse("deflate:winbits=15").unwrap(),
-            Algorithm::Deflate { level: 6, winbits: 15 }
+            Algorithm::Deflate {
+                level: 6,
+                winbits: 15
+            }
         );
         for (bad, needle) in [
             ("zstd:level=23", "1 to 22"),
@@ -331,7 +345,10 @@ mod tests {
     #[test]
     fn sizes_are_real_streams() {
         let page = text_page();
-        let algorithm = Algorithm::Deflate { level: 6, winbits: 11 };
+        let algorithm = Algorithm::Deflate {
+            level: 6,
+            winbits: 11,
+        };
         let mut c = algorithm.compressor().unwrap();
         let len = c.compressed_len(&page);
         let mut back = Vec::with_capacity(PAGE_SIZE);
@@ -340,9 +357,17 @@ mod tests {
             .unwrap();
         assert_eq!(back, page.bytes());
 
-        let mut zstd = Algorithm::Zstd { level: 3, dict: None }.compressor().unwrap();
+        let mut zstd = Algorithm::Zstd {
+            level: 3,
+            dict: None,
+        }
+        .compressor()
+        .unwrap();
         let len = zstd.compressed_len(&page);
-        assert_eq!(zstd::bulk::decompress(&zstd.out[..len], PAGE_SIZE).unwrap(), page.bytes());
+        assert_eq!(
+            zstd::bulk::decompress(&zstd.out[..len], PAGE_SIZE).unwrap(),
+            page.bytes()
+        );
 
         let mut hc = Algorithm::Lz4hc { level: 9 }.compressor().unwrap();
         let len = hc.compressed_len(&page);

@@ -101,6 +101,109 @@ impl InputDevices {
     }
 }
 
+/// One step of the kernel's life cycle on a configuration's devices, summed over them.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelStage {
+    /// `store`, `mark_idle`, `recompress`, `writeback`, `compact`, `read`.
+    pub name: &'static str,
+    /// The model's compression time for the step (`None` where the step compresses
+    /// nothing: the kernel's time for it is not the model's).
+    pub seconds: Option<f64>,
+    pub mm_stat: MmStat,
+    pub bd_stat: zpage::BdStat,
+    /// Why the step did nothing, or what it did.
+    pub note: Option<String>,
+}
+
+/// The kernel's life cycle predicted for one configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelCycle {
+    pub config: String,
+    pub stages: Vec<KernelStage>,
+    /// As in [`ZramPrediction::dictionary_bytes`].
+    pub dictionary_bytes: u64,
+}
+
+/// Runs zram's life cycle on `devices` (written already, one per input): `echo all >
+/// idle`, `recompress type=idle` where the configuration has recompression algorithms,
+/// `writeback` of `writeback`'s type where given, `compact`, then every block read.
+pub fn life_cycle(
+    config: &ZramConfig,
+    devices: &mut [ZramModel],
+    writeback: Option<Kind>,
+) -> KernelCycle {
+    let sum = |devices: &[ZramModel]| {
+        let mut mm = MmStat::default();
+        let mut bd = zpage::BdStat::default();
+        for device in devices {
+            mm.absorb(&device.mm_stat());
+            let b = device.bd_stat();
+            bd.bd_count += b.bd_count;
+            bd.bd_reads += b.bd_reads;
+            bd.bd_writes += b.bd_writes;
+        }
+        (mm, bd)
+    };
+    let mut stages = Vec::new();
+    let mut step = |name, seconds: Option<f64>, note: Option<String>, devices: &[ZramModel]| {
+        let (mm_stat, bd_stat) = sum(devices);
+        stages.push(KernelStage {
+            name,
+            seconds,
+            mm_stat,
+            bd_stat,
+            note,
+        });
+    };
+    let written: f64 = devices.iter().map(|d| d.write_time.as_secs_f64()).sum();
+    step("store", Some(written), None, devices);
+    let idle: u64 = devices.iter_mut().map(ZramModel::mark_idle).sum();
+    step(
+        "mark_idle",
+        None,
+        Some(format!("{idle} slots idle")),
+        devices,
+    );
+    let mut done = Recompressed::default();
+    let mut spent = 0.0;
+    for device in devices.iter_mut() {
+        let one = device.recompress(Recompress {
+            kind: Kind::Idle,
+            threshold: 0,
+            max_pages: 0,
+            priority: None,
+        });
+        spent += device.recompress_time(one.tried).as_secs_f64();
+        done.tried += one.tried;
+        done.smaller += one.smaller;
+        done.incompressible += one.incompressible;
+    }
+    let note = if config.recomp.is_empty() {
+        "no recompression algorithm configured (add :recomp=ALGO[@LEVEL])".to_string()
+    } else {
+        format!(
+            "{} idle slots tried, {} now smaller, {} marked incompressible",
+            done.tried, done.smaller, done.incompressible
+        )
+    };
+    step("recompress", Some(spent), Some(note), devices);
+    if let Some(kind) = writeback {
+        let written: u64 = devices.iter_mut().map(|d| d.writeback(kind, 0)).sum();
+        let note = format!("{written} {} slots written back", kind.word());
+        step("writeback", None, Some(note), devices);
+    }
+    let freed: u64 = devices.iter_mut().map(ZramModel::compact).sum();
+    let note = format!("{freed} pages freed");
+    step("compact", None, Some(note), devices);
+    devices.iter_mut().for_each(ZramModel::read_all);
+    step("read", None, None, devices);
+    KernelCycle {
+        config: config.name.clone(),
+        stages,
+        dictionary_bytes: devices.iter().map(ZramModel::dictionary_bytes).sum(),
+    }
+}
+
 /// A configuration's prediction over every input, as reports give it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ZramPrediction {
@@ -203,7 +306,10 @@ mod tests {
         assert_eq!(device.writeback(Kind::Idle, 0), 0);
         assert_eq!(device.writeback(Kind::Incompressible, 0), 1);
         let mm = device.mm_stat();
-        assert_eq!((mm.huge_pages, mm.orig_data_size), (0, 3 * PAGE_SIZE as u64));
+        assert_eq!(
+            (mm.huge_pages, mm.orig_data_size),
+            (0, 3 * PAGE_SIZE as u64)
+        );
         device.read_all();
         let bd = device.bd_stat();
         assert_eq!((bd.bd_count, bd.bd_reads, bd.bd_writes), (1, 1, 1));

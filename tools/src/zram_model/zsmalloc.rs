@@ -185,15 +185,21 @@ impl Pool {
         pages.objects += 1;
         self.clock += 1;
         let clock = self.clock;
-        let page = pages.zspages[zspage as usize].as_mut().expect("a live zspage");
+        let page = pages.zspages[zspage as usize]
+            .as_mut()
+            .expect("a live zspage");
         let before = group(page.owners.len(), class.objs_per_zspage);
         page.owners.push(owner);
         let after = group(page.owners.len(), class.objs_per_zspage);
         if before != after {
-            pages.partial.remove(&(Reverse(before), Reverse(page.stamp), zspage));
+            pages
+                .partial
+                .remove(&(Reverse(before), Reverse(page.stamp), zspage));
             page.stamp = clock;
             if after < 11 {
-                pages.partial.insert((Reverse(after), Reverse(clock), zspage));
+                pages
+                    .partial
+                    .insert((Reverse(after), Reverse(clock), zspage));
             }
         }
         Handle {
@@ -281,8 +287,12 @@ impl Pool {
             pages.partial.remove(&key);
             let s = key.2;
             loop {
-                let src_len = pages.zspages[s as usize].as_ref().map_or(0, |p| p.owners.len());
-                let dst_len = pages.zspages[d as usize].as_ref().map_or(0, |p| p.owners.len());
+                let src_len = pages.zspages[s as usize]
+                    .as_ref()
+                    .map_or(0, |p| p.owners.len());
+                let dst_len = pages.zspages[d as usize]
+                    .as_ref()
+                    .map_or(0, |p| p.owners.len());
                 if src_len == 0 || dst_len == capacity {
                     break;
                 }
@@ -295,9 +305,17 @@ impl Pool {
                     .expect("a live destination")
                     .owners
                     .push(owner);
-                moved(owner, Handle { class: at as u16, zspage: d });
+                moved(
+                    owner,
+                    Handle {
+                        class: at as u16,
+                        zspage: d,
+                    },
+                );
             }
-            let left = pages.zspages[s as usize].as_ref().map_or(0, |p| p.owners.len());
+            let left = pages.zspages[s as usize]
+                .as_ref()
+                .map_or(0, |p| p.owners.len());
             self.clock += 1;
             if left == 0 {
                 pages.zspages[s as usize] = None;
@@ -313,7 +331,9 @@ impl Pool {
                     .partial
                     .insert((Reverse(group(left, capacity)), Reverse(self.clock), s));
             }
-            let dst_len = pages.zspages[d as usize].as_ref().map_or(0, |p| p.owners.len());
+            let dst_len = pages.zspages[d as usize]
+                .as_ref()
+                .map_or(0, |p| p.owners.len());
             if dst_len == capacity {
                 dst = None;
             }
@@ -321,7 +341,9 @@ impl Pool {
         if let Some(d) = dst {
             // Back into its group.
             self.clock += 1;
-            let len = pages.zspages[d as usize].as_ref().map_or(0, |p| p.owners.len());
+            let len = pages.zspages[d as usize]
+                .as_ref()
+                .map_or(0, |p| p.owners.len());
             if let Some(p) = pages.zspages[d as usize].as_mut() {
                 p.stamp = self.clock;
             }
@@ -385,7 +407,11 @@ mod tests {
         let last = pool.alloc(24, 128);
         assert_eq!(pool.mem_used(), 2 * PAGE_SIZE as u64);
         pool.free(last, 128);
-        assert_eq!(pool.mem_used(), PAGE_SIZE as u64, "an emptied zspage is freed");
+        assert_eq!(
+            pool.mem_used(),
+            PAGE_SIZE as u64,
+            "an emptied zspage is freed"
+        );
     }
 
     /// Half the objects of four one-page zspages freed: compaction packs the rest into
@@ -404,7 +430,11 @@ mod tests {
         for owner in (1..512).step_by(2) {
             pool.free(handles[owner as usize], owner);
         }
-        assert_eq!(pool.mem_used(), 0, "every object was found where compaction put it");
+        assert_eq!(
+            pool.mem_used(),
+            0,
+            "every object was found where compaction put it"
+        );
     }
 
     /// The kernel's `mem_used_total` for 1000 (200 for the last) pages of one compressed
