@@ -25,6 +25,7 @@ macro_rules! out {
     }};
 }
 
+mod advise;
 mod capture;
 mod cold;
 mod dict;
@@ -67,6 +68,10 @@ enum Command {
     /// The cold tier's coders side by side on held-out pages: zstd-19 with cluster
     /// dictionaries, xz -9e, and the mixed form from the dictionaries' primers.
     Cold(cold::ColdArgs),
+    /// Which zram configuration to use for these pages: a grid of algorithms, levels,
+    /// dictionaries, recompression and writeback beside zpage's tiers, the frontier of
+    /// memory against write speed, a recommendation and the lines that apply it.
+    Advise(advise::AdviseArgs),
     /// Save a live process's memory (--pid) or every process's (--all, what swap would
     /// receive) as a page file, to run any command on the same pages again.
     Capture(capture::CaptureArgs),
@@ -86,6 +91,7 @@ fn main() {
 /// Runs the parsed command line and writes its output.
 fn run(cli: Cli) -> Result<(), String> {
     let output = match cli.command {
+        Command::Advise(args) => advise::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Cold(args) => cold::run(args),
         Command::Dict(args) => dict::run(args),

@@ -400,3 +400,87 @@ fn bars(report: &Report, area: &Area) -> DrawResult {
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
+
+/// `zpage advise`'s frontier: each configuration's memory (MiB, after its life cycle)
+/// against its write speed (MB/s, log scale), the frontier joined, zpage's tiers apart,
+/// the recommendation ringed.
+pub fn frontier_svg(advice: &zpage_tools::advise::Advice, path: &Path) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1000, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    frontier(advice, &root).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}
+
+fn frontier(advice: &zpage_tools::advise::Advice, area: &Area) -> DrawResult {
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
+    let zpage_point = (advice.zpage.insert_mb_s, mib(advice.zpage.memory_bytes));
+    let points: Vec<(f64, f64, &str, bool)> = (advice.grid.iter())
+        .map(|p| {
+            (
+                p.write_mb_s,
+                mib(p.memory_bytes),
+                p.config.as_str(),
+                p.frontier,
+            )
+        })
+        .collect();
+    let speeds = points.iter().map(|p| p.0).chain([zpage_point.0]);
+    let (lo, hi) = speeds.fold((f64::MAX, 1.0f64), |(lo, hi), s| (lo.min(s), hi.max(s)));
+    let top = points
+        .iter()
+        .map(|p| p.1)
+        .chain([zpage_point.1])
+        .fold(0.0, f64::max);
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "memory after zram's life cycle against write speed ({} pages)",
+                advice.pages
+            ),
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d((lo.max(0.1) * 0.7..hi * 1.5).log_scale(), 0f64..top * 1.12)?;
+    chart
+        .configure_mesh()
+        .x_desc("write MB/s (the model's coder, one core; log scale)")
+        .y_desc("MiB held (mem_used_total + dictionaries)")
+        .draw()?;
+    let mut line: Vec<(f64, f64)> = points.iter().filter(|p| p.3).map(|p| (p.0, p.1)).collect();
+    line.sort_by(|a, b| a.0.total_cmp(&b.0));
+    chart
+        .draw_series(LineSeries::new(line, AFTER.stroke_width(2)))?
+        .label("frontier")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], AFTER));
+    chart.draw_series(points.iter().map(|&(x, y, name, on)| {
+        let color = if on { AFTER } else { BEFORE };
+        EmptyElement::at((x, y))
+            + Circle::new((0, 0), 4, color.filled())
+            + Text::new(name.to_string(), (6, -12), ("sans-serif", 12))
+    }))?;
+    let chosen = advice.recommendation.config.as_str();
+    chart.draw_series(
+        points
+            .iter()
+            .filter(|p| p.2 == chosen)
+            .map(|&(x, y, _, _)| Circle::new((x, y), 9, BLACK.stroke_width(2))),
+    )?;
+    let green = RGBColor(0x55, 0xa8, 0x68);
+    chart
+        .draw_series(std::iter::once(
+            EmptyElement::at(zpage_point)
+                + Circle::new((0, 0), 5, green.filled())
+                + Text::new("zpage tiers".to_string(), (6, -12), ("sans-serif", 12)),
+        ))?
+        .label("zpage's tiers (words in, dense + dictionaries idle)")
+        .legend(move |(x, y)| Circle::new((x + 10, y), 4, green.filled()));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+}

@@ -4,7 +4,8 @@
 mod common;
 
 use common::{
-    child_with_memory, data_dir, fails, json, large_file, sample, skip, stderr, stdout, zpage,
+    ScratchZram, child_with_memory, data_dir, fails, json, large_file, sample, skip, stderr,
+    stdout, zpage,
 };
 use std::path::Path;
 use std::process::Command;
@@ -291,28 +292,6 @@ fn entropy_errors_are_one_line() {
         ],
         &["x.svg"],
     );
-}
-
-/// A zram device of our own (hot_add), removed on drop; None where zram is not there or
-/// we are not root.
-struct ScratchZram(String);
-
-impl ScratchZram {
-    fn add() -> Option<ScratchZram> {
-        if !is_root() {
-            return None;
-        }
-        let id = std::fs::read_to_string("/sys/class/zram-control/hot_add").ok()?;
-        Some(ScratchZram(format!("zram{}", id.trim())))
-    }
-}
-
-impl Drop for ScratchZram {
-    fn drop(&mut self) {
-        let id = self.0.trim_start_matches("zram");
-        std::fs::write(format!("/sys/block/{}/reset", self.0), "1").ok();
-        std::fs::write("/sys/class/zram-control/hot_remove", id).ok();
-    }
 }
 
 #[test]

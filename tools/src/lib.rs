@@ -11,6 +11,7 @@
     reason = "report fields: see the JSON schemas in README.md"
 )]
 
+pub mod advise;
 pub mod capture;
 pub mod cold;
 pub mod compare;

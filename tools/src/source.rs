@@ -72,3 +72,62 @@ pub fn peak_rss_bytes() -> u64 {
         })
         .map_or(0, |kib| kib * 1024)
 }
+
+/// Several sources read as one, in order: what one device receiving them all would see.
+pub struct Concat<'a> {
+    parts: Vec<Box<dyn PageSource + 'a>>,
+    at: usize,
+    name: String,
+}
+
+impl<'a> Concat<'a> {
+    /// `parts` in order, named by their names joined.
+    pub fn new(parts: Vec<Box<dyn PageSource + 'a>>) -> Concat<'a> {
+        let name = (parts.iter())
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        Concat { parts, at: 0, name }
+    }
+}
+
+impl PageSource for Concat<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn expected_pages(&self) -> u64 {
+        self.parts.iter().map(|p| p.expected_pages()).sum()
+    }
+
+    fn next_chunk(&mut self, out: &mut Vec<Page>) -> Result<bool, SourceError> {
+        while let Some(part) = self.parts.get_mut(self.at) {
+            if part.next_chunk(out)? {
+                return Ok(true);
+            }
+            self.at += 1;
+        }
+        out.clear();
+        Ok(false)
+    }
+
+    fn skipped(&self) -> Skipped {
+        let mut all = Skipped::default();
+        for part in &self.parts {
+            let s = part.skipped();
+            all.zero_mapped += s.zero_mapped;
+            all.unreadable += s.unreadable;
+        }
+        all
+    }
+
+    fn rewind(&mut self) -> Result<bool, SourceError> {
+        for part in &mut self.parts {
+            if !part.rewind()? {
+                return Ok(false);
+            }
+        }
+        self.at = 0;
+        Ok(true)
+    }
+}

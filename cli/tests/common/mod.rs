@@ -93,12 +93,26 @@ pub fn large_file(dir: &Path, copies: usize) -> String {
 
 /// A child holding 8 MiB of touched memory; its stdout says when it is ready.
 pub fn child_with_memory() -> std::process::Child {
+    python_child(
+        "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
+         sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
+    )
+}
+
+/// A Python heap of real objects (a dict of 100k lists of ints, floats and strings,
+/// about 30 MiB), started with an empty environment; its stdout says when it is ready.
+pub fn child_with_a_heap() -> std::process::Child {
+    python_child(
+        "import sys,time; d={str(i): [i, i*2.5, 'v'*(i%40), (i, -i)] for i in range(100000)}; \
+         sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(60)",
+    )
+}
+
+/// `python3 -c script` with an empty environment, once it has printed its first line.
+fn python_child(script: &str) -> std::process::Child {
     let mut child = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys,time; b=bytearray(8<<20); b[::4096]=b'x'*len(b[::4096]); \
-             sys.stdout.write('ready\\n'); sys.stdout.flush(); time.sleep(30)",
-        ])
+        .args(["-c", script])
+        .env_clear()
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 runs");
@@ -109,4 +123,26 @@ pub fn child_with_memory() -> std::process::Child {
     )
     .unwrap();
     child
+}
+
+/// A zram device of our own (hot_add), removed on drop; None where zram is not there or
+/// we are not root.
+pub struct ScratchZram(pub String);
+
+impl ScratchZram {
+    pub fn add() -> Option<ScratchZram> {
+        if !zpage_tools::zram::is_root() {
+            return None;
+        }
+        let id = std::fs::read_to_string("/sys/class/zram-control/hot_add").ok()?;
+        Some(ScratchZram(format!("zram{}", id.trim())))
+    }
+}
+
+impl Drop for ScratchZram {
+    fn drop(&mut self) {
+        let id = self.0.trim_start_matches("zram");
+        std::fs::write(format!("/sys/block/{}/reset", self.0), "1").ok();
+        std::fs::write("/sys/class/zram-control/hot_remove", id).ok();
+    }
 }
