@@ -486,7 +486,7 @@ fn print_lifecycle(r: &Lifecycle) -> String {
                 s.seconds.map_or("-".to_string(), |t| format!("{t:.3}")),
                 mm.compr_data_size,
                 mm.mem_used_total,
-                mm.orig_data_size as f64 / mm.mem_used_total.max(1) as f64,
+                mm.mem_ratio(),
                 mm.huge_pages,
                 s.bd_stat.bd_count,
                 s.note.as_deref().unwrap_or("")
@@ -650,7 +650,7 @@ fn print_report(r: &Report) -> String {
                 p.config,
                 mm.compr_data_size,
                 mm.mem_used_total,
-                mm.orig_data_size as f64 / mm.mem_used_total.max(1) as f64,
+                mm.mem_ratio(),
                 mm.same_pages,
                 mm.huge_pages
             );

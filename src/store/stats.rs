@@ -100,6 +100,16 @@ impl std::fmt::Display for IoStat {
 }
 
 impl MmStat {
+    /// `orig_data_size / compr_data_size`, zram's compression ratio.
+    pub fn ratio(&self) -> f64 {
+        self.orig_data_size as f64 / self.compr_data_size.max(1) as f64
+    }
+
+    /// `orig_data_size / mem_used_total`, what the allocator's memory buys.
+    pub fn mem_ratio(&self) -> f64 {
+        self.orig_data_size as f64 / self.mem_used_total.max(1) as f64
+    }
+
     /// Adds another device's fields to these (as zram devices side by side; limits and
     /// maxima summed too).
     pub fn absorb(&mut self, other: &MmStat) {
@@ -300,7 +310,7 @@ pub struct Stats {
 impl Stats {
     /// `orig_data_size / compr_data_size`, as zram users compute it.
     pub fn ratio(&self) -> f64 {
-        self.mm.orig_data_size as f64 / self.mm.compr_data_size.max(1) as f64
+        self.mm.ratio()
     }
 
     /// Memory spent besides the compressed data: the page table, the allocator's

@@ -281,13 +281,7 @@ pub fn simulate(
                 None => zram_best_missing.push(name.clone()),
             }
         }
-        let dictionary = trained.as_ref().and_then(|best| best.dictionary());
-        let input_devices = input_devices
-            .finish(dictionary.as_ref(), &mut **source, &mut chunk)
-            .map_err(|e| format!("--zram: {e}"))?;
-        for (all, device) in devices.iter_mut().zip(input_devices) {
-            all.push(device);
-        }
+        input_devices.finish_into(trained.as_ref(), &mut **source, &mut chunk, &mut devices)?;
         let stats = store.stats();
         inputs.push(InputReport {
             name,

@@ -99,6 +99,25 @@ impl InputDevices {
         }
         Ok(self.devices.into_iter().flatten().collect())
     }
+
+    /// [`InputDevices::finish`] with the dictionary of `trained` (zram-best's sample of
+    /// the input), each device added to its configuration's list in `all`.
+    pub fn finish_into(
+        self,
+        trained: Option<&crate::compare::ZramBest>,
+        source: &mut dyn PageSource,
+        chunk: &mut Vec<Page>,
+        all: &mut [Vec<ZramModel>],
+    ) -> Result<(), String> {
+        let dictionary = trained.and_then(|best| best.dictionary());
+        let devices = self
+            .finish(dictionary.as_ref(), source, chunk)
+            .map_err(|e| format!("--zram: {e}"))?;
+        for (all, device) in all.iter_mut().zip(devices) {
+            all.push(device);
+        }
+        Ok(())
+    }
 }
 
 /// One step of the kernel's life cycle on a configuration's devices, summed over them.
