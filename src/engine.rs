@@ -182,7 +182,9 @@ impl Engine {
         out: &mut Vec<u8>,
     ) -> Class {
         let first = self.form(plan.class, page, dict, level, out);
-        let Some(second) = plan.second_after(out.len()) else {
+        // A form may have stored another class (the word form leaves text to LZ4): the
+        // second form is tried only if it is not what was stored already.
+        let Some(second) = plan.second_after(out.len()).filter(|&s| s != first) else {
             return first;
         };
         SECOND_FORM.with(|form| {

@@ -167,7 +167,8 @@ fn word_forms_on_the_way_in_turn_dense_in_the_idle_pass() {
             .count()
     };
     let (words, before) = (in_words(&store), store.stats());
-    assert!(words > pages.len() / 4, "{words} of {} pages", pages.len());
+    // The sample is a quarter word data; the probe leaves text and records to LZ4.
+    assert!(words > pages.len() / 5, "{words} of {} pages", pages.len());
     assert_holds(&store, &pages);
     store.mark_idle(None);
     store.recompress_selected(Selection::all().idle());

@@ -62,6 +62,9 @@ struct ZpageRun {
 struct TieredRun {
     /// The insert path's speed (the words profile).
     store_mb_s: f64,
+    /// The insert path's effective ratio: the store as the way in leaves it, before any
+    /// pass.
+    store_effective_ratio: f64,
     /// The idle pass's speed (training included), over the pages it examined.
     idle_pass_mb_s: f64,
     /// After the idle pass.
@@ -103,6 +106,11 @@ struct Summary {
     tiered_cold_effective_over_zram_best: f64,
     /// Over all inputs: the tiered store's insert speed (the words profile).
     tiered_store_mb_s: f64,
+    /// The way in against the kernel, geometric means over inputs (each input's speeds
+    /// from the same runs): insert MB/s over the kernel's write MB/s, and the insert
+    /// path's effective ratio over the kernel's mem ratio.
+    way_in_speed_over_kernel_write: f64,
+    way_in_effective_over_kernel_mem: f64,
     /// Geometric mean over inputs of zpage-dense effective ratio / kernel mem ratio.
     dense_effective_over_kernel_mem: f64,
     /// Geometric mean over inputs of zpage-dense effective ratio / the emulated
@@ -218,6 +226,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
             let cold = cycle.stage("cold").unwrap_or(stage("recompress"));
             let tiered = TieredRun {
                 store_mb_s: stage("store").mb_s.unwrap_or(0.0),
+                store_effective_ratio: stage("store").effective_ratio,
                 idle_pass_mb_s: stage("recompress").mb_s.unwrap_or(0.0),
                 ratio: stage("recompress").ratio,
                 effective_ratio: stage("recompress").effective_ratio,
@@ -298,6 +307,14 @@ fn summarise(inputs: &[InputRun]) -> Summary {
         tiered_cold_effective_over_kernel_mem: geomean_of(cold, |i| i.kernel.mem_ratio),
         tiered_cold_effective_over_zram_best: geomean_of(cold, |i| i.zram_best_ratio),
         tiered_store_mb_s: aggregate(|i| i.tiered.store_mb_s),
+        way_in_speed_over_kernel_write: geomean_of(
+            |i| i.tiered.store_mb_s,
+            |i| i.kernel.write_mb_s,
+        ),
+        way_in_effective_over_kernel_mem: geomean_of(
+            |i| i.tiered.store_effective_ratio,
+            |i| i.kernel.mem_ratio,
+        ),
         dense_effective_over_kernel_mem: geomean(|i| i.kernel.mem_ratio),
         dense_effective_over_zram_best: geomean(|i| i.zram_best_ratio),
         fast_compress_mb_s: aggregate(|i| i.fast.compress_mb_s),
@@ -385,11 +402,20 @@ fn print_report(r: &ZramReport) -> String {
         let t = &input.tiered;
         outln!(
             out,
-            "  {:<18} {:>7.3} {:>10.3} {:>12.0} {:>12.0}   (idle pass {:.1} MB/s)",
-            "zpage tiered",
+            "  {:<18} {:>7} {:>10.3} {:>12.0} {:>12}   (the way in: the store before any pass)",
+            "zpage words in",
+            "-",
+            t.store_effective_ratio,
+            t.store_mb_s,
+            "-"
+        );
+        outln!(
+            out,
+            "  {:<18} {:>7.3} {:>10.3} {:>12} {:>12.0}   (idle pass {:.1} MB/s)",
+            "  after idle pass",
             t.ratio,
             t.effective_ratio,
-            t.store_mb_s,
+            "-",
             t.read_mb_s,
             t.idle_pass_mb_s
         );
@@ -436,6 +462,13 @@ fn print_report(r: &ZramReport) -> String {
         "  after its cold pass: {:.3}x the zram mem ratio; {:.3}x emulated zram-best",
         r.summary.tiered_cold_effective_over_kernel_mem,
         r.summary.tiered_cold_effective_over_zram_best
+    );
+    outln!(
+        out,
+        "the way in (zpage words inserts) / zram {}, geometric means: {:.2}x its write MB/s, {:.3}x its mem ratio",
+        r.algorithm,
+        r.summary.way_in_speed_over_kernel_write,
+        r.summary.way_in_effective_over_kernel_mem
     );
     outln!(
         out,

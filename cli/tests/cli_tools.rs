@@ -324,6 +324,15 @@ fn zram_side_by_side_and_its_errors() {
             assert!(input[profile]["effective_ratio"].as_f64().unwrap() > 1.0);
         }
         assert!(input["zram_best_ratio"].as_f64().unwrap() > kernel["ratio"].as_f64().unwrap());
+        // The way in: the store as inserts leave it, below what the idle pass makes of it.
+        let way_in = input["tiered"]["store_effective_ratio"].as_f64().unwrap();
+        assert!(way_in > 1.0 && way_in < input["tiered"]["effective_ratio"].as_f64().unwrap());
+    }
+    for field in [
+        "way_in_speed_over_kernel_write",
+        "way_in_effective_over_kernel_mem",
+    ] {
+        assert!(v["summary"][field].as_f64().unwrap() > 0.0, "{field}");
     }
     assert!(
         v["summary"]["dense_effective_over_zram_best"]

@@ -231,8 +231,12 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
             Class::Zstd
         }
         Class::Words => {
-            words::encode(page, out);
-            Class::Words
+            if words::encode(page, out) {
+                Class::Words
+            } else {
+                general::encode(page, out);
+                Class::General
+            }
         }
         Class::Mixed => {
             mixed::encode(page, None, out);

@@ -6,26 +6,36 @@
 //! kernel and leave the ratio to the idle pass.
 //!
 //! Each word is one of: zero; *exact*, equal to dictionary entry `h`; *partial*, equal to
-//! entry `h` above its low 16 bits (pointers into one region, small integers); or a
-//! *miss*, stored whole. The dictionary has 64 entries, all zero at the start of a page;
-//! a word's entry is `hash(word >> 16)`, and partial and missed words replace theirs, so
-//! the decoder, replaying the same updates, holds the same dictionary at every word.
+//! entry `h` above its low bits (pointers into one region, small integers); or a
+//! *miss*, stored whole. The dictionary starts all zero on every page; a word's entry is
+//! a hash of its high bits, and partial and missed words replace theirs, so the decoder,
+//! replaying the same updates, holds the same dictionary at every word.
 //!
-//! Invariant: the payload is, in this order,
-//! - 128 bytes of 2-bit tags, word `i`'s at bits `2 * (i % 4)` of byte `i / 4`
-//!   (0 zero, 1 exact, 2 partial, 3 miss);
-//! - the 6-bit entry of each exact or partial word, in word order, packed from the low
-//!   bit of each byte up, unused high bits of the last byte zero;
-//! - the low 16 bits of each partial word, little-endian;
-//! - each missed word, 8 bytes little-endian;
+//! Two widths, chosen per page: 8-byte words (64 entries, 16 low bits), and 4-byte words
+//! (256 entries, 8 low bits), as WKdm codes them, for memory of 32-bit values: compressed
+//! pointers (a JVM's, V8's), `int` arrays, 32-bit tagged values. The width is chosen from
+//! what the page's first 512 bytes cost each way ([`probe`]), so a page is coded once;
+//! a page neither width codes well is left to LZ4 without being coded as words at all.
 //!
-//! and its length is exactly what its tags imply: anything else is refused.
+//! Invariant: the payload is a width byte (0 wide, 1 narrow), then, in this order,
+//! - 2-bit tags, word `i`'s at bits `2 * (i % 4)` of byte `i / 4` (0 zero, 1 exact,
+//!   2 partial, 3 miss): 128 bytes wide, 256 narrow;
+//! - the entry of each exact or partial word, in word order: wide, 6 bits each, packed
+//!   from the low bit of each byte up, unused high bits of the last byte zero; narrow, a
+//!   byte each;
+//! - the low bits of each partial word: wide, 16 bits little-endian; narrow, a byte;
+//! - each missed word, little-endian: 8 bytes wide, 4 narrow;
+//!
+//! and its length is exactly what its width and tags imply: anything else is refused.
 //!
 //! Hand-written, not a crate: no maintained crate implements a WK coder, and the form is
 //! small enough to check whole (round trips here and the codec suite's fuzzer).
 
 use super::{Class, DecodeError};
 use crate::page::{PAGE_SIZE, Page};
+
+const WIDE: u8 = 0;
+const NARROW: u8 = 1;
 
 const WORDS: usize = PAGE_SIZE / 8;
 const TAG_BYTES: usize = WORDS / 4;
@@ -47,9 +57,111 @@ fn entry(word: u64) -> usize {
     ((word >> LOW_BITS).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - ENTRY_BITS)) as usize
 }
 
-/// Appends the payload of this form to `out`. At most `1 + 128 + 4096` bytes (every word
-/// missed); the caller's huge-page fallback stores such a page raw.
-pub fn encode(page: &Page, out: &mut Vec<u8>) {
+/// Appends this form (its class tag, then the payload) to `out`, at the width that
+/// [`probe`] picks from the page's first bytes, and returns `true`; or, where the probe
+/// finds neither width saving a quarter of those bytes (text, code, noise: repeats a word
+/// dictionary cannot see), appends nothing and returns `false`. At most `2 + 256 + 4096`
+/// bytes (every word missed); the caller's huge-page fallback stores such a page raw.
+pub fn encode(page: &Page, out: &mut Vec<u8>) -> bool {
+    let width = probe(page);
+    if width == Width::Neither {
+        return false;
+    }
+    out.push(Class::Words.tag());
+    if width == Width::Narrow {
+        let mut narrow = Narrow::new();
+        let len = narrow.encode(page);
+        out.extend_from_slice(&narrow.buffer[..len]);
+    } else {
+        encode_wide(page, out);
+    }
+    true
+}
+
+/// Probed words in repeated runs from which LZ4 is expected to beat the word form: runs
+/// of words recurring together (records, objects of one shape), which LZ4 codes as one
+/// match and the word form as a dictionary hit each.
+const LZ_SHARE: usize = 8;
+
+/// Probed words that, with the word before them, repeat a pair of words a few words
+/// back (not zero).
+fn repeats(page: &Page) -> usize {
+    let w = &page.words()[..PROBE_WORDS];
+    (9..PROBE_WORDS)
+        .filter(|&i| {
+            w[i] != 0
+                && [1, 2, 3, 4, 6, 8]
+                    .iter()
+                    .any(|&d| w[i] == w[i - d] && w[i - 1] == w[i - 1 - d])
+        })
+        .count()
+}
+
+/// Words of the page's start that [`probe`] codes both ways.
+const PROBE_WORDS: usize = 64;
+
+/// The width [`probe`] picks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    /// 8-byte words.
+    Wide,
+    /// 4-byte words.
+    Narrow,
+    /// Neither saves a quarter of the probed bytes.
+    Neither,
+}
+
+/// Codes the page's first [`PROBE_WORDS`] words both ways, counting the bits each coder
+/// would spend from fresh dictionaries: narrow where it costs at least a tenth less than
+/// wide; neither where the cheaper one keeps more than three quarters of the bits.
+pub fn probe(page: &Page) -> Width {
+    let (mut wide, mut narrow) = (0u32, 0u32);
+    let mut dict = [0u64; ENTRIES];
+    let mut small = [0u32; 256];
+    for &word in &page.words()[..PROBE_WORDS] {
+        wide += 2;
+        if word != 0 {
+            let h = entry(word);
+            let known = dict[h];
+            wide += if known == word {
+                ENTRY_BITS
+            } else if (known ^ word) <= LOW_MASK {
+                dict[h] = word;
+                ENTRY_BITS + LOW_BITS
+            } else {
+                dict[h] = word;
+                64
+            };
+        }
+        for half in [word as u32, (word >> 32) as u32] {
+            narrow += 2;
+            if half != 0 {
+                let h = narrow_entry(half);
+                let known = small[h];
+                narrow += if known == half {
+                    8
+                } else if (known ^ half) >> NARROW_LOW_BITS == 0 {
+                    small[h] = half;
+                    16
+                } else {
+                    small[h] = half;
+                    32
+                };
+            }
+        }
+    }
+    let raw = 64 * PROBE_WORDS as u32;
+    if wide.min(narrow) * 4 > raw * 3 || repeats(page) * LZ_SHARE >= PROBE_WORDS {
+        Width::Neither
+    } else if narrow * 10 < wide * 9 {
+        Width::Narrow
+    } else {
+        Width::Wide
+    }
+}
+
+/// Appends the wide payload.
+fn encode_wide(page: &Page, out: &mut Vec<u8>) {
     let mut dict = [0u64; ENTRIES];
     let mut tags = [0u8; TAG_BYTES];
     // Tags gather in a register, 32 words at a time, and each stream in its own array:
@@ -99,7 +211,7 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) {
     let entry_len = (named_count * ENTRY_BITS as usize).div_ceil(8);
 
     out.reserve(1 + TAG_BYTES + entry_len + 2 * low_count + 8 * miss_count);
-    out.push(Class::Words.tag());
+    out.push(WIDE);
     out.extend_from_slice(&tags);
     out.extend_from_slice(&entries[..entry_len]);
     out.extend_from_slice(&lows[..2 * low_count]);
@@ -118,17 +230,27 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) {
 /// use zpage::codec::words;
 ///
 /// let mut page = Page::zeroed();
+/// // Pointers into one region: each word a dictionary entry and its low bits.
 /// for (i, word) in page.words_mut().iter_mut().enumerate() {
-///     *word = (i as u64 / 3) * 0x0101 + 7;
+///     *word = 0x7f12_3400_0000 + (i as u64 * 40) % 4096;
 /// }
 /// let mut form = Vec::new();
-/// words::encode(&page, &mut form);
+/// assert!(words::encode(&page, &mut form));
 /// let mut out = Page::zeroed();
 /// words::decode(&form[1..], &mut out)?;
 /// assert!(out == page);
 /// # Ok::<(), zpage::DecodeError>(())
 /// ```
 pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
+    match payload.split_first() {
+        Some((&WIDE, rest)) => decode_wide(rest, out),
+        Some((&NARROW, rest)) => decode_narrow(rest, out),
+        Some(_) => Err(DecodeError::corrupt(Class::Words, "unknown word width")),
+        None => Err(DecodeError::corrupt(Class::Words, "empty")),
+    }
+}
+
+fn decode_wide(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     let corrupt = |reason| DecodeError::corrupt(Class::Words, reason);
     let Some((tags, rest)) = payload.split_first_chunk::<TAG_BYTES>() else {
         return Err(corrupt("shorter than its tags"));
@@ -149,8 +271,8 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     if rest.len() != entry_len + low_len + miss_len {
         return Err(DecodeError::length(
             Class::Words,
-            TAG_BYTES + entry_len + low_len + miss_len,
-            payload.len(),
+            1 + TAG_BYTES + entry_len + low_len + miss_len,
+            1 + payload.len(),
         ));
     }
     let (entry_bytes, rest) = rest.split_at(entry_len);
@@ -193,13 +315,146 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     Ok(())
 }
 
+const NARROW_WORDS: usize = PAGE_SIZE / 4;
+const NARROW_TAG_BYTES: usize = NARROW_WORDS / 4;
+const NARROW_LOW_BITS: u32 = 8;
+/// The narrow payload's bound: width, tags, and every word missed.
+const NARROW_MAX: usize = 1 + NARROW_TAG_BYTES + PAGE_SIZE;
+
+/// A narrow word's entry (of 256): a multiplicative hash of its high 24 bits.
+#[inline]
+fn narrow_entry(word: u32) -> usize {
+    ((word >> NARROW_LOW_BITS).wrapping_mul(0x9E37_79B1) >> 24) as usize
+}
+
+/// The narrow coder's streams, on the stack (a page's worth each at most).
+struct Narrow {
+    buffer: [u8; NARROW_MAX],
+    named: [u8; NARROW_WORDS],
+    lows: [u8; NARROW_WORDS],
+}
+
+impl Narrow {
+    fn new() -> Narrow {
+        Narrow {
+            buffer: [0; NARROW_MAX],
+            named: [0; NARROW_WORDS],
+            lows: [0; NARROW_WORDS],
+        }
+    }
+
+    /// Codes `page` narrow into `buffer`; returns the payload's length. Missed words go
+    /// straight to their place after the tags and are moved up once the entries and
+    /// lows, whose counts are known only at the end, are placed before them.
+    fn encode(&mut self, page: &Page) -> usize {
+        let mut dict = [0u32; 256];
+        let (mut named, mut low_count, mut miss_count) = (0usize, 0usize, 0usize);
+        let miss_at = 1 + NARROW_TAG_BYTES;
+        let bytes = page.bytes();
+        for (t, group) in bytes.chunks_exact(64).enumerate() {
+            let mut bits = 0u32;
+            for (j, word) in group.chunks_exact(4).enumerate() {
+                let word = u32::from_le_bytes(word.try_into().expect("chunks of 4"));
+                if word == 0 {
+                    continue;
+                }
+                let h = narrow_entry(word);
+                let known = dict[h];
+                let tag = if known == word {
+                    self.named[named] = h as u8;
+                    named += 1;
+                    EXACT
+                } else if (known ^ word) >> NARROW_LOW_BITS == 0 {
+                    self.named[named] = h as u8;
+                    named += 1;
+                    self.lows[low_count] = word as u8;
+                    low_count += 1;
+                    dict[h] = word;
+                    PARTIAL
+                } else {
+                    let at = miss_at + 4 * miss_count;
+                    self.buffer[at..at + 4].copy_from_slice(&word.to_le_bytes());
+                    miss_count += 1;
+                    dict[h] = word;
+                    MISS
+                };
+                bits |= u32::from(tag) << (2 * j);
+            }
+            self.buffer[1 + 4 * t..1 + 4 * t + 4].copy_from_slice(&bits.to_le_bytes());
+        }
+        self.buffer[0] = NARROW;
+        // Entries and lows go between the tags and the misses.
+        let gap = named + low_count;
+        let misses = 4 * miss_count;
+        self.buffer
+            .copy_within(miss_at..miss_at + misses, miss_at + gap);
+        self.buffer[miss_at..miss_at + named].copy_from_slice(&self.named[..named]);
+        self.buffer[miss_at + named..miss_at + gap].copy_from_slice(&self.lows[..low_count]);
+        miss_at + gap + misses
+    }
+}
+
+fn decode_narrow(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
+    let Some((tags, rest)) = payload.split_first_chunk::<NARROW_TAG_BYTES>() else {
+        return Err(DecodeError::corrupt(Class::Words, "shorter than its tags"));
+    };
+    let mut count = [0usize; 4];
+    for &byte in tags {
+        for shift in [0, 2, 4, 6] {
+            count[usize::from((byte >> shift) & 3)] += 1;
+        }
+    }
+    let named = count[usize::from(EXACT)] + count[usize::from(PARTIAL)];
+    let (low_len, miss_len) = (count[usize::from(PARTIAL)], 4 * count[usize::from(MISS)]);
+    if rest.len() != named + low_len + miss_len {
+        return Err(DecodeError::length(
+            Class::Words,
+            1 + NARROW_TAG_BYTES + named + low_len + miss_len,
+            1 + payload.len(),
+        ));
+    }
+    let (entries, rest) = rest.split_at(named);
+    let (lows, misses) = rest.split_at(low_len);
+    let (mut entries, mut lows, mut misses) = (entries.iter(), lows.iter(), misses.chunks_exact(4));
+    let mut dict = [0u32; 256];
+    // The counts above guarantee each stream holds exactly what the tags take from it.
+    for (i, word) in out.bytes_mut().chunks_exact_mut(4).enumerate() {
+        let value = match (tags[i / 4] >> (2 * (i % 4))) & 3 {
+            ZERO => 0,
+            EXACT => dict[usize::from(*entries.next().expect("counted"))],
+            PARTIAL => {
+                let h = usize::from(*entries.next().expect("counted"));
+                let value = (dict[h] & !0xff) | u32::from(*lows.next().expect("counted"));
+                dict[h] = value;
+                value
+            }
+            _ => {
+                let bytes = misses.next().expect("counted");
+                let value = u32::from_le_bytes(bytes.try_into().expect("chunks of 4"));
+                dict[narrow_entry(value)] = value;
+                value
+            }
+        };
+        word.copy_from_slice(&value.to_le_bytes());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn round_trip(page: &Page) -> usize {
         let mut out = Vec::new();
-        encode(page, &mut out);
+        out.push(Class::Words.tag());
+        match probe(page) {
+            Width::Narrow => {
+                let mut narrow = Narrow::new();
+                let len = narrow.encode(page);
+                out.extend_from_slice(&narrow.buffer[..len]);
+            }
+            _ => encode_wide(page, &mut out),
+        }
         assert_eq!(out[0], Class::Words.tag());
         let mut back = Page::zeroed();
         decode(&out[1..], &mut back).expect("its own form decodes");
@@ -232,14 +487,14 @@ mod tests {
             }
         });
         round_trip(&page);
-        assert_eq!(round_trip(&Page::zeroed()), 1 + TAG_BYTES);
+        assert_eq!(round_trip(&Page::zeroed()), 2 + TAG_BYTES);
     }
 
     #[test]
     fn word_data_comes_out_small_and_noise_whole() {
         // Pointers into one region share an entry: each costs its tag, entry and low bits.
         let pointers = page_of(|i| 0x5555_0000_0000 + (i as u64 % 40) * 24);
-        assert!(round_trip(&pointers) <= 1 + TAG_BYTES + 8 + WORDS * 6 / 8 + 2 * WORDS);
+        assert!(round_trip(&pointers) <= 2 + TAG_BYTES + 8 + WORDS * 6 / 8 + 2 * WORDS);
         let small = page_of(|i| (i as u64 * 7) % 1000);
         assert!(round_trip(&small) < PAGE_SIZE / 2);
         let mut x = 99u64;
@@ -249,29 +504,91 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             x
         });
-        assert_eq!(round_trip(&noise), 1 + TAG_BYTES + PAGE_SIZE);
+        assert_eq!(round_trip(&noise), 2 + TAG_BYTES + PAGE_SIZE);
+        // The probe leaves noise to LZ4 (and the huge fallback) without coding it.
+        let mut form = Vec::new();
+        assert!(!encode(&noise, &mut form));
+        assert!(form.is_empty());
+    }
+
+    /// 32-bit values (compressed pointers into one heap, small ints): the narrow width
+    /// codes them at least a tenth smaller than the wide one.
+    #[test]
+    fn thirty_two_bit_data_is_coded_narrow() {
+        let mut page = Page::zeroed();
+        let mut x = 7u32;
+        for (i, word) in page.bytes_mut().chunks_exact_mut(4).enumerate() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let value = match i % 4 {
+                0 | 1 => 0x0040_0000 + (x >> 25) * 8,
+                2 => i as u32 % 200,
+                _ => 0x0041_0000 + (x >> 28),
+            };
+            word.copy_from_slice(&value.to_le_bytes());
+        }
+        let mut wide = Vec::new();
+        encode_wide(&page, &mut wide);
+        let len = round_trip(&page);
+        let mut form = Vec::new();
+        assert!(encode(&page, &mut form));
+        assert_eq!(
+            form[1],
+            NARROW,
+            "coded narrow: {len} against wide {}",
+            wide.len()
+        );
+        assert!(
+            len * 10 < wide.len() * 9,
+            "narrow {len} against wide {}",
+            wide.len()
+        );
+    }
+
+    #[test]
+    fn malformed_narrow_payloads_are_refused() {
+        let mut page = Page::zeroed();
+        for (i, word) in page.bytes_mut().chunks_exact_mut(4).enumerate() {
+            word.copy_from_slice(
+                &(0x0100_0000u32 + (i as u32).wrapping_mul(2_654_435_761) % 4096).to_le_bytes(),
+            );
+        }
+        let mut out = Vec::new();
+        assert!(encode(&page, &mut out));
+        assert_eq!(out[1], NARROW);
+        let payload = &out[1..];
+        let mut back = Page::zeroed();
+        assert!(decode(&payload[..payload.len() - 1], &mut back).is_err());
+        assert!(decode(&payload[..NARROW_TAG_BYTES], &mut back).is_err());
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert!(decode(&longer, &mut back).is_err());
+        let mut width = payload.to_vec();
+        width[0] = 2;
+        assert!(decode(&width, &mut back).is_err());
+        assert!(decode(&[], &mut back).is_err());
     }
 
     #[test]
     fn malformed_payloads_are_refused() {
-        let page = page_of(|i| 0x4000_0000 + i as u64);
+        let page = page_of(|i| 0x5555_4000_0000 + i as u64 * 3);
         let mut out = Vec::new();
-        encode(&page, &mut out);
+        assert!(encode(&page, &mut out));
+        assert_eq!(out[1], WIDE);
         let payload = &out[1..];
         let mut back = Page::zeroed();
         assert!(decode(&payload[..payload.len() - 1], &mut back).is_err());
-        assert!(decode(&payload[..TAG_BYTES - 1], &mut back).is_err());
+        assert!(decode(&payload[..TAG_BYTES], &mut back).is_err());
         let mut longer = payload.to_vec();
         longer.push(0);
         assert!(decode(&longer, &mut back).is_err());
         // 511 partial words and one zero: entries end mid-byte, so a stray bit shows.
         let mut stray = payload.to_vec();
         let named = (0..WORDS)
-            .filter(|&i| matches!((stray[i / 4] >> (2 * (i % 4))) & 3, EXACT | PARTIAL))
+            .filter(|&i| matches!((stray[1 + i / 4] >> (2 * (i % 4))) & 3, EXACT | PARTIAL))
             .count();
         let used = named * ENTRY_BITS as usize;
         if !used.is_multiple_of(8) {
-            stray[TAG_BYTES + used / 8] |= 0x80;
+            stray[1 + TAG_BYTES + used / 8] |= 0x80;
             assert!(decode(&stray, &mut back).is_err());
         }
     }

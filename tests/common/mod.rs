@@ -103,6 +103,15 @@ pub fn adversarial_pages() -> Vec<(&'static str, Page)> {
             }),
         ),
         ("floats", from_words(|i| (i as f64 * 0.1).sin().to_bits())),
+        (
+            // Two 32-bit values a word, as a JVM's compressed pointers lie: the word
+            // form's narrow width.
+            "compressed pointers",
+            from_words(|i| {
+                let pointer = |k: u64| 0x0040_0000 + (k * 2_654_435_761 % 600) * 8;
+                pointer(2 * i as u64) | pointer(2 * i as u64 + 1) << 32
+            }),
+        ),
         ("decimals", decimal_page(0)),
         ("decimals with NaNs and -0", decimal_page(7)),
         ("decimals, every other word not", decimal_page(2)),
