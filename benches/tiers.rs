@@ -9,13 +9,18 @@
 //! latency to them.
 
 mod common;
+// Shared with the tests, which use all of it.
+#[cfg(feature = "redis")]
+#[allow(dead_code)]
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zpage::codec::dictset::DictionarySet;
-use zpage::store::{BackingFile, Selection};
+use zpage::store::{Backing, BackingFile, Selection};
 use zpage::{PAGE_SIZE, Page, PageStore, Profile};
 
 /// 256 pages of each corpus file (all of the shipped sample when the corpus is absent).
@@ -61,25 +66,53 @@ fn idle_pass_and_writeback(c: &mut Criterion) {
         });
     }
     let path = dir.path().join("backing");
-    g.bench_function("writeback", |b| {
-        b.iter_batched(
-            || backed(&pages, &path),
-            |store| {
-                black_box(store.writeback(Selection::all()).unwrap());
-                store
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    for (name, open) in backings(&path, pages.len()) {
+        g.bench_function(format!("writeback/{name}"), |b| {
+            b.iter_batched(
+                || backed(&pages, open()),
+                |store| {
+                    black_box(store.writeback(Selection::all()).unwrap());
+                    store
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }
 
-/// A fast store with a backing file at `path`, holding `pages` (none written back yet).
-fn backed(pages: &[Page], path: &std::path::Path) -> PageStore {
-    let file = BackingFile::open(path, (pages.len() * PAGE_SIZE) as u64).unwrap();
-    let builder = PageStore::builder()
-        .profile(Profile::Fast)
-        .backing(Arc::new(file));
+/// A backing store's name and how to open one with room for `pages` records.
+type Open<'a> = Box<dyn Fn() -> Arc<dyn Backing> + 'a>;
+
+/// The backing stores measured: a file at `path`, and (feature `redis`) a Valkey/Redis
+/// server of the bench's own on loopback, where one is installed.
+fn backings(path: &std::path::Path, pages: usize) -> Vec<(&'static str, Open<'_>)> {
+    let bytes = (pages * PAGE_SIZE) as u64;
+    #[allow(unused_mut)]
+    let mut all: Vec<(&'static str, Open<'_>)> = vec![(
+        "file",
+        Box::new(move || Arc::new(BackingFile::open(path, bytes).unwrap())),
+    )];
+    #[cfg(feature = "redis")]
+    match redis_server::Server::start(&[]) {
+        Some(server) => {
+            let server = Arc::new(server);
+            all.push((
+                "redis",
+                Box::new(move || {
+                    let options = zpage::RedisOptions::new(pages as u64);
+                    Arc::new(zpage::RedisBacking::open(&server.url(), options).unwrap())
+                }),
+            ));
+        }
+        None => eprintln!("no valkey-server or redis-server: the redis backing is not measured"),
+    }
+    all
+}
+
+/// A fast store with `backing`, holding `pages` (none written back yet).
+fn backed(pages: &[Page], backing: Arc<dyn Backing>) -> PageStore {
+    let builder = PageStore::builder().profile(Profile::Fast).backing(backing);
     common::filled(builder, pages)
 }
 
@@ -91,8 +124,17 @@ fn read_latency(c: &mut Criterion) {
     let recompressed = tiered(&pages, set.as_ref());
     recompressed.recompress_selected(Selection::all());
     let dir = tempfile::tempdir().unwrap();
-    let backed = backed(&pages, &dir.path().join("backing"));
-    backed.writeback(Selection::all()).unwrap();
+    // The openers own the servers: kept until the reads are done.
+    let path = dir.path().join("backing");
+    let openers = backings(&path, pages.len());
+    let stores: Vec<(&str, PageStore)> = openers
+        .iter()
+        .map(|(name, open)| {
+            let store = backed(&pages, open());
+            store.writeback(Selection::all()).unwrap();
+            (*name, store)
+        })
+        .collect();
     let cold = tiered(&pages, set.as_ref());
     cold.recompress_selected(Selection::all().level(16));
     let all: Vec<u64> = (0..pages.len() as u64).collect();
@@ -103,15 +145,18 @@ fn read_latency(c: &mut Criterion) {
         .collect();
     assert!(!mixed.is_empty(), "the cold pass stores some pages mixed");
     let mut g = c.benchmark_group("tiers-read");
-    for (name, store, ids, reads) in [
-        ("recompressed", &recompressed, &all, 20_000u64),
-        ("mixed", &cold, &mixed, 2_000),
-        ("written-back", &backed, &all, 20_000),
-    ] {
+    let mut cases = vec![
+        ("recompressed".to_string(), &recompressed, &all, 20_000u64),
+        ("mixed".to_string(), &cold, &mixed, 2_000),
+    ];
+    for (name, store) in &stores {
+        cases.push((format!("written-back/{name}"), store, &all, 20_000));
+    }
+    for (name, store, ids, reads) in cases {
         let mut page = Page::zeroed();
         let n = ids.len() as u64;
         let mut at = 0u64;
-        g.bench_function(name, |b| {
+        g.bench_function(&name, |b| {
             b.iter(|| {
                 at = (at + 7919) % n;
                 store.read_into(ids[at as usize], &mut page).unwrap();

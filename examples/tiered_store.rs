@@ -5,13 +5,36 @@
 //! would let `StoreBuilder::background` run the pass on a worker thread; here it is
 //! called, so the figures after it are deterministic.)
 //!
-//! Run: `cargo run --release --example tiered_store [PAGE_FILE]` (default: the sample in
-//! `data/`).
+//! Run: `cargo run --release --example tiered_store [PAGE_FILE [redis://HOST:PORT]]`
+//! (default: the sample in `data/`, a backing file in a temporary directory; with a
+//! Valkey/Redis URL, that server, which needs `--features redis`).
 
 use std::sync::Arc;
 use std::time::Instant;
-use zpage::store::{BackingFile, Selection};
+use zpage::store::{Backing, BackingFile, Selection};
 use zpage::{PAGE_SIZE, Page, PageStore, Profile};
+
+/// The backing store the second argument names: a Valkey/Redis server, or else a file in
+/// `dir` with room for `pages` pages.
+fn backing(
+    url: Option<String>,
+    dir: &std::path::Path,
+    pages: usize,
+) -> Result<Arc<dyn Backing>, Box<dyn std::error::Error>> {
+    match url {
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let options = zpage::RedisOptions::new(pages as u64);
+            Ok(Arc::new(zpage::RedisBacking::open(&url, options)?))
+        }
+        #[cfg(not(feature = "redis"))]
+        Some(url) => Err(format!("{url}: build the example with --features redis").into()),
+        None => Ok(Arc::new(BackingFile::open(
+            &dir.join("backing"),
+            (pages * PAGE_SIZE) as u64,
+        )?)),
+    }
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().nth(1).unwrap_or_else(|| {
@@ -24,12 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let dir = std::env::temp_dir().join(format!("zpage-tiered-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let backing = BackingFile::open(&dir.join("backing"), (pages.len() * PAGE_SIZE) as u64)?;
     let store = PageStore::builder()
         .profile(Profile::Words)
         .idle_profile(Profile::Dense)
         .auto_dictionaries(64)
-        .backing(Arc::new(backing))
+        .backing(backing(std::env::args().nth(2), &dir, pages.len())?)
         .build();
     let start = Instant::now();
     for (id, page) in (0..).zip(&pages) {
@@ -43,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pass = store.recompress_selected(Selection::all().idle());
     let pass_time = start.elapsed();
     let idle = store.stats();
-    // The coldest pages go to the backing file (here all are equally cold: a quarter).
+    // The coldest pages go to the backing store (here all are equally cold: a quarter).
     let quarter = pages.len() as u64 / 4;
     let written = store.writeback(Selection::all().idle().max_pages(quarter))?;
     for (id, page) in (0..).zip(&pages) {

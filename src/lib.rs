@@ -64,3 +64,5 @@ pub use store::{
     OnFull, PageStore, Recompressed, RemovalCause, Selection, Stats, StoreBuilder, StoreError,
     WrittenBack,
 };
+#[cfg(feature = "redis")]
+pub use store::{RedisBacking, RedisOpenError, RedisOptions};

@@ -379,6 +379,17 @@ impl zpage::store::Backing for MemoryBacking {
         out.copy_from_slice(record.ok_or(std::io::ErrorKind::UnexpectedEof)?);
         Ok(())
     }
+    /// Dropped records are gone, as a Redis server's deleted keys are: a read of one is
+    /// an error.
+    fn discard(&self, dropped: &[u64]) -> std::io::Result<()> {
+        let mut slots = self.0.lock().unwrap();
+        for &slot in dropped {
+            if let Some(record) = slots.get_mut(slot as usize) {
+                record.clear();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A one-shard store with a backing store in memory.

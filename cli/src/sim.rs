@@ -78,9 +78,11 @@ pub struct LifecycleArgs {
     /// fail and are counted, as zram's do.
     #[arg(long, value_parser = parse_size)]
     mem_limit: Option<u64>,
-    /// A backing file (created, the input's size) or block device for the writeback step.
-    #[arg(long, value_name = "FILE", requires = "lifecycle")]
-    backing: Option<PathBuf>,
+    /// Where the writeback step writes: a file (created, the input's size), a block
+    /// device, or a Valkey/Redis server, redis://HOST:PORT[/DB] (records under a
+    /// namespace of this run's own, deleted at the end; 2-second timeouts).
+    #[arg(long, value_name = "FILE|redis://HOST:PORT", value_parser = lifecycle::BackingTarget::parse, requires = "lifecycle")]
+    backing: Option<lifecycle::BackingTarget>,
     /// Which pages the writeback step takes: huge (still uncompressed after the idle
     /// pass), idle (all idle pages) or huge_idle.
     #[arg(long, default_value = "huge", value_parser = WritebackType::parse, requires = "backing")]

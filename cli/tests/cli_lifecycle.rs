@@ -337,3 +337,76 @@ fn the_life_cycle_plots_its_steps() {
         &["--plot", ".svg"],
     );
 }
+
+// Shared with the library's tests.
+#[allow(dead_code)]
+#[path = "../../tests/common/redis_server.rs"]
+mod redis_server;
+
+/// A Redis server for the life cycle: CI's (`ZPAGE_REDIS_URL`), or one of the test's own.
+fn redis_url() -> Option<(String, Option<redis_server::Server>)> {
+    if let Ok(url) = std::env::var("ZPAGE_REDIS_URL") {
+        return Some((url, None));
+    }
+    let server = redis_server::Server::start(&[]);
+    if server.is_none() {
+        common::skip("no valkey-server or redis-server on the PATH, and no ZPAGE_REDIS_URL");
+    }
+    server.map(|s| (s.url(), Some(s)))
+}
+
+/// The life cycle with its writeback step on a Valkey/Redis server: every idle page goes
+/// there, every page reads back exactly (from memory or from its record), `bd_stat`
+/// counts them; a server that stops answering ends the run within its timeout with one
+/// line.
+#[test]
+fn the_life_cycle_writes_back_to_redis() {
+    let Some((url, _server)) = redis_url() else {
+        return;
+    };
+    let file = sample("redis-mixed.pages");
+    let v = json(&[
+        "sim",
+        &file,
+        "--lifecycle",
+        "--cold-level",
+        "0",
+        "--backing",
+        &url,
+        "--writeback",
+        "idle",
+        "--json",
+    ]);
+    assert_eq!(v["verified"], true);
+    let stages = v["stages"].as_array().unwrap();
+    let back = stages.iter().find(|s| s["name"] == "writeback").unwrap();
+    let pages = v["pages"].as_u64().unwrap();
+    let same = back["same_pages"].as_u64().unwrap();
+    assert_eq!(
+        back["bd_stat"]["bd_count"].as_u64(),
+        Some(pages - same),
+        "{back}"
+    );
+    let read = stages.last().unwrap();
+    assert_eq!(read["bd_stat"]["bd_reads"].as_u64(), Some(pages - same));
+
+    let Some(paused) = redis_server::Server::start(&[]) else {
+        common::skip("no valkey-server or redis-server on the PATH");
+        return;
+    };
+    paused.pause(true);
+    let start = std::time::Instant::now();
+    fails(
+        &[
+            "sim",
+            &file,
+            "--lifecycle",
+            "--backing",
+            &paused.url(),
+            "--writeback",
+            "idle",
+        ],
+        &["timed out"],
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(15));
+}

@@ -111,7 +111,7 @@ pub enum Width {
     Neither,
 }
 
-/// Codes the page's first [`PROBE_WORDS`] words both ways, counting the bits each coder
+/// Codes the page's first 64 words both ways, counting the bits each coder
 /// would spend from fresh dictionaries: narrow where it costs at least a tenth less than
 /// wide; neither where the cheaper one keeps more than three quarters of the bits.
 pub fn probe(page: &Page) -> Width {

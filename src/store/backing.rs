@@ -31,6 +31,16 @@ pub trait Backing: Send + Sync + std::fmt::Debug {
 
     /// Reads the first `out.len()` bytes of slot `slot`'s record.
     fn read(&self, slot: u64, out: &mut [u8]) -> io::Result<()>;
+
+    /// Drops the records of `slots`, whose pages were overwritten or removed (or whose
+    /// write failed), so the medium can give their room back. The store hands a slot
+    /// out again only once this has returned `Ok` for it, so a late drop never takes a
+    /// newer record. Called with no lock held, before a writeback batch. The default
+    /// drops nothing (a file's slot is simply written over).
+    fn discard(&self, slots: &[u64]) -> io::Result<()> {
+        let _ = slots;
+        Ok(())
+    }
 }
 
 /// A backing file or block device: slot `n` at byte offset `n * 4096`.
@@ -122,8 +132,10 @@ pub(super) struct Slots {
 
 #[derive(Debug, Default)]
 struct SlotsInner {
-    /// Freed slots, reused before new ones.
+    /// Freed slots whose records are dropped, reused before new ones.
     free: Vec<u64>,
+    /// Freed slots whose records the backing store has not been asked to drop yet.
+    dropping: Vec<u64>,
     /// Slots below this have been handed out at least once.
     next: u64,
     /// The dictionary id each used slot's record names (0: none), by slot.
@@ -172,18 +184,36 @@ impl Slots {
         inner.dicts.get(slot as usize).copied().filter(|&d| d != 0)
     }
 
-    /// Frees `slot`; returns the dictionary its record named (0: none).
+    /// Frees `slot` (to be reused once its record is dropped: [`Slots::to_drop`]);
+    /// returns the dictionary its record named (0: none).
     pub(super) fn free(&self, slot: u64) -> u32 {
         let mut inner = self.inner.lock();
         let dict = inner.dicts.get_mut(slot as usize).map_or(0, std::mem::take);
-        inner.free.push(slot);
+        inner.dropping.push(slot);
         dict
+    }
+
+    /// The freed slots whose records are to be dropped now; hand them back with
+    /// [`Slots::dropped`].
+    pub(super) fn to_drop(&self) -> Vec<u64> {
+        std::mem::take(&mut self.inner.lock().dropping)
+    }
+
+    /// Slots from [`Slots::to_drop`]: free for reuse if their records were dropped,
+    /// else to be dropped again later.
+    pub(super) fn dropped(&self, slots: Vec<u64>, done: bool) {
+        let mut inner = self.inner.lock();
+        if done {
+            inner.free.extend(slots);
+        } else {
+            inner.dropping.extend(slots);
+        }
     }
 
     /// Bytes of memory this bookkeeping takes.
     pub(super) fn memory_bytes(&self) -> usize {
         let inner = self.inner.lock();
-        inner.free.capacity() * 8 + inner.dicts.capacity() * 4
+        (inner.free.capacity() + inner.dropping.capacity()) * 8 + inner.dicts.capacity() * 4
     }
 }
 
@@ -199,6 +229,21 @@ mod tests {
         assert_eq!(slots.alloc(5), vec![2], "only the room there is");
         assert_eq!(slots.free(1), 7);
         assert_eq!(slots.free(0), 0);
+        assert_eq!(
+            slots.alloc(1),
+            Vec::<u64>::new(),
+            "not reused before its record is dropped"
+        );
+        let freed = slots.to_drop();
+        slots.dropped(freed, false);
+        assert_eq!(
+            slots.alloc(1),
+            Vec::<u64>::new(),
+            "nor when the drop failed"
+        );
+        let freed = slots.to_drop();
+        assert_eq!(freed, vec![1, 0]);
+        slots.dropped(freed, true);
         assert_eq!(slots.alloc(2), vec![0, 1]);
         assert_eq!(slots.free(1), 0, "a reused slot starts with no dictionary");
     }

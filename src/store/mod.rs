@@ -33,6 +33,8 @@ mod error;
 mod evict;
 mod hot;
 mod lifecycle;
+#[cfg(feature = "redis")]
+mod redis;
 mod slab;
 mod stats;
 mod table;
@@ -43,6 +45,8 @@ pub use backing::{Backing, BackingFile};
 pub use builder::StoreBuilder;
 pub use error::{IoError, StoreError};
 pub use evict::{OnFull, RemovalCause};
+#[cfg(feature = "redis")]
+pub use redis::{RedisBacking, RedisOpenError, RedisOptions};
 pub use slab::SLAB_BYTES;
 pub use stats::{BdStat, ClassStats, IoStat, MmStat, Stats};
 pub use tiers::{Background, IdlePass, Recompressed, Selection};

@@ -8,6 +8,9 @@
 //!   meanwhile keeps memory and its slot is freed.
 //! - A batch whose write fails leaves every page of it in memory; its slots are freed and
 //!   the pages counted in `failed_writes`.
+//! - A freed slot is reused only after the backing store dropped its record
+//!   ([`super::Backing::discard`], before each batch), so a late drop never removes a
+//!   newer record.
 //! - A record's length and CRC stay in the page's metadata, so a damaged or short record
 //!   is a checksum error on read, an unreadable one a `BackingRead` error.
 
@@ -176,6 +179,13 @@ impl PageStore {
         let tier = self.tier();
         if batch.is_empty() {
             return true;
+        }
+        // Freed slots' records are dropped first, so the backing store holds only live
+        // pages and the slots can be reused (a failed drop keeps them for the next batch).
+        let freed = tier.slots.to_drop();
+        if !freed.is_empty() {
+            let done = tier.device.discard(&freed).is_ok();
+            tier.slots.dropped(freed, done);
         }
         let slots = tier.slots.alloc(batch.len());
         let full = slots.len() < batch.len();

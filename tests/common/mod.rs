@@ -5,6 +5,7 @@ use std::path::Path;
 use zpage::Page;
 
 pub mod pages;
+pub mod redis_server;
 
 /// Skips a test whose environment lacks what it needs (userfaultfd, O_DIRECT, root),
 /// saying why; where `ZPAGE_REQUIRE_ALL` is set (CI, on a machine that has them all) a

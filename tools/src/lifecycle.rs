@@ -26,6 +26,48 @@ use zpage::store::{BackingFile, BdStat, IoStat, MmStat, PageStore, Selection, St
 /// The JSON schema name and version of [`Lifecycle`] reports.
 pub const SCHEMA: &str = "zpage-lifecycle/1";
 
+/// Where written-back pages go: a file or block device, or a Valkey/Redis server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackingTarget {
+    File(PathBuf),
+    /// `redis://HOST:PORT[/DB]` (built with the `redis` feature).
+    Redis(String),
+}
+
+/// How long a Redis backing waits to connect and for each reply.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl BackingTarget {
+    /// A URL `redis://...` or `rediss://...` names a server; anything else a file.
+    pub fn parse(text: &str) -> Result<BackingTarget, String> {
+        if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Ok(BackingTarget::Redis(text.to_string()))
+        } else {
+            Ok(BackingTarget::File(PathBuf::from(text)))
+        }
+    }
+
+    /// Opens it with room for `pages` records.
+    pub fn open(&self, pages: u64) -> Result<std::sync::Arc<dyn zpage::store::Backing>, String> {
+        match self {
+            BackingTarget::File(path) => BackingFile::open(path, pages * PAGE_SIZE as u64)
+                .map(|f| std::sync::Arc::new(f) as _)
+                .map_err(|e| format!("backing file {}: {e}", path.display())),
+            #[cfg(feature = "redis")]
+            BackingTarget::Redis(url) => {
+                let options = zpage::RedisOptions::new(pages).timeout(REDIS_TIMEOUT);
+                zpage::RedisBacking::open(url, options)
+                    .map(|r| std::sync::Arc::new(r) as _)
+                    .map_err(|e| format!("backing {e}"))
+            }
+            #[cfg(not(feature = "redis"))]
+            BackingTarget::Redis(url) => Err(format!(
+                "backing {url}: this zpage was built without the redis feature (cargo build --release --features redis)"
+            )),
+        }
+    }
+}
+
 /// Which pages the writeback step takes (zram's `writeback` types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,8 +133,9 @@ pub struct Config {
     pub mem_limit: Option<u64>,
     /// The zstd level of the cold step (none: no cold step).
     pub cold_level: Option<i32>,
-    /// A backing file (or block device) for the writeback step, and what it takes.
-    pub backing: Option<(PathBuf, WritebackType)>,
+    /// A backing store for the writeback step (a file, a block device or a Redis
+    /// server), and what it takes.
+    pub backing: Option<(BackingTarget, WritebackType)>,
     /// Also run the emulated zram-best baseline on the same pages (page files only).
     pub zram_best: bool,
     /// zram configurations whose kernel life cycle is predicted beside zpage's.
@@ -415,10 +458,8 @@ fn build(config: &Config, pages: u64) -> Result<PageStore, String> {
     if let Some(limit) = config.mem_limit {
         builder = builder.mem_limit(limit);
     }
-    if let Some((path, _)) = &config.backing {
-        let file = BackingFile::open(path, pages.max(1) * PAGE_SIZE as u64)
-            .map_err(|e| format!("backing file {}: {e}", path.display()))?;
-        builder = builder.backing(std::sync::Arc::new(file));
+    if let Some((target, _)) = &config.backing {
+        builder = builder.backing(target.open(pages.max(1))?);
     }
     Ok(builder.build())
 }
