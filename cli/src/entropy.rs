@@ -38,7 +38,8 @@ pub fn run(args: EntropyArgs) -> Result<String, String> {
     let engine = super::load_engine(args.model.as_ref(), args.profile)?;
     let mut sources = super::open_sources(&args.paths, args.pad)?;
     let total: u64 = sources.iter().map(|s| s.expected_pages()).sum();
-    let mut progress = Progress::new(total, "entropy", args.json);
+    // Twice over: a first read samples what the ladder's dictionaries train on.
+    let mut progress = Progress::new(2 * total, "entropy", args.json);
     let report = entropy::analyse(&mut sources, &engine, &mut |n| progress.inc(n))?;
     drop(progress);
     if let Some(path) = &args.plot {
@@ -87,6 +88,51 @@ fn print_report(r: &Report, plot: Option<&PathBuf>) -> String {
             f.input_entropy,
             f.output_entropy
         );
+    }
+    outln!(out);
+    outln!(
+        out,
+        "the ladder, bits per input byte: order-0 before and after the transforms, order-1 and order-2 conditional entropy of the transformed bytes (per page), and the stored forms"
+    );
+    outln!(
+        out,
+        "{:<16} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "class",
+        "before",
+        "order0",
+        "order1",
+        "order2",
+        "fast",
+        "dense",
+        "dicts",
+        "mixed"
+    );
+    let rows = r
+        .classes
+        .iter()
+        .map(|(c, f)| (c.name().to_string(), f))
+        .chain(std::iter::once(("total".to_string(), &r.total)));
+    for (name, f) in rows {
+        let stored = |p: &str| {
+            f.stored
+                .get(p)
+                .map_or("-".to_string(), |b| format!("{b:.3}"))
+        };
+        outln!(
+            out,
+            "{name:<16} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>7} {:>7} {:>7} {:>7}",
+            f.input_entropy,
+            f.order0,
+            f.order1,
+            f.order2,
+            stored("fast"),
+            stored("dense"),
+            stored("dense_dictionaries"),
+            stored("mixed")
+        );
+    }
+    if let Some(note) = &r.stored_note {
+        outln!(out, "({note})");
     }
     if r.inputs.len() > 1 {
         outln!(out);

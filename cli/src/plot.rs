@@ -13,8 +13,85 @@ use zpage_tools::quantize;
 const BEFORE: RGBColor = RGBColor(0x4c, 0x72, 0xb0);
 const AFTER: RGBColor = RGBColor(0xdd, 0x84, 0x52);
 
+/// The entropy plot: the per-page distribution, per-class order-0 bars, and the ladder
+/// from order-0 to the stored bits.
 pub fn entropy_svg(report: &Report, path: &Path) -> Result<(), String> {
-    two_panels(path, |area| cdf(report, area), |area| bars(report, area))
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write plot {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1800, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let panels = root.split_evenly((1, 3));
+    cdf(report, &panels[0]).map_err(|e| fail(&e))?;
+    bars(report, &panels[1]).map_err(|e| fail(&e))?;
+    ladder(report, &panels[2]).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}
+
+/// Per class and in total, the ladder's rungs side by side, bits per input byte.
+fn ladder(report: &Report, area: &Area) -> DrawResult {
+    let rows: Vec<(&str, &zpage_tools::entropy::Figures)> = report
+        .classes
+        .iter()
+        .map(|(class, f)| (class.name(), f))
+        .chain([("total", &report.total)])
+        .collect();
+    type Rung = fn(&zpage_tools::entropy::Figures) -> Option<f64>;
+    let rungs: [(&str, RGBColor, Rung); 8] = [
+        ("order-0 before", BEFORE, |f| Some(f.input_entropy)),
+        ("order-0 after", AFTER, |f| Some(f.order0)),
+        ("order-1", RGBColor(0x8c, 0x61, 0x3c), |f| Some(f.order1)),
+        ("order-2", RGBColor(0xc4, 0x4e, 0x52), |f| Some(f.order2)),
+        ("stored fast", RGBColor(0x81, 0x72, 0xb3), |f| {
+            f.stored.get("fast").copied()
+        }),
+        ("stored dense", RGBColor(0x55, 0xa8, 0x68), |f| {
+            f.stored.get("dense").copied()
+        }),
+        ("dense + dictionaries", RGBColor(0x64, 0xb5, 0xcd), |f| {
+            f.stored.get("dense_dictionaries").copied()
+        }),
+        ("mixed (cold)", RGBColor(0x33, 0x33, 0x33), |f| {
+            f.stored.get("mixed").copied()
+        }),
+    ];
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            "From order-0 entropy to the stored bits",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..rows.len() as f64, 0f64..8f64)?;
+    let names: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(rows.len() * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - x.floor() - 0.5).abs() < 0.01 && i < names.len() {
+                names[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("bits per input byte")
+        .draw()?;
+    let width = 0.8 / rungs.len() as f64;
+    for (k, (label, color, rung)) in rungs.into_iter().enumerate() {
+        chart
+            .draw_series(rows.iter().enumerate().filter_map(|(i, (_, f))| {
+                let value = rung(f)?;
+                let x = i as f64 + 0.1 + k as f64 * width;
+                Some(Rectangle::new(
+                    [(x, 0.0), (x + width, value)],
+                    color.filled(),
+                ))
+            }))?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 /// An SVG of two panels side by side, drawn by `left` and `right`.

@@ -245,13 +245,45 @@ fn entropy_json_plot_and_headline() {
             "{input}"
         );
     }
-    for (name, class) in v["classes"].as_object().unwrap() {
-        for key in ["pages", "input_entropy", "output_entropy"] {
-            assert!(class[key].is_number(), "{name}.{key}");
+    // The ladder, per class and in total: conditional entropy never above order-0, and
+    // the stored forms of every profile, the dictionary rungs trained on these pages.
+    let rungs = |name: &str, f: &serde_json::Value| {
+        for key in [
+            "pages",
+            "input_entropy",
+            "output_entropy",
+            "order0",
+            "order1",
+            "order2",
+        ] {
+            assert!(f[key].is_number(), "{name}.{key}");
         }
+        let (o0, o1, o2) = (
+            f["order0"].as_f64().unwrap(),
+            f["order1"].as_f64().unwrap(),
+            f["order2"].as_f64().unwrap(),
+        );
+        assert!(o2 <= o1 + 1e-9 && o1 <= o0 + 1e-9, "{name}: {o0} {o1} {o2}");
+        for profile in ["fast", "dense", "dense_dictionaries", "mixed"] {
+            assert!(
+                f["stored"][profile].as_f64().unwrap() >= 0.0,
+                "{name}.stored.{profile}"
+            );
+        }
+        let stored = |p: &str| f["stored"][p].as_f64().unwrap();
+        assert!(
+            stored("mixed") <= stored("dense_dictionaries") + 1e-9,
+            "{name}"
+        );
+    };
+    for (name, class) in v["classes"].as_object().unwrap() {
+        rungs(name, class);
     }
+    rungs("total", &v["total"]);
+    assert!(v["total"]["stored"]["dense"].as_f64() < v["total"]["stored"]["fast"].as_f64());
     let svg = std::fs::read_to_string(&plot).expect("plot written");
     assert!(svg.starts_with("<svg") && svg.contains("Entropy by class"));
+    assert!(svg.contains("From order-0 entropy to the stored bits"));
 }
 
 #[test]

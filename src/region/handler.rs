@@ -87,9 +87,10 @@ impl<K: Kernel> Handler<K> {
         }
     }
 
-    /// Whether the hand should make room before the next fault.
+    /// Whether the hand should make room before the next fault: never where the budget
+    /// holds every page (a fault then always has a frame).
     pub(super) fn over_budget(&self) -> bool {
-        self.clock.len() >= self.budget
+        self.budget < self.state.len() && self.clock.len() >= self.budget
     }
 
     pub(super) fn fault(&mut self, fault: Fault) {

@@ -1,4 +1,8 @@
-//! Order-0 entropy of pages before and after their class transform.
+//! Order-0 entropy of pages before and after their class transform, and the ladder
+//! below it: the order-1 and order-2 conditional entropy of the transformed bytes, and
+//! the bits the stored forms really take (fast, dense, dense with dictionaries trained on
+//! the input, and the cold tier's mixed form or that, whichever is smaller, as the store
+//! keeps them).
 //!
 //! For each page: the input is its 4096 bytes; the output is what its class's transform
 //! leaves for an entropy coder — nothing for a zero page, the 8-byte word of a
@@ -10,12 +14,18 @@
 //! Invariants: every figure is in bits per *input* byte: a page's information is its
 //! length times its order-0 entropy, summed over pages and divided by the input bytes, so
 //! input and output figures are directly comparable and a shorter output counts as such.
+//! The conditional entropies are per page too (the plug-in estimate from the page's own
+//! counts: what a coder that learned each page's statistics for free would spend, so
+//! with 4 KiB of samples the order-2 figure is far below any real coder's, most of a
+//! page's two-byte contexts being seen once), and the first one or two bytes of a page
+//! count 8 bits each.
 //! Memory is bounded outright: inputs stream through a chunk at a time, and the per-page
 //! distribution is kept as a fixed histogram ([`HISTOGRAM_BINS`] bins), not per page.
 
 use crate::source::{CHUNK_PAGES, PageSource};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use zpage::codec::dictset::{self, DictionarySet, TrainTarget};
 use zpage::codec::{Class, delta};
 use zpage::engine::Engine;
 use zpage::page::{PAGE_SIZE, Page};
@@ -40,38 +50,131 @@ pub fn information_bits(bytes: &[u8]) -> f64 {
         .sum()
 }
 
-/// One page: its class and its information before and after, in bits.
+/// Order-`order` conditional information of `bytes`, in bits: each byte after the
+/// first `order` costs `-log2 p(byte | the order bytes before it)`, with `p` the page's
+/// own counts (the plug-in estimate); the first `order` bytes cost 8 bits each. `keys` is
+/// scratch space.
+pub fn conditional_bits(bytes: &[u8], order: usize, keys: &mut Vec<u32>) -> f64 {
+    if bytes.len() <= order {
+        return 8.0 * bytes.len() as f64;
+    }
+    keys.clear();
+    keys.extend((order..bytes.len()).map(|i| {
+        let context = (1..=order).fold(0u32, |key, j| key << 8 | u32::from(bytes[i - j]));
+        context << 8 | u32::from(bytes[i])
+    }));
+    keys.sort_unstable();
+    // Sum over contexts c and bytes x of n(c,x) log2(n(c) / n(c,x)):
+    // the sum of n(c) log2 n(c) less that of n(c,x) log2 n(c,x).
+    let n_log_n = |run: usize| {
+        let n = run as f64;
+        n * n.log2()
+    };
+    let runs = |shift: u32| {
+        keys.chunk_by(|a, b| a >> shift == b >> shift)
+            .map(|run| n_log_n(run.len()))
+            .sum::<f64>()
+    };
+    runs(8) - runs(0) + 8.0 * order as f64
+}
+
+/// The stored forms the ladder measures, in its order.
+pub const PROFILES: [&str; 4] = ["fast", "dense", "dense_dictionaries", "mixed"];
+
+/// One page: its class and its information before and after, in bits, and the ladder.
 #[derive(Clone, Copy, Debug)]
 pub struct PageEntropy {
     pub class: Class,
     pub input_bits: f64,
     pub output_bits: f64,
+    /// Order-1 and order-2 conditional information of the transformed bytes.
+    pub order1_bits: f64,
+    pub order2_bits: f64,
+    /// Bits of the stored form under each of [`PROFILES`] (zero where not measured).
+    pub stored_bits: [f64; 4],
+}
+
+/// What the ladder's stored rungs are coded with.
+pub struct Coders<'a> {
+    pub fast: Engine,
+    pub dense: Engine,
+    /// A set trained on the input (`None`: the dictionary rungs are not measured).
+    pub dictionaries: Option<&'a DictionarySet>,
+}
+
+impl Coders<'_> {
+    /// Bits of `page`'s form under each of [`PROFILES`]. Without dictionaries (none paid
+    /// for its memory, or the input could not be read twice) the dictionary rung is the
+    /// dense form, as a store keeps it then, and the mixed form is unprimed.
+    fn stored(&self, page: &Page, scratch: &mut Vec<u8>) -> [f64; 4] {
+        let mut bits = [0.0; 4];
+        self.fast.encode(page, scratch);
+        bits[0] = 8.0 * scratch.len() as f64;
+        self.dense.encode(page, scratch);
+        bits[1] = 8.0 * scratch.len() as f64;
+        bits[2] = match self.dictionaries {
+            Some(set) => {
+                self.dense.encode_with(page, Some(set), scratch);
+                8.0 * scratch.len() as f64
+            }
+            None => bits[1],
+        };
+        // The cold tier keeps the smaller of its forms: mixed, or the one it had.
+        let dict = (self.dictionaries)
+            .map(|set| &**set.dictionary_for(&zpage::classify::features::extract(page)));
+        zpage::codec::encode_mixed(page, dict, self.dense.codec(), scratch);
+        bits[3] = bits[2].min(8.0 * scratch.len() as f64);
+        bits
+    }
 }
 
 /// The entropy of one page under the class `engine` stores it as; `scratch` holds the
-/// stored form, which tells that class.
-pub fn page_entropy(page: &Page, engine: &Engine, scratch: &mut Vec<u8>) -> PageEntropy {
+/// stored form, which tells that class, and `keys` the conditional counts.
+pub fn page_entropy(
+    page: &Page,
+    engine: &Engine,
+    coders: Option<&Coders<'_>>,
+    scratch: &mut Vec<u8>,
+    keys: &mut Vec<u32>,
+) -> PageEntropy {
     let class = engine.encode(page, scratch);
-    let word = information_bits(&page.words()[0].to_le_bytes());
-    let input_bits = match class {
+    let word = page.words()[0].to_le_bytes();
+    let transformed;
+    let (input_bits, output): (f64, &[u8]) = match class {
         // A same-filled page's byte counts are its word's, times the 512 words.
-        Class::Zero | Class::Same => 512.0 * word,
-        _ => information_bits(page.bytes()),
+        Class::Zero => (512.0 * information_bits(&word), &[]),
+        Class::Same => (512.0 * information_bits(&word), &word),
+        Class::Delta => {
+            transformed = delta::transformed_bytes(page);
+            (information_bits(page.bytes()), &transformed)
+        }
+        // The word form's streams are what it stores: their information is its output.
+        Class::Words => {
+            transformed = scratch[1..].to_vec();
+            (information_bits(page.bytes()), &transformed)
+        }
+        // General forms (and any class this build does not know) keep the bytes as
+        // they are before their coder.
+        _ => (information_bits(page.bytes()), page.bytes()),
     };
     let output_bits = match class {
         Class::Zero => 0.0,
-        Class::Same => word,
-        Class::Delta => information_bits(&delta::transformed_bytes(page)),
-        // The word form's streams are what it stores: their information is its output.
-        Class::Words => information_bits(&scratch[1..]),
-        // General forms (and any class this build does not know) keep the bytes as
-        // they are before their coder.
-        _ => input_bits,
+        _ => information_bits(output),
+    };
+    let (order1_bits, order2_bits) = match class {
+        Class::Zero => (0.0, 0.0),
+        _ => (
+            conditional_bits(output, 1, keys).min(output_bits),
+            conditional_bits(output, 2, keys).min(output_bits),
+        ),
     };
     PageEntropy {
         class,
         input_bits,
         output_bits,
+        order1_bits,
+        order2_bits,
+        stored_bits: coders.map_or([0.0; 4], |c| c.stored(page, scratch)),
     }
 }
 
@@ -79,8 +182,16 @@ pub fn page_entropy(page: &Page, engine: &Engine, scratch: &mut Vec<u8>) -> Page
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Figures {
     pub pages: u64,
+    /// Order-0 entropy before the class transforms.
     pub input_entropy: f64,
+    /// Order-0 entropy after them (the ladder's first rung, also `order0`).
     pub output_entropy: f64,
+    pub order0: f64,
+    /// Order-1 and order-2 conditional entropy of the transformed bytes.
+    pub order1: f64,
+    pub order2: f64,
+    /// Bits per input byte of the stored forms, by profile ([`PROFILES`]).
+    pub stored: BTreeMap<&'static str, f64>,
 }
 
 /// Running sums behind [`Figures`].
@@ -89,6 +200,9 @@ struct Sums {
     pages: u64,
     input_bits: f64,
     output_bits: f64,
+    order1_bits: f64,
+    order2_bits: f64,
+    stored_bits: [f64; 4],
 }
 
 impl Sums {
@@ -96,6 +210,22 @@ impl Sums {
         self.pages += 1;
         self.input_bits += page.input_bits;
         self.output_bits += page.output_bits;
+        self.order1_bits += page.order1_bits;
+        self.order2_bits += page.order2_bits;
+        for (sum, bits) in self.stored_bits.iter_mut().zip(page.stored_bits) {
+            *sum += bits;
+        }
+    }
+
+    fn absorb(&mut self, other: &Sums) {
+        self.pages += other.pages;
+        self.input_bits += other.input_bits;
+        self.output_bits += other.output_bits;
+        self.order1_bits += other.order1_bits;
+        self.order2_bits += other.order2_bits;
+        for (sum, bits) in self.stored_bits.iter_mut().zip(other.stored_bits) {
+            *sum += bits;
+        }
     }
 
     fn figures(&self) -> Figures {
@@ -104,6 +234,14 @@ impl Sums {
             pages: self.pages,
             input_entropy: self.input_bits / bytes,
             output_entropy: self.output_bits / bytes,
+            order0: self.output_bits / bytes,
+            order1: self.order1_bits / bytes,
+            order2: self.order2_bits / bytes,
+            stored: PROFILES
+                .iter()
+                .zip(self.stored_bits)
+                .map(|(&name, bits)| (name, bits / bytes))
+                .collect(),
         }
     }
 }
@@ -161,6 +299,10 @@ pub struct Report {
     pub output_entropy: f64,
     /// Per class (only classes that occur).
     pub classes: BTreeMap<Class, Figures>,
+    /// Over every page: the same figures as a class's.
+    pub total: Figures,
+    /// Why the dictionary rungs have no dictionaries, where they have none.
+    pub stored_note: Option<String>,
     pub inputs: Vec<InputFigures>,
     /// Per-page entropy histograms, for plots (not serialised).
     #[serde(skip)]
@@ -169,18 +311,29 @@ pub struct Report {
     pub peak_rss_bytes: u64,
 }
 
-/// Analyses every page of every source; `tick` gets the pages done per chunk.
+/// Most pages the dictionaries of the ladder train on (spread over the input).
+const TRAIN_SAMPLES: usize = 2048;
+
+/// Analyses every page of every source; `tick` gets the pages done per chunk (twice
+/// over where the sources can be read again: a first read samples the pages the
+/// ladder's dictionaries train on).
 pub fn analyse(
     sources: &mut [Box<dyn PageSource + '_>],
     engine: &Engine,
     tick: &mut dyn FnMut(u64),
 ) -> Result<Report, String> {
+    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
+    let (dictionaries, stored_note) = train(sources, &mut chunk, tick)?;
+    let coders = Coders {
+        fast: Engine::new(zpage::Profile::Fast),
+        dense: Engine::new(zpage::Profile::Dense),
+        dictionaries: dictionaries.as_ref(),
+    };
     let mut total = Sums::default();
     let mut classes = [Sums::default(); Class::ALL.len()];
     let mut distribution = Distribution::new();
     let mut inputs = Vec::new();
-    let mut chunk = Vec::with_capacity(CHUNK_PAGES);
-    let mut scratch = Vec::new();
+    let (mut scratch, mut keys) = (Vec::new(), Vec::new());
     for source in sources.iter_mut() {
         let mut input = Sums::default();
         while source
@@ -188,16 +341,14 @@ pub fn analyse(
             .map_err(|e| format!("{}: {e}", source.name()))?
         {
             for page in &chunk {
-                let e = page_entropy(page, engine, &mut scratch);
+                let e = page_entropy(page, engine, Some(&coders), &mut scratch, &mut keys);
                 input.add(&e);
                 classes[e.class.index()].add(&e);
                 distribution.add(&e);
             }
             tick(chunk.len() as u64);
         }
-        total.pages += input.pages;
-        total.input_bits += input.input_bits;
-        total.output_bits += input.output_bits;
+        total.absorb(&input);
         inputs.push(InputFigures {
             name: source.name().to_string(),
             figures: input.figures(),
@@ -216,9 +367,73 @@ pub fn analyse(
         input_entropy: total.input_entropy,
         output_entropy: total.output_entropy,
         classes,
+        total,
+        stored_note,
         inputs,
         distribution,
         peak_rss_bytes: crate::source::peak_rss_bytes(),
+    })
+}
+
+/// A first read of every source samples the pages a dictionary set trains on (as the
+/// store's idle pass would train it), then rewinds them; no set, and why, where a source
+/// cannot be read twice or the pages do not train one.
+fn train(
+    sources: &mut [Box<dyn PageSource + '_>],
+    chunk: &mut Vec<Page>,
+    tick: &mut dyn FnMut(u64),
+) -> Result<(Option<DictionarySet>, Option<String>), String> {
+    for source in sources.iter_mut() {
+        if !source
+            .rewind()
+            .map_err(|e| format!("{}: {e}", source.name()))?
+        {
+            return Ok((
+                None,
+                Some(format!(
+                    "{}: a live process is not the same twice, and the dictionaries are trained on a first read: the dictionary rung is the dense form, the mixed form unprimed (capture it with zpage capture for dictionaries)",
+                    source.name()
+                )),
+            ));
+        }
+    }
+    let expected: u64 = sources.iter().map(|s| s.expected_pages()).sum();
+    let step = (expected / TRAIN_SAMPLES as u64).max(1);
+    let (mut sample, mut seen) = (Vec::new(), 0u64);
+    for source in sources.iter_mut() {
+        while source
+            .next_chunk(chunk)
+            .map_err(|e| format!("{}: {e}", source.name()))?
+        {
+            for page in chunk.iter().filter(|p| p.same_filled_word().is_none()) {
+                if seen.is_multiple_of(step) && sample.len() < TRAIN_SAMPLES {
+                    sample.push(*page);
+                }
+                seen += 1;
+            }
+            tick(chunk.len() as u64);
+        }
+        source
+            .rewind()
+            .map_err(|e| format!("{}: {e}", source.name()))?;
+    }
+    let refs: Vec<&Page> = sample.iter().collect();
+    let target = TrainTarget {
+        budget_bytes: ((expected * PAGE_SIZE as u64 / 64) as usize).clamp(16 << 10, 512 << 10),
+        level: zpage::store::DICTIONARY_LEVEL,
+        plain_level: Engine::new(zpage::Profile::Dense).codec().zstd_level,
+        first_id: 1,
+        served_pages: seen,
+        max_clusters: dictset::MAX_TRAINED_CLUSTERS,
+    };
+    Ok(match DictionarySet::train(&refs, target) {
+        Some(set) => (Some(set), None),
+        None => (
+            None,
+            Some(format!(
+                "no dictionary pays for its memory on these {seen} pages: the dictionary rung is the dense form, the mixed form unprimed"
+            )),
+        ),
     })
 }
 
@@ -236,12 +451,35 @@ mod tests {
     }
 
     #[test]
+    fn conditional_information_sees_context() {
+        let mut keys = Vec::new();
+        // Alternating bytes: order-0 one bit each, but each byte follows from the last.
+        let two: Vec<u8> = (0..1000).map(|i| (i % 2) as u8).collect();
+        assert!((information_bits(&two) - 1000.0).abs() < 1e-9);
+        assert!(
+            (conditional_bits(&two, 1, &mut keys) - 8.0).abs() < 1e-9,
+            "only the first"
+        );
+        // A fixed order-1 map seen once each: order-2 learns nothing more than order-1.
+        let all: Vec<u8> = (0..=255).collect();
+        assert!((conditional_bits(&all, 1, &mut keys) - 8.0).abs() < 1e-9);
+        assert!((conditional_bits(&all, 2, &mut keys) - 16.0).abs() < 1e-9);
+        assert_eq!(conditional_bits(&[9], 2, &mut keys), 8.0);
+    }
+
+    #[test]
     fn a_ramp_loses_its_entropy_under_delta() {
         let mut page = Page::zeroed();
         for (i, w) in page.words_mut().iter_mut().enumerate() {
             *w = 1_000_000 + 3 * i as u64;
         }
-        let e = page_entropy(&page, &Engine::default(), &mut Vec::new());
+        let e = page_entropy(
+            &page,
+            &Engine::default(),
+            None,
+            &mut Vec::new(),
+            &mut Vec::new(),
+        );
         assert_eq!(e.class, Class::Delta);
         assert!(e.output_bits < e.input_bits / 4.0, "{e:?}");
     }
