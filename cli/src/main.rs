@@ -30,6 +30,7 @@ mod capture;
 mod cold;
 mod dict;
 mod entropy;
+mod map;
 mod plot;
 mod progress;
 mod quantize;
@@ -58,6 +59,9 @@ enum Command {
     Sim(sim::SimArgs),
     /// Order-0 entropy before and after the class transforms, per class and in total.
     Entropy(entropy::EntropyArgs),
+    /// A picture of memory: every page a cell in address order, coloured by its class
+    /// and shaded by how much its stored form keeps, under each mapping's name.
+    Map(map::MapArgs),
     /// Run the kernel's zram and zpage on the same page files, side by side (root).
     Zram(zram::ZramArgs),
     /// Train a page classifier on page files and report accuracy, regret and speed.
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Cold(args) => cold::run(args),
         Command::Dict(args) => dict::run(args),
         Command::Entropy(args) => entropy::run(args),
+        Command::Map(args) => map::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Train(args) => train::run(args),

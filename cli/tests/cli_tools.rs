@@ -286,6 +286,55 @@ fn entropy_json_plot_and_headline() {
     assert!(svg.contains("From order-0 entropy to the stored bits"));
 }
 
+/// `zpage map` on page files (each a band) and on a live process (its mappings): the
+/// SVG names them and carries the cells, the PNG is an image, `--json` has the
+/// per-mapping figures; a name that is neither is refused.
+#[test]
+fn the_map_of_files_and_of_a_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("map.svg");
+    let png = dir.path().join("map.png");
+    let data = data_dir();
+    let v = json(&[
+        "map",
+        data.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(v["schema"], "zpage-map/1");
+    assert_eq!(v["pages"], 960);
+    let regions = v["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 7, "a band per file");
+    let pages: u64 = regions.iter().map(|r| r["pages"].as_u64().unwrap()).sum();
+    assert_eq!(pages, 960);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("sqlite") && text.contains("data:image/png;base64,"));
+    assert!(text.contains("share of the page stored"));
+    let out = zpage(&["map", data.to_str().unwrap(), "-o", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    fails(
+        &["map", data.to_str().unwrap(), "-o", "/tmp/x.jpg"],
+        &[".svg or .png"],
+    );
+    if !is_root() {
+        skip("reading another process's memory needs root");
+        return;
+    }
+    let mut child = child_with_memory();
+    let pid = child.id().to_string();
+    let v = json(&["map", "--pid", &pid, "-o", svg.to_str().unwrap(), "--json"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        v["pages"].as_u64().unwrap() >= 2048,
+        "its 8 MiB buffer: {}",
+        v["pages"]
+    );
+    assert!(v["regions"].as_array().unwrap().len() > 1);
+}
+
 #[test]
 fn entropy_errors_are_one_line() {
     fails(&["entropy", "/no/such/dir"], &["/no/such/dir"]);

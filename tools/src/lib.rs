@@ -18,6 +18,7 @@ pub mod compare;
 pub mod entropy;
 pub mod lifecycle;
 pub mod lzo;
+pub mod map;
 pub mod pagefile;
 pub mod procmem;
 pub mod quantize;

@@ -58,6 +58,8 @@ pub enum ProcError {
 struct Mapping {
     start: u64,
     end: u64,
+    /// `[heap]`, `[anon:NAME]`, or empty for plain anonymous memory.
+    name: String,
 }
 
 /// The touched private anonymous pages of a live process, as a [`PageSource`].
@@ -85,6 +87,14 @@ pub struct Process {
 }
 
 impl Process {
+    /// The private anonymous mappings read, in address order: start, end, and name
+    /// (`[heap]`, `[anon:NAME]`, or empty).
+    pub fn mappings(&self) -> Vec<(u64, u64, String)> {
+        (self.mappings.iter())
+            .map(|m| (m.start, m.end, m.name.clone()))
+            .collect()
+    }
+
     /// Opens process `pid` for reading and counts its touched pages.
     pub fn open(pid: u32) -> Result<Process, ProcError> {
         let open = |what: &'static str| {
@@ -303,6 +313,7 @@ fn anonymous_private(line: &str) -> Option<Mapping> {
     Some(Mapping {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
+        name: path.to_string(),
     })
 }
 
