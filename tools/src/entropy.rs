@@ -107,6 +107,12 @@ impl Coders<'_> {
     /// for its memory, or the input could not be read twice) the dictionary rung is the
     /// dense form, as a store keeps it then, and the mixed form is unprimed.
     fn stored(&self, page: &Page, scratch: &mut Vec<u8>) -> [f64; 4] {
+        // Every profile stores a same-filled page as its word.
+        if let Some(word) = page.same_filled_word() {
+            scratch.clear();
+            zpage::codec::encode_filled(word, scratch);
+            return [8.0 * scratch.len() as f64; 4];
+        }
         let mut bits = [0.0; 4];
         self.fast.encode(page, scratch);
         bits[0] = 8.0 * scratch.len() as f64;
