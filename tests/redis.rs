@@ -11,11 +11,12 @@
 mod common;
 
 use common::redis_server::Server;
+use common::{assert_holds, insert_all};
 use std::io::ErrorKind;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zpage::store::{Backing, Selection};
-use zpage::{Page, PageStore, RedisBacking, RedisOpenError, RedisOptions, StoreError};
+use zpage::{PageStore, RedisBacking, RedisOpenError, RedisOptions, StoreError};
 
 fn server(extra: &[&str]) -> Option<Server> {
     let server = Server::start(extra);
@@ -32,18 +33,6 @@ fn store_on(server: &Server, namespace: &str, pages: usize) -> PageStore {
         .timeout(Duration::from_millis(500));
     let backing = RedisBacking::open(&server.url(), options).expect("the server is there");
     PageStore::builder().backing(Arc::new(backing)).build()
-}
-
-fn insert_all(store: &PageStore, pages: &[Page]) {
-    for (id, page) in (0..).zip(pages) {
-        store.insert(id, page).unwrap();
-    }
-}
-
-fn assert_holds(store: &PageStore, pages: &[Page]) {
-    for (id, page) in (0..).zip(pages) {
-        assert!(*store.get(id).unwrap().unwrap() == *page, "page {id}");
-    }
 }
 
 #[test]

@@ -5,11 +5,12 @@
 
 mod common;
 
+use common::{assert_holds, insert_all};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use zpage::store::{Background, Backing, BackingFile, Selection, StoreError};
-use zpage::{Class, PAGE_SIZE, Page, PageStore, Profile};
+use zpage::{Class, PAGE_SIZE, PageStore, Profile};
 
 /// A tiered store: fast on the way in, dense in the idle pass.
 fn tiered() -> zpage::StoreBuilder {
@@ -17,18 +18,6 @@ fn tiered() -> zpage::StoreBuilder {
         .shards(4)
         .profile(Profile::Fast)
         .idle_profile(Profile::Dense)
-}
-
-fn insert_all(store: &PageStore, pages: &[Page]) {
-    for (id, page) in (0..).zip(pages) {
-        store.insert(id, page).unwrap();
-    }
-}
-
-fn assert_holds(store: &PageStore, pages: &[Page]) {
-    for (id, page) in (0..).zip(pages) {
-        assert!(*store.get(id).unwrap().unwrap() == *page, "page {id}");
-    }
 }
 
 /// A backing store in memory whose writes can be made to fail and whose records can be

@@ -197,3 +197,17 @@ pub fn region(pages: usize, resident: usize) -> Option<zpage::region::Region> {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// Inserts `pages` under ids 0, 1, 2, ...
+pub fn insert_all(store: &zpage::PageStore, pages: &[Page]) {
+    for (id, page) in (0..).zip(pages) {
+        store.insert(id, page).unwrap();
+    }
+}
+
+/// Every page of `pages` reads back as inserted by [`insert_all`].
+pub fn assert_holds(store: &zpage::PageStore, pages: &[Page]) {
+    for (id, page) in (0..).zip(pages) {
+        assert!(*store.get(id).unwrap().unwrap() == *page, "page {id}");
+    }
+}
