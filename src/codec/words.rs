@@ -67,6 +67,12 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) -> bool {
     if width == Width::Neither {
         return false;
     }
+    encode_as(page, width, out);
+    true
+}
+
+/// Appends the form at `width` (wide for [`Width::Neither`]).
+fn encode_as(page: &Page, width: Width, out: &mut Vec<u8>) {
     out.push(Class::Words.tag());
     if width == Width::Narrow {
         let mut narrow = Narrow::new();
@@ -75,7 +81,6 @@ pub fn encode(page: &Page, out: &mut Vec<u8>) -> bool {
     } else {
         encode_wide(page, out);
     }
-    true
 }
 
 /// Probed words in repeated runs from which LZ4 is expected to beat the word form: runs
@@ -446,15 +451,7 @@ mod tests {
 
     fn round_trip(page: &Page) -> usize {
         let mut out = Vec::new();
-        out.push(Class::Words.tag());
-        match probe(page) {
-            Width::Narrow => {
-                let mut narrow = Narrow::new();
-                let len = narrow.encode(page);
-                out.extend_from_slice(&narrow.buffer[..len]);
-            }
-            _ => encode_wide(page, &mut out),
-        }
+        encode_as(page, probe(page), &mut out);
         assert_eq!(out[0], Class::Words.tag());
         let mut back = Page::zeroed();
         decode(&out[1..], &mut back).expect("its own form decodes");

@@ -68,6 +68,13 @@ pub struct BdStat {
     pub bd_writes: u64,
 }
 
+impl BdStat {
+    /// Adds another backing store's counts to these (as zram devices side by side).
+    pub fn absorb(&mut self, other: &BdStat) {
+        *self = sum_fields(self, other);
+    }
+}
+
 impl std::fmt::Display for BdStat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} {}", self.bd_count, self.bd_reads, self.bd_writes)

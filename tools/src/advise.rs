@@ -17,7 +17,7 @@
 use crate::compare::ZramSample;
 use crate::lifecycle;
 use crate::source::{CHUNK_PAGES, PageSource};
-use crate::zram_model::{self, Algorithm, InputDevices, Kind, Recompress, ZramConfig, ZramModel};
+use crate::zram_model::{self, Algorithm, InputDevices, Kind, ZramConfig, ZramModel};
 use serde::Serialize;
 use std::sync::Arc;
 use zpage::{MmStat, PAGE_SIZE, Page};
@@ -291,20 +291,12 @@ fn point(config: &ZramConfig, devices: &mut [ZramModel], kernel: Option<&KernelO
     let mut recompressed = None;
     let mut recompress_mb_s = None;
     if !config.recomp.is_empty() {
-        let (mut tried, mut time) = (0, std::time::Duration::ZERO);
-        for device in devices.iter_mut() {
-            device.mark_idle();
-            let done = device.recompress(Recompress {
-                kind: Kind::Idle,
-                threshold: 0,
-                max_pages: 0,
-                priority: None,
-            });
-            tried += done.tried;
-            time += device.recompress_time(done.tried);
-        }
-        recompressed = Some(sum(devices));
-        recompress_mb_s = Some(crate::compare::mb_s(tried * PAGE_SIZE as u64, time));
+        devices.iter_mut().for_each(|d| {
+            d.mark_idle();
+        });
+        let (done, time) = zram_model::recompress_idle(devices);
+        recompressed = Some(zram_model::total(devices).0);
+        recompress_mb_s = Some(crate::compare::mb_s(done.tried * PAGE_SIZE as u64, time));
     }
     let after = recompressed.unwrap_or(written);
     let memory_bytes = after.mem_used_total + prediction.dictionary_bytes;
@@ -319,18 +311,11 @@ fn point(config: &ZramConfig, devices: &mut [ZramModel], kernel: Option<&KernelO
         written,
         recompressed,
         writeback_huge_pages,
-        writeback_huge_memory_bytes: sum(devices).mem_used_total + prediction.dictionary_bytes,
+        writeback_huge_memory_bytes: zram_model::total(devices).0.mem_used_total
+            + prediction.dictionary_bytes,
         frontier: false,
         kernel_has: kernel.map(|k| k.runs(config)),
     }
-}
-
-fn sum(devices: &[ZramModel]) -> MmStat {
-    let mut mm = MmStat::default();
-    for device in devices {
-        mm.absorb(&device.mm_stat());
-    }
-    mm
 }
 
 /// Marks the points no other beats on both memory and write speed.

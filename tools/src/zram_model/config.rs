@@ -87,17 +87,15 @@ impl ZramConfig {
 
     /// Bytes of the dictionaries zram would hold (outside zsmalloc), each counted once.
     pub fn dictionary_bytes(&self) -> u64 {
-        let mut seen: Vec<*const Vec<u8>> = Vec::new();
-        let mut total = 0;
+        let mut seen: Vec<&Arc<Vec<u8>>> = Vec::new();
         for algorithm in std::iter::once(&self.primary).chain(&self.recomp) {
             if let Algorithm::Zstd { dict: Some(d), .. } = algorithm
-                && !seen.contains(&Arc::as_ptr(&d.bytes))
+                && !seen.iter().any(|s| Arc::ptr_eq(s, &d.bytes))
             {
-                seen.push(Arc::as_ptr(&d.bytes));
-                total += d.bytes.len() as u64;
+                seen.push(&d.bytes);
             }
         }
-        total
+        seen.iter().map(|d| d.len() as u64).sum()
     }
 
     /// zsmalloc's chain size is the kernel's default (a recommendation can be applied

@@ -151,21 +151,9 @@ pub fn life_cycle(
     devices: &mut [ZramModel],
     writeback: Option<Kind>,
 ) -> KernelCycle {
-    let sum = |devices: &[ZramModel]| {
-        let mut mm = MmStat::default();
-        let mut bd = zpage::BdStat::default();
-        for device in devices {
-            mm.absorb(&device.mm_stat());
-            let b = device.bd_stat();
-            bd.bd_count += b.bd_count;
-            bd.bd_reads += b.bd_reads;
-            bd.bd_writes += b.bd_writes;
-        }
-        (mm, bd)
-    };
     let mut stages = Vec::new();
     let mut step = |name, seconds: Option<f64>, note: Option<String>, devices: &[ZramModel]| {
-        let (mm_stat, bd_stat) = sum(devices);
+        let (mm_stat, bd_stat) = total(devices);
         stages.push(KernelStage {
             name,
             seconds,
@@ -183,20 +171,8 @@ pub fn life_cycle(
         Some(format!("{idle} slots idle")),
         devices,
     );
-    let mut done = Recompressed::default();
-    let mut spent = 0.0;
-    for device in devices.iter_mut() {
-        let one = device.recompress(Recompress {
-            kind: Kind::Idle,
-            threshold: 0,
-            max_pages: 0,
-            priority: None,
-        });
-        spent += device.recompress_time(one.tried).as_secs_f64();
-        done.tried += one.tried;
-        done.smaller += one.smaller;
-        done.incompressible += one.incompressible;
-    }
+    let (done, spent) = recompress_idle(devices);
+    let spent = spent.as_secs_f64();
     let note = if config.recomp.is_empty() {
         "no recompression algorithm configured (add :recomp=ALGO[@LEVEL])".to_string()
     } else {
@@ -235,6 +211,37 @@ pub struct ZramPrediction {
     /// Bytes of the zstd dictionaries the devices load (one per input where trained on
     /// it; zram holds them outside zsmalloc, so outside `mem_used_total`).
     pub dictionary_bytes: u64,
+}
+
+/// The devices' `mm_stat` and `bd_stat`, summed (zram devices side by side).
+pub fn total(devices: &[ZramModel]) -> (MmStat, zpage::BdStat) {
+    let mut mm = MmStat::default();
+    let mut bd = zpage::BdStat::default();
+    for device in devices {
+        mm.absorb(&device.mm_stat());
+        bd.absorb(&device.bd_stat());
+    }
+    (mm, bd)
+}
+
+/// zram's `recompress type=idle` on every device: what it did, summed, and the time the
+/// recompression algorithms take on the slots tried.
+pub fn recompress_idle(devices: &mut [ZramModel]) -> (Recompressed, std::time::Duration) {
+    let mut done = Recompressed::default();
+    let mut spent = std::time::Duration::ZERO;
+    for device in devices.iter_mut() {
+        let one = device.recompress(Recompress {
+            kind: Kind::Idle,
+            threshold: 0,
+            max_pages: 0,
+            priority: None,
+        });
+        spent += device.recompress_time(one.tried);
+        done.tried += one.tried;
+        done.smaller += one.smaller;
+        done.incompressible += one.incompressible;
+    }
+    (done, spent)
 }
 
 /// Sums devices of one configuration (one per input, as `zpage sim` keeps a store per

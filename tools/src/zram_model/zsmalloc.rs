@@ -72,6 +72,20 @@ struct ClassPages {
     live_zspages: u64,
 }
 
+impl ClassPages {
+    /// Objects zspage `z` holds (0 once freed).
+    fn inuse(&self, z: u32) -> usize {
+        self.zspages[z as usize]
+            .as_ref()
+            .map_or(0, |p| p.owners.len())
+    }
+
+    /// Zspage `z`, which is live.
+    fn live(&mut self, z: u32) -> &mut Zspage {
+        self.zspages[z as usize].as_mut().expect("a live zspage")
+    }
+}
+
 /// A pool's classes and what is allocated in them.
 #[derive(Clone, Debug)]
 pub struct Pool {
@@ -286,25 +300,9 @@ impl Pool {
                 .expect("the group has a zspage");
             pages.partial.remove(&key);
             let s = key.2;
-            loop {
-                let src_len = pages.zspages[s as usize]
-                    .as_ref()
-                    .map_or(0, |p| p.owners.len());
-                let dst_len = pages.zspages[d as usize]
-                    .as_ref()
-                    .map_or(0, |p| p.owners.len());
-                if src_len == 0 || dst_len == capacity {
-                    break;
-                }
-                let owner = pages.zspages[s as usize]
-                    .as_mut()
-                    .and_then(|p| p.owners.pop())
-                    .expect("a source with objects");
-                pages.zspages[d as usize]
-                    .as_mut()
-                    .expect("a live destination")
-                    .owners
-                    .push(owner);
+            while pages.inuse(s) > 0 && pages.inuse(d) < capacity {
+                let owner = pages.live(s).owners.pop().expect("a source with objects");
+                pages.live(d).owners.push(owner);
                 moved(
                     owner,
                     Handle {
@@ -313,9 +311,7 @@ impl Pool {
                     },
                 );
             }
-            let left = pages.zspages[s as usize]
-                .as_ref()
-                .map_or(0, |p| p.owners.len());
+            let left = pages.inuse(s);
             self.clock += 1;
             if left == 0 {
                 pages.zspages[s as usize] = None;
@@ -324,30 +320,20 @@ impl Pool {
                 self.pages -= class.pages_per_zspage as u64;
             } else {
                 // Back at the head of its group.
-                if let Some(p) = pages.zspages[s as usize].as_mut() {
-                    p.stamp = self.clock;
-                }
+                pages.live(s).stamp = self.clock;
                 pages
                     .partial
                     .insert((Reverse(group(left, capacity)), Reverse(self.clock), s));
             }
-            let dst_len = pages.zspages[d as usize]
-                .as_ref()
-                .map_or(0, |p| p.owners.len());
-            if dst_len == capacity {
+            if pages.inuse(d) == capacity {
                 dst = None;
             }
         }
         if let Some(d) = dst {
             // Back into its group.
             self.clock += 1;
-            let len = pages.zspages[d as usize]
-                .as_ref()
-                .map_or(0, |p| p.owners.len());
-            if let Some(p) = pages.zspages[d as usize].as_mut() {
-                p.stamp = self.clock;
-            }
-            let g = group(len, capacity);
+            pages.live(d).stamp = self.clock;
+            let g = group(pages.inuse(d), capacity);
             if g < 11 {
                 pages.partial.insert((Reverse(g), Reverse(self.clock), d));
             }
