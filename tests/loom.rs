@@ -7,7 +7,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use zpage::store::StoreError;
-use zpage::{Engine, PAGE_SIZE, Page, PageStore, Profile};
+use zpage::{Engine, PAGE_SIZE, Page, PageStore, Profile, Selection};
 
 /// A page that compresses (general class) and carries `tag` in every word.
 fn text_page(tag: u64) -> Page {
@@ -517,5 +517,58 @@ fn eviction_on_full_against_a_reader_and_an_overwrite() {
         let mm = store.mm_stat();
         assert!(mm.mem_used_max <= 2 * PAGE_SIZE as u64, "{mm:?}");
         assert!(store.len() <= 2);
+    });
+}
+
+/// A cold pass packs two pages (in two shards) into one unit while one is overwritten and
+/// the other read: the overwrite stays (without the pack's "only if unchanged" check the
+/// model finds it lost), the read sees the page, the unit holds what it still serves, and
+/// once its last member goes its frame is freed (accounting back to the one page left).
+#[test]
+fn packing_a_unit_against_an_overwrite_and_a_read() {
+    model(|| {
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(2)
+                .engine(Engine::new(Profile::Dense))
+                .cold_unit_pages(2)
+                .build(),
+        );
+        store.insert(0, &words_page(1)).unwrap();
+        store.insert(1, &words_page(3)).unwrap();
+        let packer = {
+            let store = store.clone();
+            spawn(move || store.recompress_selected(Selection::all().level(1)))
+        };
+        store.insert(0, &words_page(2)).unwrap();
+        assert!(
+            *store.read(1).unwrap() == words_page(3),
+            "the read sees page 1"
+        );
+        let done = packer.join().unwrap();
+        assert_eq!(done.failed, 0);
+        assert!(
+            *store.read(0).unwrap() == words_page(2),
+            "the overwrite stays"
+        );
+        assert!(*store.read(1).unwrap() == words_page(3));
+        let stats = store.stats();
+        assert_eq!(stats.pages, 2);
+        assert_eq!(stats.mm.orig_data_size, 2 * PAGE_SIZE as u64);
+        // Page 1 never changes, so it is in the unit whatever the order.
+        assert!(
+            stats.units.units == 1 && stats.units.pages >= 1,
+            "{:?}",
+            stats.units
+        );
+        assert_eq!(store.mm_stat(), stats.mm);
+        store.discard(1);
+        let alone = store.stats();
+        assert!(alone.units.pages <= 1, "{:?}", alone.units);
+        store.discard(0);
+        let empty = store.stats();
+        assert_eq!(empty.units.units, 0, "{:?}", empty.units);
+        assert_eq!(empty.mm.compr_data_size, 0);
+        assert_eq!(empty.mm.orig_data_size, 0);
     });
 }

@@ -198,13 +198,14 @@ fn the_cold_pass_spends_more_once() {
     assert_holds(&store, &pages);
 }
 
-/// The cold pass stores pages in the mixed form from their cluster's primer where that is
-/// smaller; each names its dictionary, which outlives a new set for as long as it does.
+/// Without units, the cold pass stores pages in the mixed form from their cluster's primer
+/// where that is smaller; each names its dictionary, which outlives a new set for as long
+/// as it does.
 #[test]
 fn the_cold_pass_stores_mixed_forms_that_keep_their_dictionary() {
     let pages = common::sample_pages();
     let backing = Arc::new(Faulty::new(pages.len() as u64));
-    let store = tiered().backing(backing).build();
+    let store = tiered().backing(backing).cold_unit_pages(1).build();
     insert_all(&store, &pages);
     store.mark_idle(None);
     store.recompress_selected(Selection::all().idle());
@@ -394,8 +395,9 @@ fn writeback_without_a_backing_store_is_an_error() {
     );
 }
 
-/// Writers racing the idle pass and writeback: every page ends as its last write
-/// (against a shadow copy), none is lost, and the counters match the pages.
+/// Writers racing the idle pass, the cold pass's units and writeback: every page ends as
+/// its last write (against a shadow copy), none is lost, and the counters match the
+/// pages.
 #[test]
 fn tiers_never_lose_a_racing_write() {
     let pages = Arc::new(common::sample_pages());
@@ -423,6 +425,7 @@ fn tiers_never_lose_a_racing_write() {
     while !writer.is_finished() || rounds == 0 {
         store.mark_idle(None);
         store.recompress_selected(Selection::all().idle());
+        store.recompress_selected(Selection::all().level(3));
         store.writeback(Selection::all().max_pages(200)).unwrap();
         rounds += 1;
     }
@@ -437,7 +440,85 @@ fn tiers_never_lose_a_racing_write() {
     assert_eq!(stats.pages, n);
     assert_eq!(stats.mm.orig_data_size, n * PAGE_SIZE as u64);
     let held: u64 = stats.classes.values().map(|c| c.stored_bytes).sum();
-    assert_eq!(held, stats.mm.compr_data_size);
+    assert_eq!(held + stats.units.stored_bytes, stats.mm.compr_data_size);
+    assert!(
+        rounds < 2 || stats.units.units > 0,
+        "{rounds} rounds: {:?}",
+        stats.units
+    );
+}
+
+/// The cold pass packs neighbours into units: smaller than their forms, read back whole,
+/// a rewrite or removal takes a page out (its unit freed with its last member, re-packed
+/// when half garbage), compaction moves frames, and a damaged frame is an error.
+#[test]
+fn cold_units_pack_neighbours_and_let_them_go() {
+    let pages = common::sample_pages();
+    let n = pages.len() as u64;
+    let store = tiered().build();
+    insert_all(&store, &pages);
+    store.recompress_selected(Selection::all());
+    let warm = store.stats();
+    let cold = store.recompress_selected(Selection::all().level(14));
+    let packed = store.stats();
+    assert!(
+        packed.units.units > 0 && packed.units.pages > n / 2,
+        "{:?}",
+        packed.units
+    );
+    assert_eq!(packed.mm.orig_data_size, warm.mm.orig_data_size);
+    assert!(
+        packed.mm.compr_data_size < warm.mm.compr_data_size * 95 / 100,
+        "warm {} cold {} ({cold})",
+        warm.mm.compr_data_size,
+        packed.mm.compr_data_size
+    );
+    assert_holds(&store, &pages);
+    // Reads of neighbours, backwards (each unit decoded once per thread either way).
+    for id in (0..n).rev() {
+        assert!(
+            *store.get(id).unwrap().unwrap() == pages[id as usize],
+            "page {id}"
+        );
+    }
+    // Rewrite half the pages: they leave their units, which are then half garbage.
+    for id in (0..n).step_by(2) {
+        store
+            .insert(id, &pages[(id as usize + 1) % pages.len()])
+            .unwrap();
+    }
+    let halved = store.stats();
+    assert_eq!(halved.units.units, packed.units.units);
+    assert_eq!(
+        halved.units.dead_pages,
+        packed.units.pages / 2,
+        "{:?}",
+        halved.units
+    );
+    let again = store.recompress_selected(Selection::all().level(14));
+    assert!(again.rewritten > 0, "{again}");
+    let repacked = store.stats();
+    assert!(
+        repacked.units.dead_pages < halved.units.dead_pages,
+        "{:?}",
+        repacked.units
+    );
+    for id in 0..n {
+        let want = if id % 2 == 0 {
+            (id as usize + 1) % pages.len()
+        } else {
+            id as usize
+        };
+        assert!(*store.get(id).unwrap().unwrap() == pages[want], "page {id}");
+    }
+    // Remove every page: the units go with their last members.
+    for id in 0..n {
+        store.discard(id);
+    }
+    let empty = store.stats();
+    assert_eq!(empty.units, zpage::store::UnitStats::default());
+    assert_eq!(empty.mm.compr_data_size, 0);
+    assert_eq!(empty.mm.orig_data_size, 0);
 }
 
 #[test]

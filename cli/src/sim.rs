@@ -74,6 +74,11 @@ pub struct LifecycleArgs {
     /// for four intervals.
     #[arg(long, default_value_t = COLD_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22), requires = "lifecycle")]
     cold_level: i32,
+    /// Pages the cold step compresses together as one unit (neighbours by id, for a
+    /// process its address order); 1 keeps each page alone, with the mixed form where
+    /// it is smaller.
+    #[arg(long, default_value_t = zpage::store::DEFAULT_UNIT_PAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=zpage::codec::unit::MAX_UNIT_PAGES as u64), requires = "lifecycle")]
+    unit_pages: usize,
     /// zram's mem_limit for each input's store (bytes, or with K, M or G): writes past it
     /// fail and are counted, as zram's do.
     #[arg(long, value_parser = parse_size)]
@@ -277,6 +282,7 @@ fn lifecycle_config(
         dictionaries: Some(args.dictionaries.for_lifecycle(dictionaries.as_ref())),
         mem_limit: lc.mem_limit,
         cold_level: (lc.cold_level > 0).then_some(lc.cold_level),
+        unit_pages: lc.unit_pages,
         backing: lc.backing.clone().map(|path| (path, lc.writeback)),
         zram_best,
         zram: args.zram.clone(),

@@ -160,6 +160,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         dictionaries: Some(args.dictionaries.for_lifecycle(dictionaries.as_ref())),
         mem_limit: None,
         cold_level: (args.cold_level > 0 && run == 0).then_some(args.cold_level),
+        unit_pages: zpage::store::DEFAULT_UNIT_PAGES,
         backing: None,
         zram_best: false,
         zram: Vec::new(),

@@ -120,7 +120,7 @@ impl Dictionary {
             return Err(DictError::Invalid("its header does not parse"));
         }
         // The encoder must accept it too, before any page depends on that.
-        new_context(&bytes, level).ok_or(DictError::Invalid("zstd cannot load it"))?;
+        new_context(&bytes, level, PAGE_SIZE).ok_or(DictError::Invalid("zstd cannot load it"))?;
         Ok(Dictionary {
             id,
             level,
@@ -203,14 +203,19 @@ impl Dictionaries for Dictionary {
 }
 
 thread_local! {
-    /// Compression contexts with a dictionary loaded, most recent first, by serial.
-    static CCTXS: RefCell<Vec<((u64, i32), CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
+    /// Compression contexts with a dictionary loaded, most recent first, by serial, level
+    /// and the source size their tables are sized for.
+    static CCTXS: RefCell<Vec<(ContextKey, CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
     static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
-/// A compression context for pages with `bytes` loaded: magicless frames that name the
-/// dictionary and leave the content size out, tables sized for one page.
-fn new_context(bytes: &[u8], level: i32) -> Option<CCtx<'static>> {
+/// A compression context's dictionary serial, level and source size.
+type ContextKey = (u64, i32, usize);
+
+/// A compression context for sources of `size` bytes (a page, a unit of pages) with
+/// `bytes` loaded: magicless frames that name the dictionary and leave the content size
+/// out, tables sized for the source (a window of one page would miss the unit's repeats).
+fn new_context(bytes: &[u8], level: i32, size: usize) -> Option<CCtx<'static>> {
     let mut cctx = CCtx::try_create()?;
     for param in [
         CParameter::CompressionLevel(level),
@@ -218,7 +223,7 @@ fn new_context(bytes: &[u8], level: i32) -> Option<CCtx<'static>> {
         CParameter::ContentSizeFlag(false),
         CParameter::ChecksumFlag(false),
         CParameter::DictIdFlag(true),
-        CParameter::SrcSizeHint(PAGE_SIZE as u32),
+        CParameter::SrcSizeHint(u32::try_from(size).unwrap_or(u32::MAX)),
     ] {
         cctx.set_parameter(param).ok()?;
     }
@@ -232,29 +237,33 @@ fn new_context(bytes: &[u8], level: i32) -> Option<CCtx<'static>> {
 /// decoding needs only the dictionary.
 pub fn encode(page: &Page, dict: &Dictionary, level: i32, out: &mut Vec<u8>) {
     out.push(Class::Zstd.tag());
+    encode_bytes(page.bytes(), dict, level, out);
+}
+
+/// Appends a magicless zstd frame of `src` (a page, or a unit of pages) encoded with
+/// `dict` at `level` to `out`; the frame names the dictionary.
+pub fn encode_bytes(src: &[u8], dict: &Dictionary, level: i32, out: &mut Vec<u8>) {
     let start = out.len();
-    out.resize(start + ::zstd::zstd_safe::compress_bound(PAGE_SIZE), 0);
+    out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
+    let key = (dict.serial, level, src.len());
     let written = CCTXS.with(|cell| {
         let mut contexts = cell.borrow_mut();
-        match contexts
-            .iter()
-            .position(|(key, _)| *key == (dict.serial, level))
-        {
+        match contexts.iter().position(|(k, _)| *k == key) {
             Some(0) => {}
             Some(at) => {
                 let entry = contexts.remove(at);
                 contexts.insert(0, entry);
             }
             None => {
-                let cctx = new_context(&dict.bytes, level)
+                let cctx = new_context(&dict.bytes, level, src.len())
                     .expect("the dictionary loaded when it was made");
                 contexts.truncate(CONTEXTS_PER_THREAD - 1);
-                contexts.insert(0, ((dict.serial, level), cctx));
+                contexts.insert(0, (key, cctx));
             }
         }
         contexts[0]
             .1
-            .compress2(&mut out[start..], page.bytes())
+            .compress2(&mut out[start..], src)
             .expect("output sized by compress_bound")
     });
     out.truncate(start + written);
@@ -307,7 +316,16 @@ pub fn decode(
     out: &mut Page,
 ) -> Result<(), DecodeError> {
     let dict = dicts.get(id).ok_or(DecodeError::MissingDictionary(id))?;
-    let corrupt = |reason| DecodeError::corrupt(Class::Zstd, reason);
+    decode_bytes(payload, dict, out.bytes_mut())
+        .map_err(|reason| DecodeError::corrupt(Class::Zstd, reason))
+}
+
+/// Decodes a frame encoded with `dict` that must fill `out` exactly.
+pub(crate) fn decode_bytes(
+    payload: &[u8],
+    dict: &Dictionary,
+    out: &mut [u8],
+) -> Result<(), &'static str> {
     DCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
         let dctx = slot.get_or_insert_with(|| {
@@ -316,10 +334,11 @@ pub fn decode(
                 .expect("valid zstd parameter");
             d
         });
-        match dctx.decompress_using_ddict(&mut out.bytes_mut()[..], payload, &dict.ddict) {
-            Ok(n) if n == out.bytes().len() => Ok(()),
-            Ok(_) => Err(corrupt("zstd frame decodes to fewer bytes than expected")),
-            Err(_) => Err(corrupt("invalid zstd frame for its dictionary")),
+        let len = out.len();
+        match dctx.decompress_using_ddict(out, payload, &dict.ddict) {
+            Ok(n) if n == len => Ok(()),
+            Ok(_) => Err("zstd frame decodes to fewer bytes than expected"),
+            Err(_) => Err("invalid zstd frame for its dictionary"),
         }
     })
 }

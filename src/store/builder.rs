@@ -8,9 +8,10 @@ use super::lifecycle::Shard;
 use super::slab::Slabs;
 use super::stats::Counters;
 use super::tiers::{self, Background};
-use super::{BackedTier, DICTIONARY_LEVEL, PageStore, ShardSlot};
+use super::{BackedTier, DEFAULT_UNIT_PAGES, DICTIONARY_LEVEL, PageStore, ShardSlot};
 use crate::classify::model::{Model, Profile};
 use crate::codec::dictset::DictionarySet;
+use crate::codec::unit::MAX_UNIT_PAGES;
 use crate::engine::Engine;
 use crate::page::PAGE_SIZE;
 use crate::sync::{AtomicU64, RwLock};
@@ -42,6 +43,7 @@ pub struct StoreBuilder {
     background: Option<Background>,
     on_full: OnFull,
     listener: Option<Listener>,
+    unit_pages: usize,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -75,6 +77,7 @@ impl Default for StoreBuilder {
             background: None,
             on_full: OnFull::Refuse,
             listener: None,
+            unit_pages: DEFAULT_UNIT_PAGES,
         }
     }
 }
@@ -201,6 +204,19 @@ impl StoreBuilder {
         self
     }
 
+    /// Pages a cold pass ([`crate::Selection::level`]) compresses together as one unit
+    /// (default [`DEFAULT_UNIT_PAGES`], at most [`MAX_UNIT_PAGES`]): neighbouring cold
+    /// pages, by id, in one zstd frame with the first page's cluster dictionary, where it
+    /// is smaller than the pages' forms. A read of one page decodes its unit (the last
+    /// unit a thread decoded is kept, so a scan of neighbours decodes once); a write or
+    /// removal takes the page out of its unit, and a unit at least half garbage is packed
+    /// again by the next cold pass. 1 keeps every page alone, with the mixed form where it
+    /// is smaller (the densest per page, and the slowest: see the README).
+    pub fn cold_unit_pages(mut self, pages: usize) -> Self {
+        self.unit_pages = pages.clamp(1, MAX_UNIT_PAGES);
+        self
+    }
+
     /// Tiers by temperature: pages are stored with the builder's engine on the way in
     /// (say, [`Profile::Words`], the fastest) and re-encoded with `profile`'s, and the
     /// dictionaries, when [`PageStore::recompress`] finds them idle. Auto-trained
@@ -268,6 +284,8 @@ impl StoreBuilder {
             shards,
             shard_bits: self.shards.trailing_zeros(),
             slabs: RwLock::new(Slabs::new(self.mem_limit)),
+            units: RwLock::default(),
+            unit_pages: self.unit_pages,
             counters: Counters::default(),
             dicts: Dicts::new(self.auto_dictionaries),
             dictionary_level,

@@ -12,10 +12,11 @@
 //! - One pass at a time: the pass's state is behind a mutex that the automatic steps
 //!   only `try_lock` (a thread never waits for another's compaction); an explicit
 //!   [`PageStore::compact`] waits and finishes the pass.
-//! - Lock order: compactor, shard, allocator; the compactor's lock is never taken under a
-//!   shard or the allocator.
+//! - Lock order: compactor, shard, allocator, units; the compactor's lock is never taken
+//!   under a shard or the allocator.
 //! - An object moves only under its page's shard write lock, so a reader (which copies a
-//!   form out under the read lock) sees it at its old place or its new one.
+//!   form out under the read lock) sees it at its old place or its new one; a unit's
+//!   frame moves under the units' write lock, which its readers hold for reading.
 
 use super::PageStore;
 use super::lifecycle::{in_allocator, moved_form};
@@ -142,7 +143,11 @@ impl PageStore {
         let mut scanned = 0;
         while let Some(next) = *pass {
             if next == self.shards.len() {
-                self.slabs_mut().end_compaction();
+                // Units' frames last: no page's metadata names where they lie.
+                let mut slabs = self.slabs_mut();
+                self.units.write().relocate(&mut slabs);
+                slabs.end_compaction();
+                drop(slabs);
                 *pass = None;
                 self.compactor.active.store(0, Ordering::Relaxed);
                 return;

@@ -46,11 +46,12 @@ use super::evict::{Queues, RemovalCause};
 use super::slab::{Handle, Slabs};
 use super::stats::Counters;
 use super::table::{Meta, Table};
+use super::units::{Unit, member_of, member_word};
 use super::{PageStore, StoreError, writeback};
 use crate::codec::dict::{Dictionaries, Dictionary};
 use crate::codec::{self, Class, RAW_SIZE};
 use crate::page::{PAGE_SIZE, Page};
-use crate::sync::{Arc, Cell, Hint, Ordering, thread_local};
+use crate::sync::{Arc, Cell, Hint, Ordering, RefCell, thread_local};
 use lru::LruCache;
 
 thread_local! {
@@ -59,6 +60,9 @@ thread_local! {
     static SCRATCH: Cell<Vec<u8>> = Cell::new(Vec::with_capacity(RAW_SIZE));
     /// Each thread's buffer for a form copied out to be decoded, taken and put back.
     static READ_BUFFER: Cell<Vec<u8>> = Cell::new(Vec::with_capacity(PAGE_SIZE));
+    /// The cold unit this thread decoded last (serial 0: none), so a scan of neighbours
+    /// decodes each unit once. Serials are never reused, so it is never stale.
+    static DECODED: RefCell<(u64, Vec<u8>)> = RefCell::new(Default::default());
 }
 
 /// One shard's pages: their metadata, the hot tier's decoded copies, and the eviction
@@ -91,7 +95,7 @@ impl Shard {
 
 /// The kinds of stored form, as the transitions see them.
 pub(super) fn in_allocator(meta: Meta) -> bool {
-    !meta.backed && meta.stored.is_some_and(|class| !class.is_inline())
+    !meta.backed && !meta.unit && meta.stored.is_some_and(|class| !class.is_inline())
 }
 
 /// A stored form's bytes in the allocator (0 for inline, backed and dirty pages).
@@ -140,6 +144,17 @@ pub(super) enum Snapshot {
     Payload {
         class: Class,
         len: usize,
+        checksum: u32,
+        dict: Option<Arc<Dictionary>>,
+    },
+    /// A page of a cold unit: the unit's frame copied into the caller's buffer, unless
+    /// this thread has the unit decoded already (`frame_len` 0).
+    Unit {
+        serial: u64,
+        pages: usize,
+        position: usize,
+        frame_len: usize,
+        frame_checksum: u32,
         checksum: u32,
         dict: Option<Arc<Dictionary>>,
     },
@@ -212,6 +227,30 @@ impl PageStore {
             out.words_mut().fill(meta.word);
             return Snapshot::Done;
         }
+        if meta.unit {
+            let (index, position) = member_of(meta.word);
+            let slabs = self.slabs.read();
+            let units = self.units.read();
+            let unit = units.get(index);
+            let decoded = DECODED.with(|cell| cell.borrow().0 == unit.serial);
+            buffer.clear();
+            if !decoded {
+                unit.copy_frame(&slabs, buffer);
+            }
+            return Snapshot::Unit {
+                serial: unit.serial,
+                pages: unit.pages,
+                position,
+                frame_len: buffer.len(),
+                frame_checksum: unit.checksum,
+                checksum: meta.checksum,
+                dict: if decoded {
+                    None
+                } else {
+                    self.dicts.hold(unit.dict)
+                },
+            };
+        }
         if meta.backed {
             let slot = writeback::backed_slot(meta.word);
             let dict = self.tier().slots.dictionary(slot);
@@ -250,6 +289,38 @@ impl PageStore {
     ) -> Result<(), StoreError> {
         let (class, len, checksum, dict) = match snapshot {
             Snapshot::Done => return Ok(()),
+            Snapshot::Unit {
+                serial,
+                pages,
+                position,
+                frame_len,
+                frame_checksum,
+                checksum,
+                dict,
+            } => {
+                let result = DECODED.with(|cell| {
+                    let (decoded, bytes) = &mut *cell.borrow_mut();
+                    if frame_len > 0 {
+                        let frame = &buffer[..frame_len];
+                        if crc32fast::hash(frame) != frame_checksum {
+                            return Err(StoreError::Checksum { id });
+                        }
+                        *decoded = 0;
+                        bytes.resize(pages * PAGE_SIZE, 0);
+                        codec::unit::decode(frame, &Held(dict.as_deref()), bytes)
+                            .map_err(|source| StoreError::Corrupt { id, source })?;
+                        *decoded = serial;
+                    }
+                    let page = &bytes[position * PAGE_SIZE..][..PAGE_SIZE];
+                    if crc32fast::hash(page) != checksum {
+                        return Err(StoreError::Checksum { id });
+                    }
+                    out.bytes_mut().copy_from_slice(page);
+                    Ok(())
+                });
+                self.dicts.let_go(dict);
+                return result;
+            }
             Snapshot::Payload {
                 class,
                 len,
@@ -346,6 +417,8 @@ impl PageStore {
             self.forget(shard, id, old);
             let old_dict = if old.backed {
                 self.free_slot(old)
+            } else if old.unit {
+                self.leave_unit(old)
             } else {
                 old_dict
             };
@@ -406,6 +479,7 @@ impl PageStore {
             hot: true,
             backed: false,
             settled: false,
+            unit: false,
         };
         self.set_written(shard, id, meta, old.is_some());
         old.is_some()
@@ -562,6 +636,9 @@ impl PageStore {
     /// Uncounts a page's old state (its stored form, its hot copy).
     fn forget(&self, shard: &mut Shard, id: u64, meta: Meta) {
         match meta.stored {
+            Some(_) if meta.unit => {
+                self.counters.unit_pages.fetch_sub(1, Ordering::Relaxed);
+            }
             Some(class) => self.counters.sub(class, stored_len(meta)),
             None => {
                 self.counters.hot_dirty.fetch_sub(1, Ordering::Relaxed);
@@ -577,6 +654,8 @@ impl PageStore {
     fn release_form(&self, meta: Meta) {
         let dict = if meta.backed {
             self.free_slot(meta)
+        } else if meta.unit {
+            self.leave_unit(meta)
         } else {
             let mut slabs = self.slabs_mut();
             let dict = form_dict(&slabs, meta);
@@ -584,6 +663,58 @@ impl PageStore {
             dict
         };
         self.dicts.release(dict);
+    }
+
+    /// Takes a member out of its unit, freeing the unit if it was its last member;
+    /// returns the dictionary the freed unit named.
+    fn leave_unit(&self, meta: Meta) -> Option<u32> {
+        let (index, position) = member_of(meta.word);
+        let mut slabs = self.slabs_mut();
+        let gone = self.units.write().leave(index, position)?;
+        gone.free(&mut slabs);
+        gone.dict
+    }
+
+    /// Frees a unit the cold pass packed no page into (or none stayed in); returns the
+    /// dictionary it named, for the caller to release.
+    pub(super) fn unit_packed(&self, index: u32) -> Option<u32> {
+        let mut slabs = self.slabs_mut();
+        let gone: Unit = self.units.write().packed(index)?;
+        gone.free(&mut slabs);
+        gone.dict
+    }
+
+    /// Stored ──pack──▶ Stored in a unit (cold): page `id`, whose content (of metadata
+    /// `old` when read, CRC `checksum`) is at `position` of unit `index`, becomes its
+    /// member if unchanged, and its old form is freed; whether it did.
+    pub(super) fn packed_into(
+        &self,
+        shard: &mut Shard,
+        id: u64,
+        old: Meta,
+        index: u32,
+        position: usize,
+        checksum: u32,
+    ) -> bool {
+        if shard.table.get(id) != Some(old) {
+            return false;
+        }
+        self.release_form(old);
+        self.forget(shard, id, old);
+        self.units.write().join(index, position);
+        self.counters.unit_pages.fetch_add(1, Ordering::Relaxed);
+        let meta = Meta {
+            word: member_word(index, position),
+            checksum,
+            stored: Some(Class::Zstd),
+            hot: false,
+            backed: false,
+            settled: true,
+            unit: true,
+        };
+        shard.table.set(id, meta, None);
+        shard.table.mark_cold(id);
+        true
     }
 
     /// Frees a written-back page's slot; returns the dictionary its form names.
@@ -627,6 +758,7 @@ fn store_form(slabs: &mut Slabs, encoded: &Encoded) -> Result<Meta, StoreError> 
         hot: false,
         backed: false,
         settled: false,
+        unit: false,
     })
 }
 
@@ -661,6 +793,7 @@ fn replace_form(
                 hot: false,
                 backed: false,
                 settled: false,
+                unit: false,
             })
         }
         _ => Err(error),

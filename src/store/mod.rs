@@ -39,6 +39,7 @@ mod slab;
 mod stats;
 mod table;
 mod tiers;
+mod units;
 mod writeback;
 
 pub use backing::{Backing, BackingFile};
@@ -50,6 +51,7 @@ pub use redis::{RedisBacking, RedisOpenError, RedisOptions};
 pub use slab::SLAB_BYTES;
 pub use stats::{BdStat, ClassStats, IoStat, MmStat, Stats};
 pub use tiers::{Background, IdlePass, Recompressed, Selection};
+pub use units::UnitStats;
 pub use writeback::WrittenBack;
 
 use crate::codec::Class;
@@ -68,6 +70,10 @@ use stats::Counters;
 /// The zstd level of pages encoded with a dictionary unless the builder says otherwise
 /// (zram's best configuration runs level 8 with a dictionary too).
 pub const DICTIONARY_LEVEL: i32 = 8;
+
+/// Pages a cold unit holds unless [`StoreBuilder::cold_unit_pages`] says otherwise,
+/// chosen by ratio against read cost (the README's "Cold units" has the measurements).
+pub const DEFAULT_UNIT_PAGES: usize = 16;
 
 /// The allocator under its write lock; dropping it publishes the allocator's totals to
 /// the store's counters, so every change is published, whichever path made it.
@@ -148,6 +154,10 @@ pub struct PageStore {
     shards: Box<[ShardSlot]>,
     shard_bits: u32,
     slabs: RwLock<Slabs>,
+    /// Cold units (after the allocator in the lock order).
+    units: RwLock<units::Units>,
+    /// Pages a cold pass packs into one unit (1: each page alone, with the mixed form).
+    unit_pages: usize,
     counters: Counters,
     dicts: Dicts,
     /// The zstd level of forms encoded with a dictionary.
@@ -674,6 +684,7 @@ impl PageStore {
             },
             backed_bytes: self.counters.bd_bytes.load(Ordering::Relaxed),
             bookkeeping_bytes: self.slabs.read().bookkeeping(),
+            units: self.units.read().stats(),
             dictionary_bytes: self.dicts.memory_bytes(),
             dictionaries: self.dicts.count() as u64,
             hot_pages: self.counters.hot_pages.load(Ordering::Relaxed),
@@ -699,6 +710,7 @@ impl PageStore {
         if let Some(tier) = &self.tier {
             stats.bookkeeping_bytes += tier.slots.memory_bytes() as u64;
         }
+        stats.bookkeeping_bytes += stats.units.registry_bytes;
         stats
     }
 

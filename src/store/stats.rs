@@ -12,6 +12,7 @@
 
 use super::slab::SlabTotals;
 use crate::codec::Class;
+use crate::store::UnitStats;
 use crate::sync::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -164,6 +165,8 @@ pub(crate) struct Counters {
     /// under the page's shard lock).
     pub(crate) hot_pages: AtomicU64,
     pub(crate) hot_dirty: AtomicU64,
+    /// Pages that are members of a cold unit (changed under the page's shard lock).
+    pub(crate) unit_pages: AtomicU64,
 }
 
 impl Counters {
@@ -250,9 +253,10 @@ impl Counters {
         let classes = self.classes();
         let mem_used_total = self.resident.load(Ordering::Acquire);
         let dirty = self.hot_dirty.load(Ordering::Relaxed);
+        let in_units = self.unit_pages.load(Ordering::Relaxed);
         MmStat {
             orig_data_size: classes.iter().map(|c| c.orig_bytes).sum::<u64>()
-                + dirty * crate::PAGE_SIZE as u64,
+                + (dirty + in_units) * crate::PAGE_SIZE as u64,
             compr_data_size: self.live.load(Ordering::Relaxed),
             mem_used_total,
             mem_limit: self.limit.load(Ordering::Relaxed),
@@ -293,7 +297,8 @@ pub struct Stats {
     pub pages: u64,
     /// Per-page metadata (the page table), in bytes.
     pub metadata_bytes: u64,
-    /// The allocator's own bookkeeping (slab table, free lists), in bytes.
+    /// The allocator's own bookkeeping (slab table, free lists) and the units' registry,
+    /// in bytes.
     pub bookkeeping_bytes: u64,
     /// Memory the store's dictionaries take (their bytes and zstd's prepared tables).
     pub dictionary_bytes: u64,
@@ -310,8 +315,11 @@ pub struct Stats {
     pub hot_hits: u64,
     /// Reads that decoded a stored form.
     pub hot_misses: u64,
-    /// Per class (every class, in tag order).
+    /// Per class (every class, in tag order); pages in cold units are in `units`.
     pub classes: BTreeMap<Class, ClassStats>,
+    /// Cold units: their pages, garbage and bytes.
+    #[serde(default)]
+    pub units: UnitStats,
 }
 
 impl Stats {

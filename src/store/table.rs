@@ -31,7 +31,8 @@ const PRESENT: u8 = 0x80;
 const STORED: u8 = 0x40;
 /// A decoded copy is in the hot tier.
 const HOT: u8 = 0x20;
-/// The stored form lives in the backing store, not the allocator.
+/// The stored form lives in the backing store, not the allocator. With the zero class
+/// (which is never backed) it marks a member of a cold unit instead.
 const BACKED: u8 = 0x10;
 /// The stored form is the idle pass's (recompressed, or found not worth it): the pass
 /// skips it until the page is written again.
@@ -70,10 +71,18 @@ pub struct Meta {
     pub backed: bool,
     /// The idle pass has been over this form (a write clears it).
     pub settled: bool,
+    /// The page is a member of a cold unit (`word` names the unit and the position,
+    /// `checksum` is the page's own CRC); its class is then [`Class::Zstd`], the unit's.
+    pub unit: bool,
 }
 
 impl Meta {
     fn pack(self) -> u8 {
+        if self.unit {
+            debug_assert!(self.stored == Some(Class::Zstd) && !self.backed);
+            let hot = if self.hot { HOT } else { 0 };
+            return PRESENT | STORED | BACKED | SETTLED | hot | Class::Zero.tag();
+        }
         let stored = self.stored.map_or(0, |class| STORED | class.tag());
         let flag = |on: bool, bit: u8| if on { bit } else { 0 };
         PRESENT
@@ -84,6 +93,18 @@ impl Meta {
     }
 
     fn unpack(word: u64, checksum: u32, meta: u8) -> Option<Meta> {
+        const UNIT: u8 = STORED | BACKED | CLASS_BITS;
+        if meta & PRESENT != 0 && meta & UNIT == STORED | BACKED | Class::Zero.tag() {
+            return Some(Meta {
+                word,
+                checksum,
+                stored: Some(Class::Zstd),
+                hot: meta & HOT != 0,
+                backed: false,
+                settled: true,
+                unit: true,
+            });
+        }
         (meta & PRESENT != 0).then(|| Meta {
             word,
             checksum,
@@ -92,6 +113,7 @@ impl Meta {
             hot: meta & HOT != 0,
             backed: meta & BACKED != 0,
             settled: meta & SETTLED != 0,
+            unit: false,
         })
     }
 }
@@ -304,6 +326,53 @@ mod tests {
     }
 
     #[test]
+    fn every_state_packs_and_unpacks() {
+        let mut metas = vec![];
+        for class in Class::ALL {
+            for bits in 0..8u8 {
+                let (hot, backed, settled) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+                if backed && class.is_inline() {
+                    continue;
+                }
+                metas.push(Meta {
+                    word: 1,
+                    checksum: 2,
+                    stored: Some(class),
+                    hot,
+                    backed,
+                    settled,
+                    unit: false,
+                });
+            }
+        }
+        for hot in [false, true] {
+            let unit = Meta {
+                word: 3,
+                checksum: 4,
+                stored: Some(Class::Zstd),
+                hot,
+                backed: false,
+                settled: true,
+                unit: true,
+            };
+            metas.push(unit);
+            let dirty = Meta {
+                stored: None,
+                unit: false,
+                settled: false,
+                ..unit
+            };
+            metas.push(dirty);
+        }
+        for meta in metas {
+            assert_eq!(
+                Meta::unpack(meta.word, meta.checksum, meta.pack()),
+                Some(meta)
+            );
+        }
+    }
+
+    #[test]
     fn set_get_remove_round_trip() {
         let mut table = Table::new(2);
         let meta = Meta {
@@ -313,6 +382,7 @@ mod tests {
             hot: true,
             backed: false,
             settled: true,
+            unit: false,
         };
         assert_eq!(table.locate(130), (0, 32));
         assert_eq!(table.locate(131 + 256), (1, 32));

@@ -16,9 +16,12 @@
 //!   ([`Selection::level`]) marks what it has been over cold instead, and later cold
 //!   passes skip those until they are read or written.
 
-use super::lifecycle::{Encoding, in_allocator};
+use super::lifecycle::{Encoding, in_allocator, stored_len};
 use super::table::{Access, Meta};
+use super::units::member_of;
 use super::{PageStore, WrittenBack};
+use crate::classify::features;
+use crate::codec;
 use crate::codec::Class;
 use crate::page::{PAGE_SIZE, Page};
 use std::time::{Duration, Instant};
@@ -312,6 +315,16 @@ impl Pass {
                 .is_none_or(|cutoff| cutoff.is_some_and(|cutoff| access.second <= cutoff))
     }
 
+    /// Whether a member of a unit that is half garbage qualifies to be packed again.
+    fn repacks(&self, store: &PageStore, meta: Meta, access: Access) -> bool {
+        meta.unit
+            && !meta.hot
+            && self
+                .cutoff
+                .is_none_or(|cutoff| cutoff.is_some_and(|cutoff| access.second <= cutoff))
+            && store.units.read().sparse(member_of(meta.word).0)
+    }
+
     /// Whether a pass that re-encodes pages has been over this one already.
     fn done_before(&self, meta: Meta, access: Access) -> bool {
         !self.select.again
@@ -398,6 +411,9 @@ impl PageStore {
             self.train_if_due();
         }
         let mut pass = Pass::new(self, select);
+        if let Some(level) = select.level.filter(|_| self.unit_pages > 1) {
+            return self.pack_cold(&mut pass, level, progress);
+        }
         let mut done = Recompressed::default();
         let mut page = Page::boxed();
         let cold = select.level.is_some();
@@ -451,6 +467,130 @@ impl PageStore {
         done
     }
 
+    /// The cold pass with units: the pages it takes, in id order, in groups of
+    /// `unit_pages`, each group compressed as one unit at zstd `level` with the cluster
+    /// dictionary of its first page; a group whose unit is not smaller than its pages'
+    /// forms keeps them (and is marked cold). Members of units half garbage are taken
+    /// again. Each page goes into its unit only if unchanged since it was read.
+    fn pack_cold(
+        &self,
+        pass: &mut Pass,
+        level: i32,
+        progress: &mut dyn FnMut(u64),
+    ) -> Recompressed {
+        let mut ids: Vec<u64> = self.ids().collect();
+        ids.sort_unstable();
+        let mut done = Recompressed::default();
+        let mut group = Group::default();
+        let mut page = Page::boxed();
+        for id in ids {
+            if pass.spent() {
+                done.cut_short = true;
+                break;
+            }
+            let taken = |shard: &super::lifecycle::Shard, meta: Meta| {
+                shard.table.access(id).is_some_and(|access| {
+                    (!pass.done_before(meta, access) && pass.takes(meta, access))
+                        || pass.repacks(self, meta, access)
+                })
+            };
+            match self.read_page(id, &mut page, taken) {
+                Ok(Some(meta)) => group.push(id, meta, &page),
+                Ok(None) => continue,
+                Err(_) => done.failed += 1,
+            }
+            pass.taken += 1;
+            if group.members.len() == self.unit_pages {
+                self.pack(&mut group, level, &mut done);
+                progress(self.unit_pages as u64);
+            }
+        }
+        let rest = group.members.len() as u64;
+        self.pack(&mut group, level, &mut done);
+        progress(rest);
+        if done.rewritten > 0 {
+            done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);
+        }
+        done
+    }
+
+    /// Packs a group of pages into one unit, if smaller than their forms (or if any of
+    /// them comes from a unit half garbage); empties the group.
+    fn pack(&self, group: &mut Group, level: i32, done: &mut Recompressed) {
+        if group.members.is_empty() {
+            return;
+        }
+        let pages = group.members.len();
+        done.examined += pages as u64;
+        let dicts = self.dicts.current();
+        let dict = dicts
+            .as_deref()
+            .map(|set| &**set.dictionary_for(&features::extract(&group.first)));
+        group.frame.clear();
+        codec::unit::encode(&group.bytes, dict, level, &mut group.frame);
+        let before: usize = group
+            .members
+            .iter()
+            .map(|&(_, meta)| stored_len(meta))
+            .sum();
+        let repacking = group.members.iter().any(|(_, meta)| meta.unit);
+        if group.frame.len() >= before && !repacking {
+            for &(id, meta) in &group.members {
+                let shard = self.slot(id).shard.read();
+                if shard.table.get(id) == Some(meta) {
+                    shard.table.mark_cold(id);
+                }
+            }
+            group.clear();
+            return;
+        }
+        let Some(index) = self.register_unit(&group.frame, pages, dict.map(|d| d.id())) else {
+            done.refused += pages as u64;
+            group.clear();
+            return;
+        };
+        let mut joined = 0;
+        for (position, &(id, meta)) in group.members.iter().enumerate() {
+            let checksum = crc32fast::hash(&group.bytes[position * PAGE_SIZE..][..PAGE_SIZE]);
+            let slot = self.slot(id);
+            if self.packed_into(&mut slot.shard.write(), id, meta, index, position, checksum) {
+                joined += 1;
+            } else {
+                done.raced += 1;
+            }
+        }
+        self.dicts.release(self.unit_packed(index));
+        drop(dicts);
+        done.rewritten += joined;
+        done.bytes_saved += before.saturating_sub(group.frame.len()) as u64;
+        group.clear();
+    }
+
+    /// Stores a unit's frame in the allocator (pieces of at most a page) and registers
+    /// the unit, being packed, with the dictionary it names counted; `None` at the
+    /// memory limit (nothing changed).
+    fn register_unit(&self, frame: &[u8], pages: usize, dict: Option<u32>) -> Option<u32> {
+        let pieces = {
+            let mut slabs = self.slabs_mut();
+            let mut pieces = Vec::with_capacity(frame.len().div_ceil(PAGE_SIZE));
+            for chunk in frame.chunks(PAGE_SIZE) {
+                match slabs.alloc(chunk) {
+                    Ok(piece) => pieces.push(piece),
+                    Err(_) => {
+                        pieces.into_iter().for_each(|piece| slabs.free(piece));
+                        return None;
+                    }
+                }
+            }
+            pieces.into_boxed_slice()
+        };
+        if let Some(dict) = dict {
+            self.dicts.retain(dict);
+        }
+        let checksum = crc32fast::hash(frame);
+        Some(self.units.write().register(pieces, pages, checksum, dict))
+    }
+
     /// One pass of the background worker, run now (see [`Background`]).
     pub fn idle_pass(&self, background: &Background) -> IdlePass {
         let bounded = |select: Selection| match background.max_pages {
@@ -471,5 +611,40 @@ impl PageStore {
             cold,
             written_back,
         }
+    }
+}
+
+/// Pages read for one unit: their ids and metadata when read, their bytes in order, the
+/// first page (for its cluster) and the frame's buffer.
+struct Group {
+    members: Vec<(u64, Meta)>,
+    bytes: Vec<u8>,
+    first: Box<Page>,
+    frame: Vec<u8>,
+}
+
+impl Default for Group {
+    fn default() -> Group {
+        Group {
+            members: Vec::new(),
+            bytes: Vec::new(),
+            first: Page::boxed(),
+            frame: Vec::new(),
+        }
+    }
+}
+
+impl Group {
+    fn push(&mut self, id: u64, meta: Meta, page: &Page) {
+        if self.members.is_empty() {
+            self.first.bytes_mut().copy_from_slice(page.bytes());
+        }
+        self.members.push((id, meta));
+        self.bytes.extend_from_slice(page.bytes());
+    }
+
+    fn clear(&mut self) {
+        self.members.clear();
+        self.bytes.clear();
     }
 }

@@ -185,6 +185,7 @@ fn tiers(options: &Options) -> lifecycle::Config {
         dictionaries: Some(options.dictionaries.clone()),
         mem_limit: None,
         cold_level: options.cold_level,
+        unit_pages: zpage::store::DEFAULT_UNIT_PAGES,
         backing: None,
         zram_best: false,
         zram: Vec::new(),

@@ -133,6 +133,8 @@ pub struct Config {
     pub mem_limit: Option<u64>,
     /// The zstd level of the cold step (none: no cold step).
     pub cold_level: Option<i32>,
+    /// Pages the cold step packs into one unit (1: each page alone, with the mixed form).
+    pub unit_pages: usize,
     /// A backing store for the writeback step (a file, a block device or a Redis
     /// server), and what it takes.
     pub backing: Option<(BackingTarget, WritebackType)>,
@@ -451,7 +453,8 @@ fn build(config: &Config, pages: u64) -> Result<PageStore, String> {
     let mut builder = PageStore::builder()
         .shards(1)
         .engine(config.engine.clone())
-        .idle_engine(config.idle.clone());
+        .idle_engine(config.idle.clone())
+        .cold_unit_pages(config.unit_pages);
     if let Some(dictionaries) = &config.dictionaries {
         builder = dictionaries.configure(builder);
     }

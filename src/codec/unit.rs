@@ -1,0 +1,121 @@
+//! Cold units: several neighbouring pages compressed as one zstd frame, so that a page's
+//! repeats in its neighbours are found (a page alone has only itself and a dictionary).
+//!
+//! Invariants: a unit's frame is a magicless zstd frame of exactly `pages * PAGE_SIZE`
+//! bytes (no magic, checksum or content size: the store keeps the page count), naming the
+//! dictionary it was encoded with (0: none), as a page's zstd form does; decoding it
+//! needs only that dictionary. A frame that does not decode to exactly its pages is an
+//! error, never a short or padded unit. The store keeps the frame's CRC and each page's
+//! own CRC, so a read checks both.
+
+use super::DecodeError;
+use super::dict::{self, Dictionaries, Dictionary};
+use super::zstd::{zstd_append, zstd_exact};
+use crate::codec::Class;
+use crate::page::PAGE_SIZE;
+
+/// The most pages one unit holds (the store's unit size is at most this).
+pub const MAX_UNIT_PAGES: usize = 32;
+
+/// Appends the frame of `pages` (concatenated whole pages) to `out` at zstd `level`, with
+/// `dict` if given.
+///
+/// # Examples
+/// ```
+/// use zpage::codec::dict::NoDictionaries;
+/// use zpage::codec::unit;
+///
+/// let pages: Vec<u8> = (0..4 * 4096u32).map(|i| (i % 4096 / 16) as u8).collect();
+/// let mut frame = Vec::new();
+/// unit::encode(&pages, None, 14, &mut frame);
+/// assert!(frame.len() < 4096 / 4); // the four pages repeat one another
+/// let mut out = vec![0; pages.len()];
+/// unit::decode(&frame, &NoDictionaries, &mut out)?;
+/// assert_eq!(out, pages);
+/// # Ok::<(), zpage::DecodeError>(())
+/// ```
+pub fn encode(pages: &[u8], dict: Option<&Dictionary>, level: i32, out: &mut Vec<u8>) {
+    debug_assert!(pages.len().is_multiple_of(PAGE_SIZE));
+    match dict {
+        Some(dict) => dict::encode_bytes(pages, dict, level, out),
+        None => zstd_append(pages, level, out),
+    }
+}
+
+/// The dictionary a unit's frame names, if any (`None` also for a cut header, which
+/// decoding refuses).
+pub fn dictionary(frame: &[u8]) -> Option<u32> {
+    dict::frame_dict_id(frame).filter(|&id| id != 0)
+}
+
+/// Decodes a unit's frame into `out`, which it must fill exactly (the unit's pages).
+///
+/// # Errors
+/// [`DecodeError::MissingDictionary`] if the frame names a dictionary `dicts` lacks; a
+/// corrupt-form error for a frame that does not decode to exactly `out.len()` bytes.
+pub fn decode(
+    frame: &[u8],
+    dicts: &(impl Dictionaries + ?Sized),
+    out: &mut [u8],
+) -> Result<(), DecodeError> {
+    let corrupt = |reason| DecodeError::corrupt(Class::Zstd, reason);
+    if out.is_empty() || !out.len().is_multiple_of(PAGE_SIZE) {
+        return Err(corrupt("a unit holds whole pages"));
+    }
+    match dict::frame_dict_id(frame) {
+        None => Err(corrupt("zstd frame header cut short")),
+        Some(0) => zstd_exact(frame, out).map_err(corrupt),
+        Some(id) => {
+            let dict = dicts.get(id).ok_or(DecodeError::MissingDictionary(id))?;
+            dict::decode_bytes(frame, dict, out).map_err(corrupt)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::dict::NoDictionaries;
+
+    fn pages(n: usize) -> Vec<u8> {
+        (0..n * PAGE_SIZE)
+            .map(|i| ((i * 2654435761) >> 13) as u8 & 0x0f)
+            .collect()
+    }
+
+    #[test]
+    fn units_round_trip_with_and_without_a_dictionary() {
+        let src = pages(8);
+        let samples: Vec<&[u8]> = src.chunks(PAGE_SIZE / 4).collect();
+        let dict = Dictionary::train(&samples, 4096, 7, 3).unwrap();
+        for d in [None, Some(&dict)] {
+            let mut frame = Vec::new();
+            encode(&src, d, 14, &mut frame);
+            assert_eq!(dictionary(&frame), d.map(|d| d.id()));
+            let mut out = vec![0; src.len()];
+            decode(&frame, &dict, &mut out).unwrap();
+            assert_eq!(out, src);
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_missing_dictionaries_and_damage_are_errors() {
+        let src = pages(4);
+        let samples: Vec<&[u8]> = src.chunks(PAGE_SIZE / 4).collect();
+        let dict = Dictionary::train(&samples, 4096, 9, 3).unwrap();
+        let mut frame = Vec::new();
+        encode(&src, Some(&dict), 14, &mut frame);
+        let mut out = vec![0; src.len()];
+        assert_eq!(
+            decode(&frame, &NoDictionaries, &mut out),
+            Err(DecodeError::MissingDictionary(9))
+        );
+        let mut short = vec![0; src.len() - PAGE_SIZE];
+        assert!(decode(&frame, &dict, &mut short).is_err());
+        let mut long = vec![0; src.len() + PAGE_SIZE];
+        assert!(decode(&frame, &dict, &mut long).is_err());
+        assert!(decode(&frame[..frame.len() / 2], &dict, &mut out).is_err());
+        assert!(decode(&[], &dict, &mut out).is_err());
+        assert!(decode(&frame, &dict, &mut []).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! The registry of cold units: which units exist, where their frames lie in the
+//! allocator, and which of their pages are still members.
+//!
+//! A unit is made by the cold pass from several neighbouring cold pages, compressed as
+//! one frame ([`crate::codec::unit`]); its pages' metadata name the unit and a position
+//! in it (see [`member_word`]), not an allocator object, so the frame can move
+//! (compaction) without touching any page. A member that is written, removed or evicted
+//! leaves its unit; the frame is freed when the last member leaves.
+//!
+//! Invariants:
+//! - A unit's frame lies in the allocator as pieces of at most a page (the allocator's
+//!   largest object), in order; the unit owns them until it is freed.
+//! - `live` has a bit set for exactly the members whose metadata name the unit: a bit is
+//!   set and cleared only under that page's shard write lock, together with its
+//!   metadata. So a page that names a unit finds it registered.
+//! - A unit being packed (`packing`) is not freed when its live count reaches zero (the
+//!   pass may still add members); the pass frees it at the end if none joined.
+//! - Serials are never reused: a decoded unit kept by a reader (named by its serial) is
+//!   the bytes of that frame forever.
+//! - Lock order: shard, allocator, units, dictionary registry.
+
+use super::slab::{Handle, Slabs};
+
+/// One unit: its frame's pieces and its members.
+#[derive(Debug)]
+pub(super) struct Unit {
+    pub(super) pieces: Box<[Handle]>,
+    pub(super) serial: u64,
+    /// Pages the frame holds.
+    pub(super) pages: usize,
+    /// Bit `i` set: the page at position `i` is still a member.
+    live: u32,
+    packing: bool,
+    /// CRC-32 of the frame.
+    pub(super) checksum: u32,
+    /// The dictionary the frame names, if any.
+    pub(super) dict: Option<u32>,
+}
+
+impl Unit {
+    /// The frame's bytes.
+    pub(super) fn frame_len(&self) -> usize {
+        self.pieces.iter().map(|piece| piece.len()).sum()
+    }
+
+    /// Appends the frame's bytes to `out`.
+    pub(super) fn copy_frame(&self, slabs: &Slabs, out: &mut Vec<u8>) {
+        for &piece in &self.pieces {
+            out.extend_from_slice(slabs.get(piece));
+        }
+    }
+
+    /// Frees the frame's pieces (the unit is gone from the registry).
+    pub(super) fn free(&self, slabs: &mut Slabs) {
+        for &piece in &self.pieces {
+            slabs.free(piece);
+        }
+    }
+}
+
+/// What the units hold, for [`crate::store::Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct UnitStats {
+    /// Units in memory.
+    pub units: u64,
+    /// Pages that are members of a unit.
+    pub pages: u64,
+    /// Pages units still hold that are no longer members (written, removed or evicted
+    /// since): garbage inside frames, given back when their unit is re-packed or freed.
+    pub dead_pages: u64,
+    /// Bytes of the units' frames (in the allocator, counted in `compr_data_size`).
+    pub stored_bytes: u64,
+    /// Bytes of the registry itself (counted in the store's bookkeeping).
+    pub registry_bytes: u64,
+}
+
+/// Every unit, by index; freed indexes are reused (serials are not).
+#[derive(Debug, Default)]
+pub(super) struct Units {
+    entries: Vec<Option<Unit>>,
+    free: Vec<u32>,
+    live_pages: u64,
+    pages: u64,
+    stored_bytes: u64,
+}
+
+/// A member's metadata word: its unit's index and its position.
+pub(super) fn member_word(index: u32, position: usize) -> u64 {
+    u64::from(index) << 8 | position as u64
+}
+
+/// A member's unit index and position, from its metadata word.
+pub(super) fn member_of(word: u64) -> (u32, usize) {
+    ((word >> 8) as u32, (word & 0xff) as usize)
+}
+
+impl Units {
+    /// Registers a unit being packed, with no member yet; returns its index.
+    pub(super) fn register(
+        &mut self,
+        pieces: Box<[Handle]>,
+        pages: usize,
+        checksum: u32,
+        dict: Option<u32>,
+    ) -> u32 {
+        debug_assert!((1..=32).contains(&pages));
+        let unit = Unit {
+            pieces,
+            serial: crate::sync::unique_serial(),
+            pages,
+            live: 0,
+            packing: true,
+            checksum,
+            dict,
+        };
+        self.pages += pages as u64;
+        self.stored_bytes += unit.frame_len() as u64;
+        match self.free.pop() {
+            Some(index) => {
+                self.entries[index as usize] = Some(unit);
+                index
+            }
+            None => {
+                self.entries.push(Some(unit));
+                u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 units")
+            }
+        }
+    }
+
+    /// The unit at `index` (a member names it: the caller holds the member's shard lock).
+    pub(super) fn get(&self, index: u32) -> &Unit {
+        self.entries[index as usize]
+            .as_ref()
+            .expect("a member's unit is registered")
+    }
+
+    /// The page at `position` becomes a member (under its shard write lock).
+    pub(super) fn join(&mut self, index: u32, position: usize) {
+        let unit = self.entries[index as usize]
+            .as_mut()
+            .expect("a unit being packed is registered");
+        debug_assert!(unit.packing && unit.live & 1 << position == 0);
+        unit.live |= 1 << position;
+        self.live_pages += 1;
+    }
+
+    /// The page at `position` leaves its unit (under its shard write lock); returns the
+    /// unit if that was its last member and it is no longer being packed: the caller
+    /// frees its frame and releases its dictionary.
+    pub(super) fn leave(&mut self, index: u32, position: usize) -> Option<Unit> {
+        let unit = self.entries[index as usize]
+            .as_mut()
+            .expect("a member's unit is registered");
+        debug_assert!(unit.live & 1 << position != 0);
+        unit.live &= !(1 << position);
+        self.live_pages -= 1;
+        (unit.live == 0 && !unit.packing).then(|| self.remove(index))
+    }
+
+    /// The pass has packed the unit at `index`; returns it if no page joined (the
+    /// caller frees it as [`Units::leave`]'s caller does).
+    pub(super) fn packed(&mut self, index: u32) -> Option<Unit> {
+        let unit = self.entries[index as usize]
+            .as_mut()
+            .expect("a unit being packed is registered");
+        unit.packing = false;
+        (unit.live == 0).then(|| self.remove(index))
+    }
+
+    fn remove(&mut self, index: u32) -> Unit {
+        let unit = self.entries[index as usize]
+            .take()
+            .expect("a unit removed once");
+        self.pages -= unit.pages as u64;
+        self.stored_bytes -= unit.frame_len() as u64;
+        self.free.push(index);
+        if self.free.len() == self.entries.len() {
+            // The last unit gone: the registry's memory too.
+            self.entries = Vec::new();
+            self.free = Vec::new();
+        }
+        unit
+    }
+
+    /// Whether at least half of the unit at `index` is garbage: its members are worth
+    /// packing again.
+    pub(super) fn sparse(&self, index: u32) -> bool {
+        let unit = self.get(index);
+        2 * unit.live.count_ones() as usize <= unit.pages
+    }
+
+    /// Moves the pieces in slabs being evacuated (the caller holds the allocator's write
+    /// lock); a piece with no room stays where it is.
+    pub(super) fn relocate(&mut self, slabs: &mut Slabs) {
+        for unit in self.entries.iter_mut().flatten() {
+            for piece in unit.pieces.iter_mut() {
+                if slabs.is_evacuating(*piece)
+                    && let Some(moved) = slabs.relocate(*piece)
+                {
+                    *piece = moved;
+                }
+            }
+        }
+    }
+
+    pub(super) fn stats(&self) -> UnitStats {
+        let pieces: usize = self.entries.iter().flatten().map(|u| u.pieces.len()).sum();
+        UnitStats {
+            units: (self.entries.len() - self.free.len()) as u64,
+            pages: self.live_pages,
+            dead_pages: self.pages - self.live_pages,
+            stored_bytes: self.stored_bytes,
+            registry_bytes: (self.entries.capacity() * size_of::<Option<Unit>>()
+                + self.free.capacity() * size_of::<u32>()
+                + pieces * size_of::<Handle>()) as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(slabs: &mut Slabs, bytes: usize) -> Box<[Handle]> {
+        let data = vec![7u8; bytes];
+        data.chunks(crate::PAGE_SIZE)
+            .map(|piece| slabs.alloc(piece).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_unit_lives_while_it_has_members_or_is_being_packed() {
+        let mut slabs = Slabs::new(None);
+        let mut units = Units::default();
+        let index = units.register(frame(&mut slabs, 9000), 4, 1, Some(3));
+        assert_eq!(units.get(index).frame_len(), 9000);
+        units.join(index, 0);
+        units.join(index, 2);
+        // The last member leaving while the pass still packs frees nothing.
+        assert!(units.leave(index, 0).is_none());
+        assert!(units.leave(index, 2).is_none());
+        let gone = units.packed(index).expect("no member left");
+        assert_eq!(gone.dict, Some(3));
+        gone.free(&mut slabs);
+        assert_eq!(slabs.totals().live, 0);
+        assert_eq!(units.stats().units, 0);
+        assert_eq!(units.stats().stored_bytes, 0);
+
+        let index = units.register(frame(&mut slabs, 100), 3, 1, None);
+        units.join(index, 1);
+        assert!(units.packed(index).is_none());
+        assert!(units.sparse(index));
+        let stats = units.stats();
+        assert_eq!((stats.units, stats.pages, stats.dead_pages), (1, 1, 2));
+        assert!(units.leave(index, 1).is_some());
+    }
+
+    #[test]
+    fn member_words_round_trip() {
+        for (index, position) in [(0, 0), (7, 31), (u32::MAX, 5)] {
+            assert_eq!(member_of(member_word(index, position)), (index, position));
+        }
+    }
+}
