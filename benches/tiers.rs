@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zpage::codec::dictset::DictionarySet;
-use zpage::store::{Backing, BackingFile, Selection};
+use zpage::store::{Backing, BackingFile, DEFAULT_UNIT_PAGES, Selection};
 use zpage::{PAGE_SIZE, Page, PageStore, Profile};
 
 /// 256 pages of each corpus file (all of the shipped sample when the corpus is absent).
@@ -28,10 +28,13 @@ fn pages() -> Vec<Page> {
     common::mixed(256)
 }
 
-fn tiered(pages: &[Page], dictionaries: Option<&DictionarySet>) -> PageStore {
+/// Words in, dense when idle; a cold pass packs `unit_pages` pages a unit (1: each page
+/// alone, mixed where smaller).
+fn tiered(pages: &[Page], dictionaries: Option<&DictionarySet>, unit_pages: usize) -> PageStore {
     let mut builder = PageStore::builder()
         .profile(Profile::Words)
-        .idle_profile(Profile::Dense);
+        .idle_profile(Profile::Dense)
+        .cold_unit_pages(unit_pages);
     if let Some(set) = dictionaries {
         builder = builder.dictionaries(set.clone());
     }
@@ -56,7 +59,7 @@ fn idle_pass_and_writeback(c: &mut Criterion) {
     for (name, dicts) in [("plain", None), ("dictionaries", set.as_ref())] {
         g.bench_function(format!("idle-pass/{name}"), |b| {
             b.iter_batched(
-                || tiered(&pages, dicts),
+                || tiered(&pages, dicts, DEFAULT_UNIT_PAGES),
                 |store| {
                     black_box(store.recompress_selected(Selection::all()));
                     store
@@ -121,7 +124,7 @@ fn backed(pages: &[Page], backing: Arc<dyn Backing>) -> PageStore {
 fn read_latency(c: &mut Criterion) {
     let pages = pages();
     let set = trained(&pages);
-    let recompressed = tiered(&pages, set.as_ref());
+    let recompressed = tiered(&pages, set.as_ref(), DEFAULT_UNIT_PAGES);
     recompressed.recompress_selected(Selection::all());
     let dir = tempfile::tempdir().unwrap();
     // The openers own the servers: kept until the reads are done.
@@ -135,7 +138,7 @@ fn read_latency(c: &mut Criterion) {
             (*name, store)
         })
         .collect();
-    let cold = tiered(&pages, set.as_ref());
+    let cold = tiered(&pages, set.as_ref(), 1);
     cold.recompress_selected(Selection::all().level(16));
     let all: Vec<u64> = (0..pages.len() as u64).collect();
     let mixed: Vec<u64> = all
@@ -144,21 +147,40 @@ fn read_latency(c: &mut Criterion) {
         .filter(|&id| cold.stored_class(id) == Some(zpage::Class::Mixed))
         .collect();
     assert!(!mixed.is_empty(), "the cold pass stores some pages mixed");
+    let units = tiered(&pages, set.as_ref(), DEFAULT_UNIT_PAGES);
+    units.recompress_selected(Selection::all());
+    units.recompress_selected(Selection::all().level(16));
+    let in_units: Vec<u64> = all
+        .iter()
+        .copied()
+        .filter(|&id| units.stored_class(id) == Some(zpage::Class::Zstd))
+        .collect();
+    assert!(units.stats().units.pages > 0, "the cold pass packs units");
     let mut g = c.benchmark_group("tiers-read");
+    // Reads jump 7919 pages (a unit decoded for every read), or scan in order.
+    let (jump, scan) = (7919, 1);
     let mut cases = vec![
-        ("recompressed".to_string(), &recompressed, &all, 20_000u64),
-        ("mixed".to_string(), &cold, &mixed, 2_000),
+        (
+            "recompressed".to_string(),
+            &recompressed,
+            &all,
+            20_000u64,
+            jump,
+        ),
+        ("mixed".to_string(), &cold, &mixed, 2_000, jump),
+        ("unit".to_string(), &units, &in_units, 20_000, jump),
+        ("unit-scan".to_string(), &units, &in_units, 20_000, scan),
     ];
     for (name, store) in &stores {
-        cases.push((format!("written-back/{name}"), store, &all, 20_000));
+        cases.push((format!("written-back/{name}"), store, &all, 20_000, jump));
     }
-    for (name, store, ids, reads) in cases {
+    for (name, store, ids, reads, stride) in cases {
         let mut page = Page::zeroed();
         let n = ids.len() as u64;
         let mut at = 0u64;
         g.bench_function(&name, |b| {
             b.iter(|| {
-                at = (at + 7919) % n;
+                at = (at + stride) % n;
                 store.read_into(ids[at as usize], &mut page).unwrap();
             })
         });
@@ -166,7 +188,7 @@ fn read_latency(c: &mut Criterion) {
             .map(|i| {
                 let start = Instant::now();
                 store
-                    .read_into(ids[(i * 7919 % n) as usize], &mut page)
+                    .read_into(ids[(i * stride % n) as usize], &mut page)
                     .unwrap();
                 start.elapsed()
             })
@@ -208,7 +230,7 @@ fn reads_under_load(_: &mut Criterion) {
     const NEW_FROM: u64 = 2 << 20;
     let pages = pages();
     let set = trained(&pages);
-    let store = Arc::new(tiered(&pages, set.as_ref()));
+    let store = Arc::new(tiered(&pages, set.as_ref(), 1));
     store.recompress_selected(Selection::all().level(16));
     let mixed: Vec<u64> = (0..pages.len() as u64)
         .filter(|&id| store.stored_class(id) == Some(zpage::Class::Mixed))

@@ -572,3 +572,41 @@ fn packing_a_unit_against_an_overwrite_and_a_read() {
         assert_eq!(empty.mm.orig_data_size, 0);
     });
 }
+
+/// Writeback of a unit's member against its overwrite: the overwrite stays (without the
+/// "only if unchanged" check the model finds it lost), and the unit is freed once both
+/// pages have left it.
+#[test]
+fn writeback_of_a_unit_member_against_an_overwrite() {
+    let dense = Engine::new(Profile::Dense);
+    model(move || {
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(1)
+                .engine(dense.clone())
+                .cold_unit_pages(2)
+                .backing(std::sync::Arc::new(MemoryBacking::default()))
+                .build(),
+        );
+        store.insert(0, &words_page(1)).unwrap();
+        store.insert(1, &words_page(3)).unwrap();
+        store.recompress_selected(Selection::all().level(1));
+        assert_eq!(store.stats().units.pages, 2);
+        let writer = {
+            let store = store.clone();
+            spawn(move || store.insert(0, &words_page(2)).unwrap())
+        };
+        let done = store.writeback(Selection::all()).unwrap();
+        writer.join().unwrap();
+        assert!(done.error.is_none());
+        assert!(
+            *store.read(0).unwrap() == words_page(2),
+            "the overwrite stays"
+        );
+        assert!(*store.read(1).unwrap() == words_page(3));
+        let stats = store.stats();
+        assert_eq!(stats.units.units, 0, "{:?}", stats.units);
+        assert_eq!(stats.mm.orig_data_size, 2 * PAGE_SIZE as u64);
+        assert_eq!(store.mm_stat(), stats.mm);
+    });
+}

@@ -576,3 +576,25 @@ fn duration_max_means_no_bound() {
     );
     assert_eq!(store.mark_idle(Some(Duration::MAX)), 0);
 }
+
+/// Writeback takes pages out of their units: each member is written as its own form, the
+/// units go with their last members, and every page reads back from its record.
+#[test]
+fn writeback_takes_pages_out_of_their_units() {
+    let pages = common::sample_pages();
+    let store = tiered()
+        .backing(Arc::new(Faulty::new(pages.len() as u64)))
+        .build();
+    insert_all(&store, &pages);
+    store.recompress_selected(Selection::all());
+    store.recompress_selected(Selection::all().level(14));
+    let packed = store.stats();
+    assert!(packed.units.pages > 0, "{:?}", packed.units);
+    let back = store.writeback(Selection::all()).unwrap();
+    let after = store.stats();
+    assert_eq!(after.units, zpage::store::UnitStats::default(), "{back}");
+    assert_eq!(after.mm.compr_data_size, 0, "{back}");
+    assert_eq!(after.mm.orig_data_size, packed.mm.orig_data_size);
+    assert_eq!(after.bd.bd_count, back.written);
+    assert_holds(&store, &pages);
+}

@@ -239,7 +239,7 @@ impl PageStore {
             }
             return Snapshot::Unit {
                 serial: unit.serial,
-                pages: unit.pages,
+                pages: unit.pages(),
                 position,
                 frame_len: buffer.len(),
                 frame_checksum: unit.checksum,
@@ -247,7 +247,7 @@ impl PageStore {
                 dict: if decoded {
                     None
                 } else {
-                    self.dicts.hold(unit.dict)
+                    self.dicts.hold(unit.dict())
                 },
             };
         }
@@ -612,6 +612,41 @@ impl PageStore {
         true
     }
 
+    /// Stored in a unit ──writeback──▶ Backed: the member (of metadata `meta` when it was
+    /// decoded and encoded alone as `encoded`) now lives in backing slot `slot` in that
+    /// form, if unchanged, and leaves its unit; whether it did.
+    pub(super) fn unpacked_back(
+        &self,
+        shard: &mut Shard,
+        id: u64,
+        meta: Meta,
+        slot: u64,
+        encoded: &Encoded,
+    ) -> bool {
+        if shard.table.get(id) != Some(meta) {
+            return false;
+        }
+        let payload = &encoded.bytes[1..];
+        let dict = codec::form_dictionary(encoded.class, payload);
+        self.tier().slots.assign(slot, dict.unwrap_or(0));
+        self.forget(shard, id, meta);
+        let old_dict = self.leave_unit(meta);
+        self.dicts.release(old_dict);
+        let backed = Meta {
+            word: writeback::backed_word(slot, payload.len()),
+            checksum: crc32fast::hash(payload),
+            stored: Some(encoded.class),
+            hot: false,
+            backed: true,
+            settled: true,
+            unit: false,
+        };
+        self.record(backed, &encoded.bytes);
+        shard.table.set(id, backed, None);
+        self.counters.backed_in(payload.len());
+        true
+    }
+
     /// Sets a written page's metadata: a new page joins the eviction hand's queue, a
     /// rewritten one counts as referenced.
     fn set_written(&self, shard: &mut Shard, id: u64, meta: Meta, existed: bool) {
@@ -672,7 +707,7 @@ impl PageStore {
         let mut slabs = self.slabs_mut();
         let gone = self.units.write().leave(index, position)?;
         gone.free(&mut slabs);
-        gone.dict
+        gone.dict()
     }
 
     /// Frees a unit the cold pass packed no page into (or none stayed in); returns the
@@ -681,7 +716,7 @@ impl PageStore {
         let mut slabs = self.slabs_mut();
         let gone: Unit = self.units.write().packed(index)?;
         gone.free(&mut slabs);
-        gone.dict
+        gone.dict()
     }
 
     /// Stored ──pack──▶ Stored in a unit (cold): page `id`, whose content (of metadata

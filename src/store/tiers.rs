@@ -306,8 +306,16 @@ impl Pass {
 
     /// Whether a page in memory of this metadata and access stamp qualifies.
     pub(super) fn takes(&self, meta: Meta, access: Access) -> bool {
-        in_allocator(meta)
-            && !meta.hot
+        in_allocator(meta) && self.qualifies(meta, access)
+    }
+
+    /// Whether a member of a unit of this metadata and access stamp qualifies.
+    pub(super) fn takes_member(&self, meta: Meta, access: Access) -> bool {
+        meta.unit && self.qualifies(meta, access)
+    }
+
+    fn qualifies(&self, meta: Meta, access: Access) -> bool {
+        !meta.hot
             && (!self.select.idle || access.idle)
             && (!self.select.huge || meta.stored == Some(Class::Incompressible))
             && self
@@ -317,12 +325,7 @@ impl Pass {
 
     /// Whether a member of a unit that is half garbage qualifies to be packed again.
     fn repacks(&self, store: &PageStore, meta: Meta, access: Access) -> bool {
-        meta.unit
-            && !meta.hot
-            && self
-                .cutoff
-                .is_none_or(|cutoff| cutoff.is_some_and(|cutoff| access.second <= cutoff))
-            && store.units.read().sparse(member_of(meta.word).0)
+        self.takes_member(meta, access) && store.units.read().sparse(member_of(meta.word).0)
     }
 
     /// Whether a pass that re-encodes pages has been over this one already.
@@ -508,6 +511,7 @@ impl PageStore {
         let rest = group.members.len() as u64;
         self.pack(&mut group, level, &mut done);
         progress(rest);
+        self.units.write().shrink();
         if done.rewritten > 0 {
             done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);
         }

@@ -27,17 +27,27 @@ pub(super) struct Unit {
     pub(super) pieces: Box<[Handle]>,
     pub(super) serial: u64,
     /// Pages the frame holds.
-    pub(super) pages: usize,
+    pages: u8,
     /// Bit `i` set: the page at position `i` is still a member.
     live: u32,
     packing: bool,
     /// CRC-32 of the frame.
     pub(super) checksum: u32,
-    /// The dictionary the frame names, if any.
-    pub(super) dict: Option<u32>,
+    /// The dictionary the frame names (0: none).
+    dict: u32,
 }
 
 impl Unit {
+    /// Pages the frame holds.
+    pub(super) fn pages(&self) -> usize {
+        usize::from(self.pages)
+    }
+
+    /// The dictionary the frame names, if any.
+    pub(super) fn dict(&self) -> Option<u32> {
+        (self.dict != 0).then_some(self.dict)
+    }
+
     /// The frame's bytes.
     pub(super) fn frame_len(&self) -> usize {
         self.pieces.iter().map(|piece| piece.len()).sum()
@@ -108,11 +118,11 @@ impl Units {
         let unit = Unit {
             pieces,
             serial: crate::sync::unique_serial(),
-            pages,
+            pages: u8::try_from(pages).expect("at most 32 pages a unit"),
             live: 0,
             packing: true,
             checksum,
-            dict,
+            dict: dict.unwrap_or(0),
         };
         self.pages += pages as u64;
         self.stored_bytes += unit.frame_len() as u64;
@@ -172,7 +182,7 @@ impl Units {
         let unit = self.entries[index as usize]
             .take()
             .expect("a unit removed once");
-        self.pages -= unit.pages as u64;
+        self.pages -= u64::from(unit.pages);
         self.stored_bytes -= unit.frame_len() as u64;
         self.free.push(index);
         if self.free.len() == self.entries.len() {
@@ -187,7 +197,13 @@ impl Units {
     /// packing again.
     pub(super) fn sparse(&self, index: u32) -> bool {
         let unit = self.get(index);
-        2 * unit.live.count_ones() as usize <= unit.pages
+        2 * unit.live.count_ones() as usize <= unit.pages()
+    }
+
+    /// Gives back the slack the registry grew (after a pass).
+    pub(super) fn shrink(&mut self) {
+        self.entries.shrink_to_fit();
+        self.free.shrink_to_fit();
     }
 
     /// Moves the pieces in slabs being evacuated (the caller holds the allocator's write
@@ -241,7 +257,7 @@ mod tests {
         assert!(units.leave(index, 0).is_none());
         assert!(units.leave(index, 2).is_none());
         let gone = units.packed(index).expect("no member left");
-        assert_eq!(gone.dict, Some(3));
+        assert_eq!(gone.dict(), Some(3));
         gone.free(&mut slabs);
         assert_eq!(slabs.totals().live, 0);
         assert_eq!(units.stats().units, 0);

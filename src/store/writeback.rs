@@ -15,11 +15,13 @@
 //!   is a checksum error on read, an unreadable one a `BackingRead` error.
 
 use super::evict::RemovalCause;
-use super::lifecycle::{Shard, form_dict};
+use super::lifecycle::{Encoded, Encoding, Shard, form_dict};
 use super::slab::Handle;
 use super::table::Meta;
 use super::tiers::Pass;
 use super::{BackedTier, PageStore, Selection, StoreError};
+use crate::codec;
+use crate::page::Page;
 use crate::sync::Ordering;
 
 /// What [`PageStore::writeback`] did.
@@ -81,6 +83,8 @@ pub(super) struct Candidate {
     meta: Meta,
     payload: Vec<u8>,
     dict: u32,
+    /// A member of a unit: its own form, encoded for its record.
+    unpacked: Option<Encoded>,
 }
 
 impl PageStore {
@@ -101,7 +105,30 @@ impl PageStore {
             meta,
             payload: slabs.get(Handle::from_bits(meta.word)).to_vec(),
             dict: form_dict(&slabs, meta).unwrap_or(0),
+            unpacked: None,
         }
+    }
+
+    /// A member of a unit (metadata `meta`) out for writeback: decoded from its unit
+    /// (no lock held) and encoded alone with the idle engine, so its record is its own;
+    /// `None` if it changed meanwhile, does not decode, or is filled (nothing to write).
+    fn unpacked_candidate(&self, id: u64, meta: Meta, page: &mut Page) -> Option<Candidate> {
+        match self.read_page(id, page, |_, now| now == meta) {
+            Ok(Some(_)) => {}
+            _ => return None,
+        }
+        let encoded = self.encode(page, Encoding::Idle(None));
+        if encoded.class.is_inline() {
+            return None;
+        }
+        let payload = encoded.bytes[1..].to_vec();
+        Some(Candidate {
+            id,
+            meta,
+            dict: codec::form_dictionary(encoded.class, &payload).unwrap_or(0),
+            payload,
+            unpacked: Some(encoded),
+        })
     }
 
     /// Writes the pages `select` takes to the backing store, in batches, and frees their
@@ -141,6 +168,7 @@ impl PageStore {
         let mut pass = Pass::new(self, select);
         let mut done = WrittenBack::default();
         let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
+        let mut page = Page::boxed();
         for id in self.ids() {
             // The limit counts down as batches are written: what is taken but not yet
             // written is the batch.
@@ -149,17 +177,27 @@ impl PageStore {
                 done.cut_short = true;
                 break;
             }
-            {
+            let member = {
                 let shard = self.slot(id).shard.read();
                 let (Some(meta), Some(access)) = (shard.table.get(id), shard.table.access(id))
                 else {
                     continue;
                 };
-                if !pass.takes(meta, access) {
+                if pass.takes(meta, access) {
+                    pass.taken += 1;
+                    batch.push(self.candidate(id, meta));
+                    None
+                } else if pass.takes_member(meta, access) {
+                    pass.taken += 1;
+                    Some(meta)
+                } else {
                     continue;
                 }
-                pass.taken += 1;
-                batch.push(self.candidate(id, meta));
+            };
+            if let Some(meta) = member
+                && let Some(candidate) = self.unpacked_candidate(id, meta, &mut page)
+            {
+                batch.push(candidate);
             }
             if batch.len() == BATCH && !self.write_batch(&mut batch, &mut done) {
                 break;
@@ -210,10 +248,19 @@ impl PageStore {
         }
         let mut written = Vec::with_capacity(batch.len());
         for (slot, candidate) in slots.into_iter().zip(batch.drain(..)) {
-            let Candidate { id, meta, dict, .. } = candidate;
+            let Candidate {
+                id,
+                meta,
+                dict,
+                unpacked,
+                ..
+            } = candidate;
             let moved = {
                 let shard: &mut Shard = &mut self.slot(id).shard.write();
-                self.written_back(shard, id, meta, slot, dict)
+                match &unpacked {
+                    None => self.written_back(shard, id, meta, slot, dict),
+                    Some(encoded) => self.unpacked_back(shard, id, meta, slot, encoded),
+                }
             };
             if !moved {
                 tier.slots.free(slot);
