@@ -18,6 +18,11 @@
 //!     │                                 writeback ──────▶ Backed ── insert: slot freed ──▶ Stored
 //!     │                                                          (read: from the record)
 //!     └──── remove / discard / evict (from any state; the listener is told) ────────────
+//!
+//!    Stored (cold) ── pack (cold pass, if unchanged) ──▶ InUnit ── insert / remove / evict:
+//!                                                         │  │     leaves the unit ──▶ as above
+//!                                     read miss: fill ◀──┘  └── writeback: decoded, written
+//!                                     (HotClean, still a member)  as its own form ──▶ Backed
 //! ```
 //!
 //! - **Absent**: no metadata.
@@ -30,6 +35,9 @@
 //!   so that every write changes its metadata.
 //! - **Backed**: the stored form is a record in the backing store; only its metadata
 //!   (slot, length, CRC) is in memory.
+//! - **InUnit**: the page is one of a cold unit's pages ([`super::units`]): its metadata
+//!   names the unit and its position, its CRC is the page's own; the unit's frame is
+//!   freed with its last member.
 //!
 //! Compaction moves a Stored form to another place in the allocator (`moved_form`: the
 //! same bytes, a new handle) without changing its state.

@@ -65,11 +65,13 @@ impl Selection {
         self
     }
 
-    /// A cold pass: every zstd form (plain, with a dictionary, delta residuals) at zstd
-    /// `level` (say 16, where the default idle pass runs the dictionary's level 8), and
-    /// the mixed form where it is smaller still by a margin ([`crate::engine::MIXED_MARGIN`]),
-    /// for pages that stay idle long enough to be worth it; pages the warm pass settled
-    /// are taken again, those a cold pass has been over are not.
+    /// A cold pass at zstd `level` (say 16, where the default idle pass runs the
+    /// dictionary's level 8), for pages that stay idle long enough to be worth it: their
+    /// neighbours packed into units compressed as one
+    /// ([`crate::StoreBuilder::cold_unit_pages`]), or with units of one page, every zstd
+    /// form (plain, with a dictionary, delta residuals) at `level` and the mixed form
+    /// where it is smaller still by a margin ([`crate::engine::MIXED_MARGIN`]). Pages the
+    /// warm pass settled are taken again, those a cold pass has been over are not.
     pub fn level(mut self, level: i32) -> Selection {
         self.level = Some(level.clamp(1, 22));
         self
