@@ -450,7 +450,8 @@ fn tiers_never_lose_a_racing_write() {
 
 /// The cold pass packs neighbours into units: smaller than their forms, read back whole,
 /// a rewrite or removal takes a page out (its unit freed with its last member, re-packed
-/// when half garbage), compaction moves frames, and a damaged frame is an error.
+/// when half garbage, its frames moved by the compaction after the pass). A damaged frame
+/// is a unit test of the store (`a_damaged_unit_is_a_checksum_error`).
 #[test]
 fn cold_units_pack_neighbours_and_let_them_go() {
     let pages = common::sample_pages();

@@ -320,12 +320,30 @@ pub fn decode(
         .map_err(|reason| DecodeError::corrupt(Class::Zstd, reason))
 }
 
-/// Decodes a frame encoded with `dict` that must fill `out` exactly.
-pub(crate) fn decode_bytes(
-    payload: &[u8],
-    dict: &Dictionary,
+/// Decodes any magicless zstd frame (a page's zstd form, a unit) that must fill `out`
+/// exactly, with the dictionary its header names (none for id 0).
+///
+/// # Errors
+/// [`DecodeError::MissingDictionary`] if `dicts` lacks the dictionary the frame names; a
+/// corrupt-form error for a cut header or a frame that does not fill `out` exactly.
+pub fn decode_frame(
+    frame: &[u8],
+    dicts: &(impl Dictionaries + ?Sized),
     out: &mut [u8],
-) -> Result<(), &'static str> {
+) -> Result<(), DecodeError> {
+    let corrupt = |reason| DecodeError::corrupt(Class::Zstd, reason);
+    match frame_dict_id(frame) {
+        None => Err(corrupt("zstd frame header cut short")),
+        Some(0) => super::zstd::zstd_exact(frame, out).map_err(corrupt),
+        Some(id) => {
+            let dict = dicts.get(id).ok_or(DecodeError::MissingDictionary(id))?;
+            decode_bytes(frame, dict, out).map_err(corrupt)
+        }
+    }
+}
+
+/// Decodes a frame encoded with `dict` that must fill `out` exactly.
+fn decode_bytes(payload: &[u8], dict: &Dictionary, out: &mut [u8]) -> Result<(), &'static str> {
     DCTX.with(|cell| {
         let mut slot = cell.borrow_mut();
         let dctx = slot.get_or_insert_with(|| {

@@ -387,29 +387,30 @@ pub fn decode_payload_with(
     dicts: &(impl dict::Dictionaries + ?Sized),
     out: &mut Page,
 ) -> Result<(), DecodeError> {
-    if let Some(id) = form_dictionary(class, payload) {
-        if class == Class::Mixed {
-            let primer = dicts
-                .get(id)
-                .ok_or(DecodeError::MissingDictionary(id))?
-                .primer()
-                .ok_or(DecodeError::corrupt(
-                    Class::Mixed,
-                    "its dictionary has no primer",
-                ))?;
-            return mixed::decode(payload, Some(primer), out);
-        }
-        return dict::decode(payload, id, dicts, out);
-    }
     match class {
         Class::Zero => zero::decode(payload, out),
         Class::Same => same::decode(payload, out),
         Class::Delta => delta::decode(payload, out),
         Class::General => general::decode(payload, out),
-        Class::Zstd => zstd::decode(payload, out),
+        Class::Zstd => dict::decode_frame(payload, dicts, out.bytes_mut()),
         Class::Incompressible => raw::decode(payload, out),
         Class::Words => words::decode(payload, out),
-        Class::Mixed => mixed::decode(payload, None, out),
+        Class::Mixed => {
+            let primer = match form_dictionary(class, payload) {
+                None => None,
+                Some(id) => Some(
+                    dicts
+                        .get(id)
+                        .ok_or(DecodeError::MissingDictionary(id))?
+                        .primer()
+                        .ok_or(DecodeError::corrupt(
+                            Class::Mixed,
+                            "its dictionary has no primer",
+                        ))?,
+                ),
+            };
+            mixed::decode(payload, primer, out)
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 
 use super::DecodeError;
 use super::dict::{self, Dictionaries, Dictionary};
-use super::zstd::{zstd_append, zstd_exact};
+use super::zstd::zstd_append;
 use crate::codec::Class;
 use crate::page::PAGE_SIZE;
 
@@ -42,12 +42,6 @@ pub fn encode(pages: &[u8], dict: Option<&Dictionary>, level: i32, out: &mut Vec
     }
 }
 
-/// The dictionary a unit's frame names, if any (`None` also for a cut header, which
-/// decoding refuses).
-pub fn dictionary(frame: &[u8]) -> Option<u32> {
-    dict::frame_dict_id(frame).filter(|&id| id != 0)
-}
-
 /// Decodes a unit's frame into `out`, which it must fill exactly (the unit's pages).
 ///
 /// # Errors
@@ -58,18 +52,13 @@ pub fn decode(
     dicts: &(impl Dictionaries + ?Sized),
     out: &mut [u8],
 ) -> Result<(), DecodeError> {
-    let corrupt = |reason| DecodeError::corrupt(Class::Zstd, reason);
     if out.is_empty() || !out.len().is_multiple_of(PAGE_SIZE) {
-        return Err(corrupt("a unit holds whole pages"));
+        return Err(DecodeError::corrupt(
+            Class::Zstd,
+            "a unit holds whole pages",
+        ));
     }
-    match dict::frame_dict_id(frame) {
-        None => Err(corrupt("zstd frame header cut short")),
-        Some(0) => zstd_exact(frame, out).map_err(corrupt),
-        Some(id) => {
-            let dict = dicts.get(id).ok_or(DecodeError::MissingDictionary(id))?;
-            dict::decode_bytes(frame, dict, out).map_err(corrupt)
-        }
-    }
+    dict::decode_frame(frame, dicts, out)
 }
 
 #[cfg(test)]
@@ -91,7 +80,7 @@ mod tests {
         for d in [None, Some(&dict)] {
             let mut frame = Vec::new();
             encode(&src, d, 14, &mut frame);
-            assert_eq!(dictionary(&frame), d.map(|d| d.id()));
+            assert_eq!(dict::frame_dict_id(&frame), Some(d.map_or(0, |d| d.id())));
             let mut out = vec![0; src.len()];
             decode(&frame, &dict, &mut out).unwrap();
             assert_eq!(out, src);

@@ -54,7 +54,7 @@ use super::evict::{Queues, RemovalCause};
 use super::slab::{Handle, Slabs};
 use super::stats::Counters;
 use super::table::{Meta, Table};
-use super::units::{Unit, member_of, member_word};
+use super::units::{Unit, Units, member_of, member_word};
 use super::{PageStore, StoreError, writeback};
 use crate::codec::dict::{Dictionaries, Dictionary};
 use crate::codec::{self, Class, RAW_SIZE};
@@ -712,17 +712,20 @@ impl PageStore {
     /// returns the dictionary the freed unit named.
     fn leave_unit(&self, meta: Meta) -> Option<u32> {
         let (index, position) = member_of(meta.word);
-        let mut slabs = self.slabs_mut();
-        let gone = self.units.write().leave(index, position)?;
-        gone.free(&mut slabs);
-        gone.dict()
+        self.change_units(|units| units.leave(index, position))
     }
 
-    /// Frees a unit the cold pass packed no page into (or none stayed in); returns the
-    /// dictionary it named, for the caller to release.
+    /// The cold pass has packed unit `index`: freed if no page joined it (or none
+    /// stayed); returns the dictionary it named then, for the caller to release.
     pub(super) fn unit_packed(&self, index: u32) -> Option<u32> {
+        self.change_units(|units| units.packed(index))
+    }
+
+    /// Changes the units' registry under the allocator's lock (the lock order), freeing
+    /// the frame of the unit the change let go; returns the dictionary it named.
+    fn change_units(&self, change: impl FnOnce(&mut Units) -> Option<Unit>) -> Option<u32> {
         let mut slabs = self.slabs_mut();
-        let gone: Unit = self.units.write().packed(index)?;
+        let gone = change(&mut self.units.write())?;
         gone.free(&mut slabs);
         gone.dict()
     }

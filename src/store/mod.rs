@@ -825,6 +825,50 @@ mod tests {
         ));
     }
 
+    /// A unit whose frame was damaged in memory: its pages' reads are checksum errors,
+    /// never other bytes; so is a page whose own CRC does not match its decoded bytes.
+    #[test]
+    fn a_damaged_unit_is_a_checksum_error() {
+        let store = PageStore::builder().shards(1).cold_unit_pages(4).build();
+        let pages: Vec<Box<Page>> = (0..4u8)
+            .map(|n| {
+                let mut page = Page::boxed();
+                for (i, byte) in page.bytes_mut().iter_mut().enumerate() {
+                    *byte = b"the quick brown fox jumps over the lazy dog "[i % 44] ^ n;
+                }
+                page
+            })
+            .collect();
+        for (id, page) in (0..).zip(&pages) {
+            store.insert(id, page).unwrap();
+        }
+        store.recompress_selected(crate::Selection::all().level(3));
+        let meta = store.shards[0].shard.read().table.get(1).unwrap();
+        assert!(meta.unit);
+        assert!(*store.read(1).unwrap() == *pages[1]);
+        // This thread keeps the unit decoded: a page whose CRC does not match it fails.
+        let forged = Meta {
+            checksum: meta.checksum ^ 1,
+            ..meta
+        };
+        store.shards[0].shard.write().table.set(1, forged, None);
+        assert_eq!(store.read(1).unwrap_err(), StoreError::Checksum { id: 1 });
+        store.shards[0].shard.write().table.set(1, meta, None);
+        // A damaged frame, read on a thread that has not decoded the unit.
+        let piece = store.units.read().get(units::member_of(meta.word).0).pieces[0];
+        let mut bytes = store.slabs.read().get(piece).to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x10;
+        store.slabs.write().overwrite(piece, &bytes);
+        let store = std::sync::Arc::new(store);
+        let reader = store.clone();
+        let read = std::thread::spawn(move || reader.read(2).map(|_| ()))
+            .join()
+            .unwrap();
+        assert_eq!(read, Err(StoreError::Checksum { id: 2 }));
+        assert_eq!(store.stats().io.failed_reads, 2);
+    }
+
     #[test]
     fn untouched_store_reads_back() {
         let (store, page, _) = store_with_text_page();

@@ -531,7 +531,8 @@ impl PageStore {
         let dicts = self.dicts.current();
         let dict = dicts
             .as_deref()
-            .map(|set| &**set.dictionary_for(&features::extract(&group.first)));
+            .zip(group.first.as_ref())
+            .map(|(set, first)| &**set.dictionary_for(first));
         group.frame.clear();
         codec::unit::encode(&group.bytes, dict, level, &mut group.frame);
         let before: usize = group
@@ -621,29 +622,19 @@ impl PageStore {
 }
 
 /// Pages read for one unit: their ids and metadata when read, their bytes in order, the
-/// first page (for its cluster) and the frame's buffer.
+/// first page's features (its cluster names the unit's dictionary) and the frame's buffer.
+#[derive(Default)]
 struct Group {
     members: Vec<(u64, Meta)>,
     bytes: Vec<u8>,
-    first: Box<Page>,
+    first: Option<features::Features>,
     frame: Vec<u8>,
-}
-
-impl Default for Group {
-    fn default() -> Group {
-        Group {
-            members: Vec::new(),
-            bytes: Vec::new(),
-            first: Page::boxed(),
-            frame: Vec::new(),
-        }
-    }
 }
 
 impl Group {
     fn push(&mut self, id: u64, meta: Meta, page: &Page) {
         if self.members.is_empty() {
-            self.first.bytes_mut().copy_from_slice(page.bytes());
+            self.first = Some(features::extract(page));
         }
         self.members.push((id, meta));
         self.bytes.extend_from_slice(page.bytes());

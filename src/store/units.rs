@@ -20,6 +20,10 @@
 //! - Lock order: shard, allocator, units, dictionary registry.
 
 use super::slab::{Handle, Slabs};
+use crate::codec::unit::MAX_UNIT_PAGES;
+
+// A unit's members are the bits of a `u32`.
+const _: () = assert!(MAX_UNIT_PAGES <= u32::BITS as usize);
 
 /// One unit: its frame's pieces and its members.
 #[derive(Debug)]
@@ -114,11 +118,11 @@ impl Units {
         checksum: u32,
         dict: Option<u32>,
     ) -> u32 {
-        debug_assert!((1..=32).contains(&pages));
+        debug_assert!((1..=MAX_UNIT_PAGES).contains(&pages));
         let unit = Unit {
             pieces,
             serial: crate::sync::unique_serial(),
-            pages: u8::try_from(pages).expect("at most 32 pages a unit"),
+            pages: u8::try_from(pages).expect("at most MAX_UNIT_PAGES pages a unit"),
             live: 0,
             packing: true,
             checksum,
