@@ -610,3 +610,41 @@ fn writeback_of_a_unit_member_against_an_overwrite() {
         assert_eq!(store.mm_stat(), stats.mm);
     });
 }
+
+/// The coldest pass moves a unit's pages to the mixed form while one is overwritten: the
+/// overwrite stays (without the "only if unchanged" check the model finds it lost), the
+/// other page is mixed, and the unit is freed with its last member.
+#[test]
+fn mixing_a_unit_against_an_overwrite() {
+    let dense = Engine::new(Profile::Dense);
+    model(move || {
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(2)
+                .engine(dense.clone())
+                .cold_unit_pages(2)
+                .build(),
+        );
+        store.insert(0, &words_page(1)).unwrap();
+        store.insert(1, &words_page(3)).unwrap();
+        store.recompress_selected(Selection::all().level(1));
+        assert_eq!(store.stats().units.pages, 2);
+        let mixer = {
+            let store = store.clone();
+            spawn(move || store.recompress_selected(Selection::all().mixed()))
+        };
+        store.insert(0, &words_page(2)).unwrap();
+        let done = mixer.join().unwrap();
+        assert_eq!(done.failed, 0);
+        assert!(
+            *store.read(0).unwrap() == words_page(2),
+            "the overwrite stays"
+        );
+        assert!(*store.read(1).unwrap() == words_page(3));
+        assert_eq!(store.stored_class(1), Some(zpage::Class::Mixed));
+        let stats = store.stats();
+        assert_eq!(stats.units.units, 0, "{:?}", stats.units);
+        assert_eq!(stats.mm.orig_data_size, 2 * PAGE_SIZE as u64);
+        assert_eq!(store.mm_stat(), stats.mm);
+    });
+}

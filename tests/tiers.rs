@@ -599,3 +599,42 @@ fn writeback_takes_pages_out_of_their_units() {
     assert_eq!(after.bd.bd_count, back.written);
     assert_holds(&store, &pages);
 }
+
+/// The coldest pass weighs each unit once against its pages in the mixed form: it keeps
+/// whichever is smaller, frees the units its pages left, and loses nothing.
+#[test]
+fn the_coldest_pass_weighs_each_unit_once() {
+    let pages = common::sample_pages();
+    let store = tiered().build();
+    insert_all(&store, &pages);
+    store.recompress_selected(Selection::all());
+    store
+        .train_dictionaries()
+        .unwrap()
+        .expect("the sample trains a set");
+    store.recompress_selected(Selection::all().again());
+    store.recompress_selected(Selection::all().level(16));
+    let cold = store.stats();
+    let done = store.recompress_selected(Selection::all().mixed());
+    let coldest = store.stats();
+    assert_eq!(done.examined, cold.units.pages, "{done}");
+    assert_eq!(done.failed + done.raced + done.refused, 0, "{done}");
+    assert!(done.rewritten > 0, "{done}");
+    assert_eq!(coldest.units.pages, cold.units.pages - done.rewritten);
+    assert!(coldest.units.units < cold.units.units);
+    assert!(
+        coldest.mm.compr_data_size < cold.mm.compr_data_size,
+        "{done}: {} then {}",
+        cold.mm.compr_data_size,
+        coldest.mm.compr_data_size
+    );
+    assert_eq!(coldest.class(Class::Mixed).pages, done.rewritten);
+    let held: u64 = coldest.classes.values().map(|c| c.stored_bytes).sum();
+    assert_eq!(
+        held + coldest.units.stored_bytes,
+        coldest.mm.compr_data_size
+    );
+    assert_holds(&store, &pages);
+    let again = store.recompress_selected(Selection::all().mixed());
+    assert_eq!(again.examined, 0, "{again}");
+}

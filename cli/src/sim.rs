@@ -79,6 +79,10 @@ pub struct LifecycleArgs {
     /// it is smaller.
     #[arg(long, default_value_t = zpage::store::DEFAULT_UNIT_PAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=zpage::codec::unit::MAX_UNIT_PAGES as u64), requires = "lifecycle")]
     unit_pages: usize,
+    /// After the cold step, a coldest one: each unit's pages in the mixed form (context
+    /// mixing) where together they are smaller than the unit; slower to encode and read.
+    #[arg(long, requires = "lifecycle")]
+    coldest: bool,
     /// zram's mem_limit for each input's store (bytes, or with K, M or G): writes past it
     /// fail and are counted, as zram's do.
     #[arg(long, value_parser = parse_size)]
@@ -283,6 +287,7 @@ fn lifecycle_config(
         mem_limit: lc.mem_limit,
         cold_level: (lc.cold_level > 0).then_some(lc.cold_level),
         unit_pages: lc.unit_pages,
+        coldest: lc.coldest,
         backing: lc.backing.clone().map(|path| (path, lc.writeback)),
         zram_best,
         zram: args.zram.clone(),

@@ -161,6 +161,7 @@ pub fn run(args: ZramArgs) -> Result<String, String> {
         mem_limit: None,
         cold_level: (args.cold_level > 0 && run == 0).then_some(args.cold_level),
         unit_pages: zpage::store::DEFAULT_UNIT_PAGES,
+        coldest: false,
         backing: None,
         zram_best: false,
         zram: Vec::new(),

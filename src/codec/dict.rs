@@ -120,7 +120,8 @@ impl Dictionary {
             return Err(DictError::Invalid("its header does not parse"));
         }
         // The encoder must accept it too, before any page depends on that.
-        new_context(&bytes, level, PAGE_SIZE).ok_or(DictError::Invalid("zstd cannot load it"))?;
+        new_context(&bytes, level, PAGE_SIZE, None)
+            .ok_or(DictError::Invalid("zstd cannot load it"))?;
         Ok(Dictionary {
             id,
             level,
@@ -209,14 +210,22 @@ thread_local! {
     static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
-/// A compression context's dictionary serial, level and source size.
-type ContextKey = (u64, i32, usize);
+/// A compression context's dictionary serial, level, source size and search depth cap.
+type ContextKey = (u64, i32, usize, Option<u32>);
 
 /// A compression context for sources of `size` bytes (a page, a unit of pages) with
 /// `bytes` loaded: magicless frames that name the dictionary and leave the content size
 /// out, tables sized for the source (a window of one page would miss the unit's repeats).
-fn new_context(bytes: &[u8], level: i32, size: usize) -> Option<CCtx<'static>> {
+fn new_context(
+    bytes: &[u8],
+    level: i32,
+    size: usize,
+    search_log: Option<u32>,
+) -> Option<CCtx<'static>> {
     let mut cctx = CCtx::try_create()?;
+    if let Some(log) = search_log {
+        cctx.set_parameter(CParameter::SearchLog(log)).ok()?;
+    }
     for param in [
         CParameter::CompressionLevel(level),
         CParameter::Format(FrameFormat::Magicless),
@@ -237,15 +246,22 @@ fn new_context(bytes: &[u8], level: i32, size: usize) -> Option<CCtx<'static>> {
 /// decoding needs only the dictionary.
 pub fn encode(page: &Page, dict: &Dictionary, level: i32, out: &mut Vec<u8>) {
     out.push(Class::Zstd.tag());
-    encode_bytes(page.bytes(), dict, level, out);
+    encode_bytes(page.bytes(), dict, level, None, out);
 }
 
 /// Appends a magicless zstd frame of `src` (a page, or a unit of pages) encoded with
-/// `dict` at `level` to `out`; the frame names the dictionary.
-pub fn encode_bytes(src: &[u8], dict: &Dictionary, level: i32, out: &mut Vec<u8>) {
+/// `dict` at `level`, its search depth capped at `search_log` if given, to `out`; the
+/// frame names the dictionary.
+pub fn encode_bytes(
+    src: &[u8],
+    dict: &Dictionary,
+    level: i32,
+    search_log: Option<u32>,
+    out: &mut Vec<u8>,
+) {
     let start = out.len();
     out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
-    let key = (dict.serial, level, src.len());
+    let key = (dict.serial, level, src.len(), search_log);
     let written = CCTXS.with(|cell| {
         let mut contexts = cell.borrow_mut();
         match contexts.iter().position(|(k, _)| *k == key) {
@@ -255,7 +271,7 @@ pub fn encode_bytes(src: &[u8], dict: &Dictionary, level: i32, out: &mut Vec<u8>
                 contexts.insert(0, entry);
             }
             None => {
-                let cctx = new_context(&dict.bytes, level, src.len())
+                let cctx = new_context(&dict.bytes, level, src.len(), search_log)
                     .expect("the dictionary loaded when it was made");
                 contexts.truncate(CONTEXTS_PER_THREAD - 1);
                 contexts.insert(0, (key, cctx));

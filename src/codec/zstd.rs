@@ -14,7 +14,7 @@ use ::zstd::zstd_safe::{CParameter, DParameter, FrameFormat};
 /// Appends the payload of this form to `out`: a zstd frame (magicless) of the page at `level`.
 pub fn encode(page: &Page, level: i32, out: &mut Vec<u8>) {
     out.push(Class::Zstd.tag());
-    zstd_append(page.bytes(), level, out);
+    zstd_append(page.bytes(), level, None, out);
 }
 
 /// Decodes a zstd frame payload into `out`, refusing one that is not well formed.
@@ -44,12 +44,19 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
 }
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, Compressor<'static>)>> = const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<(Effort, Compressor<'static>)>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn new_compressor(level: i32) -> Compressor<'static> {
+/// A compressor's level and search depth cap.
+type Effort = (i32, Option<u32>);
+
+fn new_compressor(level: i32, search_log: Option<u32>) -> Compressor<'static> {
     let mut c = Compressor::new(level).expect("zstd context allocation");
+    if let Some(log) = search_log {
+        c.set_parameter(CParameter::SearchLog(log))
+            .expect("valid zstd parameter");
+    }
     for param in [
         CParameter::Format(FrameFormat::Magicless),
         CParameter::ContentSizeFlag(false),
@@ -61,14 +68,16 @@ fn new_compressor(level: i32) -> Compressor<'static> {
     c
 }
 
-/// Appends a magicless zstd frame of `src` to `out`.
-pub(crate) fn zstd_append(src: &[u8], level: i32, out: &mut Vec<u8>) {
+/// Appends a magicless zstd frame of `src` to `out` at `level`, its search depth capped
+/// at `search_log` if given.
+pub(crate) fn zstd_append(src: &[u8], level: i32, search_log: Option<u32>, out: &mut Vec<u8>) {
     let start = out.len();
     out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
     let written = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, new_compressor(level)));
+        let key = (level, search_log);
+        if slot.as_ref().is_none_or(|(k, _)| *k != key) {
+            *slot = Some((key, new_compressor(level, search_log)));
         }
         let (_, c) = slot.as_mut().expect("set above");
         c.compress_to_buffer(src, &mut out[start..])

@@ -56,6 +56,7 @@ use super::stats::Counters;
 use super::table::{Meta, Table};
 use super::units::{Unit, Units, member_of, member_word};
 use super::{PageStore, StoreError, writeback};
+use crate::classify::features;
 use crate::codec::dict::{Dictionaries, Dictionary};
 use crate::codec::{self, Class, RAW_SIZE};
 use crate::page::{PAGE_SIZE, Page};
@@ -141,6 +142,8 @@ pub(super) enum Encoding {
     Filled(u64),
     /// The idle engine; at a cold zstd level (and with the mixed form) if given.
     Idle(Option<i32>),
+    /// The mixed form alone, from the primer of the page's cluster.
+    Mixed,
 }
 
 /// A page's content as copied out under its shard lock, to be turned into its bytes
@@ -200,6 +203,12 @@ impl PageStore {
             Encoding::Idle(Some(level)) => {
                 self.idle_engine()
                     .encode_cold(page, dicts.as_deref(), level, &mut bytes)
+            }
+            Encoding::Mixed => {
+                let dict = dicts
+                    .as_deref()
+                    .map(|set| &**set.dictionary_for(&features::extract(page)));
+                codec::encode_mixed(page, dict, self.idle_engine().codec(), &mut bytes)
             }
         };
         Encoded {
@@ -553,6 +562,8 @@ impl PageStore {
     /// Stored ──recompress──▶ Stored (settled, or cold after a cold pass): the page keeps
     /// `encoded` (made from its content when its metadata was `old`) if unchanged and
     /// smaller. Ok(None) if it changed meanwhile, Ok(Some(bytes saved)) otherwise.
+    /// InUnit ──coldest pass──▶ Stored: a unit's member has no bytes of its own to
+    /// compare (its pass weighed the whole unit), so it keeps `encoded` if unchanged.
     pub(super) fn recompressed(
         &self,
         shard: &mut Shard,
@@ -569,7 +580,7 @@ impl PageStore {
             codec::stored_size(encoded.class, encoded.bytes.len()),
         );
         let mut meta = old;
-        if after < before {
+        if after < before || old.unit {
             meta = store_form(&mut self.slabs_mut(), encoded)?;
             self.release_form(old);
             self.forget(shard, id, old);

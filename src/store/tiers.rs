@@ -18,7 +18,7 @@
 
 use super::lifecycle::{Encoding, in_allocator, stored_len};
 use super::table::{Access, Meta};
-use super::units::member_of;
+use super::units::{Units, member_of};
 use super::{PageStore, WrittenBack};
 use crate::classify::features;
 use crate::codec;
@@ -34,6 +34,7 @@ pub struct Selection {
     huge: bool,
     again: bool,
     level: Option<i32>,
+    mixed: bool,
     min_age: Option<Duration>,
     max_pages: Option<u64>,
     time_budget: Option<Duration>,
@@ -74,6 +75,17 @@ impl Selection {
     /// warm pass settled are taken again, those a cold pass has been over are not.
     pub fn level(mut self, level: i32) -> Selection {
         self.level = Some(level.clamp(1, 22));
+        self
+    }
+
+    /// The coldest pass: the pages of each cold unit in the mixed form (context mixing from
+    /// their cluster's primer, [`crate::codec::mixed`]) where together they are smaller
+    /// than the unit by a margin ([`crate::engine::MIXED_MARGIN`]); the unit is freed as
+    /// its pages leave it. Denser than a unit where a page's own context predicts it best,
+    /// and far slower to encode and to read (the README's "Cold units" has both), so for
+    /// pages idle longer still. Each unit is weighed once.
+    pub fn mixed(mut self) -> Selection {
+        self.mixed = true;
         self
     }
 
@@ -416,6 +428,9 @@ impl PageStore {
             self.train_if_due();
         }
         let mut pass = Pass::new(self, select);
+        if select.mixed {
+            return self.mix_units(&mut pass, progress);
+        }
         if let Some(level) = select.level.filter(|_| self.unit_pages > 1) {
             return self.pack_cold(&mut pass, level, progress);
         }
@@ -518,6 +533,98 @@ impl PageStore {
             done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);
         }
         done
+    }
+
+    /// The coldest pass ([`Selection::mixed`]): unit by unit, its members that the pass
+    /// takes in the mixed form, kept where together they are smaller than the unit.
+    fn mix_units(&self, pass: &mut Pass, progress: &mut dyn FnMut(u64)) -> Recompressed {
+        let mut ids: Vec<u64> = self.ids().collect();
+        ids.sort_unstable();
+        let mut done = Recompressed::default();
+        let mut members: Vec<(u64, Meta)> = Vec::new();
+        let mut unit = None;
+        for id in ids {
+            if pass.spent() {
+                done.cut_short = true;
+                break;
+            }
+            let member = {
+                let shard = self.slot(id).shard.read();
+                let (Some(meta), Some(access)) = (shard.table.get(id), shard.table.access(id))
+                else {
+                    continue;
+                };
+                let index = member_of(meta.word).0;
+                (pass.takes_member(meta, access) && self.units.read().worth_mixing(index))
+                    .then_some((meta, index))
+            };
+            let Some((meta, index)) = member else {
+                continue;
+            };
+            pass.taken += 1;
+            if unit != Some(index) {
+                self.mix_unit(unit, &mut members, &mut done);
+                progress(members.len() as u64);
+                members.clear();
+                unit = Some(index);
+            }
+            members.push((id, meta));
+        }
+        self.mix_unit(unit, &mut members, &mut done);
+        progress(members.len() as u64);
+        if done.rewritten > 0 {
+            done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);
+        }
+        done
+    }
+
+    /// Weighs the mixed form for the members of unit `index` the pass took: each decoded
+    /// and encoded mixed, all kept if smaller than the unit by the margin, else the unit
+    /// is marked tried.
+    fn mix_unit(&self, index: Option<u32>, members: &mut [(u64, Meta)], done: &mut Recompressed) {
+        let Some(index) = index.filter(|_| !members.is_empty()) else {
+            return;
+        };
+        let mut page = Page::boxed();
+        let mut encoded = Vec::with_capacity(members.len());
+        for &(id, meta) in members.iter() {
+            match self.read_page(id, &mut page, |_, now| now == meta) {
+                Ok(Some(_)) => encoded.push((id, meta, self.encode(&page, Encoding::Mixed))),
+                Ok(None) => done.raced += 1,
+                Err(_) => done.failed += 1,
+            }
+        }
+        done.examined += encoded.len() as u64;
+        let mixed: usize = encoded.iter().map(|(_, _, e)| e.bytes.len() - 1).sum();
+        // The unit stays while a member names it: look at it under such a member's
+        // shard lock (the lock order), or not at all if every member changed meanwhile.
+        let with_unit = |look: &dyn Fn(&mut Units) -> usize| {
+            members.iter().find_map(|&(id, meta)| {
+                let shard = self.slot(id).shard.read();
+                (shard.table.get(id) == Some(meta)).then(|| look(&mut self.units.write()))
+            })
+        };
+        let Some(frame) = with_unit(&|units| units.get(index).frame_len()) else {
+            done.raced += encoded.len() as u64;
+            return;
+        };
+        if mixed + mixed / crate::engine::MIXED_MARGIN >= frame {
+            with_unit(&|units| {
+                units.mixed_tried(index);
+                0
+            });
+            return;
+        }
+        done.bytes_saved += (frame - mixed) as u64;
+        for (id, meta, encoded) in &encoded {
+            let result =
+                self.recompressed(&mut self.slot(*id).shard.write(), *id, *meta, encoded, true);
+            match result {
+                Ok(Some(_)) => done.rewritten += 1,
+                Ok(None) => done.raced += 1,
+                Err(_) => done.refused += 1,
+            }
+        }
     }
 
     /// Packs a group of pages into one unit, if smaller than their forms (or if any of

@@ -35,6 +35,8 @@ pub(super) struct Unit {
     /// Bit `i` set: the page at position `i` is still a member.
     live: u32,
     packing: bool,
+    /// The coldest pass has weighed the mixed form against the unit (and kept the unit).
+    mixed_tried: bool,
     /// CRC-32 of the frame.
     pub(super) checksum: u32,
     /// The dictionary the frame names (0: none).
@@ -125,6 +127,7 @@ impl Units {
             pages: u8::try_from(pages).expect("at most MAX_UNIT_PAGES pages a unit"),
             live: 0,
             packing: true,
+            mixed_tried: false,
             checksum,
             dict: dict.unwrap_or(0),
         };
@@ -202,6 +205,18 @@ impl Units {
     pub(super) fn sparse(&self, index: u32) -> bool {
         let unit = self.get(index);
         2 * unit.live.count_ones() as usize <= unit.pages()
+    }
+
+    /// Whether the coldest pass should weigh the mixed form for the unit at `index`.
+    pub(super) fn worth_mixing(&self, index: u32) -> bool {
+        !self.get(index).mixed_tried
+    }
+
+    /// The coldest pass weighed the unit at `index` and kept it.
+    pub(super) fn mixed_tried(&mut self, index: u32) {
+        if let Some(unit) = self.entries[index as usize].as_mut() {
+            unit.mixed_tried = true;
+        }
     }
 
     /// Gives back the slack the registry grew (after a pass).

@@ -186,6 +186,7 @@ fn tiers(options: &Options) -> lifecycle::Config {
         mem_limit: None,
         cold_level: options.cold_level,
         unit_pages: zpage::store::DEFAULT_UNIT_PAGES,
+        coldest: false,
         backing: None,
         zram_best: false,
         zram: Vec::new(),

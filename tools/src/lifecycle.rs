@@ -135,6 +135,8 @@ pub struct Config {
     pub cold_level: Option<i32>,
     /// Pages the cold step packs into one unit (1: each page alone, with the mixed form).
     pub unit_pages: usize,
+    /// After the cold step, the coldest: units' pages in the mixed form where smaller.
+    pub coldest: bool,
     /// A backing store for the writeback step (a file, a block device or a Redis
     /// server), and what it takes.
     pub backing: Option<(BackingTarget, WritebackType)>,
@@ -147,7 +149,7 @@ pub struct Config {
 /// One step of the life cycle and the store's state after it, summed over the inputs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Stage {
-    /// `store`, `mark_idle`, `recompress`, `cold`, `writeback`, `read`.
+    /// `store`, `mark_idle`, `recompress`, `cold`, `coldest`, `writeback`, `read`.
     pub name: &'static str,
     pub seconds: f64,
     /// The step's input bytes per second (`None` where a speed means nothing: marking
@@ -226,12 +228,19 @@ impl Acc {
 const STORE_WEIGHT: u64 = 1;
 const IDLE_WEIGHT: u64 = 4;
 const COLD_WEIGHT: u64 = 40;
+const COLDEST_WEIGHT: u64 = 60;
 const READ_WEIGHT: u64 = 2;
 
 /// The progress units [`run`] ticks in all for `pages` pages under `config`.
 pub fn progress_units(pages: u64, config: &Config) -> u64 {
     let cold = config.cold_level.map_or(0, |_| COLD_WEIGHT);
-    pages * (STORE_WEIGHT + IDLE_WEIGHT + cold + READ_WEIGHT)
+    let coldest = if coldest(config) { COLDEST_WEIGHT } else { 0 };
+    pages * (STORE_WEIGHT + IDLE_WEIGHT + cold + coldest + READ_WEIGHT)
+}
+
+/// Whether the life cycle has a coldest step (it weighs the cold step's units).
+fn coldest(config: &Config) -> bool {
+    config.coldest && config.cold_level.is_some() && config.unit_pages > 1
 }
 
 /// Runs the life cycle on every source; `tick` gets progress units as the steps go
@@ -245,6 +254,9 @@ pub fn run(
     let mut names: Vec<&'static str> = vec!["store", "mark_idle", "recompress"];
     if config.cold_level.is_some() {
         names.push("cold");
+    }
+    if coldest(config) {
+        names.push("coldest");
     }
     if config.backing.is_some() {
         names.push("writeback");
@@ -314,12 +326,18 @@ pub fn run(
         acc[step].absorb(&store.stats(), shared_set);
         step += 1;
 
-        // The idle pass, then the cold one (the same over the same pages, at its level).
-        let passes = std::iter::once(("idle", Selection::all().idle(), IDLE_WEIGHT)).chain(
-            config
-                .cold_level
-                .map(|level| ("cold", Selection::all().idle().level(level), COLD_WEIGHT)),
-        );
+        // The idle pass, then the cold one (units at its level), then the coldest (the
+        // units' pages mixed where smaller).
+        let passes = std::iter::once(("idle", Selection::all().idle(), IDLE_WEIGHT))
+            .chain(
+                config
+                    .cold_level
+                    .map(|level| ("cold", Selection::all().idle().level(level), COLD_WEIGHT)),
+            )
+            .chain(
+                coldest(config)
+                    .then(|| ("coldest", Selection::all().idle().mixed(), COLDEST_WEIGHT)),
+            );
         let stored_pages = next_id;
         for (what, select, weight) in passes {
             let start = Instant::now();

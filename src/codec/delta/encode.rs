@@ -176,7 +176,7 @@ fn encode_into<W: Word>(
     header(out, config.delta_backend, shuffle);
     let head = out.len();
     match config.delta_backend {
-        Backend::Zstd => zstd_append(bytes, config.zstd_level, out),
+        Backend::Zstd => zstd_append(bytes, config.zstd_level, None, out),
         _ => lz4_append(bytes, out),
     }
     if out.len() - head > packed_len {
