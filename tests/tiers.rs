@@ -559,6 +559,7 @@ fn duration_max_means_no_bound() {
             Background::every(Duration::MAX)
                 .idle_after(Duration::MAX)
                 .cold_after(Duration::MAX, 16)
+                .mixed_after(Duration::MAX)
                 .writeback_after(Duration::MAX),
         )
         .build_shared();
@@ -569,12 +570,17 @@ fn duration_max_means_no_bound() {
     let done = store.recompress_selected(Selection::all().time_budget(Duration::MAX));
     assert_eq!(done.examined, 64);
     assert!(!done.cut_short);
-    let pass = store.idle_pass(&Background::every(Duration::MAX).cold_after(Duration::MAX, 16));
+    let pass = store.idle_pass(
+        &Background::every(Duration::MAX)
+            .cold_after(Duration::MAX, 16)
+            .mixed_after(Duration::MAX),
+    );
     assert_eq!(
         pass.cold.map(|cold| cold.examined),
         Some(0),
         "no page is that old"
     );
+    assert_eq!(pass.coldest.map(|coldest| coldest.examined), Some(0));
     assert_eq!(store.mark_idle(Some(Duration::MAX)), 0);
 }
 
@@ -637,4 +643,28 @@ fn the_coldest_pass_weighs_each_unit_once() {
     assert_holds(&store, &pages);
     let again = store.recompress_selected(Selection::all().mixed());
     assert_eq!(again.examined, 0, "{again}");
+}
+
+/// One pass of the worker with every tier: idle, cold units, coldest, each over what the
+/// one before left, and every page reads back.
+#[test]
+fn an_idle_pass_runs_every_tier_in_turn() {
+    let pages = common::sample_pages();
+    let store = tiered().build();
+    insert_all(&store, &pages);
+    let pass = store.idle_pass(
+        &Background::every(Duration::ZERO)
+            .idle_after(Duration::ZERO)
+            .cold_after(Duration::ZERO, 16)
+            .mixed_after(Duration::ZERO),
+    );
+    assert!(pass.recompressed.rewritten > 0, "{pass}");
+    assert!(
+        pass.cold.as_ref().is_some_and(|c| c.rewritten > 0),
+        "{pass}"
+    );
+    let coldest = pass.coldest.as_ref().expect("configured");
+    assert!(coldest.examined > 0, "{pass}");
+    assert_eq!(coldest.failed, 0, "{pass}");
+    assert_holds(&store, &pages);
 }

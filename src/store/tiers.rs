@@ -154,6 +154,9 @@ impl std::fmt::Display for IdlePass {
         if let Some(cold) = &self.cold {
             write!(f, "; cold: {cold}")?;
         }
+        if let Some(coldest) = &self.coldest {
+            write!(f, "; coldest: {coldest}")?;
+        }
         if let Some(written) = &self.written_back {
             write!(f, "; writeback: {written}")?;
         }
@@ -172,6 +175,7 @@ pub struct Background {
     idle_after: Duration,
     max_pages: Option<u64>,
     cold_after: Option<(Duration, i32)>,
+    mixed_after: Option<Duration>,
     writeback_after: Option<Duration>,
 }
 
@@ -183,6 +187,8 @@ pub struct IdlePass {
     pub recompressed: Recompressed,
     /// The cold pass, if configured.
     pub cold: Option<Recompressed>,
+    /// The coldest pass, if configured.
+    pub coldest: Option<Recompressed>,
     /// Writeback, if configured (and the store has a backing store).
     pub written_back: Option<WrittenBack>,
 }
@@ -216,6 +222,7 @@ impl Background {
             idle_after: every.saturating_mul(2),
             max_pages: None,
             cold_after: None,
+            mixed_after: None,
             writeback_after: None,
         }
     }
@@ -223,6 +230,13 @@ impl Background {
     /// Pages untouched this long are re-encoded at zstd `level` (see [`Selection::level`]).
     pub fn cold_after(mut self, age: Duration, level: i32) -> Background {
         self.cold_after = Some((age, level));
+        self
+    }
+
+    /// The cold units of pages untouched this long are weighed against their pages in
+    /// the mixed form (see [`Selection::mixed`]).
+    pub fn mixed_after(mut self, age: Duration) -> Background {
+        self.mixed_after = Some(age);
         self
     }
 
@@ -716,6 +730,9 @@ impl PageStore {
         let cold = background.cold_after.map(|(age, level)| {
             self.recompress_selected(bounded(Selection::all().min_age(age).level(level)))
         });
+        let coldest = background
+            .mixed_after
+            .map(|age| self.recompress_selected(bounded(Selection::all().min_age(age).mixed())));
         let written_back = background
             .writeback_after
             .filter(|_| self.tier.is_some())
@@ -723,6 +740,7 @@ impl PageStore {
         IdlePass {
             recompressed,
             cold,
+            coldest,
             written_back,
         }
     }
