@@ -329,6 +329,66 @@ fn decoders_survive_corrupt_input() {
     fuzz_decoders(30_000, &Class::ALL);
 }
 
+/// The cold units' decoder fed random, truncated, bit-flipped and extended frames, into
+/// buffers of the right and wrong sizes: never a panic, and never a short frame or a
+/// wrong size accepted.
+#[test]
+fn the_unit_decoder_survives_corrupt_input() {
+    use zpage::codec::dict::Dictionary;
+    use zpage::codec::unit;
+    let pages = sample_pages();
+    let samples: Vec<&[u8]> = pages.iter().step_by(3).map(|p| &p.bytes()[..]).collect();
+    let dict = Dictionary::train(&samples, 16 << 10, 5, 3).unwrap();
+    let mut seeds: Vec<(Vec<u8>, usize)> = Vec::new();
+    for (n, chunk) in pages.chunks(8).enumerate() {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|p| p.bytes().to_vec()).collect();
+        let mut frame = Vec::new();
+        unit::encode(&bytes, (n % 2 == 0).then_some(&dict), 3, &mut frame);
+        let mut out = vec![0; bytes.len()];
+        unit::decode(&frame, &dict, &mut out).unwrap();
+        assert!(out == bytes, "unit {n} round trips");
+        seeds.push((frame, chunk.len()));
+    }
+    let mut rng = Rng(0x5eed_0f_0123);
+    for i in 0..20_000u64 {
+        let (seed, pages) = &seeds[rng.below(seeds.len() as u64) as usize];
+        let mut input = seed.clone();
+        let mut size = pages * zpage::PAGE_SIZE;
+        match i % 5 {
+            0 => {
+                input.truncate(rng.below(input.len() as u64) as usize);
+                let mut out = vec![0; size];
+                assert!(
+                    unit::decode(&input, &dict, &mut out).is_err(),
+                    "case {i}: cut frame"
+                );
+                continue;
+            }
+            1 => {
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(input.len() as u64) as usize;
+                    input[at] ^= 1 << rng.below(8);
+                }
+            }
+            2 => input = (0..rng.below(9000)).map(|_| rng.next() as u8).collect(),
+            3 => input.extend((0..1 + rng.below(16)).map(|_| rng.next() as u8)),
+            _ => {
+                size = (rng.below(40) as usize) * zpage::PAGE_SIZE / 2;
+                if size != pages * zpage::PAGE_SIZE {
+                    let mut out = vec![0; size];
+                    assert!(
+                        unit::decode(&input, &dict, &mut out).is_err(),
+                        "case {i}: size"
+                    );
+                    continue;
+                }
+            }
+        }
+        let mut out = vec![0; size];
+        let _ = unit::decode(&input, &dict, &mut out);
+    }
+}
+
 /// The long run behind the "one million inputs, no panic" figure:
 /// `cargo test --release --test codec -- --ignored a_million`.
 #[test]
