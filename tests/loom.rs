@@ -573,11 +573,11 @@ fn packing_a_unit_against_an_overwrite_and_a_read() {
     });
 }
 
-/// Writeback of a unit's member against its overwrite: the overwrite stays (without the
-/// "only if unchanged" check the model finds it lost), and the unit is freed once both
-/// pages have left it.
+/// Writeback of a unit (whole, its pages untouched) against an overwrite of one page and
+/// a read of the other: the overwrite stays, the read sees its page (from memory or the
+/// records), and once the unit's last page goes its records are freed.
 #[test]
-fn writeback_of_a_unit_member_against_an_overwrite() {
+fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
     let dense = Engine::new(Profile::Dense);
     model(move || {
         let store = Arc::new(
@@ -594,7 +594,13 @@ fn writeback_of_a_unit_member_against_an_overwrite() {
         assert_eq!(store.stats().units.pages, 2);
         let writer = {
             let store = store.clone();
-            spawn(move || store.insert(0, &words_page(2)).unwrap())
+            spawn(move || {
+                store.insert(0, &words_page(2)).unwrap();
+                assert!(
+                    *store.read(1).unwrap() == words_page(3),
+                    "the read sees page 1"
+                );
+            })
         };
         let done = store.writeback(Selection::all()).unwrap();
         writer.join().unwrap();
@@ -605,9 +611,19 @@ fn writeback_of_a_unit_member_against_an_overwrite() {
         );
         assert!(*store.read(1).unwrap() == words_page(3));
         let stats = store.stats();
-        assert_eq!(stats.units.units, 0, "{:?}", stats.units);
+        assert_eq!(
+            (stats.units.units, stats.units.pages),
+            (1, 1),
+            "{:?}",
+            stats.units
+        );
         assert_eq!(stats.mm.orig_data_size, 2 * PAGE_SIZE as u64);
         assert_eq!(store.mm_stat(), stats.mm);
+        store.discard(1);
+        store.discard(0);
+        let empty = store.stats();
+        assert_eq!(empty.units, zpage::store::UnitStats::default());
+        assert_eq!((empty.bd.bd_count, empty.backed_bytes), (0, 0));
     });
 }
 

@@ -584,26 +584,77 @@ fn duration_max_means_no_bound() {
     assert_eq!(store.mark_idle(Some(Duration::MAX)), 0);
 }
 
-/// Writeback takes pages out of their units: each member is written as its own form, the
-/// units go with their last members, and every page reads back from its record.
+/// Writeback moves whole units, one record a piece of the frame, their pages untouched:
+/// a failed write leaves them in memory, a unit a page left during the pass is not taken,
+/// every page reads back from the records (a damaged one is an error), and the records
+/// are freed with the unit's last page.
 #[test]
-fn writeback_takes_pages_out_of_their_units() {
+fn writeback_moves_whole_units() {
     let pages = common::sample_pages();
-    let store = tiered()
-        .backing(Arc::new(Faulty::new(pages.len() as u64)))
-        .build();
+    let backing = Arc::new(Faulty::new(pages.len() as u64));
+    let store = tiered().backing(backing.clone()).build();
     insert_all(&store, &pages);
     store.recompress_selected(Selection::all());
     store.recompress_selected(Selection::all().level(14));
     let packed = store.stats();
-    assert!(packed.units.pages > 0, "{:?}", packed.units);
+    assert!(packed.units.units > 1, "{:?}", packed.units);
+    // A failed write: nothing moves.
+    *backing.refuse_writes.lock().unwrap() = true;
+    let failed = store.writeback(Selection::all()).unwrap();
+    *backing.refuse_writes.lock().unwrap() = false;
+    assert!(failed.error.is_some() && failed.failed > 0, "{failed}");
+    assert_eq!(store.stats().units, packed.units);
+    assert_holds(&store, &pages);
     let back = store.writeback(Selection::all()).unwrap();
     let after = store.stats();
-    assert_eq!(after.units, zpage::store::UnitStats::default(), "{back}");
+    assert_eq!(back.error, None, "{back}");
     assert_eq!(after.mm.compr_data_size, 0, "{back}");
     assert_eq!(after.mm.orig_data_size, packed.mm.orig_data_size);
-    assert_eq!(after.bd.bd_count, back.written);
+    assert_eq!(
+        after.units.pages, packed.units.pages,
+        "its pages still name it"
+    );
+    assert_eq!(after.units.stored_bytes, 0);
+    assert_eq!(after.units.backed_bytes, packed.units.stored_bytes);
+    assert_eq!(back.written, packed.pages - packed.mm.same_pages);
+    // bd_count counts records (4 KiB blocks), as zram's does: a unit's are its pieces.
+    let held: u64 = after.classes.values().map(|c| c.stored_bytes).sum();
+    assert_eq!(held, 0);
+    assert_eq!(after.backed_bytes, back.bytes_freed);
+    assert!(after.bd.bd_count < back.written, "{:?}", after.bd);
     assert_holds(&store, &pages);
+    // A damaged record of a unit is an error for its pages, never other bytes.
+    let member = (0..pages.len() as u64)
+        .find(|&id| store.stored_class(id) == Some(Class::Zstd))
+        .expect("a unit page");
+    let mut corrupted = 0;
+    for slot in 0..pages.len() {
+        let mut records = backing.records.lock().unwrap();
+        if !records[slot].is_empty() {
+            records[slot][0] ^= 1;
+            corrupted += 1;
+        }
+    }
+    assert!(corrupted > 0);
+    let read = std::thread::spawn({
+        let store = Arc::new(store);
+        move || (store.read(member).map(|_| ()), store)
+    });
+    let (result, store) = read.join().unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::Checksum { .. } | StoreError::Corrupt { .. })
+        ),
+        "{result:?}"
+    );
+    // Every page gone: the records go with the units.
+    for id in 0..pages.len() as u64 {
+        store.discard(id);
+    }
+    let empty = store.stats();
+    assert_eq!(empty.units, zpage::store::UnitStats::default());
+    assert_eq!((empty.bd.bd_count, empty.backed_bytes), (0, 0));
 }
 
 /// The coldest pass weighs each unit once against its pages in the mixed form: it keeps
@@ -667,4 +718,46 @@ fn an_idle_pass_runs_every_tier_in_turn() {
     assert!(coldest.examined > 0, "{pass}");
     assert_eq!(coldest.failed, 0, "{pass}");
     assert_holds(&store, &pages);
+}
+
+/// A full store that evicts lets pages of cold units go too (each unit with its last
+/// page): new pages keep going in, what stays reads back, the listener hears every
+/// eviction.
+#[test]
+fn eviction_at_the_limit_takes_pages_of_units() {
+    let pages = common::sample_pages();
+    let evicted = Arc::new(Mutex::new(Vec::new()));
+    let store = {
+        let sink = evicted.clone();
+        tiered()
+            .on_full(zpage::OnFull::Evict)
+            .on_removal(move |id, _| sink.lock().unwrap().push(id))
+            .build()
+    };
+    insert_all(&store, &pages);
+    store.recompress_selected(Selection::all());
+    store.recompress_selected(Selection::all().level(14));
+    let packed = store.stats();
+    assert!(packed.units.pages > 0);
+    // Room for about half of what the units hold: new pages push units' pages out.
+    store.set_mem_limit(Some(packed.mm.mem_used_total / 2));
+    let n = pages.len() as u64;
+    for (id, page) in (n..).zip(&pages) {
+        store.insert(id, page).unwrap();
+    }
+    let evicted = evicted.lock().unwrap().clone();
+    assert!(evicted.iter().any(|&id| id < n), "units' pages evicted");
+    let after = store.stats();
+    assert!(
+        after.mm.mem_used_max <= packed.mm.mem_used_max,
+        "memory never grew"
+    );
+    assert!(after.units.units < packed.units.units, "{:?}", after.units);
+    for (id, page) in (0..).zip(pages.iter().chain(&pages)) {
+        if let Some(stored) = store.get(id).unwrap() {
+            assert!(*stored == *page, "page {id}");
+        } else {
+            assert!(evicted.contains(&id), "page {id} lost, not evicted");
+        }
+    }
 }

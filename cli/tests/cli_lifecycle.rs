@@ -82,16 +82,16 @@ fn the_life_cycle_reports_each_stage_and_writes_back() {
     // The idle pass stores the fast path's pages in less memory.
     assert!(idle["effective_ratio"].as_f64().unwrap() > store["effective_ratio"].as_f64().unwrap());
     assert!(idle["compr_data_size"].as_u64().unwrap() < store["compr_data_size"].as_u64().unwrap());
-    // Writeback of every idle page: the allocator empties, the backing store holds them.
+    // Writeback of every idle page: the allocator empties, the backing store holds them,
+    // the cold units as one record a 4 KiB piece (bd_count counts records, as zram's
+    // counts blocks), fewer than their pages.
     assert_eq!(back["compr_data_size"], 0);
     let same = back["same_pages"].as_u64().unwrap();
-    assert_eq!(back["bd_stat"]["bd_count"].as_u64(), Some(pages - same));
+    let records = back["bd_stat"]["bd_count"].as_u64().unwrap();
+    assert!(records > 0 && records < pages - same, "{records} records");
     assert_eq!(back["io_stat"]["failed_writes"], 0);
-    // The read stage read every written-back page from the file.
-    assert_eq!(
-        stages[5]["bd_stat"]["bd_reads"].as_u64(),
-        Some(pages - same)
-    );
+    // The read stage, in page order, read every record once (a unit decoded once).
+    assert_eq!(stages[5]["bd_stat"]["bd_reads"].as_u64(), Some(records));
 }
 
 /// The kernel's life cycle beside zpage's (`--zram`): the steps in order, recompression

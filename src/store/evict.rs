@@ -246,7 +246,9 @@ fn hand(shard: &mut Shard, want: usize, force: bool, stay: bool) -> (Vec<u64>, b
         if access.referenced && !force {
             table.unreference(id);
             cleared = true;
-        } else if in_allocator(meta) {
+        } else if in_allocator(meta) || (meta.unit && !stay) {
+            // A unit's page can go (its unit is freed with its last page), not be
+            // written back alone (writeback moves whole units).
             picked.push(id);
             if !stay {
                 queues.haunt(id, pages);

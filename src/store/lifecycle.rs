@@ -21,8 +21,9 @@
 //!
 //!    Stored (cold) ── pack (cold pass, if unchanged) ──▶ InUnit ── insert / remove / evict:
 //!                                                         │  │     leaves the unit ──▶ as above
-//!                                     read miss: fill ◀──┘  └── writeback: decoded, written
-//!                                     (HotClean, still a member)  as its own form ──▶ Backed
+//!                                     read miss: fill ◀──┘  └── writeback moves the unit's
+//!                                     (HotClean, still a member)  frame to records (the page
+//!                                                                 stays InUnit; reads from them)
 //! ```
 //!
 //! - **Absent**: no metadata.
@@ -54,8 +55,8 @@ use super::evict::{Queues, RemovalCause};
 use super::slab::{Handle, Slabs};
 use super::stats::Counters;
 use super::table::{Meta, Table};
-use super::units::{Unit, Units, member_of, member_word};
-use super::{PageStore, StoreError, writeback};
+use super::units::{Frame, Unit, Units, member_of, member_word};
+use super::{IoError, PageStore, StoreError, writeback};
 use crate::classify::features;
 use crate::codec::dict::{Dictionaries, Dictionary};
 use crate::codec::{self, Class, RAW_SIZE};
@@ -158,13 +159,12 @@ pub(super) enum Snapshot {
         checksum: u32,
         dict: Option<Arc<Dictionary>>,
     },
-    /// A page of a cold unit: the unit's frame copied into the caller's buffer, unless
-    /// this thread has the unit decoded already (`frame_len` 0).
+    /// A page of a cold unit, whose frame is where `frame` says.
     Unit {
         serial: u64,
         pages: usize,
         position: usize,
-        frame_len: usize,
+        frame: UnitFrame,
         frame_checksum: u32,
         checksum: u32,
         dict: Option<Arc<Dictionary>>,
@@ -177,6 +177,16 @@ pub(super) enum Snapshot {
         checksum: u32,
         dict: Option<Arc<Dictionary>>,
     },
+}
+
+/// Where a unit's frame is for a read.
+pub(super) enum UnitFrame {
+    /// This thread has the unit decoded already.
+    Decoded,
+    /// Copied into the caller's buffer (this many bytes).
+    Copied(usize),
+    /// In these backing records, to be read with no lock held.
+    Backed(Box<[(u64, usize)]>),
 }
 
 /// One dictionary (or none) as a decoder's view.
@@ -249,23 +259,29 @@ impl PageStore {
             let slabs = self.slabs.read();
             let units = self.units.read();
             let unit = units.get(index);
-            let decoded = DECODED.with(|cell| cell.borrow().0 == unit.serial);
             buffer.clear();
-            if !decoded {
-                unit.copy_frame(&slabs, buffer);
-            }
+            let frame = if DECODED.with(|cell| cell.borrow().0 == unit.serial) {
+                UnitFrame::Decoded
+            } else if unit.copy_frame(&slabs, buffer) {
+                UnitFrame::Copied(buffer.len())
+            } else {
+                let Frame::Backed(records) = &unit.frame else {
+                    unreachable!("a frame not in memory is backed")
+                };
+                UnitFrame::Backed(records.clone())
+            };
+            let dict = match frame {
+                UnitFrame::Decoded => None,
+                _ => self.dicts.hold(unit.dict()),
+            };
             return Snapshot::Unit {
                 serial: unit.serial,
                 pages: unit.pages(),
                 position,
-                frame_len: buffer.len(),
+                frame,
                 frame_checksum: unit.checksum,
                 checksum: meta.checksum,
-                dict: if decoded {
-                    None
-                } else {
-                    self.dicts.hold(unit.dict())
-                },
+                dict,
             };
         }
         if meta.backed {
@@ -310,14 +326,25 @@ impl PageStore {
                 serial,
                 pages,
                 position,
-                frame_len,
+                frame,
                 frame_checksum,
                 checksum,
                 dict,
             } => {
+                let frame_len = match frame {
+                    UnitFrame::Decoded => None,
+                    UnitFrame::Copied(len) => Some(len),
+                    UnitFrame::Backed(records) => match self.read_records(&records, buffer) {
+                        Ok(len) => Some(len),
+                        Err(source) => {
+                            self.dicts.let_go(dict);
+                            return Err(StoreError::BackingRead { id, source });
+                        }
+                    },
+                };
                 let result = DECODED.with(|cell| {
                     let (decoded, bytes) = &mut *cell.borrow_mut();
-                    if frame_len > 0 {
+                    if let Some(frame_len) = frame_len {
                         let frame = &buffer[..frame_len];
                         if crc32fast::hash(frame) != frame_checksum {
                             return Err(StoreError::Checksum { id });
@@ -376,6 +403,25 @@ impl PageStore {
         result
     }
 
+    /// Reads a written-back unit's records into `buffer` (no lock held); the frame's
+    /// length.
+    fn read_records(
+        &self,
+        records: &[(u64, usize)],
+        buffer: &mut Vec<u8>,
+    ) -> Result<usize, IoError> {
+        let total = records.iter().map(|&(_, len)| len).sum();
+        buffer.clear();
+        buffer.resize(total, 0);
+        let mut at = 0;
+        for &(slot, len) in records {
+            self.tier().device.read(slot, &mut buffer[at..at + len])?;
+            self.counters.bd_reads.fetch_add(1, Ordering::Relaxed);
+            at += len;
+        }
+        Ok(total)
+    }
+
     /// Page `id`'s bytes into `out` with no lock held across the work: the metadata it
     /// was read at (`None`: absent, or `wanted` said no). `wanted` runs under the shard's
     /// read lock on a present page (a read's stamp and counters, a pass's choice). A
@@ -403,8 +449,11 @@ impl PageStore {
                 (meta, self.snapshot(&shard, id, meta, out, &mut buffer))
             };
             match self.finish(id, snapshot, &mut buffer, out) {
+                // A record read while its slot was freed and reused: the page changed
+                // (a backed page rewritten, or a unit's last member gone).
                 Err(StoreError::Checksum { .. } | StoreError::BackingRead { .. })
-                    if meta.backed && slot.shard.read().table.get(id) != Some(meta) => {}
+                    if (meta.backed || meta.unit)
+                        && slot.shard.read().table.get(id) != Some(meta) => {}
                 Err(error) => {
                     slot.failed_reads.fetch_add(1, Ordering::Relaxed);
                     break Err(error);
@@ -631,41 +680,6 @@ impl PageStore {
         true
     }
 
-    /// Stored in a unit ──writeback──▶ Backed: the member (of metadata `meta` when it was
-    /// decoded and encoded alone as `encoded`) now lives in backing slot `slot` in that
-    /// form, if unchanged, and leaves its unit; whether it did.
-    pub(super) fn unpacked_back(
-        &self,
-        shard: &mut Shard,
-        id: u64,
-        meta: Meta,
-        slot: u64,
-        encoded: &Encoded,
-    ) -> bool {
-        if shard.table.get(id) != Some(meta) {
-            return false;
-        }
-        let payload = &encoded.bytes[1..];
-        let dict = codec::form_dictionary(encoded.class, payload);
-        self.tier().slots.assign(slot, dict.unwrap_or(0));
-        self.forget(shard, id, meta);
-        let old_dict = self.leave_unit(meta);
-        self.dicts.release(old_dict);
-        let backed = Meta {
-            word: writeback::backed_word(slot, payload.len()),
-            checksum: crc32fast::hash(payload),
-            stored: Some(encoded.class),
-            hot: false,
-            backed: true,
-            settled: true,
-            unit: false,
-        };
-        self.record(backed, &encoded.bytes);
-        shard.table.set(id, backed, None);
-        self.counters.backed_in(payload.len());
-        true
-    }
-
     /// Sets a written page's metadata: a new page joins the eviction hand's queue, a
     /// rewritten one counts as referenced.
     fn set_written(&self, shard: &mut Shard, id: u64, meta: Meta, existed: bool) {
@@ -735,9 +749,20 @@ impl PageStore {
     /// Changes the units' registry under the allocator's lock (the lock order), freeing
     /// the frame of the unit the change let go; returns the dictionary it named.
     fn change_units(&self, change: impl FnOnce(&mut Units) -> Option<Unit>) -> Option<u32> {
-        let mut slabs = self.slabs_mut();
-        let gone = change(&mut self.units.write())?;
-        gone.free(&mut slabs);
+        let gone = {
+            let mut slabs = self.slabs_mut();
+            let gone = change(&mut self.units.write())?;
+            if let Frame::Memory(pieces) = &gone.frame {
+                pieces.iter().for_each(|&piece| slabs.free(piece));
+            }
+            gone
+        };
+        if let Frame::Backed(records) = &gone.frame {
+            for &(slot, len) in records.iter() {
+                self.tier().slots.free(slot);
+                self.counters.backed_out(len);
+            }
+        }
         gone.dict()
     }
 

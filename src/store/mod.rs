@@ -855,7 +855,10 @@ mod tests {
         assert_eq!(store.read(1).unwrap_err(), StoreError::Checksum { id: 1 });
         store.shards[0].shard.write().table.set(1, meta, None);
         // A damaged frame, read on a thread that has not decoded the unit.
-        let piece = store.units.read().get(units::member_of(meta.word).0).pieces[0];
+        let piece = match &store.units.read().get(units::member_of(meta.word).0).frame {
+            units::Frame::Memory(pieces) => pieces[0],
+            units::Frame::Backed(_) => panic!("never written back"),
+        };
         let mut bytes = store.slabs.read().get(piece).to_vec();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x10;

@@ -9,7 +9,10 @@
 //!
 //! Invariants:
 //! - A unit's frame lies in the allocator as pieces of at most a page (the allocator's
-//!   largest object), in order; the unit owns them until it is freed.
+//!   largest object), in order, or after writeback in the backing store as one record a
+//!   piece; the unit owns them until it is freed. Writeback moves a frame by changing
+//!   the registry alone (its members' metadata name the unit, not the frame), and only
+//!   if the unit is the one whose frame was written (same serial, still in memory).
 //! - `live` has a bit set for exactly the members whose metadata name the unit: a bit is
 //!   set and cleared only under that page's shard write lock, together with its
 //!   metadata. So a page that names a unit finds it registered.
@@ -25,10 +28,19 @@ use crate::codec::unit::MAX_UNIT_PAGES;
 // A unit's members are the bits of a `u32`.
 const _: () = assert!(MAX_UNIT_PAGES <= u32::BITS as usize);
 
+/// Where a unit's frame lies: its pieces, in order.
+#[derive(Clone, Debug)]
+pub(super) enum Frame {
+    /// In the allocator.
+    Memory(Box<[Handle]>),
+    /// In the backing store: each piece's slot and length.
+    Backed(Box<[(u64, usize)]>),
+}
+
 /// One unit: its frame's pieces and its members.
 #[derive(Debug)]
 pub(super) struct Unit {
-    pub(super) pieces: Box<[Handle]>,
+    pub(super) frame: Frame,
     pub(super) serial: u64,
     /// Pages the frame holds.
     pages: u8,
@@ -56,21 +68,31 @@ impl Unit {
 
     /// The frame's bytes.
     pub(super) fn frame_len(&self) -> usize {
-        self.pieces.iter().map(|piece| piece.len()).sum()
+        match &self.frame {
+            Frame::Memory(pieces) => pieces.iter().map(|piece| piece.len()).sum(),
+            Frame::Backed(records) => records.iter().map(|&(_, len)| len).sum(),
+        }
     }
 
-    /// Appends the frame's bytes to `out`.
-    pub(super) fn copy_frame(&self, slabs: &Slabs, out: &mut Vec<u8>) {
-        for &piece in &self.pieces {
+    /// Appends the frame's bytes to `out`, if it is in memory.
+    pub(super) fn copy_frame(&self, slabs: &Slabs, out: &mut Vec<u8>) -> bool {
+        let Frame::Memory(pieces) = &self.frame else {
+            return false;
+        };
+        for &piece in pieces {
             out.extend_from_slice(slabs.get(piece));
         }
+        true
     }
 
-    /// Frees the frame's pieces (the unit is gone from the registry).
-    pub(super) fn free(&self, slabs: &mut Slabs) {
-        for &piece in &self.pieces {
-            slabs.free(piece);
-        }
+    /// Whether the frame is in memory.
+    pub(super) fn in_memory(&self) -> bool {
+        matches!(self.frame, Frame::Memory(_))
+    }
+
+    /// Pages that are still members.
+    pub(super) fn live(&self) -> usize {
+        self.live.count_ones() as usize
     }
 }
 
@@ -85,8 +107,10 @@ pub struct UnitStats {
     /// Pages units still hold that are no longer members (written, removed or evicted
     /// since): garbage inside frames, given back when their unit is re-packed or freed.
     pub dead_pages: u64,
-    /// Bytes of the units' frames (in the allocator, counted in `compr_data_size`).
+    /// Bytes of the frames in memory (in the allocator, counted in `compr_data_size`).
     pub stored_bytes: u64,
+    /// Bytes of the frames written back (counted in the store's `backed_bytes`).
+    pub backed_bytes: u64,
     /// Bytes of the registry itself (counted in the store's bookkeeping).
     pub registry_bytes: u64,
 }
@@ -99,6 +123,7 @@ pub(super) struct Units {
     live_pages: u64,
     pages: u64,
     stored_bytes: u64,
+    backed_bytes: u64,
 }
 
 /// A member's metadata word: its unit's index and its position.
@@ -122,7 +147,7 @@ impl Units {
     ) -> u32 {
         debug_assert!((1..=MAX_UNIT_PAGES).contains(&pages));
         let unit = Unit {
-            pieces,
+            frame: Frame::Memory(pieces),
             serial: crate::sync::unique_serial(),
             pages: u8::try_from(pages).expect("at most MAX_UNIT_PAGES pages a unit"),
             live: 0,
@@ -190,7 +215,10 @@ impl Units {
             .take()
             .expect("a unit removed once");
         self.pages -= u64::from(unit.pages);
-        self.stored_bytes -= unit.frame_len() as u64;
+        match unit.frame {
+            Frame::Memory(_) => self.stored_bytes -= unit.frame_len() as u64,
+            Frame::Backed(_) => self.backed_bytes -= unit.frame_len() as u64,
+        }
         self.free.push(index);
         if self.free.len() == self.entries.len() {
             // The last unit gone: the registry's memory too.
@@ -225,11 +253,46 @@ impl Units {
         self.free.shrink_to_fit();
     }
 
+    /// The unit at `index`, if it is the one of `serial` (a writeback that copied its
+    /// frame checks that the unit was not freed and its index reused meanwhile).
+    pub(super) fn named(&self, index: u32, serial: u64) -> Option<&Unit> {
+        self.entries
+            .get(index as usize)?
+            .as_ref()
+            .filter(|unit| unit.serial == serial)
+    }
+
+    /// The frame of the unit at `index` (of `serial`, still in memory) now lies in
+    /// `records`; returns its pieces for the caller to free (it holds the allocator's
+    /// lock), or `None` if the unit is not that one any more.
+    pub(super) fn written_back(
+        &mut self,
+        index: u32,
+        serial: u64,
+        records: Box<[(u64, usize)]>,
+    ) -> Option<Box<[Handle]>> {
+        let unit = self.entries.get_mut(index as usize)?.as_mut()?;
+        if unit.serial != serial || !unit.in_memory() {
+            return None;
+        }
+        let len = unit.frame_len() as u64;
+        let Frame::Memory(pieces) = std::mem::replace(&mut unit.frame, Frame::Backed(records))
+        else {
+            unreachable!("checked in memory above")
+        };
+        self.stored_bytes -= len;
+        self.backed_bytes += len;
+        Some(pieces)
+    }
+
     /// Moves the pieces in slabs being evacuated (the caller holds the allocator's write
     /// lock); a piece with no room stays where it is.
     pub(super) fn relocate(&mut self, slabs: &mut Slabs) {
         for unit in self.entries.iter_mut().flatten() {
-            for piece in unit.pieces.iter_mut() {
+            let Frame::Memory(pieces) = &mut unit.frame else {
+                continue;
+            };
+            for piece in pieces.iter_mut() {
                 if slabs.is_evacuating(*piece)
                     && let Some(moved) = slabs.relocate(*piece)
                 {
@@ -240,15 +303,21 @@ impl Units {
     }
 
     pub(super) fn stats(&self) -> UnitStats {
-        let pieces: usize = self.entries.iter().flatten().map(|u| u.pieces.len()).sum();
+        let pieces: usize = (self.entries.iter().flatten())
+            .map(|unit| match &unit.frame {
+                Frame::Memory(pieces) => pieces.len() * size_of::<Handle>(),
+                Frame::Backed(records) => records.len() * size_of::<(u64, usize)>(),
+            })
+            .sum();
         UnitStats {
             units: (self.entries.len() - self.free.len()) as u64,
             pages: self.live_pages,
             dead_pages: self.pages - self.live_pages,
             stored_bytes: self.stored_bytes,
+            backed_bytes: self.backed_bytes,
             registry_bytes: (self.entries.capacity() * size_of::<Option<Unit>>()
                 + self.free.capacity() * size_of::<u32>()
-                + pieces * size_of::<Handle>()) as u64,
+                + pieces) as u64,
         }
     }
 }
@@ -277,7 +346,10 @@ mod tests {
         assert!(units.leave(index, 2).is_none());
         let gone = units.packed(index).expect("no member left");
         assert_eq!(gone.dict(), Some(3));
-        gone.free(&mut slabs);
+        let Frame::Memory(pieces) = gone.frame else {
+            panic!("never written back")
+        };
+        pieces.iter().for_each(|&piece| slabs.free(piece));
         assert_eq!(slabs.totals().live, 0);
         assert_eq!(units.stats().units, 0);
         assert_eq!(units.stats().stored_bytes, 0);
@@ -288,7 +360,31 @@ mod tests {
         assert!(units.sparse(index));
         let stats = units.stats();
         assert_eq!((stats.units, stats.pages, stats.dead_pages), (1, 1, 2));
+        // Written back: the registry moves the frame; a stale serial moves nothing.
+        let serial = units.get(index).serial;
+        assert!(
+            units
+                .written_back(index, serial + 1, Box::new([(0, 100)]))
+                .is_none()
+        );
+        let pieces = units
+            .written_back(index, serial, Box::new([(7, 100)]))
+            .unwrap();
+        assert_eq!(pieces.len(), 1);
+        let stats = units.stats();
+        assert_eq!((stats.stored_bytes, stats.backed_bytes), (0, 100));
+        assert!(
+            units
+                .written_back(index, serial, Box::new([(8, 100)]))
+                .is_none()
+        );
+        assert!(
+            units
+                .named(index, serial)
+                .is_some_and(|unit| !unit.in_memory())
+        );
         assert!(units.leave(index, 1).is_some());
+        assert_eq!(units.stats(), UnitStats::default());
     }
 
     #[test]

@@ -15,14 +15,14 @@
 //!   is a checksum error on read, an unreadable one a `BackingRead` error.
 
 use super::evict::RemovalCause;
-use super::lifecycle::{Encoded, Encoding, Shard, form_dict};
+use super::lifecycle::{Shard, form_dict};
 use super::slab::Handle;
 use super::table::Meta;
 use super::tiers::Pass;
+use super::units::{Frame, member_of};
 use super::{BackedTier, PageStore, Selection, StoreError};
-use crate::codec;
-use crate::page::Page;
 use crate::sync::Ordering;
+use hashbrown::HashMap;
 
 /// What [`PageStore::writeback`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -83,9 +83,10 @@ pub(super) struct Candidate {
     meta: Meta,
     payload: Vec<u8>,
     dict: u32,
-    /// A member of a unit: its own form, encoded for its record.
-    unpacked: Option<Encoded>,
 }
+
+/// The members of one unit a writeback took: the unit's serial and their ids.
+type TakenUnit = (u64, Vec<u64>);
 
 impl PageStore {
     /// The backing store (the caller knows there is one: a backed page, or a writeback
@@ -105,36 +106,15 @@ impl PageStore {
             meta,
             payload: slabs.get(Handle::from_bits(meta.word)).to_vec(),
             dict: form_dict(&slabs, meta).unwrap_or(0),
-            unpacked: None,
         }
-    }
-
-    /// A member of a unit (metadata `meta`) out for writeback: decoded from its unit
-    /// (no lock held) and encoded alone with the idle engine, so its record is its own;
-    /// `None` if it changed meanwhile, does not decode, or is filled (nothing to write).
-    fn unpacked_candidate(&self, id: u64, meta: Meta, page: &mut Page) -> Option<Candidate> {
-        match self.read_page(id, page, |_, now| now == meta) {
-            Ok(Some(_)) => {}
-            _ => return None,
-        }
-        let encoded = self.encode(page, Encoding::Idle(None));
-        if encoded.class.is_inline() {
-            return None;
-        }
-        let payload = encoded.bytes[1..].to_vec();
-        Some(Candidate {
-            id,
-            meta,
-            dict: codec::form_dictionary(encoded.class, &payload).unwrap_or(0),
-            payload,
-            unpacked: Some(encoded),
-        })
     }
 
     /// Writes the pages `select` takes to the backing store, in batches, and frees their
     /// memory (zram's `writeback`): a written-back page keeps only its metadata in memory
     /// and is read back from its record, checked against its CRC, on access. At most
-    /// [`PageStore::set_writeback_limit`] pages are written. A failed batch leaves its
+    /// [`PageStore::set_writeback_limit`] pages are written. A cold unit goes whole, one
+    /// record a piece of its frame (its pages still name it), when the pass takes every
+    /// page still in it. A failed batch leaves its
     /// pages in memory and stops the pass; the error is in the result and counted in
     /// `failed_writes`. The allocator is compacted after. The listener hears
     /// [`RemovalCause::WrittenBack`] for each page written.
@@ -168,7 +148,7 @@ impl PageStore {
         let mut pass = Pass::new(self, select);
         let mut done = WrittenBack::default();
         let mut batch: Vec<Candidate> = Vec::with_capacity(BATCH);
-        let mut page = Page::boxed();
+        let mut units: HashMap<u32, TakenUnit> = HashMap::new();
         for id in self.ids() {
             // The limit counts down as batches are written: what is taken but not yet
             // written is the batch.
@@ -177,7 +157,7 @@ impl PageStore {
                 done.cut_short = true;
                 break;
             }
-            let member = {
+            {
                 let shard = self.slot(id).shard.read();
                 let (Some(meta), Some(access)) = (shard.table.get(id), shard.table.access(id))
                 else {
@@ -186,24 +166,31 @@ impl PageStore {
                 if pass.takes(meta, access) {
                     pass.taken += 1;
                     batch.push(self.candidate(id, meta));
-                    None
                 } else if pass.takes_member(meta, access) {
-                    pass.taken += 1;
-                    Some(meta)
-                } else {
-                    continue;
+                    let index = member_of(meta.word).0;
+                    let registry = self.units.read();
+                    let unit = registry.get(index);
+                    let taken = units
+                        .entry(index)
+                        .or_insert_with(|| (unit.serial, Vec::new()));
+                    // An index freed and reused during the pass names another unit.
+                    if unit.in_memory() && taken.0 == unit.serial {
+                        pass.taken += 1;
+                        taken.1.push(id);
+                    }
                 }
-            };
-            if let Some(meta) = member
-                && let Some(candidate) = self.unpacked_candidate(id, meta, &mut page)
-            {
-                batch.push(candidate);
             }
             if batch.len() == BATCH && !self.write_batch(&mut batch, &mut done) {
                 break;
             }
         }
-        self.write_batch(&mut batch, &mut done);
+        if self.write_batch(&mut batch, &mut done) && done.error.is_none() {
+            for (index, (serial, ids)) in units {
+                if !ids.is_empty() && !self.write_unit(index, serial, &ids, &mut done) {
+                    break;
+                }
+            }
+        }
         if done.written > 0 {
             done.pages_compacted = self.compact();
         }
@@ -218,61 +205,27 @@ impl PageStore {
         if batch.is_empty() {
             return true;
         }
-        // Freed slots' records are dropped first, so the backing store holds only live
-        // pages and the slots can be reused (a failed drop keeps them for the next batch).
-        let freed = tier.slots.to_drop();
-        if !freed.is_empty() {
-            let done = tier.device.discard(&freed).is_ok();
-            tier.slots.dropped(freed, done);
-        }
-        let slots = tier.slots.alloc(batch.len());
+        let slots = self.fresh_slots(batch.len());
         let full = slots.len() < batch.len();
         batch.truncate(slots.len());
-        let records: Vec<(u64, &[u8])> = slots
-            .iter()
-            .zip(batch.iter())
-            .map(|(&slot, c)| (slot, &c.payload[..]))
-            .collect();
-        if let Err(error) = tier.device.write(&records) {
-            for &slot in &slots {
-                tier.slots.free(slot);
-            }
-            let failed = batch.len() as u64;
-            self.counters
-                .failed_writes
-                .fetch_add(failed, Ordering::Relaxed);
-            done.failed += failed;
-            done.error = Some(error.to_string());
+        let payloads = batch.iter().map(|c| &c.payload[..]);
+        if !self.write_records(&slots, payloads, batch.len() as u64, done) {
             batch.clear();
             return false;
         }
         let mut written = Vec::with_capacity(batch.len());
         for (slot, candidate) in slots.into_iter().zip(batch.drain(..)) {
-            let Candidate {
-                id,
-                meta,
-                dict,
-                unpacked,
-                ..
-            } = candidate;
+            let Candidate { id, meta, dict, .. } = candidate;
             let moved = {
                 let shard: &mut Shard = &mut self.slot(id).shard.write();
-                match &unpacked {
-                    None => self.written_back(shard, id, meta, slot, dict),
-                    Some(encoded) => self.unpacked_back(shard, id, meta, slot, encoded),
-                }
+                self.written_back(shard, id, meta, slot, dict)
             };
             if !moved {
                 tier.slots.free(slot);
                 done.raced += 1;
                 continue;
             }
-            // The limit counts down (zram's `writeback_limit`), unless there is none.
-            let _ = self
-                .writeback_limit
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                    (l != u64::MAX).then(|| l.saturating_sub(1))
-                });
+            self.count_down(1);
             done.written += 1;
             done.bytes_freed += super::lifecycle::stored_len(meta) as u64;
             written.push(id);
@@ -282,6 +235,122 @@ impl PageStore {
             done.cut_short = true;
         }
         !full
+    }
+
+    /// Writes the frame of unit `index` (of `serial`, the pass having taken `ids`, every
+    /// page still in it) as one record a piece, and moves the unit to them if it is still
+    /// that unit in memory (its pages, which name the unit, are not touched); false if
+    /// the pass must stop.
+    fn write_unit(&self, index: u32, serial: u64, ids: &[u64], done: &mut WrittenBack) -> bool {
+        let pages = ids.len() as u64;
+        if pages > self.writeback_limit.load(Ordering::Relaxed) {
+            done.cut_short = true;
+            return false;
+        }
+        let pieces: Vec<Vec<u8>> = {
+            let slabs = self.slabs.read();
+            let registry = self.units.read();
+            let unit = registry.named(index, serial);
+            match unit.map(|unit| (&unit.frame, unit.live())) {
+                Some((Frame::Memory(pieces), live)) if live == ids.len() => {
+                    pieces.iter().map(|&p| slabs.get(p).to_vec()).collect()
+                }
+                _ => {
+                    done.raced += pages;
+                    return true;
+                }
+            }
+        };
+        let slots = self.fresh_slots(pieces.len());
+        if slots.len() < pieces.len() {
+            slots.iter().for_each(|&slot| {
+                self.tier().slots.free(slot);
+            });
+            done.cut_short = true;
+            return false;
+        }
+        if !self.write_records(&slots, pieces.iter().map(|p| &p[..]), pages, done) {
+            return false;
+        }
+        // Counted before the unit names the records: a member leaving right after frees
+        // them and uncounts them.
+        let records: Box<[(u64, usize)]> = slots
+            .iter()
+            .zip(&pieces)
+            .map(|(&s, p)| (s, p.len()))
+            .collect();
+        records
+            .iter()
+            .for_each(|&(_, len)| self.counters.backed_in(len));
+        let moved = {
+            let mut slabs = self.slabs_mut();
+            let freed = self
+                .units
+                .write()
+                .written_back(index, serial, records.clone());
+            freed.map(|pieces| pieces.iter().for_each(|&piece| slabs.free(piece)))
+        };
+        if moved.is_none() {
+            for &(slot, len) in records.iter() {
+                self.tier().slots.free(slot);
+                self.counters.backed_out(len);
+            }
+            done.raced += pages;
+            return true;
+        }
+        self.count_down(pages);
+        done.written += pages;
+        done.bytes_freed += records.iter().map(|&(_, len)| len as u64).sum::<u64>();
+        self.notify(ids.iter().copied(), RemovalCause::WrittenBack);
+        true
+    }
+
+    /// Up to `n` slots to write, after the freed slots' records are dropped (so the
+    /// backing store holds only live records and the slots can be reused; a failed drop
+    /// keeps them for the next batch).
+    fn fresh_slots(&self, n: usize) -> Vec<u64> {
+        let tier = self.tier();
+        let freed = tier.slots.to_drop();
+        if !freed.is_empty() {
+            let done = tier.device.discard(&freed).is_ok();
+            tier.slots.dropped(freed, done);
+        }
+        tier.slots.alloc(n)
+    }
+
+    /// Writes `payloads` to `slots` in one batch; on failure frees the slots, counts the
+    /// `pages` they held as failed and returns false.
+    fn write_records<'a>(
+        &self,
+        slots: &[u64],
+        payloads: impl Iterator<Item = &'a [u8]>,
+        pages: u64,
+        done: &mut WrittenBack,
+    ) -> bool {
+        let tier = self.tier();
+        let records: Vec<(u64, &[u8])> = slots.iter().copied().zip(payloads).collect();
+        let Err(error) = tier.device.write(&records) else {
+            return true;
+        };
+        for &slot in slots {
+            tier.slots.free(slot);
+        }
+        self.counters
+            .failed_writes
+            .fetch_add(pages, Ordering::Relaxed);
+        done.failed += pages;
+        done.error = Some(error.to_string());
+        false
+    }
+
+    /// Counts `pages` written down from the limit (zram's `writeback_limit`), unless
+    /// there is none.
+    fn count_down(&self, pages: u64) {
+        let _ = self
+            .writeback_limit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l != u64::MAX).then(|| l.saturating_sub(pages))
+            });
     }
 
     /// Pages writeback may still write (`None`: no limit, the default); each page
