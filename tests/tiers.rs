@@ -761,3 +761,30 @@ fn eviction_at_the_limit_takes_pages_of_units() {
         }
     }
 }
+
+/// Written-back units stay written back: neither the cold pass (packing again) nor the
+/// coldest (the mixed form) brings their pages into memory.
+#[test]
+fn passes_leave_written_back_units_where_they_are() {
+    let pages = common::sample_pages();
+    let store = tiered()
+        .backing(Arc::new(Faulty::new(pages.len() as u64)))
+        .build();
+    insert_all(&store, &pages);
+    store.recompress_selected(Selection::all());
+    store.recompress_selected(Selection::all().level(14));
+    store.writeback(Selection::all()).unwrap();
+    // Half of every unit's pages rewritten (in memory now): the units are half garbage.
+    let n = pages.len() as u64;
+    for id in (0..n).step_by(2) {
+        store.insert(id, &pages[id as usize]).unwrap();
+    }
+    let before = store.stats();
+    assert!(before.units.dead_pages > 0 && before.units.stored_bytes == 0);
+    store.recompress_selected(Selection::all().level(14));
+    store.recompress_selected(Selection::all().mixed());
+    let after = store.stats();
+    assert_eq!(after.units.backed_bytes, before.units.backed_bytes);
+    assert_eq!(after.units.dead_pages, before.units.dead_pages);
+    assert_holds(&store, &pages);
+}

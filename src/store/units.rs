@@ -228,16 +228,18 @@ impl Units {
         unit
     }
 
-    /// Whether at least half of the unit at `index` is garbage: its members are worth
-    /// packing again.
+    /// Whether at least half of the unit at `index` is garbage and it is in memory: its
+    /// members are worth packing again (a written-back unit's garbage is not memory).
     pub(super) fn sparse(&self, index: u32) -> bool {
         let unit = self.get(index);
-        2 * unit.live.count_ones() as usize <= unit.pages()
+        2 * unit.live() <= unit.pages() && unit.in_memory()
     }
 
-    /// Whether the coldest pass should weigh the mixed form for the unit at `index`.
+    /// Whether the coldest pass should weigh the mixed form for the unit at `index` (in
+    /// memory: a written-back unit stays where it is).
     pub(super) fn worth_mixing(&self, index: u32) -> bool {
-        !self.get(index).mixed_tried
+        let unit = self.get(index);
+        !unit.mixed_tried && unit.in_memory()
     }
 
     /// The coldest pass weighed the unit at `index` and kept it.
