@@ -629,7 +629,8 @@ fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
 
 /// The coldest pass moves a unit's pages to the mixed form while one is overwritten: the
 /// overwrite stays (without the "only if unchanged" check the model finds it lost), the
-/// other page is mixed, and the unit is freed with its last member.
+/// other page is mixed (or, raced, left in its unit), and the unit is freed with its
+/// last member.
 #[test]
 fn mixing_a_unit_against_an_overwrite() {
     let dense = Engine::new(Profile::Dense);
@@ -657,9 +658,13 @@ fn mixing_a_unit_against_an_overwrite() {
             "the overwrite stays"
         );
         assert!(*store.read(1).unwrap() == words_page(3));
-        assert_eq!(store.stored_class(1), Some(zpage::Class::Mixed));
+        // Page 1 is mixed and its unit gone, or (page 0 left the unit while the pass
+        // weighed it) both stay as they were for the next pass.
         let stats = store.stats();
-        assert_eq!(stats.units.units, 0, "{:?}", stats.units);
+        match store.stored_class(1) {
+            Some(zpage::Class::Mixed) => assert_eq!(stats.units.units, 0, "{:?}", stats.units),
+            _ => assert_eq!((stats.units.units, stats.units.pages), (1, 1)),
+        }
         assert_eq!(stats.mm.orig_data_size, 2 * PAGE_SIZE as u64);
         assert_eq!(store.mm_stat(), stats.mm);
     });

@@ -610,23 +610,17 @@ impl PageStore {
         }
         done.examined += encoded.len() as u64;
         let mixed: usize = encoded.iter().map(|(_, _, e)| e.bytes.len() - 1).sum();
-        // The unit stays while a member names it: look at it under such a member's
-        // shard lock (the lock order), or not at all if every member changed meanwhile.
-        let with_unit = |look: &dyn Fn(&mut Units) -> usize| {
-            members.iter().find_map(|&(id, meta)| {
-                let shard = self.slot(id).shard.read();
-                (shard.table.get(id) == Some(meta)).then(|| look(&mut self.units.write()))
-            })
-        };
-        let Some(frame) = with_unit(&|units| units.get(index).frame_len()) else {
+        // Only if every page still in the unit is mixed is its frame freed.
+        let look = self.with_live_unit(members, |units| {
+            let unit = units.get(index);
+            (unit.live() == encoded.len()).then(|| unit.frame_len())
+        });
+        let Some(frame) = look.flatten() else {
             done.raced += encoded.len() as u64;
             return;
         };
         if mixed + mixed / crate::engine::MIXED_MARGIN >= frame {
-            with_unit(&|units| {
-                units.mixed_tried(index);
-                0
-            });
+            self.with_live_unit(members, |units| units.mixed_tried(index));
             return;
         }
         done.bytes_saved += (frame - mixed) as u64;
@@ -639,6 +633,23 @@ impl PageStore {
                 Err(_) => done.refused += 1,
             }
         }
+    }
+
+    /// Runs `look` on the units' registry under the shard lock of a page of `members`
+    /// that is unchanged (so still in its unit, which therefore stays registered; the
+    /// lock order, shard before units); `None` if every one changed.
+    fn with_live_unit<T>(
+        &self,
+        members: &[(u64, Meta)],
+        look: impl FnOnce(&mut Units) -> T,
+    ) -> Option<T> {
+        for &(id, meta) in members {
+            let shard = self.slot(id).shard.read();
+            if shard.table.get(id) == Some(meta) {
+                return Some(look(&mut self.units.write()));
+            }
+        }
+        None
     }
 
     /// Packs a group of pages into one unit, if smaller than their forms (or if any of
