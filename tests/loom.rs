@@ -573,6 +573,16 @@ fn packing_a_unit_against_an_overwrite_and_a_read() {
     });
 }
 
+/// A store of `builder`'s with pages 0 and 1 (words pages 1 and 3) packed into one unit.
+fn packed_pair(builder: zpage::StoreBuilder) -> Arc<PageStore> {
+    let store = Arc::new(builder.cold_unit_pages(2).build());
+    store.insert(0, &words_page(1)).unwrap();
+    store.insert(1, &words_page(3)).unwrap();
+    store.recompress_selected(Selection::all().level(1));
+    assert_eq!(store.stats().units.pages, 2);
+    store
+}
+
 /// Writeback of a unit (whole, its pages untouched) against an overwrite of one page and
 /// a read of the other: the overwrite stays, the read sees its page (from memory or the
 /// records), and once the unit's last page goes its records are freed.
@@ -580,18 +590,12 @@ fn packing_a_unit_against_an_overwrite_and_a_read() {
 fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
     let dense = Engine::new(Profile::Dense);
     model(move || {
-        let store = Arc::new(
+        let store = packed_pair(
             PageStore::builder()
                 .shards(1)
                 .engine(dense.clone())
-                .cold_unit_pages(2)
-                .backing(std::sync::Arc::new(MemoryBacking::default()))
-                .build(),
+                .backing(std::sync::Arc::new(MemoryBacking::default())),
         );
-        store.insert(0, &words_page(1)).unwrap();
-        store.insert(1, &words_page(3)).unwrap();
-        store.recompress_selected(Selection::all().level(1));
-        assert_eq!(store.stats().units.pages, 2);
         let writer = {
             let store = store.clone();
             spawn(move || {
@@ -635,17 +639,7 @@ fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
 fn mixing_a_unit_against_an_overwrite() {
     let dense = Engine::new(Profile::Dense);
     model(move || {
-        let store = Arc::new(
-            PageStore::builder()
-                .shards(2)
-                .engine(dense.clone())
-                .cold_unit_pages(2)
-                .build(),
-        );
-        store.insert(0, &words_page(1)).unwrap();
-        store.insert(1, &words_page(3)).unwrap();
-        store.recompress_selected(Selection::all().level(1));
-        assert_eq!(store.stats().units.pages, 2);
+        let store = packed_pair(PageStore::builder().shards(2).engine(dense.clone()));
         let mixer = {
             let store = store.clone();
             spawn(move || store.recompress_selected(Selection::all().mixed()))
