@@ -83,6 +83,10 @@ pub const PRIMER_BYTES: usize = (SETS_1 + SETS_2) * INPUTS * 2;
 pub const PRIMER_PAGES: usize = 64;
 /// Bytes the coder's fixed preamble takes: the primer id.
 const ID_BYTES: usize = 4;
+/// Decisions a form the store keeps may cost its decoder, at most: four a byte (a page of
+/// memory takes one to three a byte where this form wins, ten for a byte of noise). The
+/// decoder spends about the same time on every decision, so this bounds a cold read.
+pub const DECISION_BUDGET: u32 = 4 * PAGE_SIZE as u32;
 
 /// The logistic function on the stretch domain (8 fractional bits, ±2047) to a 12-bit
 /// probability, interpolated from 33 points (lpaq1's table).
@@ -178,7 +182,7 @@ impl Primer {
             for page in pages.iter().step_by(step) {
                 coder.reset_page();
                 let mut sink = Encoder::new(Vec::new());
-                coder.encode(page, &mut sink);
+                coder.encode(page, u32::MAX, &mut sink);
             }
             coder.primer()
         })
@@ -601,10 +605,15 @@ impl Coder {
         byte
     }
 
-    fn encode(&mut self, page: &[u8], out: &mut Encoder) {
+    /// Codes `page` into `out`; false once it takes more than `budget` decisions.
+    fn encode(&mut self, page: &[u8], budget: u32, out: &mut Encoder) -> bool {
         for &byte in page {
             self.code_byte(out, byte);
+            if out.decisions > budget {
+                return false;
+            }
         }
+        true
     }
 
     fn decode(&mut self, src: &[u8], out: &mut [u8; PAGE_SIZE]) -> bool {
@@ -627,6 +636,7 @@ struct Encoder {
     low: u32,
     high: u32,
     out: Vec<u8>,
+    decisions: u32,
 }
 
 impl Encoder {
@@ -635,11 +645,13 @@ impl Encoder {
             low: 0,
             high: u32::MAX,
             out,
+            decisions: 0,
         }
     }
 
     #[inline(always)]
     fn code(&mut self, p: u32, y: u32) {
+        self.decisions += 1;
         let mid = self.low + ((self.high - self.low) >> 12) * p;
         if y == 1 {
             self.high = mid;
@@ -742,21 +754,33 @@ fn with_coder<R>(f: impl FnOnce(&mut Coder) -> R) -> R {
 }
 
 /// Appends the form of `page` coded from `primer`, named `id` (0: the untrained primer),
-/// to `out`.
-pub fn encode(page: &Page, primer: Option<(u32, &Primer)>, out: &mut Vec<u8>) {
+/// to `out`; false (and `out` as it was) if its decoder would take more than `budget`
+/// decisions ([`DECISION_BUDGET`] where the store keeps the form).
+pub fn encode(
+    page: &Page,
+    primer: Option<(u32, &Primer)>,
+    budget: u32,
+    out: &mut Vec<u8>,
+) -> bool {
+    let start = out.len();
     out.push(Class::Mixed.tag());
     let id = primer.map_or(0, |(id, _)| id);
     out.extend_from_slice(&id.to_le_bytes());
     let body = std::mem::take(out);
-    *out = with_coder(|coder| {
+    let (coded, within) = with_coder(|coder| {
         match primer {
             Some((_, p)) => coder.start(p),
             None => coder.start(&Primer::untrained()),
         }
         let mut sink = Encoder::new(body);
-        coder.encode(page.bytes(), &mut sink);
-        sink.finish()
+        let within = coder.encode(page.bytes(), budget, &mut sink);
+        (sink.finish(), within)
     });
+    *out = coded;
+    if !within {
+        out.truncate(start);
+    }
+    within
 }
 
 /// The id of the dictionary whose primer a payload was coded with (0: none).
@@ -782,7 +806,7 @@ pub fn primer_id(payload: &[u8]) -> Option<u32> {
 ///     *word = (i as u64 / 3) * 0x0101 + 7;
 /// }
 /// let mut form = Vec::new();
-/// mixed::encode(&page, None, &mut form);
+/// assert!(mixed::encode(&page, None, mixed::DECISION_BUDGET, &mut form));
 /// let mut out = Page::zeroed();
 /// mixed::decode(&form[1..], None, &mut out)?;
 /// assert!(out == page);
@@ -833,7 +857,7 @@ mod tests {
 
     fn round_trip(page: &Page, primer: Option<(u32, &Primer)>) -> usize {
         let mut out = Vec::new();
-        encode(page, primer, &mut out);
+        assert!(encode(page, primer, u32::MAX, &mut out));
         assert_eq!(out[0], Class::Mixed.tag());
         assert_eq!(primer_id(&out[1..]), Some(primer.map_or(0, |(id, _)| id)));
         let mut back = Page::boxed();
@@ -872,14 +896,36 @@ mod tests {
     fn the_same_page_codes_the_same_whatever_was_coded_before() {
         let pages = sample_pages();
         let mut first = Vec::new();
-        encode(&pages[3], None, &mut first);
+        assert!(encode(&pages[3], None, u32::MAX, &mut first));
         for page in &pages {
             let mut scratch = Vec::new();
-            encode(page, None, &mut scratch);
+            assert!(encode(page, None, u32::MAX, &mut scratch));
         }
         let mut again = Vec::new();
-        encode(&pages[3], None, &mut again);
+        assert!(encode(&pages[3], None, u32::MAX, &mut again));
         assert_eq!(first, again);
+    }
+
+    #[test]
+    fn a_form_past_the_budget_is_refused_whole() {
+        let mut noise = Page::zeroed();
+        let mut x = 0x9E37_79B9_u64;
+        for b in noise.bytes_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let mut out = vec![1, 2, 3];
+        assert!(!encode(&noise, None, DECISION_BUDGET, &mut out));
+        assert_eq!(out, [1, 2, 3]);
+        // Memory-like pages fit, and the budget does not change their form.
+        for page in &sample_pages() {
+            let (mut within, mut unlimited) = (Vec::new(), Vec::new());
+            assert!(encode(page, None, DECISION_BUDGET, &mut within));
+            assert!(encode(page, None, u32::MAX, &mut unlimited));
+            assert_eq!(within, unlimited);
+        }
     }
 
     #[test]
@@ -899,7 +945,7 @@ mod tests {
         let refs: Vec<&[u8]> = pages.iter().map(|p| &p.bytes()[..]).collect();
         let other = Primer::train(&refs);
         let mut out = Vec::new();
-        encode(&pages[1], None, &mut out);
+        assert!(encode(&pages[1], None, u32::MAX, &mut out));
         let payload = &out[1..];
         let mut back = Page::boxed();
         assert!(decode(&payload[..3], None, &mut back).is_err());

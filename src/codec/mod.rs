@@ -240,8 +240,12 @@ pub fn encode(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8>
             }
         }
         Class::Mixed => {
-            mixed::encode(page, None, out);
-            Class::Mixed
+            if mixed::encode(page, None, mixed::DECISION_BUDGET, out) {
+                Class::Mixed
+            } else {
+                zstd::encode(page, config.zstd_level, out);
+                Class::Zstd
+            }
         }
         Class::Incompressible => Class::Incompressible,
     };
@@ -280,7 +284,8 @@ fn raw_if_huge(class: Class, page: &Page, config: &CodecConfig, out: &mut Vec<u8
 
 /// Encodes `page` in the mixed form from `dict`'s primer (the untrained one without)
 /// into `out` (cleared first), or in the incompressible form where that reaches the huge
-/// threshold; returns the class stored.
+/// threshold or would take its decoder past [`mixed::DECISION_BUDGET`]; returns the class
+/// stored.
 pub fn encode_mixed(
     page: &Page,
     dict: Option<&dict::Dictionary>,
@@ -289,7 +294,10 @@ pub fn encode_mixed(
 ) -> Class {
     out.clear();
     let primer = dict.and_then(|d| Some((d.id(), d.primer()?)));
-    mixed::encode(page, primer, out);
+    if !mixed::encode(page, primer, mixed::DECISION_BUDGET, out) {
+        raw::encode(page, out);
+        return Class::Incompressible;
+    }
     raw_if_huge(Class::Mixed, page, config, out)
 }
 

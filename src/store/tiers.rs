@@ -594,7 +594,8 @@ impl PageStore {
 
     /// Weighs the mixed form for the members of unit `index` the pass took: each decoded
     /// and encoded mixed, all kept if smaller than the unit by the margin, else the unit
-    /// is marked tried.
+    /// is marked tried (at once where a page has no mixed form within the decoder's
+    /// budget, as the frame could not be freed).
     fn mix_unit(&self, index: Option<u32>, members: &mut [(u64, Meta)], done: &mut Recompressed) {
         let Some(index) = index.filter(|_| !members.is_empty()) else {
             return;
@@ -603,12 +604,19 @@ impl PageStore {
         let mut encoded = Vec::with_capacity(members.len());
         for &(id, meta) in members.iter() {
             match self.read_page(id, &mut page, |_, now| now == meta) {
-                Ok(Some(_)) => encoded.push((id, meta, self.encode(&page, Encoding::Mixed))),
+                Ok(Some(_)) => {
+                    let form = self.encode(&page, Encoding::Mixed);
+                    done.examined += 1;
+                    if form.class != Class::Mixed {
+                        self.with_live_unit(members, |units| units.mixed_tried(index));
+                        return;
+                    }
+                    encoded.push((id, meta, form));
+                }
                 Ok(None) => done.raced += 1,
                 Err(_) => done.failed += 1,
             }
         }
-        done.examined += encoded.len() as u64;
         let mixed: usize = encoded.iter().map(|(_, _, e)| e.bytes.len() - 1).sum();
         // Only if every page still in the unit is mixed is its frame freed.
         let look = self.with_live_unit(members, |units| {

@@ -210,6 +210,7 @@ pub fn compare(name: &str, pages: &[Page], test: usize) -> Result<ColdRow, ColdE
         codec::mixed::encode(
             page,
             dict.and_then(|d| Some((d.id(), d.primer()?))),
+            u32::MAX,
             &mut out,
         );
         enc += t.elapsed();
@@ -224,7 +225,7 @@ pub fn compare(name: &str, pages: &[Page], test: usize) -> Result<ColdRow, ColdE
             });
         }
         out.clear();
-        codec::mixed::encode(page, None, &mut out);
+        codec::mixed::encode(page, None, u32::MAX, &mut out);
         row.mixed_unprimed_bytes += out.len() - 1;
     }
     let z = row.zstd19_dict_bytes.max(1) as f64;
