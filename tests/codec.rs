@@ -417,6 +417,36 @@ fn the_mixed_decoder_survives_corrupt_input() {
     );
 }
 
+/// A page whose mixed form would take its decoder past the budget (noise, ten decisions a
+/// byte) is not kept mixed: the cold forms fall back, and still round-trip.
+#[test]
+fn a_mixed_form_past_the_decoders_budget_is_not_kept() {
+    let mut rng = Rng(7);
+    let mut noise = Page::zeroed();
+    for w in noise.words_mut() {
+        *w = rng.next();
+    }
+    let config = CodecConfig::default();
+    let mut out = Vec::new();
+    assert_eq!(
+        codec::encode_mixed(&noise, None, &config, &mut out),
+        Class::Incompressible
+    );
+    assert_ne!(
+        codec::encode(Class::Mixed, &noise, &config, &mut out),
+        Class::Mixed
+    );
+    let mut back = Page::zeroed();
+    codec::decode(&out, &mut back).unwrap();
+    assert!(back == noise);
+    for page in sample_pages().iter().take(64) {
+        if codec::encode_mixed(page, None, &config, &mut out) == Class::Mixed {
+            codec::decode(&out, &mut back).unwrap();
+            assert!(back == *page);
+        }
+    }
+}
+
 #[test]
 fn structural_errors_are_reported() {
     let mut back = Page::zeroed();

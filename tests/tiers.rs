@@ -658,7 +658,8 @@ fn writeback_moves_whole_units() {
 }
 
 /// The coldest pass weighs each unit once against its pages in the mixed form: it keeps
-/// whichever is smaller, frees the units its pages left, and loses nothing.
+/// whichever is smaller (a unit stays whole where a page's mixed form would pass the
+/// decoder's budget), frees the units its pages left, and loses nothing.
 #[test]
 fn the_coldest_pass_weighs_each_unit_once() {
     let pages = common::sample_pages();
@@ -674,7 +675,10 @@ fn the_coldest_pass_weighs_each_unit_once() {
     let cold = store.stats();
     let done = store.recompress_selected(Selection::all().mixed());
     let coldest = store.stats();
-    assert_eq!(done.examined, cold.units.pages, "{done}");
+    // A unit is given up at its first page with no mixed form within the decoder's
+    // budget, so not every member is examined.
+    assert!(done.examined <= cold.units.pages, "{done}");
+    assert!(done.examined > done.rewritten, "{done}");
     assert_eq!(done.failed + done.raced + done.refused, 0, "{done}");
     assert!(done.rewritten > 0, "{done}");
     assert_eq!(coldest.units.pages, cold.units.pages - done.rewritten);

@@ -505,6 +505,18 @@ fn print_lifecycle(r: &Lifecycle) -> String {
                 s.note.as_deref().unwrap_or("")
             );
         }
+        // The way in side by side: zpage's store step against the kernel's.
+        if let (Some(ours), Some(theirs)) = (r.stages.first(), cycle.stages.first()) {
+            let kernel = theirs.mm_stat.mem_ratio();
+            if kernel > 0.0 {
+                outln!(
+                    out,
+                    "the way in: zpage {:.3} effective, {:.2}x this zram's mem ratio",
+                    ours.effective_ratio,
+                    ours.effective_ratio / kernel
+                );
+            }
+        }
     }
     out
 }

@@ -166,6 +166,40 @@ fn the_kernels_life_cycle_runs_beside() {
     );
 }
 
+/// The report sets the way in beside each predicted kernel's: zpage's store step's
+/// effective ratio over that zram's mem ratio after its store step.
+#[test]
+fn the_way_in_is_set_beside_the_kernels() {
+    let file = sample("redis-mixed.pages");
+    let args = [
+        "sim",
+        &file,
+        "--lifecycle",
+        "--cold-level",
+        "0",
+        "--zram",
+        "lzo-rle",
+    ];
+    let v = json(&[&args[..], &["--json"]].concat());
+    let ours = v["stages"][0]["effective_ratio"].as_f64().unwrap();
+    let mm = &v["zram_lifecycle"][0]["stages"][0]["mm_stat"];
+    let kernel = mm["orig_data_size"].as_f64().unwrap() / mm["mem_used_total"].as_f64().unwrap();
+    let out = zpage(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("the way in: "))
+        .unwrap_or_else(|| panic!("no way-in line in {text}"));
+    assert_eq!(
+        line,
+        format!(
+            "the way in: zpage {ours:.3} effective, {:.2}x this zram's mem ratio",
+            ours / kernel
+        )
+    );
+}
+
 #[test]
 fn the_memory_limit_refuses_writes_as_zram_does() {
     let file = sample("redis-mixed.pages");

@@ -756,12 +756,7 @@ fn with_coder<R>(f: impl FnOnce(&mut Coder) -> R) -> R {
 /// Appends the form of `page` coded from `primer`, named `id` (0: the untrained primer),
 /// to `out`; false (and `out` as it was) if its decoder would take more than `budget`
 /// decisions ([`DECISION_BUDGET`] where the store keeps the form).
-pub fn encode(
-    page: &Page,
-    primer: Option<(u32, &Primer)>,
-    budget: u32,
-    out: &mut Vec<u8>,
-) -> bool {
+pub fn encode(page: &Page, primer: Option<(u32, &Primer)>, budget: u32, out: &mut Vec<u8>) -> bool {
     let start = out.len();
     out.push(Class::Mixed.tag());
     let id = primer.map_or(0, |(id, _)| id);

@@ -1,8 +1,9 @@
 //! `zpage cold`: the cold tier's coders side by side on the same held-out pages of each
 //! input: zstd-19 with the cluster dictionaries a store would train on the input's
 //! pages, xz (raw LZMA2, preset 9e) per page, and the mixed form from those
-//! dictionaries' primers (and from none). Bytes, ratios to zstd-19 with dictionaries,
-//! encode and decode MB/s, and the primed state's memory.
+//! dictionaries' primers (and from none), coded whole (without the store's decision
+//! budget, which keeps a page mixed only where it decodes in time). Bytes, ratios to
+//! zstd-19 with dictionaries, encode and decode MB/s, and the primed state's memory.
 //!
 //! Invariants: every mixed form is decoded and compared with its page (a mismatch is an
 //! error, not a figure); memory is bounded whatever the input's size (pages are sampled
