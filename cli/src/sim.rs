@@ -72,7 +72,7 @@ pub struct LifecycleArgs {
     /// The zstd level of the cold step, which re-encodes the idle pages once more for
     /// pages that stay idle (0: no cold step). Sampling a process, the pages untouched
     /// for four intervals.
-    #[arg(long, default_value_t = COLD_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22), requires = "lifecycle")]
+    #[arg(long, default_value_t = zpage::store::COLD_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22), requires = "lifecycle")]
     cold_level: i32,
     /// Pages the cold step compresses together as one unit (neighbours by id, for a
     /// process its address order); 1 keeps each page alone, with the mixed form where
@@ -390,10 +390,6 @@ fn sample(args: &SimArgs, engine: zpage::Engine, profile: Profile) -> Result<Str
 /// The pages (that the idle engine would store as zstd) from which a life cycle's idle
 /// pass trains dictionaries, unless --dictionaries or --dictionary-file says otherwise.
 pub const LIFECYCLE_TRAIN_AFTER: u64 = 1024;
-
-/// The cold step's zstd level unless --cold-level says otherwise (README: "Tiers" has
-/// what level 16 buys over the idle pass's level 8, and what 19 adds).
-pub const COLD_LEVEL: i32 = 16;
 
 fn print_lifecycle(r: &Lifecycle) -> String {
     let mut out = String::new();

@@ -61,6 +61,13 @@ pub struct TrainArgs {
     /// The zstd level of the dictionary forms.
     #[arg(long, requires = "dictionary_file", default_value_t = zpage::store::DICTIONARY_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     dictionary_level: i32,
+    /// Judge the tree on what the store keeps after its cold passes too: the test pages
+    /// packed into units of neighbours (zstd at the cold level, with the cluster
+    /// dictionary where --dictionary-file gives one) and weighed against the mixed form,
+    /// each pass's rule replayed over the tree's forms and over the oracle's (slower:
+    /// every test page is coded twice more).
+    #[arg(long)]
+    cold: bool,
 }
 
 /// Memory: per page its label (features and per-codec sizes, about 130 bytes, not the
@@ -112,7 +119,13 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         let inputs = sources
             .iter_mut()
             .map(|source| {
-                let (all, _) = label(source.as_mut(), &oracle, |_| false, &mut progress)?;
+                let (all, _) = label(
+                    source.as_mut(),
+                    &oracle,
+                    |_| false,
+                    [args.cold, false],
+                    &mut progress,
+                )?;
                 Ok(all)
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -123,26 +136,35 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     let held_out = |index| args.test.is_empty() && train::is_test_page(index);
     let (mut train_samples, mut test) = (Vec::new(), Vec::new());
     for source in &mut sources {
-        let (train_part, test_part) = label(source.as_mut(), &oracle, held_out, &mut progress)?;
+        let (train_part, test_part) = label(
+            source.as_mut(),
+            &oracle,
+            held_out,
+            [false, args.cold],
+            &mut progress,
+        )?;
         train_samples.extend(train_part.samples);
         test.push(test_part);
     }
     for source in &mut test_sources {
-        let (all, _) = label(source.as_mut(), &oracle, |_| false, &mut progress)?;
+        let (all, _) = label(
+            source.as_mut(),
+            &oracle,
+            |_| false,
+            [args.cold, false],
+            &mut progress,
+        )?;
         test.push(all);
     }
     drop(progress);
-    let test_samples: Vec<_> = test
-        .iter()
-        .flat_map(|t| t.samples.iter().cloned())
-        .collect();
+    let (test_samples, test_units) = train::concat(&test);
     let timing: Vec<_> = test.iter().flat_map(|t| t.timing.iter().copied()).collect();
     if test_samples.is_empty() {
         return Err("no test pages: give more than 128 pages or --test PATH".into());
     }
     let train_pages = train_samples.len();
     let mut model = train::model_of(&train_samples, &oracle, limits);
-    let eval = train::evaluate(&model, &test_samples, &timing);
+    let eval = train::evaluate(&model, &test_samples, &test_units, &timing);
     model.provenance.test_pages = eval.test_pages;
     model.provenance.accuracy = eval.accuracy;
     model.provenance.regret = eval.regret;
@@ -211,41 +233,98 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         }
         outln!(out);
     }
+    if let Some(cold) = &eval.cold {
+        print_cycle(&mut out, cold, eval.input_bytes);
+    }
     if let Some(path) = &args.output {
         outln!(out, "  model written to {}", path.display());
     }
     Ok(out)
 }
 
+/// The life cycle's bytes and regret after each step.
+fn print_cycle(out: &mut String, cold: &train::ColdEvaluation, input_bytes: u64) {
+    outln!(
+        out,
+        "  the store's life cycle on the test pages ({} units of neighbours: {} kept by the cold pass, {} turned mixed by the coldest)",
+        cold.units,
+        cold.units_kept,
+        cold.units_mixed
+    );
+    outln!(
+        out,
+        "  {:<10} {:>12} {:>12} {:>8} {:>8} {:>8}",
+        "step",
+        "tree B",
+        "oracle B",
+        "ratio",
+        "oracle",
+        "regret"
+    );
+    let (t, o) = (cold.tree, cold.oracle);
+    for (name, tree, oracle) in [
+        ("idle", t.idle, o.idle),
+        ("cold", t.cold, o.cold),
+        ("coldest", t.coldest, o.coldest),
+    ] {
+        outln!(
+            out,
+            "  {name:<10} {tree:>12} {oracle:>12} {:>8.3} {:>8.3} {:>7.2}%",
+            input_bytes as f64 / tree.max(1) as f64,
+            input_bytes as f64 / oracle.max(1) as f64,
+            (tree as f64 - oracle as f64) / oracle.max(1) as f64 * 100.0
+        );
+    }
+}
+
 /// Labels a source's pages a chunk at a time, keeping labels (not pages): those for which
 /// `held_out(index)` is true go to the second result, the rest to the first; each keeps up
-/// to [`train::TIMING_PAGES`] of its pages for timing.
+/// to [`train::TIMING_PAGES`] of its pages for timing. Where `price` says so for a part,
+/// its pages' cold forms are priced too, in runs of neighbours.
 fn label(
     source: &mut dyn PageSource,
     oracle: &Oracle,
     held_out: impl Fn(u64) -> bool,
+    price: [bool; 2],
     progress: &mut Progress,
 ) -> Result<(Labelled, Labelled), String> {
     let name = source.name().to_string();
     let empty = || Labelled {
         name: name.clone(),
         samples: Vec::new(),
+        units: Vec::new(),
         timing: Vec::new(),
     };
     let mut parts = [empty(), empty()];
     let (mut chunk, mut index) = (Vec::with_capacity(CHUNK_PAGES), 0u64);
     let mut split: [Vec<Page>; 2] = Default::default();
+    // Per part, where each run of neighbours in this chunk starts.
+    let mut runs: [Vec<usize>; 2] = Default::default();
     while source
         .next_chunk(&mut chunk)
         .map_err(|e| format!("{name}: {e}"))?
     {
         split.iter_mut().for_each(Vec::clear);
+        runs.iter_mut().for_each(Vec::clear);
+        let mut last = None;
         for page in &chunk {
-            split[usize::from(held_out(index))].push(*page);
+            let part = usize::from(held_out(index));
+            if last != Some(part) {
+                runs[part].push(split[part].len());
+            }
+            last = Some(part);
+            split[part].push(*page);
             index += 1;
         }
-        for (part, pages) in parts.iter_mut().zip(&split) {
+        for (((part, pages), starts), price) in parts.iter_mut().zip(&split).zip(&runs).zip(price) {
+            let first = part.samples.len();
             part.samples.extend(oracle.label_all(pages));
+            if price {
+                let ends = starts.iter().skip(1).copied().chain([pages.len()]);
+                let runs: Vec<_> = starts.iter().zip(ends).map(|(&s, e)| s..e).collect();
+                let units = oracle.price_cold(pages, &mut part.samples[first..], first, &runs);
+                part.units.extend(units);
+            }
             let room = train::TIMING_PAGES - part.timing.len();
             part.timing.extend(pages.iter().take(room));
         }
@@ -286,22 +365,42 @@ fn leave_one_out(
         oracle.profile.name(),
         limits.max_depth
     );
+    let cold: Option<Vec<&train::ColdEvaluation>> = held.iter().map(|h| h.cold.as_ref()).collect();
     outln!(
         out,
-        "  {:<28} {:>7} {:>10}",
+        "  {:<28} {:>7} {:>10}{}",
         "held-out input",
         "pages",
-        "regret"
+        "regret",
+        if cold.is_some() {
+            "  after the coldest pass"
+        } else {
+            ""
+        }
     );
     for h in &held {
+        let after = (h.cold.as_ref()).map_or(String::new(), |c| {
+            format!(" {:>22.2}%", c.regret_coldest * 100.0)
+        });
         outln!(
             out,
-            "  {:<28} {:>7} {:>9.2}%",
+            "  {:<28} {:>7} {:>9.2}%{after}",
             h.name,
             h.pages,
             h.regret * 100.0
         );
     }
-    outln!(out, "  all inputs: regret {:.2}%", regret * 100.0);
+    out!(out, "  all inputs: regret {:.2}%", regret * 100.0);
+    if let Some(cold) = cold {
+        let (tree, best) = (cold.iter()).fold((0, 0), |(t, o), c| {
+            (t + c.tree.coldest, o + c.oracle.coldest)
+        });
+        out!(
+            out,
+            "; after the coldest pass {:.2}%",
+            (tree as f64 - best as f64) / best.max(1) as f64 * 100.0
+        );
+    }
+    outln!(out);
     Ok(out)
 }

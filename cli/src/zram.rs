@@ -43,7 +43,7 @@ pub struct ZramArgs {
     dictionaries: super::sim::DictionaryArgs,
     /// The zstd level of the tiered store's cold pass (0: none); it runs in the first
     /// run only (its ratio is the same in every run).
-    #[arg(long, default_value_t = super::sim::COLD_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22))]
+    #[arg(long, default_value_t = zpage::store::COLD_LEVEL, value_parser = clap::value_parser!(i32).range(0..=22))]
     cold_level: i32,
 }
 

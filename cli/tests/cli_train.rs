@@ -123,3 +123,38 @@ fn training_prices_dictionary_forms_when_given_them() {
         &["not a zpage dictionary set"],
     );
 }
+
+/// `--cold` judges the tree on what the store keeps after its cold passes: the life
+/// cycle's bytes after each step, never growing, the idle step's equal to the plain
+/// figures, and the leave-one-out summed over its inputs.
+#[test]
+fn the_cold_passes_are_priced_when_asked() {
+    let data = common::data_dir();
+    let file = data.to_str().unwrap().to_string();
+    let plain = common::json(&["train", &file, "--json"]);
+    assert!(plain["cold"].is_null(), "not priced unless asked");
+    let v = common::json(&["train", &file, "--json", "--cold"]);
+    let cold = &v["cold"];
+    for who in ["tree", "oracle"] {
+        let step = |name: &str| cold[who][name].as_u64().unwrap();
+        assert!(
+            step("coldest") <= step("cold") && step("cold") <= step("idle"),
+            "{cold}"
+        );
+    }
+    assert_eq!(cold["tree"]["idle"], plain["tree_bytes"]);
+    assert_eq!(cold["oracle"]["idle"], plain["oracle_bytes"]);
+    // The sample's pages are memory: neighbours pack smaller than the pages alone.
+    assert!(cold["units_kept"].as_u64().unwrap() > 0, "{cold}");
+    assert!(cold["units"].as_u64() >= cold["units_kept"].as_u64());
+    let out = zpage(&["train", &file, "--cold", "--leave-one-out"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.contains("after the coldest pass"), "{text}");
+    let loo = common::json(&["train", &file, "--cold", "--leave-one-out", "--json"]);
+    for input in loo["inputs"].as_array().unwrap() {
+        let c = &input["cold"];
+        assert_eq!(c["tree"]["idle"], input["tree_bytes"], "{input}");
+        assert!(c["regret_coldest"].is_f64(), "{input}");
+    }
+}

@@ -71,6 +71,11 @@ use stats::Counters;
 /// (zram's best configuration runs level 8 with a dictionary too).
 pub const DICTIONARY_LEVEL: i32 = 8;
 
+/// The zstd level of a cold pass the tools run ([`Selection::level`]) unless told
+/// otherwise (the README's "Tiers" has what level 16 buys over the idle pass's level 8,
+/// and what 19 adds).
+pub const COLD_LEVEL: i32 = 16;
+
 /// Pages a cold unit holds unless [`StoreBuilder::cold_unit_pages`] says otherwise,
 /// chosen by ratio against read cost (the README's "Cold units" has the measurements).
 pub const DEFAULT_UNIT_PAGES: usize = 16;

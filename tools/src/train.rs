@@ -11,6 +11,13 @@
 //! does. Splits minimise the summed cost of the leaves directly (not Gini), which is
 //! exactly what regret measures. Zero and same-filled pages are left to the engine's
 //! exact scan and carry no tree label.
+//!
+//! The store's life cycle goes past the tree: its cold pass packs neighbouring pages into
+//! units where smaller than their forms, its coldest pass keeps a unit's pages mixed
+//! where smaller still. [`Oracle::price_cold`] measures both on neighbouring test pages
+//! (each unit's frame, each page's mixed form), and [`evaluate`] replays the passes'
+//! rules over the forms the tree chose and over the oracle's, so regret is reported on
+//! the bytes the store keeps after each step, not only on the forms it starts from.
 
 use serde::Serialize;
 use std::time::Instant;
@@ -21,6 +28,7 @@ use zpage::codec::delta::{self, Backend};
 use zpage::codec::dictset::DictionarySet;
 use zpage::codec::{self, Class, CodecConfig};
 use zpage::page::Page;
+use zpage::store::{COLD_LEVEL, DEFAULT_UNIT_PAGES};
 
 const K: usize = Class::ALL.len();
 
@@ -79,6 +87,9 @@ pub struct Sample {
     /// Cost of each leaf's plan: stored bytes plus the speed weight times the compress
     /// cost of every form the plan tried; `f64::INFINITY` where not allowed.
     pub costs: [f64; K],
+    /// Stored bytes of the page's mixed form, where [`Oracle::price_cold`] measured one
+    /// within the decoder's budget.
+    pub mixed: Option<u32>,
 }
 
 impl Sample {
@@ -145,6 +156,7 @@ impl Oracle {
             fixed: None,
             sizes: [u32::MAX; K],
             costs: [f64::INFINITY; K],
+            mixed: None,
         };
         if let Some(word) = page.same_filled_word() {
             sample.fixed = Some(if word == 0 { Class::Zero } else { Class::Same });
@@ -193,10 +205,7 @@ impl Oracle {
 
     /// Labels pages on all cores (the oracle runs every codec, so it is the slow part).
     pub fn label_all(&self, pages: &[Page]) -> Vec<Sample> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .max(1);
-        let chunk = pages.len().div_ceil(threads).max(1);
+        let chunk = pages.len().div_ceil(threads()).max(1);
         std::thread::scope(|s| {
             let handles: Vec<_> = pages
                 .chunks(chunk)
@@ -215,6 +224,200 @@ impl Oracle {
                 .collect()
         })
     }
+}
+
+/// A unit the store's cold pass would form: neighbouring pages, the samples
+/// `start..end` of their input (zero and same-filled pages among them are no members, as
+/// the store keeps those in metadata), and the stored bytes of its frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitPrice {
+    pub start: usize,
+    pub end: usize,
+    pub frame: u32,
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .max(1)
+}
+
+impl Oracle {
+    /// Prices the cold passes on labelled pages: `pages[i]` is labelled `samples[i]`, the
+    /// input's sample `first + i`, and each of `runs` (in order, covering `pages`) is a
+    /// stretch of neighbours. Each run's pages that are not zero or same-filled are
+    /// packed [`DEFAULT_UNIT_PAGES`] at a time, as the store's cold pass packs them (zstd
+    /// at [`COLD_LEVEL`], the first page's cluster dictionary, a unit never spanning two
+    /// runs), and each gets its mixed form from its cluster's primer (kept only within
+    /// the decoder's budget, as the store keeps it). On all cores.
+    pub fn price_cold(
+        &self,
+        pages: &[Page],
+        samples: &mut [Sample],
+        first: usize,
+        runs: &[std::ops::Range<usize>],
+    ) -> Vec<UnitPrice> {
+        assert_eq!(pages.len(), samples.len(), "a sample per page");
+        let per_thread = runs.len().div_ceil(threads()).max(1);
+        std::thread::scope(|s| {
+            let mut rest = samples;
+            let mut taken = 0;
+            let mut handles = Vec::new();
+            for group in runs.chunks(per_thread) {
+                let end = group.last().map_or(taken, |r| r.end);
+                let (mine, later) = rest.split_at_mut(end - taken);
+                rest = later;
+                let at = taken;
+                taken = end;
+                handles.push(s.spawn(move || {
+                    let mut units = Vec::new();
+                    for run in group {
+                        let run_samples = &mut mine[run.start - at..run.end - at];
+                        self.price_run(
+                            &pages[run.clone()],
+                            run_samples,
+                            first + run.start,
+                            &mut units,
+                        );
+                    }
+                    units
+                }));
+            }
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("pricing thread"))
+                .collect()
+        })
+    }
+
+    /// [`Oracle::price_cold`] on one run of neighbours, the input's samples from `first`.
+    fn price_run(
+        &self,
+        pages: &[Page],
+        samples: &mut [Sample],
+        first: usize,
+        units: &mut Vec<UnitPrice>,
+    ) {
+        let mut scratch = Vec::new();
+        let mut unit = Packing::default();
+        for (i, (page, sample)) in pages.iter().zip(samples.iter_mut()).enumerate() {
+            if sample.fixed.is_some() {
+                continue;
+            }
+            let dict =
+                (self.dictionaries.as_ref()).map(|set| &**set.dictionary_for(&sample.features));
+            if codec::encode_mixed(page, dict, &self.codec, &mut scratch) == Class::Mixed {
+                sample.mixed = Some(codec::stored_size(Class::Mixed, scratch.len()) as u32);
+            }
+            if unit.members == 0 {
+                unit.start = first + i;
+                unit.dict = dict;
+            }
+            unit.bytes.extend_from_slice(page.bytes());
+            unit.members += 1;
+            unit.end = first + i + 1;
+            if unit.members == DEFAULT_UNIT_PAGES {
+                units.push(unit.close());
+            }
+        }
+        if unit.members > 0 {
+            units.push(unit.close());
+        }
+    }
+}
+
+/// A unit being gathered by [`Oracle::price_run`].
+#[derive(Default)]
+struct Packing<'a> {
+    bytes: Vec<u8>,
+    members: usize,
+    start: usize,
+    end: usize,
+    /// The first member's cluster dictionary, the unit's as in the store.
+    dict: Option<&'a zpage::codec::dict::Dictionary>,
+}
+
+impl Packing<'_> {
+    /// The unit's price; empties it.
+    fn close(&mut self) -> UnitPrice {
+        let mut frame = Vec::new();
+        codec::unit::encode(&self.bytes, self.dict, COLD_LEVEL, &mut frame);
+        self.bytes.clear();
+        self.members = 0;
+        UnitPrice {
+            start: self.start,
+            end: self.end,
+            frame: frame.len() as u32,
+        }
+    }
+}
+
+/// Bytes a store keeps of some pages after each step of its life cycle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Cycle {
+    /// The forms chosen for each page (the idle pass's, with dictionaries where given).
+    pub idle: u64,
+    /// After the cold pass: a unit where its frame is smaller than its members' forms.
+    pub cold: u64,
+    /// After the coldest pass: a unit's pages mixed where every one has a mixed form and
+    /// together they are smaller than the frame by the store's margin.
+    pub coldest: u64,
+}
+
+/// The life cycle replayed on priced pages, following the tree and the oracle.
+#[derive(Clone, Debug, Serialize)]
+pub struct ColdEvaluation {
+    pub tree: Cycle,
+    pub oracle: Cycle,
+    /// Regret after each step, as [`Evaluation::regret`].
+    pub regret_cold: f64,
+    pub regret_coldest: f64,
+    /// Units formed, kept by the cold pass (the tree's forms), and turned mixed.
+    pub units: u64,
+    pub units_kept: u64,
+    pub units_mixed: u64,
+}
+
+/// Replays the cold passes' rules over `units` of `samples`, each page in the form
+/// `choose` gives; returns the bytes after each step, the units kept and those mixed.
+fn replay(
+    samples: &[Sample],
+    units: &[UnitPrice],
+    choose: impl Fn(&Sample) -> Class,
+) -> (Cycle, u64, u64) {
+    let idle: u64 = samples.iter().map(|s| s.size(choose(s))).sum();
+    let (mut cold, mut coldest) = (idle, idle);
+    let (mut kept, mut mixed) = (0, 0);
+    for unit in units {
+        let members = samples[unit.start..unit.end]
+            .iter()
+            .filter(|s| s.fixed.is_none());
+        let forms: u64 = members.clone().map(|s| s.size(choose(s))).sum();
+        let frame = u64::from(unit.frame);
+        if frame >= forms {
+            continue;
+        }
+        kept += 1;
+        cold -= forms - frame;
+        let all_mixed: Option<u64> = members.map(|s| s.mixed.map(u64::from)).sum();
+        let after = match all_mixed {
+            Some(m) if m + m / (zpage::engine::MIXED_MARGIN as u64) < frame => {
+                mixed += 1;
+                m
+            }
+            _ => frame,
+        };
+        coldest -= forms - after;
+    }
+    (
+        Cycle {
+            idle,
+            cold,
+            coldest,
+        },
+        kept,
+        mixed,
+    )
 }
 
 /// Limits on the tree's growth.
@@ -438,14 +641,23 @@ pub struct Evaluation {
     pub classes: Vec<&'static str>,
     /// `confusion[oracle][tree]` page counts.
     pub confusion: Vec<Vec<u64>>,
+    /// The life cycle replayed, where the pages' cold forms were priced.
+    pub cold: Option<ColdEvaluation>,
 }
 
 /// Test pages kept per input to time classification (the figures use labels only).
 pub const TIMING_PAGES: usize = 1024;
 
-/// Evaluates `model` on labelled test pages; `timing` (a sample of those pages, at most
-/// [`TIMING_PAGES`] per input) times the classifier.
-pub fn evaluate(model: &Model, samples: &[Sample], timing: &[Page]) -> Evaluation {
+/// Evaluates `model` on labelled test pages and, where `units` priced them
+/// ([`Oracle::price_cold`]; empty: not priced), on what the store's cold passes keep of
+/// them; `timing` (a sample of those pages, at most [`TIMING_PAGES`] per input) times
+/// the classifier.
+pub fn evaluate(
+    model: &Model,
+    samples: &[Sample],
+    units: &[UnitPrice],
+    timing: &[Page],
+) -> Evaluation {
     let engine = zpage::engine::Engine::with_model(model.clone());
     let mut confusion = vec![vec![0u64; K]; K];
     let (mut tree_bytes, mut oracle_bytes, mut correct) = (0u64, 0u64, 0u64);
@@ -476,6 +688,21 @@ pub fn evaluate(model: &Model, samples: &[Sample], timing: &[Page]) -> Evaluatio
         oracle_bytes += s.size(oracle);
     }
     let n = samples.len() as u64;
+    let cold = (!units.is_empty()).then(|| {
+        let tree = |s: &Sample| s.fixed.unwrap_or_else(|| model.predict(&s.features));
+        let (tree, units_kept, units_mixed) = replay(samples, units, tree);
+        let (oracle, _, _) = replay(samples, units, Sample::oracle);
+        let regret = |t: u64, o: u64| (t as f64 - o as f64) / o.max(1) as f64;
+        ColdEvaluation {
+            regret_cold: regret(tree.cold, oracle.cold),
+            regret_coldest: regret(tree.coldest, oracle.coldest),
+            tree,
+            oracle,
+            units: units.len() as u64,
+            units_kept,
+            units_mixed,
+        }
+    });
     Evaluation {
         test_pages: n,
         accuracy: correct as f64 / n.max(1) as f64,
@@ -486,6 +713,7 @@ pub fn evaluate(model: &Model, samples: &[Sample], timing: &[Page]) -> Evaluatio
         classify_ns_per_page: best_ns,
         classes: Class::ALL.iter().map(|c| c.name()).collect(),
         confusion,
+        cold,
     }
 }
 
@@ -509,13 +737,32 @@ pub struct HeldOut {
     pub tree_bytes: u64,
     pub oracle_bytes: u64,
     pub regret: f64,
+    /// The life cycle replayed, where the pages' cold forms were priced.
+    pub cold: Option<ColdEvaluation>,
 }
 
-/// One input's labelled pages and the sample of them kept for timing.
+/// One input's labelled pages, the units its cold forms were priced in (if they were)
+/// and the sample of its pages kept for timing.
 pub struct Labelled {
     pub name: String,
     pub samples: Vec<Sample>,
+    pub units: Vec<UnitPrice>,
     pub timing: Vec<Page>,
+}
+
+/// The samples and units of several inputs as one (unit ranges moved to match).
+pub fn concat(parts: &[Labelled]) -> (Vec<Sample>, Vec<UnitPrice>) {
+    let (mut samples, mut units) = (Vec::new(), Vec::new());
+    for part in parts {
+        let at = samples.len();
+        samples.extend(part.samples.iter().cloned());
+        units.extend(part.units.iter().map(|u| UnitPrice {
+            start: u.start + at,
+            end: u.end + at,
+            frame: u.frame,
+        }));
+    }
+    (samples, units)
 }
 
 /// Leave-one-input-out: for each input, a tree trained on all the others is tested on
@@ -529,13 +776,14 @@ pub fn leave_one_out(inputs: &[Labelled], oracle: &Oracle, limits: TreeLimits) -
                 .collect();
             let model = model_of(&train, oracle, limits);
             let held = &inputs[out];
-            let eval = evaluate(&model, &held.samples, &held.timing);
+            let eval = evaluate(&model, &held.samples, &held.units, &held.timing);
             HeldOut {
                 name: held.name.clone(),
                 pages: eval.test_pages,
                 tree_bytes: eval.tree_bytes,
                 oracle_bytes: eval.oracle_bytes,
                 regret: eval.regret,
+                cold: eval.cold,
             }
         })
         .collect()
@@ -560,7 +808,114 @@ mod tests {
             fixed: None,
             sizes: costs.map(|c| c as u32),
             costs,
+            mixed: None,
         }
+    }
+
+    /// A page of one class's leaf costing `bytes` (every other leaf dearer), its mixed
+    /// form `mixed`.
+    fn priced(class: Class, bytes: u32, mixed: Option<u32>) -> Sample {
+        let mut costs = [f64::INFINITY; K];
+        costs[class.index()] = f64::from(bytes);
+        Sample {
+            mixed,
+            ..sample(0.0, costs)
+        }
+    }
+
+    #[test]
+    fn the_life_cycle_replays_each_passs_rule() {
+        let zero = Sample {
+            fixed: Some(Class::Zero),
+            ..priced(Class::Zstd, 0, None)
+        };
+        let samples = vec![
+            // A unit smaller than its forms (zero page inside), not mixed: one page has
+            // no mixed form within the budget.
+            priced(Class::Zstd, 1000, Some(100)),
+            zero,
+            priced(Class::Zstd, 1000, None),
+            // A unit smaller than its forms, mixed smaller still by the margin.
+            priced(Class::Zstd, 900, Some(300)),
+            priced(Class::Delta, 900, Some(300)),
+            // A unit no smaller than its forms: the pages stay as they are.
+            priced(Class::Zstd, 400, Some(10)),
+            // A unit whose mixed forms miss the margin: 620 + 620/32 = 639 > 630.
+            priced(Class::Zstd, 800, Some(310)),
+            priced(Class::Zstd, 800, Some(310)),
+        ];
+        let units = [
+            UnitPrice {
+                start: 0,
+                end: 3,
+                frame: 1500,
+            },
+            UnitPrice {
+                start: 3,
+                end: 5,
+                frame: 1000,
+            },
+            UnitPrice {
+                start: 5,
+                end: 6,
+                frame: 400,
+            },
+            UnitPrice {
+                start: 6,
+                end: 8,
+                frame: 630,
+            },
+        ];
+        let (cycle, kept, mixed) = replay(&samples, &units, Sample::oracle);
+        assert_eq!(cycle.idle, 2000 + 1800 + 400 + 1600);
+        assert_eq!(cycle.cold, 1500 + 1000 + 400 + 630);
+        assert_eq!(cycle.coldest, 1500 + 600 + 400 + 630);
+        assert_eq!((kept, mixed), (3, 1));
+        // A tree that chose a dearer leaf for one page pays for it until its unit is kept.
+        let (tree, _, _) = replay(&samples, &units, |s| {
+            if s.mixed == Some(10) {
+                Class::General
+            } else {
+                s.oracle()
+            }
+        });
+        assert_eq!(tree.idle, u64::from(u32::MAX) + cycle.idle - 400);
+        assert_eq!(tree.cold, cycle.cold);
+    }
+
+    #[test]
+    fn cold_prices_keep_units_inside_runs_of_neighbours() {
+        let mut pages = Vec::new();
+        for i in 0..40u64 {
+            let mut page = Page::zeroed();
+            if i % 7 != 3 {
+                for (j, w) in page.words_mut().iter_mut().enumerate() {
+                    *w = (j as u64 % 61) * 0x0101 + i;
+                }
+            }
+            pages.push(page);
+        }
+        let oracle = Oracle::new(Profile::Dense);
+        let mut samples = oracle.label_all(&pages);
+        let units = oracle.price_cold(&pages, &mut samples, 100, &[0..20, 20..40]);
+        let fixed = |i: usize| samples[i - 100].fixed.is_some();
+        let mut covered = 0;
+        for u in &units {
+            assert!(u.end <= 120 || u.start >= 120, "{u:?} spans two runs");
+            assert!(!fixed(u.start) && !fixed(u.end - 1), "{u:?}");
+            let members = (u.start..u.end).filter(|&i| !fixed(i)).count();
+            assert!((1..=DEFAULT_UNIT_PAGES).contains(&members), "{u:?}");
+            assert!(u.frame > 0 && u.frame < 4096, "{u:?}");
+            covered += members;
+        }
+        let stored = samples.iter().filter(|s| s.fixed.is_none()).count();
+        assert_eq!(covered, stored);
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.fixed.is_some() || s.mixed.is_some())
+        );
+        assert_eq!(units.len(), 4);
     }
 
     #[test]
