@@ -258,97 +258,77 @@ impl Oracle {
         runs: &[std::ops::Range<usize>],
     ) -> Vec<UnitPrice> {
         assert_eq!(pages.len(), samples.len(), "a sample per page");
-        let per_thread = runs.len().div_ceil(threads()).max(1);
-        std::thread::scope(|s| {
-            let mut rest = samples;
-            let mut taken = 0;
-            let mut handles = Vec::new();
-            for group in runs.chunks(per_thread) {
-                let end = group.last().map_or(taken, |r| r.end);
-                let (mine, later) = rest.split_at_mut(end - taken);
-                rest = later;
-                let at = taken;
-                taken = end;
-                handles.push(s.spawn(move || {
-                    let mut units = Vec::new();
-                    for run in group {
-                        let run_samples = &mut mine[run.start - at..run.end - at];
-                        self.price_run(
-                            &pages[run.clone()],
-                            run_samples,
-                            first + run.start,
-                            &mut units,
-                        );
-                    }
-                    units
-                }));
-            }
+        // Members (indexes into `pages`) of each unit, in order.
+        let mut units: Vec<Vec<usize>> = Vec::new();
+        for run in runs {
+            let stored = run.clone().filter(|&i| samples[i].fixed.is_none());
+            let stored: Vec<usize> = stored.collect();
+            units.extend(stored.chunks(DEFAULT_UNIT_PAGES).map(<[usize]>::to_vec));
+        }
+        let samples_ref = &*samples;
+        let per_thread = units.len().div_ceil(threads()).max(1);
+        let priced: Vec<(UnitPrice, Vec<Option<u32>>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = units
+                .chunks(per_thread)
+                .map(|part| {
+                    s.spawn(move || {
+                        let mut scratch = Vec::new();
+                        (part.iter())
+                            .map(|members| {
+                                self.price_unit(pages, samples_ref, members, &mut scratch)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
             handles
                 .into_iter()
                 .flat_map(|h| h.join().expect("pricing thread"))
                 .collect()
-        })
+        });
+        let mut prices = Vec::with_capacity(priced.len());
+        for (members, (mut price, mixed)) in units.iter().zip(priced) {
+            for (&i, mixed) in members.iter().zip(mixed) {
+                samples[i].mixed = mixed;
+            }
+            price.start += first;
+            price.end += first;
+            prices.push(price);
+        }
+        prices
     }
 
-    /// [`Oracle::price_cold`] on one run of neighbours, the input's samples from `first`.
-    fn price_run(
+    /// One unit of [`Oracle::price_cold`] (`members` index `pages`, in order): its price
+    /// (sample range relative to `pages`) and each member's mixed form's stored bytes.
+    fn price_unit(
         &self,
         pages: &[Page],
-        samples: &mut [Sample],
-        first: usize,
-        units: &mut Vec<UnitPrice>,
-    ) {
-        let mut scratch = Vec::new();
-        let mut unit = Packing::default();
-        for (i, (page, sample)) in pages.iter().zip(samples.iter_mut()).enumerate() {
-            if sample.fixed.is_some() {
-                continue;
-            }
-            let dict =
-                (self.dictionaries.as_ref()).map(|set| &**set.dictionary_for(&sample.features));
-            if codec::encode_mixed(page, dict, &self.codec, &mut scratch) == Class::Mixed {
-                sample.mixed = Some(codec::stored_size(Class::Mixed, scratch.len()) as u32);
-            }
-            if unit.members == 0 {
-                unit.start = first + i;
-                unit.dict = dict;
-            }
-            unit.bytes.extend_from_slice(page.bytes());
-            unit.members += 1;
-            unit.end = first + i + 1;
-            if unit.members == DEFAULT_UNIT_PAGES {
-                units.push(unit.close());
-            }
+        samples: &[Sample],
+        members: &[usize],
+        scratch: &mut Vec<u8>,
+    ) -> (UnitPrice, Vec<Option<u32>>) {
+        let dict_of = |i: usize| {
+            (self.dictionaries.as_ref()).map(|set| &**set.dictionary_for(&samples[i].features))
+        };
+        let mixed = (members.iter())
+            .map(|&i| {
+                let class = codec::encode_mixed(&pages[i], dict_of(i), &self.codec, scratch);
+                (class == Class::Mixed)
+                    .then(|| codec::stored_size(Class::Mixed, scratch.len()) as u32)
+            })
+            .collect();
+        let mut bytes = Vec::with_capacity(members.len() * zpage::PAGE_SIZE);
+        for &i in members {
+            bytes.extend_from_slice(pages[i].bytes());
         }
-        if unit.members > 0 {
-            units.push(unit.close());
-        }
-    }
-}
-
-/// A unit being gathered by [`Oracle::price_run`].
-#[derive(Default)]
-struct Packing<'a> {
-    bytes: Vec<u8>,
-    members: usize,
-    start: usize,
-    end: usize,
-    /// The first member's cluster dictionary, the unit's as in the store.
-    dict: Option<&'a zpage::codec::dict::Dictionary>,
-}
-
-impl Packing<'_> {
-    /// The unit's price; empties it.
-    fn close(&mut self) -> UnitPrice {
-        let mut frame = Vec::new();
-        codec::unit::encode(&self.bytes, self.dict, COLD_LEVEL, &mut frame);
-        self.bytes.clear();
-        self.members = 0;
-        UnitPrice {
-            start: self.start,
-            end: self.end,
-            frame: frame.len() as u32,
-        }
+        scratch.clear();
+        codec::unit::encode(&bytes, dict_of(members[0]), COLD_LEVEL, scratch);
+        let price = UnitPrice {
+            start: members[0],
+            end: members[members.len() - 1] + 1,
+            frame: scratch.len() as u32,
+        };
+        (price, mixed)
     }
 }
 
