@@ -631,6 +631,41 @@ fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
     });
 }
 
+/// At its memory limit a store that writes back makes room for a new page by writing a
+/// unit whole (the hand picks one of its pages, the registry's id span finds the other)
+/// while one of the unit's pages is overwritten, which needs room too (both pages
+/// incompressible, a whole page each, where the unit took less): both inserts
+/// succeed, nothing is lost, and the memory limit holds.
+#[test]
+fn writeback_of_a_unit_at_the_limit_against_an_overwrite() {
+    let dense = Engine::new(Profile::Dense);
+    model(move || {
+        let store = packed_pair(
+            PageStore::builder()
+                .shards(1)
+                .engine(dense.clone())
+                .backing(std::sync::Arc::new(MemoryBacking::default()))
+                .on_full(zpage::OnFull::WriteBack),
+        );
+        // Room for one of the two new pages: the other needs the unit's, or the first's.
+        let limit = store.mm_stat().mem_used_total + PAGE_SIZE as u64;
+        store.set_mem_limit(Some(limit));
+        let overwriter = {
+            let store = store.clone();
+            spawn(move || store.insert(0, &noise_page(7)).unwrap())
+        };
+        store.insert(2, &noise_page(8)).unwrap();
+        overwriter.join().unwrap();
+        for (id, page) in [(0, noise_page(7)), (1, words_page(3)), (2, noise_page(8))] {
+            assert!(*store.read(id).unwrap() == page, "page {id}");
+        }
+        let stats = store.stats();
+        assert!(stats.mm.mem_used_total <= limit, "{:?}", stats.mm);
+        assert!(stats.bd.bd_count > 0, "room was made by writing back");
+        assert_eq!(store.mm_stat(), stats.mm);
+    });
+}
+
 /// The coldest pass moves a unit's pages to the mixed form while one is overwritten: the
 /// overwrite stays (without the "only if unchanged" check the model finds it lost), the
 /// other page is mixed (or, raced, left in its unit), and the unit is freed with its

@@ -400,10 +400,31 @@ fn writeback_without_a_backing_store_is_an_error() {
 /// pages.
 #[test]
 fn tiers_never_lose_a_racing_write() {
+    racing_writes(false);
+}
+
+/// As [`tiers_never_lose_a_racing_write`], at the memory limit the store reached after a
+/// first cold pass, so that the writes make room by writing back at the limit
+/// (`OnFull::WriteBack`: pages, and units whole; no writeback pass) while the idle and
+/// cold passes race them.
+#[test]
+fn tiers_at_the_limit_never_lose_a_racing_write() {
+    racing_writes(true);
+}
+
+fn racing_writes(at_the_limit: bool) {
     let pages = Arc::new(common::sample_pages());
     let n = pages.len() as u64;
-    let store = Arc::new(tiered().backing(Arc::new(Faulty::new(1 << 16))).build());
+    let store = tiered()
+        .backing(Arc::new(Faulty::new(1 << 16)))
+        .on_full(zpage::OnFull::WriteBack);
+    let store = Arc::new(store.build());
     insert_all(&store, &pages);
+    if at_the_limit {
+        store.recompress_selected(Selection::all());
+        store.recompress_selected(Selection::all().level(3));
+        store.set_mem_limit(Some(store.mm_stat().mem_used_total));
+    }
     let writer = {
         let (store, pages) = (store.clone(), pages.clone());
         std::thread::spawn(move || {
@@ -426,7 +447,10 @@ fn tiers_never_lose_a_racing_write() {
         store.mark_idle(None);
         store.recompress_selected(Selection::all().idle());
         store.recompress_selected(Selection::all().level(3));
-        store.writeback(Selection::all().max_pages(200)).unwrap();
+        // At the limit only the inserts write back.
+        if !at_the_limit {
+            store.writeback(Selection::all().max_pages(200)).unwrap();
+        }
         rounds += 1;
     }
     let shadow = writer.join().unwrap();
@@ -446,6 +470,15 @@ fn tiers_never_lose_a_racing_write() {
         "{rounds} rounds: {:?}",
         stats.units
     );
+    if at_the_limit {
+        assert!(
+            stats.mm.mem_used_total <= stats.mm.mem_limit,
+            "{:?}",
+            stats.mm
+        );
+        // (Units written back may since have gone with their pages.)
+        assert!(stats.bd.bd_writes > 0, "{:?}", stats.bd);
+    }
 }
 
 /// The cold pass packs neighbours into units: smaller than their forms, read back whole,
@@ -790,5 +823,41 @@ fn passes_leave_written_back_units_where_they_are() {
     let after = store.stats();
     assert_eq!(after.units.backed_bytes, before.units.backed_bytes);
     assert_eq!(after.units.dead_pages, before.units.dead_pages);
+    assert_holds(&store, &pages);
+}
+
+/// At its memory limit a store that writes back (OnFull::WriteBack) makes room from its
+/// cold units too: where the hand finds only units' pages, it writes their units whole,
+/// so inserts go on succeeding and every page reads back.
+#[test]
+fn writeback_at_the_limit_moves_units() {
+    let pages = common::sample_pages();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let file = zpage::store::BackingFile::open(&dir.path().join("backing"), 64 << 20).unwrap();
+    let store = tiered()
+        .backing(Arc::new(file))
+        .on_full(zpage::OnFull::WriteBack)
+        .build();
+    let half = pages.len() / 2;
+    insert_all(&store, &pages[..half]);
+    store.recompress_selected(Selection::all());
+    store.recompress_selected(Selection::all().level(16));
+    let cold = store.stats();
+    assert!(cold.units.pages as usize > half / 2, "{:?}", cold.units);
+    // The limit where the store is now: every later insert needs room.
+    store.set_mem_limit(Some(cold.mm.mem_used_total));
+    for (id, page) in (0..).zip(&pages).skip(half) {
+        store
+            .insert(id, page)
+            .unwrap_or_else(|e| panic!("page {id}: {e}"));
+    }
+    let full = store.stats();
+    assert!(
+        full.units.backed_bytes > 0,
+        "units written back: {:?}",
+        full.units
+    );
+    assert_eq!(full.io.failed_writes, 0);
+    assert!(full.mm.mem_used_total <= cold.mm.mem_used_total, "{full:?}");
     assert_holds(&store, &pages);
 }

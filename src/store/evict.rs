@@ -18,13 +18,18 @@
 //!   lock; the listener is told after every lock is released.
 //! - Only pages whose going frees allocator memory are chosen: a form in the allocator
 //!   (a clean hot copy goes with its page when evicted, and stays when its form is
-//!   written back). Dirty hot pages, inline and backed pages are passed over.
+//!   written back), or a page of a cold unit in memory (evicted, it leaves its unit,
+//!   whose frame goes with its last page; written back, its whole unit goes, the other
+//!   members found between the ids the registry keeps). Dirty hot pages, inline and
+//!   backed pages are passed over.
 //! - Every page present is in its shard's small or main FIFO (it entered on its first
 //!   insert and the hand keeps the pages it passes over); the FIFOs are rebuilt without
 //!   the ids since removed when those outnumber the pages. The ghosts are at most as
 //!   many as the pages.
 
 use super::lifecycle::{Shard, in_allocator};
+use super::table::Meta;
+use super::units::member_of;
 use super::{PageStore, StoreError};
 use crate::sync::Ordering;
 use hashbrown::HashSet;
@@ -119,7 +124,8 @@ pub(super) type Listener = std::sync::Arc<dyn Fn(u64, RemovalCause) + Send + Syn
 
 /// Pages the hand frees per step before the insert tries again.
 const EVICT_BATCH: usize = 16;
-/// Pages the hand may pass over per step and shard before it gives that shard up.
+/// Pages the hand may look at per step and shard before it gives that shard up (in the
+/// last round, per hold of the shard's lock).
 const HAND_REACH: usize = 256;
 /// Rounds over every shard that may only clear reference bits before the hand ignores
 /// them.
@@ -166,7 +172,8 @@ impl PageStore {
     /// how many went.
     fn evict(&self, want: usize) -> usize {
         let mut evicted = Vec::with_capacity(want);
-        self.sweep_hand(want, false, |shard, id| {
+        let eligible = |meta: Meta| in_allocator(meta) || meta.unit;
+        self.sweep_hand(want, false, &eligible, |shard, id| {
             self.unlink(shard, id);
             evicted.push(id);
         });
@@ -175,67 +182,121 @@ impl PageStore {
         count
     }
 
-    /// Writes up to `want` pages the hand picks to the backing store; how many went.
+    /// Writes up to `want` pages the hand picks to the backing store, a unit's page with
+    /// its whole unit; how many went.
     fn write_back_coldest(&self, want: usize) -> usize {
         let mut batch = Vec::with_capacity(want);
-        self.sweep_hand(want, true, |shard, id| {
+        let mut units: Vec<(u32, u64)> = Vec::new();
+        let eligible = |meta: Meta| {
+            in_allocator(meta)
+                || (meta.unit && self.units.read().get(member_of(meta.word).0).in_memory())
+        };
+        self.sweep_hand(want, true, &eligible, |shard, id| {
             let meta = shard.table.get(id).expect("the hand picks present pages");
-            batch.push(self.candidate(id, meta));
+            if in_allocator(meta) {
+                batch.push(self.candidate(id, meta));
+            } else {
+                let index = member_of(meta.word).0;
+                let unit = (index, self.units.read().get(index).serial);
+                if !units.contains(&unit) {
+                    units.push(unit);
+                }
+            }
         });
         let mut done = super::WrittenBack::default();
-        self.write_batch(&mut batch, &mut done);
+        if self.write_batch(&mut batch, &mut done) {
+            self.write_units(&units, &mut done);
+        }
         done.written as usize
     }
 
     /// Runs the hand over the shards from a rotating start until `want` pages are
     /// picked (that `stay` present, or not), `take` being called on each under its
-    /// shard's write lock. A round that
-    /// picks nothing but cleared reference bits is followed by another; after
-    /// [`ROUNDS`] the bits are ignored, so a store under constant reads still makes room.
-    fn sweep_hand(&self, want: usize, stay: bool, mut take: impl FnMut(&mut Shard, u64)) {
+    /// shard's write lock. A round that picks nothing but cleared reference bits, or
+    /// left pages unvisited, is followed by another; the last of [`ROUNDS`] ignores the
+    /// bits and goes on in each shard, [`HAND_REACH`] pages a lock, until it has looked
+    /// at every page, so a store under constant reads, or whose FIFOs are long with pages
+    /// that cannot go (written back, inline), still makes room without stalling readers.
+    fn sweep_hand(
+        &self,
+        want: usize,
+        stay: bool,
+        eligible: &dyn Fn(Meta) -> bool,
+        mut take: impl FnMut(&mut Shard, u64),
+    ) {
         let n = self.shards.len();
         let start = self.hand.fetch_add(1, Ordering::Relaxed) as usize;
         let mut picked = 0;
         for round in 0..=ROUNDS {
-            let mut cleared = false;
+            let force = round == ROUNDS;
+            let (mut cleared, mut cut) = (false, false);
             for k in 0..n {
-                let mut shard = self.shards[(start + k) % n].shard.write();
-                let (ids, passed) = hand(&mut shard, want - picked, round == ROUNDS, stay);
-                cleared |= passed;
-                for id in ids {
-                    take(&mut shard, id);
-                    picked += 1;
-                }
-                if picked == want {
-                    return;
+                let mut visited = 0;
+                loop {
+                    let mut shard = self.shards[(start + k) % n].shard.write();
+                    let looked = hand(&mut shard, want - picked, force, stay, eligible);
+                    for id in looked.picked {
+                        take(&mut shard, id);
+                        picked += 1;
+                    }
+                    if picked == want {
+                        return;
+                    }
+                    cleared |= looked.cleared;
+                    visited += looked.visited;
+                    let more = visited < looked.queued && looked.visited > 0;
+                    cut |= more;
+                    if !(force && more) {
+                        break;
+                    }
                 }
             }
-            if picked > 0 || !cleared {
+            if picked > 0 || !(cleared || cut) {
                 return;
             }
         }
     }
 }
 
-/// The hand over one shard: up to `want` pages to let go (see the module docs; with
-/// `force`, reference bits are ignored), passing over at most [`HAND_REACH`] others.
-/// With `stay` the pages picked stay present (written back), so they go back to the main
-/// FIFO; evicted ones become ghosts. Returns the pages and whether it cleared a
-/// reference bit.
-fn hand(shard: &mut Shard, want: usize, force: bool, stay: bool) -> (Vec<u64>, bool) {
+/// What the hand did in one shard.
+struct Looked {
+    /// The pages to let go.
+    picked: Vec<u64>,
+    /// It cleared a reference bit.
+    cleared: bool,
+    /// Pages it looked at, of those queued when it started.
+    visited: usize,
+    queued: usize,
+}
+
+/// The hand over one shard: up to `want` pages to let go that are `eligible` (see the
+/// module docs; with `force`, reference bits are ignored), passing over at most
+/// [`HAND_REACH`] others. With `stay` the pages picked stay present (written back), so
+/// they go back to the main FIFO; evicted ones become ghosts.
+fn hand(
+    shard: &mut Shard,
+    want: usize,
+    force: bool,
+    stay: bool,
+    eligible: &dyn Fn(Meta) -> bool,
+) -> Looked {
     let mut picked = Vec::with_capacity(want);
     let mut cleared = false;
     let Shard { table, queues, .. } = shard;
     let pages = table.len();
-    let reach = (queues.small.len() + queues.main.len()).min(HAND_REACH + want);
-    for _ in 0..reach {
-        if picked.len() == want {
-            break;
-        }
+    let queued = queues.small.len() + queues.main.len();
+    let reach = queued.min(HAND_REACH + want);
+    // Main-FIFO pages in a row that gave nothing before the small FIFO's turn: pages
+    // written back stay present, in the main FIFO, and can fill it.
+    let patience = queues.main.len().min(HAND_REACH / 2);
+    let (mut visited, mut fruitless) = (0, 0);
+    while visited < reach && picked.len() < want {
+        visited += 1;
         // The small FIFO is drained while it holds more than a tenth of the pages.
-        let from_small = queues.small.len() * 10 > pages || queues.main.is_empty();
+        let from_small =
+            queues.small.len() * 10 > pages || queues.main.is_empty() || fruitless >= patience;
         let popped = if from_small {
-            queues.small.pop_front()
+            queues.small.pop_front().or_else(|| queues.main.pop_front())
         } else {
             queues.main.pop_front()
         };
@@ -243,13 +304,14 @@ fn hand(shard: &mut Shard, want: usize, force: bool, stay: bool) -> (Vec<u64>, b
         let (Some(meta), Some(access)) = (table.get(id), table.access(id)) else {
             continue; // removed since it was queued
         };
+        fruitless += usize::from(!from_small);
         if access.referenced && !force {
             table.unreference(id);
             cleared = true;
-        } else if in_allocator(meta) || (meta.unit && !stay) {
-            // A unit's page can go (its unit is freed with its last page), not be
-            // written back alone (writeback moves whole units).
+            fruitless = 0;
+        } else if eligible(meta) {
             picked.push(id);
+            fruitless = 0;
             if !stay {
                 queues.haunt(id, pages);
                 continue;
@@ -257,5 +319,10 @@ fn hand(shard: &mut Shard, want: usize, force: bool, stay: bool) -> (Vec<u64>, b
         }
         queues.main.push_back(id);
     }
-    (picked, cleared)
+    Looked {
+        picked,
+        cleared,
+        visited,
+        queued,
+    }
 }

@@ -691,7 +691,8 @@ impl PageStore {
             group.clear();
             return;
         }
-        let Some(index) = self.register_unit(&group.frame, pages, dict.map(|d| d.id())) else {
+        let ids = (group.members[0].0, group.members[pages - 1].0);
+        let Some(index) = self.register_unit(&group.frame, pages, ids, dict.map(|d| d.id())) else {
             done.refused += pages as u64;
             group.clear();
             return;
@@ -714,9 +715,15 @@ impl PageStore {
     }
 
     /// Stores a unit's frame in the allocator (pieces of at most a page) and registers
-    /// the unit, being packed, with the dictionary it names counted; `None` at the
-    /// memory limit (nothing changed).
-    fn register_unit(&self, frame: &[u8], pages: usize, dict: Option<u32>) -> Option<u32> {
+    /// the unit (of `pages` pages, ids `ids.0` to `ids.1`), being packed, with the
+    /// dictionary it names counted; `None` at the memory limit (nothing changed).
+    fn register_unit(
+        &self,
+        frame: &[u8],
+        pages: usize,
+        ids: (u64, u64),
+        dict: Option<u32>,
+    ) -> Option<u32> {
         let pieces = {
             let mut slabs = self.slabs_mut();
             let mut pieces = Vec::with_capacity(frame.len().div_ceil(PAGE_SIZE));
@@ -735,7 +742,11 @@ impl PageStore {
             self.dicts.retain(dict);
         }
         let checksum = crc32fast::hash(frame);
-        Some(self.units.write().register(pieces, pages, checksum, dict))
+        Some(
+            self.units
+                .write()
+                .register(pieces, pages, ids, checksum, dict),
+        )
     }
 
     /// One pass of the background worker, run now (see [`Background`]).

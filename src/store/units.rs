@@ -42,6 +42,9 @@ pub(super) enum Frame {
 pub(super) struct Unit {
     pub(super) frame: Frame,
     pub(super) serial: u64,
+    /// The ids of its first and last page as packed (in id order): every member's id
+    /// lies between, so its members can be found without an index of them.
+    pub(super) ids: (u64, u64),
     /// Pages the frame holds.
     pages: u8,
     /// Bit `i` set: the page at position `i` is still a member.
@@ -137,11 +140,13 @@ pub(super) fn member_of(word: u64) -> (u32, usize) {
 }
 
 impl Units {
-    /// Registers a unit being packed, with no member yet; returns its index.
+    /// Registers a unit being packed, with no member yet, of `pages` pages with ids
+    /// from `ids.0` to `ids.1`; returns its index.
     pub(super) fn register(
         &mut self,
         pieces: Box<[Handle]>,
         pages: usize,
+        ids: (u64, u64),
         checksum: u32,
         dict: Option<u32>,
     ) -> u32 {
@@ -149,6 +154,7 @@ impl Units {
         let unit = Unit {
             frame: Frame::Memory(pieces),
             serial: crate::sync::unique_serial(),
+            ids,
             pages: u8::try_from(pages).expect("at most MAX_UNIT_PAGES pages a unit"),
             live: 0,
             packing: true,
@@ -339,7 +345,7 @@ mod tests {
     fn a_unit_lives_while_it_has_members_or_is_being_packed() {
         let mut slabs = Slabs::new(None);
         let mut units = Units::default();
-        let index = units.register(frame(&mut slabs, 9000), 4, 1, Some(3));
+        let index = units.register(frame(&mut slabs, 9000), 4, (10, 13), 1, Some(3));
         assert_eq!(units.get(index).frame_len(), 9000);
         units.join(index, 0);
         units.join(index, 2);
@@ -356,7 +362,7 @@ mod tests {
         assert_eq!(units.stats().units, 0);
         assert_eq!(units.stats().stored_bytes, 0);
 
-        let index = units.register(frame(&mut slabs, 100), 3, 1, None);
+        let index = units.register(frame(&mut slabs, 100), 3, (0, 2), 1, None);
         units.join(index, 1);
         assert!(units.packed(index).is_none());
         assert!(units.sparse(index));
