@@ -666,6 +666,49 @@ fn writeback_of_a_unit_at_the_limit_against_an_overwrite() {
     });
 }
 
+/// At its memory limit a store that evicts makes room for a new page by dropping a unit
+/// whole (a page of it alone frees nothing) while one of its pages is overwritten: every
+/// page reads as its last write or is gone and was reported evicted, the limit holds, and
+/// no unit is left holding dead pages.
+#[test]
+fn eviction_of_a_unit_at_the_limit_against_an_overwrite() {
+    let dense = Engine::new(Profile::Dense);
+    model(move || {
+        let evicted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = evicted.clone();
+        let store = packed_pair(
+            PageStore::builder()
+                .shards(1)
+                .engine(dense.clone())
+                .on_full(zpage::OnFull::Evict)
+                .on_removal(move |id, cause| {
+                    if cause == zpage::RemovalCause::Evicted {
+                        sink.lock().unwrap().push(id);
+                    }
+                }),
+        );
+        let limit = store.mm_stat().mem_used_total + PAGE_SIZE as u64;
+        store.set_mem_limit(Some(limit));
+        let overwriter = {
+            let store = store.clone();
+            spawn(move || store.insert(0, &noise_page(7)).unwrap())
+        };
+        store.insert(2, &noise_page(8)).unwrap();
+        overwriter.join().unwrap();
+        let evicted = evicted.lock().unwrap().clone();
+        for (id, page) in [(0, noise_page(7)), (1, words_page(3)), (2, noise_page(8))] {
+            match store.get(id).unwrap() {
+                Some(read) => assert!(*read == page, "page {id}"),
+                None => assert!(evicted.contains(&id), "page {id} lost, not evicted"),
+            }
+        }
+        let stats = store.stats();
+        assert!(stats.mm.mem_used_total <= limit, "{:?}", stats.mm);
+        assert_eq!(stats.units.dead_pages, 0, "{:?}", stats.units);
+        assert_eq!(store.mm_stat(), stats.mm);
+    });
+}
+
 /// The coldest pass moves a unit's pages to the mixed form while one is overwritten: the
 /// overwrite stays (without the "only if unchanged" check the model finds it lost), the
 /// other page is mixed (or, raced, left in its unit), and the unit is freed with its

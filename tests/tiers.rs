@@ -757,9 +757,9 @@ fn an_idle_pass_runs_every_tier_in_turn() {
     assert_holds(&store, &pages);
 }
 
-/// A full store that evicts lets pages of cold units go too (each unit with its last
-/// page): new pages keep going in, what stays reads back, the listener hears every
-/// eviction.
+/// A full store that evicts lets cold units go too, each whole (its frame is freed only
+/// with its last page): new pages keep going in, what stays reads back, the listener
+/// hears every eviction.
 #[test]
 fn eviction_at_the_limit_takes_pages_of_units() {
     let pages = common::sample_pages();
@@ -776,6 +776,11 @@ fn eviction_at_the_limit_takes_pages_of_units() {
     store.recompress_selected(Selection::all().level(14));
     let packed = store.stats();
     assert!(packed.units.pages > 0);
+    // Reads of some pages give them a second chance: the hand comes to a unit's pages
+    // out of order.
+    for id in (0..pages.len() as u64).step_by(3) {
+        store.get(id).unwrap();
+    }
     // Room for about half of what the units hold: new pages push units' pages out.
     store.set_mem_limit(Some(packed.mm.mem_used_total / 2));
     let n = pages.len() as u64;
@@ -790,6 +795,8 @@ fn eviction_at_the_limit_takes_pages_of_units() {
         "memory never grew"
     );
     assert!(after.units.units < packed.units.units, "{:?}", after.units);
+    // A unit goes whole (a page of it alone frees nothing): none is left part dead.
+    assert_eq!(after.units.dead_pages, 0, "{:?}", after.units);
     for (id, page) in (0..).zip(pages.iter().chain(&pages)) {
         if let Some(stored) = store.get(id).unwrap() {
             assert!(*stored == *page, "page {id}");

@@ -18,10 +18,10 @@
 //!   lock; the listener is told after every lock is released.
 //! - Only pages whose going frees allocator memory are chosen: a form in the allocator
 //!   (a clean hot copy goes with its page when evicted, and stays when its form is
-//!   written back), or a page of a cold unit in memory (evicted, it leaves its unit,
-//!   whose frame goes with its last page; written back, its whole unit goes, the other
-//!   members found between the ids the registry keeps). Dirty hot pages, inline and
-//!   backed pages are passed over.
+//!   written back), or a page of a cold unit in memory, which goes with its whole unit
+//!   (evicted, as the frame is freed only with its last page; written back, as a unit
+//!   moves whole), the other members found between the ids the registry keeps. Dirty
+//!   hot pages, inline and backed pages are passed over.
 //! - Every page present is in its shard's small or main FIFO (it entered on its first
 //!   insert and the hand keeps the pages it passes over); the FIFOs are rebuilt without
 //!   the ids since removed when those outnumber the pages. The ghosts are at most as
@@ -31,8 +31,9 @@ use super::lifecycle::{Shard, in_allocator};
 use super::table::Meta;
 use super::units::member_of;
 use super::{PageStore, StoreError};
+use crate::codec::unit::MAX_UNIT_PAGES;
 use crate::sync::Ordering;
-use hashbrown::HashSet;
+use hashbrown::{HashMap, HashSet};
 use std::collections::VecDeque;
 
 /// What an insert does when the store is at its memory limit.
@@ -168,15 +169,34 @@ impl PageStore {
         }
     }
 
-    /// Drops up to `want` pages the hand picks, a shard at a time from a rotating start;
-    /// how many went.
+    /// Drops up to `want` pages the hand picks, a shard at a time from a rotating start,
+    /// and with a unit's page the rest of its unit (whose frame goes only with its last
+    /// page); how many went.
     fn evict(&self, want: usize) -> usize {
         let mut evicted = Vec::with_capacity(want);
+        let mut units = Vec::new();
         let eligible = |meta: Meta| in_allocator(meta) || meta.unit;
         self.sweep_hand(want, false, &eligible, |shard, id| {
+            if let Some(meta) = shard.table.get(id).filter(|meta| meta.unit) {
+                self.note_unit(&mut units, meta);
+            }
             self.unlink(shard, id);
             evicted.push(id);
         });
+        for (index, ids) in self.unit_members(&units) {
+            let serial = units.iter().find(|u| u.0 == index).map(|u| u.1);
+            for id in ids {
+                let mut shard = self.slot(id).shard.write();
+                // Only if still a member of that unit (an index freed since names another).
+                let member = shard.table.get(id).is_some_and(|m| names(m, index))
+                    && serial.is_some_and(|s| self.units.read().named(index, s).is_some());
+                if member && self.unlink(&mut shard, id) {
+                    let pages = shard.table.len();
+                    shard.queues.haunt(id, pages);
+                    evicted.push(id);
+                }
+            }
+        }
         let count = evicted.len();
         self.notify(evicted, RemovalCause::Evicted);
         count
@@ -196,18 +216,60 @@ impl PageStore {
             if in_allocator(meta) {
                 batch.push(self.candidate(id, meta));
             } else {
-                let index = member_of(meta.word).0;
-                let unit = (index, self.units.read().get(index).serial);
-                if !units.contains(&unit) {
-                    units.push(unit);
-                }
+                self.note_unit(&mut units, meta);
             }
         });
         let mut done = super::WrittenBack::default();
         if self.write_batch(&mut batch, &mut done) {
-            self.write_units(&units, &mut done);
+            self.write_units(&units, &self.unit_members(&units), &mut done);
         }
         done.written as usize
+    }
+
+    /// Adds the unit a member's metadata `meta` names to `units` (index, serial), once
+    /// (under the member's shard lock, so the unit is registered).
+    fn note_unit(&self, units: &mut Vec<(u32, u64)>, meta: Meta) {
+        let index = member_of(meta.word).0;
+        let unit = (index, self.units.read().get(index).serial);
+        if !units.contains(&unit) {
+            units.push(unit);
+        }
+    }
+
+    /// The ids of each of `units` (index, serial) still registered that are members now,
+    /// found between the ids the registry keeps for it (units are packed in id order),
+    /// or by one scan of every id where a unit spreads too thin for that. A member may
+    /// leave as soon as it is found: whoever uses the ids checks again under its lock.
+    pub(super) fn unit_members(&self, units: &[(u32, u64)]) -> HashMap<u32, Vec<u64>> {
+        // Ids tried per unit before a scan of every id is cheaper.
+        const SPAN: u64 = 64 * MAX_UNIT_PAGES as u64;
+        let mut members: HashMap<u32, Vec<u64>> = HashMap::new();
+        let member = |id: u64, index: u32| {
+            let meta = self.slot(id).shard.read().table.get(id);
+            meta.is_some_and(|meta| names(meta, index))
+        };
+        for &(index, serial) in units {
+            let span = self.units.read().named(index, serial).map(|u| u.ids);
+            let Some((first, last)) = span else {
+                continue;
+            };
+            if last - first >= SPAN {
+                members.clear();
+                for id in self.ids() {
+                    let meta = self.slot(id).shard.read().table.get(id);
+                    if let Some(meta) = meta.filter(|meta| meta.unit) {
+                        let index = member_of(meta.word).0;
+                        if units.iter().any(|&(wanted, _)| wanted == index) {
+                            members.entry(index).or_default().push(id);
+                        }
+                    }
+                }
+                return members;
+            }
+            let found = (first..=last).filter(|&id| member(id, index)).collect();
+            members.insert(index, found);
+        }
+        members
     }
 
     /// Runs the hand over the shards from a rotating start until `want` pages are
@@ -256,6 +318,11 @@ impl PageStore {
             }
         }
     }
+}
+
+/// Whether `meta` is that of a member of unit `index`.
+fn names(meta: Meta, index: u32) -> bool {
+    meta.unit && member_of(meta.word).0 == index
 }
 
 /// What the hand did in one shard.

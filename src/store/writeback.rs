@@ -21,7 +21,6 @@ use super::table::Meta;
 use super::tiers::Pass;
 use super::units::{Frame, member_of};
 use super::{BackedTier, PageStore, Selection, StoreError};
-use crate::codec::unit::MAX_UNIT_PAGES;
 use crate::sync::Ordering;
 use hashbrown::HashMap;
 
@@ -238,42 +237,16 @@ impl PageStore {
         !full
     }
 
-    /// Writes whole each of `units` (index, serial) still in memory, its members found
-    /// between the ids the registry keeps for it (by one scan of the store's ids for
-    /// those spread too thin for that): the writeback at the memory limit
+    /// Writes whole each of `units` (index, serial) that `members` names ids of
+    /// ([`PageStore::unit_members`]): the writeback at the memory limit
     /// ([`crate::OnFull::WriteBack`]), whose hand picked a page of each. Stops at the
     /// first failure, as a pass does.
-    pub(super) fn write_units(&self, units: &[(u32, u64)], done: &mut WrittenBack) {
-        // Ids tried per unit before a scan of every id is cheaper.
-        const SPAN: u64 = 64 * MAX_UNIT_PAGES as u64;
-        let mut members: HashMap<u32, Vec<u64>> = HashMap::new();
-        let mut scan = false;
-        for &(index, serial) in units {
-            let span = self.units.read().named(index, serial).map(|u| u.ids);
-            let Some((first, last)) = span.filter(|_| !scan) else {
-                continue;
-            };
-            if last - first >= SPAN {
-                scan = true;
-                continue;
-            }
-            let found: Vec<u64> = (first..=last)
-                .filter(|&id| self.names_unit(id, index))
-                .collect();
-            members.insert(index, found);
-        }
-        if scan {
-            members.clear();
-            for id in self.ids() {
-                let meta = self.slot(id).shard.read().table.get(id);
-                if let Some(meta) = meta.filter(|meta| meta.unit) {
-                    let index = member_of(meta.word).0;
-                    if units.iter().any(|&(wanted, _)| wanted == index) {
-                        members.entry(index).or_default().push(id);
-                    }
-                }
-            }
-        }
+    pub(super) fn write_units(
+        &self,
+        units: &[(u32, u64)],
+        members: &HashMap<u32, Vec<u64>>,
+        done: &mut WrittenBack,
+    ) {
         for &(index, serial) in units {
             match members.get(&index) {
                 Some(ids) if !ids.is_empty() => {
@@ -284,12 +257,6 @@ impl PageStore {
                 _ => done.raced += 1,
             }
         }
-    }
-
-    /// Whether page `id` is a member of unit `index` now.
-    fn names_unit(&self, id: u64, index: u32) -> bool {
-        let meta = self.slot(id).shard.read().table.get(id);
-        meta.is_some_and(|meta| meta.unit && member_of(meta.word).0 == index)
     }
 
     /// Writes the frame of unit `index` (of `serial`, the pass having taken `ids`, every
