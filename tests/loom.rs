@@ -392,15 +392,17 @@ impl zpage::store::Backing for MemoryBacking {
     }
 }
 
-/// A one-shard store with a backing store in memory.
+/// A one-shard store of `engine`'s with a backing store in memory.
+fn backed(engine: &Engine) -> zpage::StoreBuilder {
+    PageStore::builder()
+        .shards(1)
+        .engine(engine.clone())
+        .backing(std::sync::Arc::new(MemoryBacking::default()))
+}
+
+/// [`backed`], built.
 fn backed_store(engine: &Engine) -> Arc<PageStore> {
-    Arc::new(
-        PageStore::builder()
-            .shards(1)
-            .engine(engine.clone())
-            .backing(std::sync::Arc::new(MemoryBacking::default()))
-            .build(),
-    )
+    Arc::new(backed(engine).build())
 }
 
 /// Writeback against an overwrite of the same page: whichever runs first, the page ends
@@ -590,12 +592,7 @@ fn packed_pair(builder: zpage::StoreBuilder) -> Arc<PageStore> {
 fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
     let dense = Engine::new(Profile::Dense);
     model(move || {
-        let store = packed_pair(
-            PageStore::builder()
-                .shards(1)
-                .engine(dense.clone())
-                .backing(std::sync::Arc::new(MemoryBacking::default())),
-        );
+        let store = packed_pair(backed(&dense));
         let writer = {
             let store = store.clone();
             spawn(move || {
@@ -631,6 +628,21 @@ fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
     });
 }
 
+/// Sets `store`'s memory limit to room for one more page, then writes two whole pages
+/// at once (page 2 new, page 0 overwritten): the second needs room the store must make.
+/// Returns the limit.
+fn two_writes_at_the_limit(store: &Arc<PageStore>) -> u64 {
+    let limit = store.mm_stat().mem_used_total + PAGE_SIZE as u64;
+    store.set_mem_limit(Some(limit));
+    let overwriter = {
+        let store = store.clone();
+        spawn(move || store.insert(0, &noise_page(7)).unwrap())
+    };
+    store.insert(2, &noise_page(8)).unwrap();
+    overwriter.join().unwrap();
+    limit
+}
+
 /// At its memory limit a store that writes back makes room for a new page by writing a
 /// unit whole (the hand picks one of its pages, the registry's id span finds the other)
 /// while one of the unit's pages is overwritten, which needs room too (both pages
@@ -640,22 +652,8 @@ fn writeback_of_a_unit_against_an_overwrite_and_a_read() {
 fn writeback_of_a_unit_at_the_limit_against_an_overwrite() {
     let dense = Engine::new(Profile::Dense);
     model(move || {
-        let store = packed_pair(
-            PageStore::builder()
-                .shards(1)
-                .engine(dense.clone())
-                .backing(std::sync::Arc::new(MemoryBacking::default()))
-                .on_full(zpage::OnFull::WriteBack),
-        );
-        // Room for one of the two new pages: the other needs the unit's, or the first's.
-        let limit = store.mm_stat().mem_used_total + PAGE_SIZE as u64;
-        store.set_mem_limit(Some(limit));
-        let overwriter = {
-            let store = store.clone();
-            spawn(move || store.insert(0, &noise_page(7)).unwrap())
-        };
-        store.insert(2, &noise_page(8)).unwrap();
-        overwriter.join().unwrap();
+        let store = packed_pair(backed(&dense).on_full(zpage::OnFull::WriteBack));
+        let limit = two_writes_at_the_limit(&store);
         for (id, page) in [(0, noise_page(7)), (1, words_page(3)), (2, noise_page(8))] {
             assert!(*store.read(id).unwrap() == page, "page {id}");
         }
@@ -687,14 +685,7 @@ fn eviction_of_a_unit_at_the_limit_against_an_overwrite() {
                     }
                 }),
         );
-        let limit = store.mm_stat().mem_used_total + PAGE_SIZE as u64;
-        store.set_mem_limit(Some(limit));
-        let overwriter = {
-            let store = store.clone();
-            spawn(move || store.insert(0, &noise_page(7)).unwrap())
-        };
-        store.insert(2, &noise_page(8)).unwrap();
-        overwriter.join().unwrap();
+        let limit = two_writes_at_the_limit(&store);
         let evicted = evicted.lock().unwrap().clone();
         for (id, page) in [(0, noise_page(7)), (1, words_page(3)), (2, noise_page(8))] {
             match store.get(id).unwrap() {

@@ -118,16 +118,7 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
     if args.leave_one_out {
         let inputs = sources
             .iter_mut()
-            .map(|source| {
-                let (all, _) = label(
-                    source.as_mut(),
-                    &oracle,
-                    |_| false,
-                    [args.cold, false],
-                    &mut progress,
-                )?;
-                Ok(all)
-            })
+            .map(|source| label_whole(source.as_mut(), &oracle, args.cold, &mut progress))
             .collect::<Result<Vec<_>, String>>()?;
         drop(progress);
         return leave_one_out(&inputs, &oracle, limits, args.json);
@@ -147,14 +138,12 @@ pub fn run(args: TrainArgs) -> Result<String, String> {
         test.push(test_part);
     }
     for source in &mut test_sources {
-        let (all, _) = label(
+        test.push(label_whole(
             source.as_mut(),
             &oracle,
-            |_| false,
-            [args.cold, false],
+            args.cold,
             &mut progress,
-        )?;
-        test.push(all);
+        )?);
     }
     drop(progress);
     let (test_samples, test_units) = train::concat(&test);
@@ -275,6 +264,16 @@ fn print_cycle(out: &mut String, cold: &train::ColdEvaluation, input_bytes: u64)
             (tree as f64 - oracle as f64) / oracle.max(1) as f64 * 100.0
         );
     }
+}
+
+/// Labels every page of a source (none held out), pricing their cold forms if `cold`.
+fn label_whole(
+    source: &mut dyn PageSource,
+    oracle: &Oracle,
+    cold: bool,
+    progress: &mut Progress,
+) -> Result<Labelled, String> {
+    Ok(label(source, oracle, |_| false, [cold, false], progress)?.0)
 }
 
 /// Labels a source's pages a chunk at a time, keeping labels (not pages): those for which

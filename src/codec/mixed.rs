@@ -850,6 +850,19 @@ mod tests {
             .collect()
     }
 
+    /// A page of xorshift bytes from `seed`.
+    fn noise(seed: u64) -> Page {
+        let mut page = Page::zeroed();
+        let mut x = seed;
+        for b in page.bytes_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        page
+    }
+
     fn round_trip(page: &Page, primer: Option<(u32, &Primer)>) -> usize {
         let mut out = Vec::new();
         assert!(encode(page, primer, u32::MAX, &mut out));
@@ -872,17 +885,7 @@ mod tests {
             primed += round_trip(page, Some((7, &primer)));
         }
         assert!(primed < fresh, "primed {primed} fresh {fresh}");
-        for page in [Page::zeroed(), {
-            let mut p = Page::zeroed();
-            let mut x = 0x2545_F491_u64;
-            for b in p.bytes_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            p
-        }] {
+        for page in [Page::zeroed(), noise(0x2545_F491)] {
             round_trip(&page, None);
         }
     }
@@ -903,16 +906,13 @@ mod tests {
 
     #[test]
     fn a_form_past_the_budget_is_refused_whole() {
-        let mut noise = Page::zeroed();
-        let mut x = 0x9E37_79B9_u64;
-        for b in noise.bytes_mut() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
         let mut out = vec![1, 2, 3];
-        assert!(!encode(&noise, None, DECISION_BUDGET, &mut out));
+        assert!(!encode(
+            &noise(0x9E37_79B9),
+            None,
+            DECISION_BUDGET,
+            &mut out
+        ));
         assert_eq!(out, [1, 2, 3]);
         // Memory-like pages fit, and the budget does not change their form.
         for page in &sample_pages() {

@@ -205,25 +205,32 @@ impl Oracle {
 
     /// Labels pages on all cores (the oracle runs every codec, so it is the slow part).
     pub fn label_all(&self, pages: &[Page]) -> Vec<Sample> {
-        let chunk = pages.len().div_ceil(threads()).max(1);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = pages
-                .chunks(chunk)
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut scratch = Vec::new();
-                        part.iter()
-                            .map(|p| self.label(p, &mut scratch))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("labelling thread"))
-                .collect()
-        })
+        on_all_cores(pages, |page, scratch| self.label(page, scratch))
     }
+}
+
+/// `f` over `items`, in order, on all cores (each thread with its own scratch buffer).
+fn on_all_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T, &mut Vec<u8>) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut scratch = Vec::new();
+                    part.iter()
+                        .map(|item| f(item, &mut scratch))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker thread"))
+            .collect()
+    })
 }
 
 /// A unit the store's cold pass would form: neighbouring pages, the samples
@@ -234,12 +241,6 @@ pub struct UnitPrice {
     pub start: usize,
     pub end: usize,
     pub frame: u32,
-}
-
-fn threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .max(1)
 }
 
 impl Oracle {
@@ -266,25 +267,8 @@ impl Oracle {
             units.extend(stored.chunks(DEFAULT_UNIT_PAGES).map(<[usize]>::to_vec));
         }
         let samples_ref = &*samples;
-        let per_thread = units.len().div_ceil(threads()).max(1);
-        let priced: Vec<(UnitPrice, Vec<Option<u32>>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = units
-                .chunks(per_thread)
-                .map(|part| {
-                    s.spawn(move || {
-                        let mut scratch = Vec::new();
-                        (part.iter())
-                            .map(|members| {
-                                self.price_unit(pages, samples_ref, members, &mut scratch)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("pricing thread"))
-                .collect()
+        let priced = on_all_cores(&units, |members, scratch| {
+            self.price_unit(pages, samples_ref, members, scratch)
         });
         let mut prices = Vec::with_capacity(priced.len());
         for (members, (mut price, mixed)) in units.iter().zip(priced) {
