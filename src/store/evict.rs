@@ -175,7 +175,7 @@ impl PageStore {
     fn evict(&self, want: usize) -> usize {
         let mut evicted = Vec::with_capacity(want);
         let mut units = Vec::new();
-        let eligible = |meta: Meta| in_allocator(meta) || meta.unit;
+        let eligible = |meta: Meta| self.frees_memory(meta);
         self.sweep_hand(want, false, &eligible, |shard, id| {
             if let Some(meta) = shard.table.get(id).filter(|meta| meta.unit) {
                 self.note_unit(&mut units, meta);
@@ -207,10 +207,7 @@ impl PageStore {
     fn write_back_coldest(&self, want: usize) -> usize {
         let mut batch = Vec::with_capacity(want);
         let mut units: Vec<(u32, u64)> = Vec::new();
-        let eligible = |meta: Meta| {
-            in_allocator(meta)
-                || (meta.unit && self.units.read().get(member_of(meta.word).0).in_memory())
-        };
+        let eligible = |meta: Meta| self.frees_memory(meta);
         self.sweep_hand(want, true, &eligible, |shard, id| {
             let meta = shard.table.get(id).expect("the hand picks present pages");
             if in_allocator(meta) {
@@ -224,6 +221,14 @@ impl PageStore {
             self.write_units(&units, &self.unit_members(&units), &mut done);
         }
         done.written as usize
+    }
+
+    /// Whether the page of metadata `meta` holds allocator memory the hand can free: a
+    /// form in the allocator, or a page of a unit whose frame is (under the page's shard
+    /// lock, so the unit is registered).
+    fn frees_memory(&self, meta: Meta) -> bool {
+        in_allocator(meta)
+            || (meta.unit && self.units.read().get(member_of(meta.word).0).in_memory())
     }
 
     /// Adds the unit a member's metadata `meta` names to `units` (index, serial), once
