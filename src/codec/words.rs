@@ -139,7 +139,8 @@ pub enum Width {
 /// Codes the page's first 64 words both ways, counting the bits each coder
 /// would spend from fresh dictionaries: narrow where it costs at least a tenth less than
 /// wide; neither where the cheaper one keeps more than three quarters of the bits, or
-/// where LZ4 is expected to store them smaller ([`lz_bits`], [`LZ_MARGIN`]).
+/// where LZ4 is expected to store them smaller (an estimate of LZ4's bits on them under
+/// 1.3x the word form's).
 pub fn probe(page: &Page) -> Width {
     let (mut wide, mut narrow) = (0u32, 0u32);
     let mut dict = [0u64; ENTRIES];
