@@ -156,8 +156,9 @@ fn word_forms_on_the_way_in_turn_dense_in_the_idle_pass() {
             .count()
     };
     let (words, before) = (in_words(&store), store.stats());
-    // The sample is a quarter word data; the probe leaves text and records to LZ4.
-    assert!(words > pages.len() / 5, "{words} of {} pages", pages.len());
+    // The sample is a quarter word data; the probe leaves text, records and runs of
+    // words LZ4 is expected to store smaller to LZ4.
+    assert!(words > pages.len() / 8, "{words} of {} pages", pages.len());
     assert_holds(&store, &pages);
     store.mark_idle(None);
     store.recompress_selected(Selection::all().idle());
