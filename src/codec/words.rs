@@ -108,9 +108,15 @@ fn lz_bits(page: &Page) -> u32 {
         table[h] = (i + 1) as u16;
         if seen > 0 && at(seen - 1) == value {
             let from = seen - 1;
+            // Extended 8 bytes at a time: runs of zeros or of one record are long.
             let mut len = 8;
-            while i + len < bytes.len() && bytes[from + len] == bytes[i + len] {
-                len += 1;
+            while i + len + 8 <= bytes.len() {
+                let differ = at(from + len) ^ at(i + len);
+                if differ != 0 {
+                    len += differ.trailing_zeros() as usize / 8;
+                    break;
+                }
+                len += 8;
             }
             bits += 24;
             i = (i + len).next_multiple_of(4);
