@@ -33,7 +33,7 @@ use super::units::member_of;
 use super::{PageStore, StoreError};
 use crate::codec::unit::MAX_UNIT_PAGES;
 use crate::sync::Ordering;
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 use std::collections::VecDeque;
 
 /// What an insert does when the store is at its memory limit.
@@ -183,13 +183,12 @@ impl PageStore {
             self.unlink(shard, id);
             evicted.push(id);
         });
-        for (index, ids) in self.unit_members(&units) {
-            let serial = units.iter().find(|u| u.0 == index).map(|u| u.1);
+        for (&(index, serial), ids) in units.iter().zip(self.unit_members(&units)) {
             for id in ids {
                 let mut shard = self.slot(id).shard.write();
                 // Only if still a member of that unit (an index freed since names another).
                 let member = shard.table.get(id).is_some_and(|m| names(m, index))
-                    && serial.is_some_and(|s| self.units.read().named(index, s).is_some());
+                    && self.units.read().named(index, serial).is_some();
                 if member && self.unlink(&mut shard, id) {
                     let pages = shard.table.len();
                     shard.queues.haunt(id, pages);
@@ -218,7 +217,9 @@ impl PageStore {
         });
         let mut done = super::WrittenBack::default();
         if self.write_batch(&mut batch, &mut done) {
-            self.write_units(&units, &self.unit_members(&units), &mut done);
+            let members = self.unit_members(&units);
+            let units = units.iter().zip(members).map(|(&(i, s), ids)| (i, s, ids));
+            self.write_units(units, &mut done);
         }
         done.written as usize
     }
@@ -241,40 +242,44 @@ impl PageStore {
         }
     }
 
-    /// The ids of each of `units` (index, serial) still registered that are members now,
-    /// found between the ids the registry keeps for it (units are packed in id order),
-    /// or by one scan of every id where a unit spreads too thin for that. A member may
-    /// leave as soon as it is found: whoever uses the ids checks again under its lock.
-    pub(super) fn unit_members(&self, units: &[(u32, u64)]) -> HashMap<u32, Vec<u64>> {
+    /// The ids of the pages that are members now of each of `units` (index, serial), in
+    /// `units`' order (none for a unit no longer registered), found between the ids the
+    /// registry keeps for it (units are packed in id order), or by one scan of every id
+    /// where a unit spreads too thin for that. A member may leave as soon as it is found:
+    /// whoever uses the ids checks again under its lock.
+    fn unit_members(&self, units: &[(u32, u64)]) -> Vec<Vec<u64>> {
         // Ids tried per unit before a scan of every id is cheaper.
         const SPAN: u64 = 64 * MAX_UNIT_PAGES as u64;
-        let mut members: HashMap<u32, Vec<u64>> = HashMap::new();
-        let member = |id: u64, index: u32| {
+        let member_of_unit = |id: u64| {
             let meta = self.slot(id).shard.read().table.get(id);
-            meta.is_some_and(|meta| names(meta, index))
+            meta.filter(|meta| meta.unit)
+                .map(|meta| member_of(meta.word).0)
         };
-        for &(index, serial) in units {
-            let span = self.units.read().named(index, serial).map(|u| u.ids);
-            let Some((first, last)) = span else {
-                continue;
-            };
-            if last - first >= SPAN {
-                members.clear();
-                for id in self.ids() {
-                    let meta = self.slot(id).shard.read().table.get(id);
-                    if let Some(meta) = meta.filter(|meta| meta.unit) {
-                        let index = member_of(meta.word).0;
-                        if units.iter().any(|&(wanted, _)| wanted == index) {
-                            members.entry(index).or_default().push(id);
-                        }
-                    }
+        let spans: Vec<Option<(u64, u64)>> = (units.iter())
+            .map(|&(index, serial)| self.units.read().named(index, serial).map(|u| u.ids))
+            .collect();
+        if spans
+            .iter()
+            .flatten()
+            .any(|(first, last)| last - first >= SPAN)
+        {
+            let mut members = vec![Vec::new(); units.len()];
+            for id in self.ids() {
+                let at = member_of_unit(id).and_then(|i| units.iter().position(|u| u.0 == i));
+                if let Some(at) = at.filter(|&at| spans[at].is_some()) {
+                    members[at].push(id);
                 }
-                return members;
             }
-            let found = (first..=last).filter(|&id| member(id, index)).collect();
-            members.insert(index, found);
+            return members;
         }
-        members
+        (units.iter().zip(&spans))
+            .map(|(&(index, _), span)| match *span {
+                Some((first, last)) => (first..=last)
+                    .filter(|&id| member_of_unit(id) == Some(index))
+                    .collect(),
+                None => Vec::new(),
+            })
+            .collect()
     }
 
     /// Runs the hand over the shards from a rotating start until `want` pages are

@@ -185,11 +185,10 @@ impl PageStore {
             }
         }
         if self.write_batch(&mut batch, &mut done) && done.error.is_none() {
-            for (index, (serial, ids)) in units {
-                if !ids.is_empty() && !self.write_unit(index, serial, &ids, &mut done) {
-                    break;
-                }
-            }
+            let units = units
+                .into_iter()
+                .map(|(index, (serial, ids))| (index, serial, ids));
+            self.write_units(units, &mut done);
         }
         if done.written > 0 {
             done.pages_compacted = self.compact();
@@ -237,24 +236,17 @@ impl PageStore {
         !full
     }
 
-    /// Writes whole each of `units` (index, serial) that `members` names ids of
-    /// ([`PageStore::unit_members`]): the writeback at the memory limit
-    /// ([`crate::OnFull::WriteBack`]), whose hand picked a page of each. Stops at the
-    /// first failure, as a pass does.
+    /// Writes whole each unit (index, serial, the ids of its pages taken) that has
+    /// pages taken, as [`PageStore::write_unit`] does; stops at the first failure. For a
+    /// pass and for the writeback at the memory limit ([`crate::OnFull::WriteBack`]).
     pub(super) fn write_units(
         &self,
-        units: &[(u32, u64)],
-        members: &HashMap<u32, Vec<u64>>,
+        units: impl IntoIterator<Item = (u32, u64, Vec<u64>)>,
         done: &mut WrittenBack,
     ) {
-        for &(index, serial) in units {
-            match members.get(&index) {
-                Some(ids) if !ids.is_empty() => {
-                    if !self.write_unit(index, serial, ids, done) {
-                        return;
-                    }
-                }
-                _ => done.raced += 1,
+        for (index, serial, ids) in units {
+            if !ids.is_empty() && !self.write_unit(index, serial, &ids, done) {
+                return;
             }
         }
     }
