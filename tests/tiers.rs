@@ -466,8 +466,10 @@ fn racing_writes(at_the_limit: bool) {
     assert_eq!(stats.mm.orig_data_size, n * PAGE_SIZE as u64);
     let held: u64 = stats.classes.values().map(|c| c.stored_bytes).sum();
     assert_eq!(held + stats.units.stored_bytes, stats.mm.compr_data_size);
+    // The cold passes packed units (at the limit they cannot: no room for a frame, and
+    // the units written back go with their pages).
     assert!(
-        rounds < 2 || stats.units.units > 0,
+        at_the_limit || rounds < 2 || stats.units.units > 0,
         "{rounds} rounds: {:?}",
         stats.units
     );
