@@ -15,6 +15,7 @@
 //!   bytes checked by [`Dictionary::from_bytes`]); nothing here panics on bad bytes.
 
 use super::mixed::Primer;
+use super::zstd::Search;
 use super::{Class, DecodeError};
 use crate::page::PAGE_SIZE;
 use crate::page::Page;
@@ -210,8 +211,8 @@ thread_local! {
     static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
-/// A compression context's dictionary serial, level, source size and search depth cap.
-type ContextKey = (u64, i32, usize, Option<u32>);
+/// A compression context's dictionary serial, level, source size and search limits.
+type ContextKey = (u64, i32, usize, Option<Search>);
 
 /// A compression context for sources of `size` bytes (a page, a unit of pages) with
 /// `bytes` loaded: magicless frames that name the dictionary and leave the content size
@@ -220,14 +221,15 @@ fn new_context(
     bytes: &[u8],
     level: i32,
     size: usize,
-    search_log: Option<u32>,
+    search: Option<Search>,
 ) -> Option<CCtx<'static>> {
     let mut cctx = CCtx::try_create()?;
-    if let Some(log) = search_log {
-        cctx.set_parameter(CParameter::SearchLog(log)).ok()?;
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .ok()?;
+    for param in search.iter().flat_map(|s| s.parameters()) {
+        cctx.set_parameter(param).ok()?;
     }
     for param in [
-        CParameter::CompressionLevel(level),
         CParameter::Format(FrameFormat::Magicless),
         CParameter::ContentSizeFlag(false),
         CParameter::ChecksumFlag(false),
@@ -250,18 +252,18 @@ pub fn encode(page: &Page, dict: &Dictionary, level: i32, out: &mut Vec<u8>) {
 }
 
 /// Appends a magicless zstd frame of `src` (a page, or a unit of pages) encoded with
-/// `dict` at `level`, its search depth capped at `search_log` if given, to `out`; the
+/// `dict` at `level`, its search limited as `search` says if given, to `out`; the
 /// frame names the dictionary.
 pub fn encode_bytes(
     src: &[u8],
     dict: &Dictionary,
     level: i32,
-    search_log: Option<u32>,
+    search: Option<Search>,
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
     out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
-    let key = (dict.serial, level, src.len(), search_log);
+    let key = (dict.serial, level, src.len(), search);
     let written = CCTXS.with(|cell| {
         let mut contexts = cell.borrow_mut();
         match contexts.iter().position(|(k, _)| *k == key) {
@@ -271,7 +273,7 @@ pub fn encode_bytes(
                 contexts.insert(0, entry);
             }
             None => {
-                let cctx = new_context(&dict.bytes, level, src.len(), search_log)
+                let cctx = new_context(&dict.bytes, level, src.len(), search)
                     .expect("the dictionary loaded when it was made");
                 contexts.truncate(CONTEXTS_PER_THREAD - 1);
                 contexts.insert(0, (key, cctx));

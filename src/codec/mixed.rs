@@ -1,5 +1,5 @@
 //! Mixed pages: the cold tier's form. A page is coded one binary decision at a time by an
-//! arithmetic coder, each decision's probability predicted by mixing three context models
+//! arithmetic coder, each decision's probability predicted by mixing four context models
 //! and a match model (lpaq/paq8 style): the densest form the store has, and the slowest,
 //! for pages read rarely whose bytes cost memory every second.
 //!
@@ -10,9 +10,10 @@
 //!   bits, most significant first, in two nibbles. Most bytes of memory are zero or
 //!   repeat what followed the same context, so most bytes cost one decision instead of
 //!   eight, which is most of the coder's speed;
-//! - three hashed contexts: the preceding byte, and two that see the page as 8-byte
-//!   words (the bytes at this position in the last one and two words, and
-//!   that of the last word with the previous byte); each context's statistics for a
+//! - four hashed contexts: the preceding byte, the preceding two at this position in
+//!   the page's 8-byte words, and two that see the page as words (the bytes at this
+//!   position in the last one and two words, and that of the last word with the
+//!   previous byte); each context's statistics for a
 //!   nibble sit in one 64-byte bucket with a check byte, so a collision resets rather
 //!   than shares;
 //! - a match model (the byte that followed the last occurrence of the preceding six);
@@ -47,7 +48,7 @@ use crate::sync::RefCell;
 use wide::i16x8;
 
 /// Hashed contexts.
-const MODELS: usize = 3;
+const MODELS: usize = 4;
 /// Mixer inputs: the models, the match model, a bias; padded to a vector width.
 const INPUTS: usize = 8;
 /// Mixer errors below which the weights stay as they are.
@@ -76,7 +77,10 @@ const COUNT_LIMIT: u32 = 127;
 const MATCH_SLOTS: usize = 64 * 2 * 16;
 /// Bytes hashed to find a match.
 const MATCH_ORDER: u64 = 0xffff_ffff_ffff;
-const MATCH_TABLE: usize = 1 << 12;
+/// Match-table entries: sixteen per position of a page, so that few of the page's
+/// positions are lost to collisions (the README's "Cold units" has what a larger table
+/// saves).
+const MATCH_TABLE: usize = 1 << 16;
 /// Primer bytes: both mixers' weights.
 pub const PRIMER_BYTES: usize = (SETS_1 + SETS_2) * INPUTS * 2;
 /// Pages a primer is trained on, at most.
@@ -497,6 +501,7 @@ impl Coder {
             hash(c & 0xff, 1),
             hash(pos as u64 | b8 << 8 | b16 << 16, 4),
             hash(pos as u64 | b8 << 8 | (c & 0xff) << 16, 5),
+            hash(pos as u64 | (c & 0xffff) << 8, 8),
         ];
         // The match continues if its prediction came true, else is looked up afresh.
         if self.match_len > 0 && self.expected == (c & 0xff) as u32 | 256 && self.match_at + 1 < n {
@@ -506,7 +511,8 @@ impl Coder {
             self.match_len = 0;
         }
         if n >= 6 {
-            let h = ((c & MATCH_ORDER).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
+            let h = ((c & MATCH_ORDER).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                >> (64 - MATCH_TABLE.trailing_zeros())) as usize;
             if self.match_len == 0 {
                 let at = usize::from(self.match_table[h]);
                 if at > 0 && at < n {
@@ -742,7 +748,7 @@ impl Endpoint for Decoder<'_> {
 }
 
 thread_local! {
-    /// A coder per thread: its tables (about 0.8 MiB) are reused, not reallocated.
+    /// A coder per thread: its tables (about 1.1 MiB) are reused, not reallocated.
     static CODER: RefCell<Option<Box<Coder>>> = const { RefCell::new(None) };
 }
 

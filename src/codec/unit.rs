@@ -10,20 +10,26 @@
 
 use super::DecodeError;
 use super::dict::{self, Dictionaries, Dictionary};
-use super::zstd::zstd_append;
+use super::zstd::{Search, zstd_append};
 use crate::codec::Class;
 use crate::page::PAGE_SIZE;
 
 /// The most pages one unit holds (the store's unit size is at most this).
 pub const MAX_UNIT_PAGES: usize = 32;
 
-/// zstd's search depth for units, capped: at level 16 (the optimal parser) a shallow
-/// search costs little ratio for much speed, and beats a lower level at the same speed
-/// (measured: the README's "Cold units").
-const SEARCH_LOG: u32 = 2;
+/// zstd's search for units, limited: at level 16 (the optimal parser) a shallow search
+/// and a parse that takes a 32-byte match as it comes cost little ratio for much speed,
+/// and beat a lower level at the same speed; tables sized for a unit of 16 pages and
+/// its dictionary (measured: the README's "Cold units").
+pub const SEARCH: Search = Search {
+    search_log: 2,
+    target_length: 32,
+    hash_log: 15,
+    chain_log: 16,
+};
 
 /// Appends the frame of `pages` (concatenated whole pages) to `out` at zstd `level` (its
-/// search depth capped), with `dict` if given.
+/// search limited to [`SEARCH`]), with `dict` if given.
 ///
 /// # Examples
 /// ```
@@ -42,8 +48,8 @@ const SEARCH_LOG: u32 = 2;
 pub fn encode(pages: &[u8], dict: Option<&Dictionary>, level: i32, out: &mut Vec<u8>) {
     debug_assert!(pages.len().is_multiple_of(PAGE_SIZE));
     match dict {
-        Some(dict) => dict::encode_bytes(pages, dict, level, Some(SEARCH_LOG), out),
-        None => zstd_append(pages, level, Some(SEARCH_LOG), out),
+        Some(dict) => dict::encode_bytes(pages, dict, level, Some(SEARCH), out),
+        None => zstd_append(pages, level, Some(SEARCH), out),
     }
 }
 

@@ -48,14 +48,41 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-/// A compressor's level and search depth cap.
-type Effort = (i32, Option<u32>);
+/// A compressor's level and search limits.
+type Effort = (i32, Option<Search>);
 
-fn new_compressor(level: i32, search_log: Option<u32>) -> Compressor<'static> {
+/// Limits on zstd's search below what its level would do, for frames compressed at a
+/// high level where the optimal parser's time, not the ratio, is what the level buys
+/// (units: the README's "Cold units" has the figures).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Search {
+    /// Candidates compared per position, as a power of two.
+    pub search_log: u32,
+    /// A match at least this long is taken without looking for a better parse.
+    pub target_length: u32,
+    /// The hash table's entries, as a power of two.
+    pub hash_log: u32,
+    /// The search tree's entries, as a power of two (positions further back are found
+    /// through the hash table only).
+    pub chain_log: u32,
+}
+
+impl Search {
+    /// The parameters to set after the level (which sets them all first).
+    pub(crate) fn parameters(self) -> [CParameter; 4] {
+        [
+            CParameter::SearchLog(self.search_log),
+            CParameter::TargetLength(self.target_length),
+            CParameter::HashLog(self.hash_log),
+            CParameter::ChainLog(self.chain_log),
+        ]
+    }
+}
+
+fn new_compressor(level: i32, search: Option<Search>) -> Compressor<'static> {
     let mut c = Compressor::new(level).expect("zstd context allocation");
-    if let Some(log) = search_log {
-        c.set_parameter(CParameter::SearchLog(log))
-            .expect("valid zstd parameter");
+    for param in search.iter().flat_map(|s| s.parameters()) {
+        c.set_parameter(param).expect("valid zstd parameter");
     }
     for param in [
         CParameter::Format(FrameFormat::Magicless),
@@ -68,16 +95,16 @@ fn new_compressor(level: i32, search_log: Option<u32>) -> Compressor<'static> {
     c
 }
 
-/// Appends a magicless zstd frame of `src` to `out` at `level`, its search depth capped
-/// at `search_log` if given.
-pub(crate) fn zstd_append(src: &[u8], level: i32, search_log: Option<u32>, out: &mut Vec<u8>) {
+/// Appends a magicless zstd frame of `src` to `out` at `level`, its search limited as
+/// `search` says if given.
+pub(crate) fn zstd_append(src: &[u8], level: i32, search: Option<Search>, out: &mut Vec<u8>) {
     let start = out.len();
     out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
     let written = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let key = (level, search_log);
+        let key = (level, search);
         if slot.as_ref().is_none_or(|(k, _)| *k != key) {
-            *slot = Some((key, new_compressor(level, search_log)));
+            *slot = Some((key, new_compressor(level, search)));
         }
         let (_, c) = slot.as_mut().expect("set above");
         c.compress_to_buffer(src, &mut out[start..])
