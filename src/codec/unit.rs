@@ -17,10 +17,10 @@ use crate::page::PAGE_SIZE;
 /// The most pages one unit holds (the store's unit size is at most this).
 pub const MAX_UNIT_PAGES: usize = 32;
 
-/// zstd's search for units, limited: at level 16 (the optimal parser) a shallow search
-/// and a parse that takes a 32-byte match as it comes cost little ratio for much speed,
-/// and beat a lower level at the same speed; tables sized for a unit of 16 pages and
-/// its dictionary (measured: the README's "Cold units").
+/// zstd's search for units at [`LIMITED_FROM`] and above, limited: at level 16 (the
+/// optimal parser) a shallow search and a parse that takes a 32-byte match as it comes
+/// cost little ratio for much speed, and beat a lower level at the same speed; tables
+/// sized for a unit of 16 pages and its dictionary (measured: the README's "Cold units").
 pub const SEARCH: Search = Search {
     search_log: 2,
     target_length: 32,
@@ -28,8 +28,13 @@ pub const SEARCH: Search = Search {
     chain_log: 16,
 };
 
+/// The lowest level whose search [`SEARCH`] limits: below, zstd's own parameters (which
+/// at the fast levels read a target length as how far to skip, not how long a match
+/// suffices).
+pub const LIMITED_FROM: i32 = 16;
+
 /// Appends the frame of `pages` (concatenated whole pages) to `out` at zstd `level` (its
-/// search limited to [`SEARCH`]), with `dict` if given.
+/// search limited to [`SEARCH`] from [`LIMITED_FROM`]), with `dict` if given.
 ///
 /// # Examples
 /// ```
@@ -47,9 +52,10 @@ pub const SEARCH: Search = Search {
 /// ```
 pub fn encode(pages: &[u8], dict: Option<&Dictionary>, level: i32, out: &mut Vec<u8>) {
     debug_assert!(pages.len().is_multiple_of(PAGE_SIZE));
+    let search = (level >= LIMITED_FROM).then_some(SEARCH);
     match dict {
-        Some(dict) => dict::encode_bytes(pages, dict, level, Some(SEARCH), out),
-        None => zstd_append(pages, level, Some(SEARCH), out),
+        Some(dict) => dict::encode_bytes(pages, dict, level, search, out),
+        None => zstd_append(pages, level, search, out),
     }
 }
 
@@ -94,6 +100,22 @@ mod tests {
             assert_eq!(dict::frame_dict_id(&frame), Some(d.map_or(0, |d| d.id())));
             let mut out = vec![0; src.len()];
             decode(&frame, &dict, &mut out).unwrap();
+            assert_eq!(out, src);
+        }
+    }
+
+    #[test]
+    fn only_the_levels_measured_are_limited() {
+        let src = pages(16);
+        for level in [1, 3, LIMITED_FROM - 1, LIMITED_FROM, 19] {
+            let mut frame = Vec::new();
+            encode(&src, None, level, &mut frame);
+            let mut own = Vec::new();
+            zstd_append(&src, level, None, &mut own);
+            // Below the limits' first level a unit is zstd's own frame; from it, not.
+            assert_eq!(frame == own, level < LIMITED_FROM, "level {level}");
+            let mut out = vec![0; src.len()];
+            decode(&frame, &NoDictionaries, &mut out).unwrap();
             assert_eq!(out, src);
         }
     }

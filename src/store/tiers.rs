@@ -586,6 +586,7 @@ impl PageStore {
         }
         self.mix_unit(unit, &mut members, &mut done);
         progress(members.len() as u64);
+        self.units.write().shrink();
         if done.rewritten > 0 {
             done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);
         }

@@ -118,10 +118,12 @@ pub struct UnitStats {
     pub registry_bytes: u64,
 }
 
-/// Every unit, by index; freed indexes are reused (serials are not).
+/// Every unit, by index; freed indexes are reused (serials are not). Boxed, so that a
+/// freed index costs a pointer until reused: the coldest pass frees most units of some
+/// programs.
 #[derive(Debug, Default)]
 pub(super) struct Units {
-    entries: Vec<Option<Unit>>,
+    entries: Vec<Option<Box<Unit>>>,
     free: Vec<u32>,
     live_pages: u64,
     pages: u64,
@@ -166,11 +168,11 @@ impl Units {
         self.stored_bytes += unit.frame_len() as u64;
         match self.free.pop() {
             Some(index) => {
-                self.entries[index as usize] = Some(unit);
+                self.entries[index as usize] = Some(Box::new(unit));
                 index
             }
             None => {
-                self.entries.push(Some(unit));
+                self.entries.push(Some(Box::new(unit)));
                 u32::try_from(self.entries.len() - 1).expect("fewer than 2^32 units")
             }
         }
@@ -179,14 +181,14 @@ impl Units {
     /// The unit at `index` (a member names it: the caller holds the member's shard lock).
     pub(super) fn get(&self, index: u32) -> &Unit {
         self.entries[index as usize]
-            .as_ref()
+            .as_deref()
             .expect("a member's unit is registered")
     }
 
     /// The page at `position` becomes a member (under its shard write lock).
     pub(super) fn join(&mut self, index: u32, position: usize) {
         let unit = self.entries[index as usize]
-            .as_mut()
+            .as_deref_mut()
             .expect("a unit being packed is registered");
         debug_assert!(unit.packing && unit.live & 1 << position == 0);
         unit.live |= 1 << position;
@@ -198,7 +200,7 @@ impl Units {
     /// frees its frame and releases its dictionary.
     pub(super) fn leave(&mut self, index: u32, position: usize) -> Option<Unit> {
         let unit = self.entries[index as usize]
-            .as_mut()
+            .as_deref_mut()
             .expect("a member's unit is registered");
         debug_assert!(unit.live & 1 << position != 0);
         unit.live &= !(1 << position);
@@ -210,14 +212,14 @@ impl Units {
     /// caller frees it as [`Units::leave`]'s caller does).
     pub(super) fn packed(&mut self, index: u32) -> Option<Unit> {
         let unit = self.entries[index as usize]
-            .as_mut()
+            .as_deref_mut()
             .expect("a unit being packed is registered");
         unit.packing = false;
         (unit.live == 0).then(|| self.remove(index))
     }
 
     fn remove(&mut self, index: u32) -> Unit {
-        let unit = self.entries[index as usize]
+        let unit = *self.entries[index as usize]
             .take()
             .expect("a unit removed once");
         self.pages -= u64::from(unit.pages);
@@ -255,8 +257,14 @@ impl Units {
         }
     }
 
-    /// Gives back the slack the registry grew (after a pass).
+    /// Gives back the slack the registry grew, and the freed indexes at its end (after a
+    /// pass).
     pub(super) fn shrink(&mut self) {
+        while self.entries.last().is_some_and(Option::is_none) {
+            self.entries.pop();
+        }
+        let len = self.entries.len();
+        self.free.retain(|&index| (index as usize) < len);
         self.entries.shrink_to_fit();
         self.free.shrink_to_fit();
     }
@@ -266,7 +274,7 @@ impl Units {
     pub(super) fn named(&self, index: u32, serial: u64) -> Option<&Unit> {
         self.entries
             .get(index as usize)?
-            .as_ref()
+            .as_deref()
             .filter(|unit| unit.serial == serial)
     }
 
@@ -279,7 +287,7 @@ impl Units {
         serial: u64,
         records: Box<[(u64, usize)]>,
     ) -> Option<Box<[Handle]>> {
-        let unit = self.entries.get_mut(index as usize)?.as_mut()?;
+        let unit = self.entries.get_mut(index as usize)?.as_deref_mut()?;
         if unit.serial != serial || !unit.in_memory() {
             return None;
         }
@@ -317,13 +325,15 @@ impl Units {
                 Frame::Backed(records) => records.len() * size_of::<(u64, usize)>(),
             })
             .sum();
+        let units = self.entries.len() - self.free.len();
         UnitStats {
-            units: (self.entries.len() - self.free.len()) as u64,
+            units: units as u64,
             pages: self.live_pages,
             dead_pages: self.pages - self.live_pages,
             stored_bytes: self.stored_bytes,
             backed_bytes: self.backed_bytes,
-            registry_bytes: (self.entries.capacity() * size_of::<Option<Unit>>()
+            registry_bytes: (self.entries.capacity() * size_of::<Option<Box<Unit>>>()
+                + units * size_of::<Unit>()
                 + self.free.capacity() * size_of::<u32>()
                 + pieces) as u64,
         }
