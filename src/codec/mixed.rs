@@ -78,8 +78,8 @@ const MATCH_SLOTS: usize = 64 * 2 * 16;
 /// Bytes hashed to find a match.
 const MATCH_ORDER: u64 = 0xffff_ffff_ffff;
 /// Match-table entries: sixteen per position of a page, so that few of the page's
-/// positions are lost to collisions (the README's "Cold units" has what a larger table
-/// saves).
+/// positions are lost to collisions (the README's "Context mixing" has what a larger
+/// table saves).
 const MATCH_TABLE: usize = 1 << 16;
 /// Primer bytes: both mixers' weights.
 pub const PRIMER_BYTES: usize = (SETS_1 + SETS_2) * INPUTS * 2;

@@ -406,6 +406,38 @@ mod tests {
     }
 
     #[test]
+    fn freed_indexes_cost_a_pointer_and_those_at_the_end_are_given_back() {
+        let mut slabs = Slabs::new(None);
+        let mut units = Units::default();
+        let indexes: Vec<u32> = (0..4)
+            .map(|i| {
+                let index = units.register(frame(&mut slabs, 100), 1, (i, i), 1, None);
+                units.join(index, 0);
+                assert!(units.packed(index).is_none());
+                index
+            })
+            .collect();
+        let full = units.stats().registry_bytes;
+        // Units 1 and 3 freed: a hole inside and one at the end.
+        for &index in &indexes[1..] {
+            if index != indexes[2] {
+                assert!(units.leave(index, 0).is_some());
+            }
+        }
+        assert_eq!(size_of::<Option<Box<Unit>>>(), size_of::<usize>());
+        assert!(units.stats().registry_bytes < full);
+        units.shrink();
+        assert_eq!(units.entries.len(), 3);
+        assert_eq!(units.free, vec![indexes[1]]);
+        // The hole is reused first; then the registry grows again.
+        let again = units.register(frame(&mut slabs, 100), 1, (9, 9), 1, None);
+        assert_eq!(again, indexes[1]);
+        let next = units.register(frame(&mut slabs, 100), 1, (10, 10), 1, None);
+        assert_eq!(next, 3);
+        assert_eq!(units.get(indexes[2]).ids, (2, 2));
+    }
+
+    #[test]
     fn member_words_round_trip() {
         for (index, position) in [(0, 0), (7, 31), (u32::MAX, 5)] {
             assert_eq!(member_of(member_word(index, position)), (index, position));
