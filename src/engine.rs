@@ -22,6 +22,13 @@ use crate::page::Page;
 /// (1/32 of its bytes).
 pub const MIXED_MARGIN: usize = 32;
 
+/// Whether mixed forms of `mixed` bytes take the place of a unit's frame of `frame`
+/// bytes: smaller by the margin of their own size (the coldest pass's rule, which the
+/// trainer replays).
+pub fn mixed_pays(mixed: usize, frame: usize) -> bool {
+    mixed + mixed / MIXED_MARGIN < frame
+}
+
 crate::sync::thread_local! {
     static SECOND_FORM: crate::sync::RefCell<Vec<u8>> = crate::sync::RefCell::new(Vec::with_capacity(RAW_SIZE));
 }

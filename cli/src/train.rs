@@ -261,7 +261,7 @@ fn print_cycle(out: &mut String, cold: &train::ColdEvaluation, input_bytes: u64)
             "  {name:<10} {tree:>12} {oracle:>12} {:>8.3} {:>8.3} {:>7.2}%",
             input_bytes as f64 / tree.max(1) as f64,
             input_bytes as f64 / oracle.max(1) as f64,
-            (tree as f64 - oracle as f64) / oracle.max(1) as f64 * 100.0
+            train::regret(tree, oracle) * 100.0
         );
     }
 }
@@ -346,7 +346,7 @@ fn leave_one_out(
     let (tree, best): (u64, u64) = held
         .iter()
         .fold((0, 0), |(t, o), h| (t + h.tree_bytes, o + h.oracle_bytes));
-    let regret = (tree as f64 - best as f64) / best.max(1) as f64;
+    let regret = train::regret(tree, best);
     if json {
         let v = serde_json::json!({
             "schema": LEAVE_ONE_OUT_SCHEMA,
@@ -397,7 +397,7 @@ fn leave_one_out(
         out!(
             out,
             "; after the coldest pass {:.2}%",
-            (tree as f64 - best as f64) / best.max(1) as f64 * 100.0
+            train::regret(tree, best) * 100.0
         );
     }
     outln!(out);

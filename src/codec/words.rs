@@ -91,8 +91,8 @@ fn encode_as(page: &Page, width: Width, out: &mut Vec<u8>) {
 const LZ_MARGIN: u32 = 13;
 
 /// The bits LZ4 would spend on the probed bytes, estimated: 8-byte repeats found at
-/// 4-byte steps through a table of 256 positions and extended byte by byte cost 24 bits
-/// each (a token and an offset), every 4 bytes in none 32 (literals). LZ4 finds what the
+/// 4-byte steps through a table of 256 positions and extended 8 bytes at a time cost 24
+/// bits each (a token and an offset), every 4 bytes in none 32 (literals). LZ4 finds what the
 /// word form cannot: runs of words that recur together (records, objects of one shape)
 /// and values that straddle words.
 fn lz_bits(page: &Page) -> u32 {

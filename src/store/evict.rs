@@ -175,8 +175,7 @@ impl PageStore {
     fn evict(&self, want: usize) -> usize {
         let mut evicted = Vec::with_capacity(want);
         let mut units = Vec::new();
-        let eligible = |meta: Meta| self.frees_memory(meta);
-        self.sweep_hand(want, false, &eligible, |shard, id| {
+        self.sweep_hand(want, false, |shard, id| {
             if let Some(meta) = shard.table.get(id).filter(|meta| meta.unit) {
                 self.note_unit(&mut units, meta);
             }
@@ -206,8 +205,7 @@ impl PageStore {
     fn write_back_coldest(&self, want: usize) -> usize {
         let mut batch = Vec::with_capacity(want);
         let mut units: Vec<(u32, u64)> = Vec::new();
-        let eligible = |meta: Meta| self.frees_memory(meta);
-        self.sweep_hand(want, true, &eligible, |shard, id| {
+        self.sweep_hand(want, true, |shard, id| {
             let meta = shard.table.get(id).expect("the hand picks present pages");
             if in_allocator(meta) {
                 batch.push(self.candidate(id, meta));
@@ -283,19 +281,14 @@ impl PageStore {
     }
 
     /// Runs the hand over the shards from a rotating start until `want` pages are
-    /// picked (that `stay` present, or not), `take` being called on each under its
+    /// picked (pages whose going frees memory, that `stay` present or not), `take` being called on each under its
     /// shard's write lock. A round that picks nothing but cleared reference bits, or
     /// left pages unvisited, is followed by another; the last of [`ROUNDS`] ignores the
     /// bits and goes on in each shard, [`HAND_REACH`] pages a lock, until it has looked
     /// at every page, so a store under constant reads, or whose FIFOs are long with pages
     /// that cannot go (written back, inline), still makes room without stalling readers.
-    fn sweep_hand(
-        &self,
-        want: usize,
-        stay: bool,
-        eligible: &dyn Fn(Meta) -> bool,
-        mut take: impl FnMut(&mut Shard, u64),
-    ) {
+    fn sweep_hand(&self, want: usize, stay: bool, mut take: impl FnMut(&mut Shard, u64)) {
+        let eligible = |meta: Meta| self.frees_memory(meta);
         let n = self.shards.len();
         let start = self.hand.fetch_add(1, Ordering::Relaxed) as usize;
         let mut picked = 0;
@@ -306,7 +299,7 @@ impl PageStore {
                 let mut visited = 0;
                 loop {
                     let mut shard = self.shards[(start + k) % n].shard.write();
-                    let looked = hand(&mut shard, want - picked, force, stay, eligible);
+                    let looked = hand(&mut shard, want - picked, force, stay, &eligible);
                     for id in looked.picked {
                         take(&mut shard, id);
                         picked += 1;

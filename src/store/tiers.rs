@@ -628,7 +628,7 @@ impl PageStore {
             done.raced += encoded.len() as u64;
             return;
         };
-        if mixed + mixed / crate::engine::MIXED_MARGIN >= frame {
+        if !crate::engine::mixed_pays(mixed, frame) {
             self.with_live_unit(members, |units| units.mixed_tried(index));
             return;
         }

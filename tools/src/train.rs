@@ -365,7 +365,7 @@ fn replay(
         cold -= forms - frame;
         let all_mixed: Option<u64> = members.map(|s| s.mixed.map(u64::from)).sum();
         let after = match all_mixed {
-            Some(m) if m + m / (zpage::engine::MIXED_MARGIN as u64) < frame => {
+            Some(m) if zpage::engine::mixed_pays(m as usize, frame as usize) => {
                 mixed += 1;
                 m
             }
@@ -382,6 +382,12 @@ fn replay(
         kept,
         mixed,
     )
+}
+
+/// How many more bytes the tree's forms take than the oracle's, as a fraction of the
+/// oracle's.
+pub fn regret(tree: u64, oracle: u64) -> f64 {
+    (tree as f64 - oracle as f64) / oracle.max(1) as f64
 }
 
 /// Limits on the tree's growth.
@@ -656,7 +662,6 @@ pub fn evaluate(
         let tree = |s: &Sample| s.fixed.unwrap_or_else(|| model.predict(&s.features));
         let (tree, units_kept, units_mixed) = replay(samples, units, tree);
         let (oracle, _, _) = replay(samples, units, Sample::oracle);
-        let regret = |t: u64, o: u64| (t as f64 - o as f64) / o.max(1) as f64;
         ColdEvaluation {
             regret_cold: regret(tree.cold, oracle.cold),
             regret_coldest: regret(tree.coldest, oracle.coldest),
@@ -670,7 +675,7 @@ pub fn evaluate(
     Evaluation {
         test_pages: n,
         accuracy: correct as f64 / n.max(1) as f64,
-        regret: (tree_bytes as f64 - oracle_bytes as f64) / oracle_bytes.max(1) as f64,
+        regret: regret(tree_bytes, oracle_bytes),
         tree_bytes,
         oracle_bytes,
         input_bytes: n * zpage::PAGE_SIZE as u64,
