@@ -329,16 +329,29 @@ fn decoders_survive_corrupt_input() {
     fuzz_decoders(30_000, &Class::ALL);
 }
 
-/// The cold units' decoder fed random, truncated, bit-flipped and extended frames, into
-/// buffers of the right and wrong sizes: never a panic, and never a short frame or a
-/// wrong size accepted.
+/// The cold units' decoder fed random, truncated, bit-flipped and extended frames of
+/// both layouts, into buffers of the right and wrong sizes: never a panic, and never a
+/// short frame or a wrong size accepted.
 #[test]
 fn the_unit_decoder_survives_corrupt_input() {
     use zpage::codec::dict::Dictionary;
+    use zpage::codec::shuffle::shuffle_bytes;
     use zpage::codec::unit;
     let pages = sample_pages();
     let samples: Vec<&[u8]> = pages.iter().step_by(3).map(|p| &p.bytes()[..]).collect();
-    let dict = Dictionary::train(&samples, 16 << 10, 5, 3).unwrap();
+    let columns: Vec<Vec<u8>> = samples
+        .iter()
+        .map(|page| {
+            let mut c = vec![0; page.len()];
+            shuffle_bytes(page, 8, &mut c);
+            c
+        })
+        .collect();
+    let columns: Vec<&[u8]> = columns.iter().map(|c| &c[..]).collect();
+    let twin = Dictionary::train(&columns, 16 << 10, 5, 3).unwrap();
+    let dict = Dictionary::train(&samples, 16 << 10, 5, 3)
+        .unwrap()
+        .with_planes(twin);
     let mut seeds: Vec<(Vec<u8>, usize)> = Vec::new();
     for (n, chunk) in pages.chunks(8).enumerate() {
         let bytes: Vec<u8> = chunk.iter().flat_map(|p| p.bytes().to_vec()).collect();
@@ -348,6 +361,14 @@ fn the_unit_decoder_survives_corrupt_input() {
         unit::decode(&frame, &dict, &mut out).unwrap();
         assert!(out == bytes, "unit {n} round trips");
         seeds.push((frame, chunk.len()));
+    }
+    for layout in [unit::Layout::Pages, unit::Layout::Planes] {
+        assert!(
+            seeds
+                .iter()
+                .any(|(frame, _)| unit::layout(frame) == Some(layout)),
+            "{layout:?}"
+        );
     }
     let mut rng = Rng(0x5eed_0f01_2345);
     for i in 0..20_000u64 {

@@ -174,10 +174,11 @@ fn word_forms_on_the_way_in_turn_dense_in_the_idle_pass() {
     assert_holds(&store, &pages);
 }
 
+/// Pages alone (a unit's member stays in its unit after a read, so is not taken again).
 #[test]
 fn the_cold_pass_spends_more_once() {
     let pages = common::sample_pages();
-    let store = tiered().build();
+    let store = tiered().cold_unit_pages(1).build();
     insert_all(&store, &pages);
     store.mark_idle(None);
     let warm = store.recompress_selected(Selection::all().idle());

@@ -15,7 +15,7 @@
 //!   bytes checked by [`Dictionary::from_bytes`]); nothing here panics on bad bytes.
 
 use super::mixed::Primer;
-use super::zstd::Search;
+use super::zstd::{Search, most_recent};
 use super::{Class, DecodeError};
 use crate::page::PAGE_SIZE;
 use crate::page::Page;
@@ -58,6 +58,9 @@ pub struct Dictionary {
     ddict: DDict<'static>,
     /// The mixed form's starting state for the pages this dictionary serves.
     primer: Option<Primer>,
+    /// The dictionary of the same pages as byte planes, for cold units in that layout
+    /// ([`super::unit`]); the same id.
+    planes: Option<Box<Dictionary>>,
     /// Stored pages whose form names this dictionary (kept by the store).
     pages: AtomicU64,
 }
@@ -130,6 +133,7 @@ impl Dictionary {
             bytes,
             ddict,
             primer: None,
+            planes: None,
             pages: AtomicU64::new(0),
         })
     }
@@ -143,6 +147,23 @@ impl Dictionary {
     /// The mixed form's primer for the pages it serves, if it has one.
     pub fn primer(&self) -> Option<&Primer> {
         self.primer.as_ref()
+    }
+
+    /// The dictionary with `planes`, trained on the same pages as byte planes
+    /// ([`super::shuffle`]) and named by the same id (so a unit's frame names either by
+    /// the one id, and its layout says which).
+    ///
+    /// # Panics
+    /// If `planes` has another id.
+    pub fn with_planes(mut self, planes: Dictionary) -> Dictionary {
+        assert_eq!(planes.id, self.id, "a planes twin has its dictionary's id");
+        self.planes = Some(Box::new(planes));
+        self
+    }
+
+    /// The dictionary of the same pages as byte planes, if it has one.
+    pub fn planes(&self) -> Option<&Dictionary> {
+        self.planes.as_deref()
     }
 
     /// The id stored forms name it by.
@@ -161,11 +182,12 @@ impl Dictionary {
     }
 
     /// Memory it takes: its bytes, zstd's decoding tables (with their copy of the
-    /// bytes) and its primer.
+    /// bytes), its primer and its planes' dictionary.
     pub fn memory_bytes(&self) -> usize {
         self.bytes.len()
             + self.ddict.sizeof()
             + self.primer.as_ref().map_or(0, Primer::memory_bytes)
+            + self.planes.as_ref().map_or(0, |p| p.memory_bytes())
     }
 
     /// Stored pages whose form names it.
@@ -266,23 +288,12 @@ pub fn encode_bytes(
     let key = (dict.serial, level, src.len(), search);
     let written = CCTXS.with(|cell| {
         let mut contexts = cell.borrow_mut();
-        match contexts.iter().position(|(k, _)| *k == key) {
-            Some(0) => {}
-            Some(at) => {
-                let entry = contexts.remove(at);
-                contexts.insert(0, entry);
-            }
-            None => {
-                let cctx = new_context(&dict.bytes, level, src.len(), search)
-                    .expect("the dictionary loaded when it was made");
-                contexts.truncate(CONTEXTS_PER_THREAD - 1);
-                contexts.insert(0, (key, cctx));
-            }
-        }
-        contexts[0]
-            .1
-            .compress2(&mut out[start..], src)
-            .expect("output sized by compress_bound")
+        most_recent(&mut contexts, key, CONTEXTS_PER_THREAD, || {
+            new_context(&dict.bytes, level, src.len(), search)
+                .expect("the dictionary loaded when it was made")
+        })
+        .compress2(&mut out[start..], src)
+        .expect("output sized by compress_bound")
     });
     out.truncate(start + written);
 }

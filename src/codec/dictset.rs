@@ -11,28 +11,41 @@
 //!   the pages the set will serve, plus the memory the dictionaries take. So a small
 //!   store gets small dictionaries or none.
 //! - Each cluster's dictionary carries the mixed form's primer for its pages, trained on
-//!   the same samples once the set is chosen ([`super::mixed::Primer::train`]); files
-//!   of version 1 (before primers), 2 and 3 (primers of earlier models, which this
-//!   coder cannot use) load without them.
+//!   the same samples once the set is chosen ([`super::mixed::Primer::train`]), and may
+//!   carry a planes twin, a dictionary of its pages as byte planes for cold units in that
+//!   layout ([`super::unit`]), kept only where units of neighbouring pages show it saves
+//!   more than its memory ([`DictionarySet::with_twins`]). Files of version 1 (before
+//!   primers), 2 and 3 (primers of earlier models, which this coder cannot use) load
+//!   without primers, and before version 5 without twins.
 //! - A file is checked whole before anything is built from it (magic, version, lengths,
 //!   CRC-32, zstd's parse of each dictionary): a bad file is a one-line error.
 
 use super::dict::{DictError, Dictionaries, Dictionary};
 use super::mixed::{PRIMER_BYTES, Primer};
+use super::shuffle::shuffle_bytes;
+use super::unit;
 use crate::classify::cluster::Clusters;
 use crate::classify::features::{self, COUNT, Features};
-use crate::page::Page;
+use crate::page::{PAGE_SIZE, Page};
 use crate::sync::Arc;
 use std::path::Path;
 
 const FILE_MAGIC: &[u8; 8] = b"ZPGDICT\0";
 /// Format version written into dictionary-set files.
-pub const FILE_VERSION: u32 = 4;
+pub const FILE_VERSION: u32 = 5;
+/// The first version with planes twins.
+const FILE_VERSION_TWINS: u32 = 5;
 /// The version before primers, still read.
 const FILE_VERSION_NO_PRIMERS: u32 = 1;
 /// The versions whose primers were earlier models', still read (their primers dropped),
 /// with their primers' length.
 const OLD_PRIMERS: [(u32, usize); 2] = [(2, 34_304), (3, 26_194)];
+/// Sizes of planes twin tried: the smallest pays on a small store; a heap whose units
+/// are nearly all planes gains most from the largest (the README's "Cold units").
+const TWIN_BYTES: [usize; 3] = [16 << 10, 32 << 10, 64 << 10];
+/// Fewest held-out units a twin is judged on.
+const MIN_HELD_UNITS: usize = 4;
+
 /// Most clusters a set (or a file) may hold.
 pub const MAX_CLUSTERS: usize = 64;
 /// Largest dictionary a file may hold.
@@ -110,6 +123,14 @@ pub enum FormatError {
     /// A dictionary's bytes are not a zstd dictionary.
     #[error("dictionary {index}: {source}")]
     Dictionary {
+        /// Its cluster.
+        index: usize,
+        /// Why.
+        source: DictError,
+    },
+    /// A planes twin's bytes are not a zstd dictionary.
+    #[error("planes dictionary {index}: {source}")]
+    Twin {
         /// Its cluster.
         index: usize,
         /// Why.
@@ -263,6 +284,64 @@ impl DictionarySet {
         }
     }
 
+    /// The set with a planes twin for each dictionary whose units it pays for: `units`
+    /// are runs of neighbouring pages as the cold pass packs them (each concatenated
+    /// whole pages), sampled evenly from a store of `served_pages`. A unit belongs to
+    /// its first page's cluster, as in the cold pass; a quarter of each cluster's units
+    /// judge the twins trained on the rest (by what they save beyond their memory, at
+    /// the probe level of [`unit::encode`]). Judged on neighbours, because that is where
+    /// a twin pays: pages sampled from all over a heap hide it (the README's "Cold
+    /// units").
+    pub fn with_twins(&self, units: &[&[u8]], served_pages: u64) -> DictionarySet {
+        let cluster_of = |unit: &&[u8]| {
+            Page::from_slice(&unit[..PAGE_SIZE.min(unit.len())])
+                .map_or(0, |first| self.clusters.nearest(&features::extract(&first)))
+        };
+        let pages_of = |units: &[&[u8]]| units.iter().map(|u| u.len() / PAGE_SIZE).sum::<usize>();
+        // Each sampled page stands for this many of the store's.
+        let per_sampled = served_pages as f64 / pages_of(units).max(1) as f64;
+        let owners: Vec<usize> = units.iter().map(cluster_of).collect();
+        let dicts = self
+            .dicts
+            .iter()
+            .enumerate()
+            .map(|(c, dict)| {
+                let mine: Vec<&[u8]> = units
+                    .iter()
+                    .zip(&owners)
+                    .filter(|&(_, &owner)| owner == c)
+                    .map(|(unit, _)| *unit)
+                    .collect();
+                let held: Vec<&[u8]> = mine.iter().skip(3).step_by(4).copied().collect();
+                let train: Vec<&[u8]> = (0..mine.len())
+                    .filter(|i| i % 4 != 3)
+                    .map(|i| mine[i])
+                    .collect();
+                // What the held units save, for every page of the cluster's.
+                let scale = per_sampled * (pages_of(&held) + pages_of(&train)) as f64
+                    / pages_of(&held).max(1) as f64;
+                match best_twin(&train, &held, dict, scale) {
+                    Some(twin) => {
+                        Dictionary::from_bytes(dict.bytes().to_vec(), dict.id(), dict.level())
+                            .map(|d| {
+                                let d = match dict.primer() {
+                                    Some(p) => d.with_primer(p.clone()),
+                                    None => d,
+                                };
+                                Arc::new(d.with_planes(twin))
+                            })
+                            .unwrap_or_else(|_| dict.clone())
+                    }
+                    None => dict.clone(),
+                }
+            })
+            .collect();
+        DictionarySet {
+            clusters: self.clusters.clone(),
+            dicts,
+        }
+    }
+
     /// One dictionary of `dict_bytes` per cluster, trained on its members among `train`
     /// (a cluster too small or too uniform to train on gets one trained on all of
     /// `train`); `None` if even that fails.
@@ -332,8 +411,16 @@ impl DictionarySet {
             .zip(first_id..)
             .map(|(d, id)| {
                 let renamed = Dictionary::from_bytes(d.bytes().to_vec(), id, level)?;
-                Ok(Arc::new(match d.primer() {
+                let renamed = match d.primer() {
                     Some(p) => renamed.with_primer(p.clone()),
+                    None => renamed,
+                };
+                Ok(Arc::new(match d.planes() {
+                    Some(twin) => renamed.with_planes(Dictionary::from_bytes(
+                        twin.bytes().to_vec(),
+                        id,
+                        level,
+                    )?),
                     None => renamed,
                 }))
             })
@@ -345,8 +432,8 @@ impl DictionarySet {
     }
 
     /// The set as a file's bytes: magic, version, cluster count, then per cluster its
-    /// centroid, dictionary and primer (each length-prefixed; a primer of length 0 is
-    /// none), then a CRC-32 of all before it.
+    /// centroid, dictionary, primer and planes twin (each length-prefixed; a primer or
+    /// twin of length 0 is none), then a CRC-32 of all before it.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = FILE_MAGIC.to_vec();
         out.extend_from_slice(&FILE_VERSION.to_le_bytes());
@@ -360,6 +447,9 @@ impl DictionarySet {
             let primer = dict.primer().map(Primer::to_bytes).unwrap_or_default();
             out.extend_from_slice(&(primer.len() as u32).to_le_bytes());
             out.extend_from_slice(&primer);
+            let twin = dict.planes().map_or(&[][..], Dictionary::bytes);
+            out.extend_from_slice(&(twin.len() as u32).to_le_bytes());
+            out.extend_from_slice(twin);
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -444,9 +534,20 @@ impl DictionarySet {
                     });
                 }
                 let primer = take(len)?;
-                if len != 0 && version == FILE_VERSION {
+                if len != 0 && version >= 4 {
                     let primer = Primer::from_bytes(primer).expect("length checked");
                     dict = dict.with_primer(primer);
+                }
+            }
+            if version >= FILE_VERSION_TWINS {
+                let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+                if len > MAX_DICT_FILE_BYTES {
+                    return Err(FormatError::DictionaryTooLarge { index: c, len });
+                }
+                if len != 0 {
+                    let twin = Dictionary::from_bytes(take(len)?.to_vec(), id, level)
+                        .map_err(|source| FormatError::Twin { index: c, source })?;
+                    dict = dict.with_planes(twin);
                 }
             }
             dicts.push(Arc::new(dict));
@@ -529,15 +630,70 @@ impl DictionarySet {
     }
 }
 
+/// The planes twin for `dict` that saves the most bytes beyond its own memory, among
+/// twins of [`TWIN_BYTES`] trained on the pages of the `train` units as byte planes;
+/// `None` if none saves more than it costs (or fewer than [`MIN_HELD_UNITS`] units
+/// judge it: a unit or two said a twin paid where it did not). Each
+/// `held` unit is judged as the cold pass lays it out: the smaller of its two layouts
+/// at the probe level ([`unit::probe`]), the bytes saved counted `scale` times.
+fn best_twin(train: &[&[u8]], held: &[&[u8]], dict: &Dictionary, scale: f64) -> Option<Dictionary> {
+    if held.len() < MIN_HELD_UNITS {
+        return None;
+    }
+    let columns = |pages: &[u8]| {
+        let mut columns = vec![0; pages.len()];
+        shuffle_bytes(pages, 8, &mut columns);
+        columns
+    };
+    let step = train
+        .iter()
+        .map(|u| u.len() / PAGE_SIZE)
+        .sum::<usize>()
+        .div_ceil(MAX_SAMPLES)
+        .max(1);
+    let samples: Vec<Vec<u8>> = train
+        .iter()
+        .flat_map(|unit| unit.chunks_exact(PAGE_SIZE))
+        .step_by(step)
+        .map(columns)
+        .collect();
+    let samples: Vec<&[u8]> = samples.iter().map(|c| &c[..]).collect();
+    let held: Vec<(usize, Vec<u8>)> = held
+        .iter()
+        .map(|unit| (unit::probe(unit, Some(dict)), columns(unit)))
+        .collect();
+    let mut best = (0.0, None);
+    for bytes in TWIN_BYTES {
+        let Ok(twin) = Dictionary::train(&samples, bytes, dict.id(), dict.level()) else {
+            continue;
+        };
+        let saved: usize = held
+            .iter()
+            .map(|(in_order, columns)| in_order.saturating_sub(unit::probe(columns, Some(&twin))))
+            .sum();
+        let pays = saved as f64 * scale - twin.memory_bytes() as f64;
+        if pays > best.0 {
+            best = (pays, Some(twin));
+        }
+    }
+    best.1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Two kinds of pages: request lines and key-value records.
+    /// Three kinds of pages: request lines, key-value records and a heap of pointers.
     fn pages() -> Vec<Page> {
-        (0..600)
+        let heap = super::unit::heap(300, 5);
+        (0..900)
             .map(|i| {
                 let mut page = Page::zeroed();
+                if i % 3 == 2 {
+                    page.bytes_mut()
+                        .copy_from_slice(&heap[i / 3 * PAGE_SIZE..][..PAGE_SIZE]);
+                    return page;
+                }
                 let text = if i % 2 == 0 {
                     format!(
                         "GET /api/v1/users/{i}?session=abc{} HTTP/1.1\r\nHost: svc\r\n",
@@ -569,11 +725,58 @@ mod tests {
         }
     }
 
+    /// The test pages in runs of four neighbours, as the cold pass would pack them.
+    fn units(pages: &[Page]) -> Vec<Vec<u8>> {
+        pages
+            .chunks(12)
+            .flat_map(|run| {
+                // Runs of one kind: every third page of the run is the heap's.
+                let kinds: [Vec<u8>; 3] = std::array::from_fn(|k| {
+                    run.iter()
+                        .skip(k)
+                        .step_by(3)
+                        .flat_map(|p| p.bytes().to_vec())
+                        .collect()
+                });
+                kinds
+            })
+            .collect()
+    }
+
+    #[test]
+    fn twins_are_kept_where_the_units_of_neighbours_pay_for_them() {
+        let pages = pages();
+        let refs: Vec<&Page> = pages.iter().collect();
+        let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
+        assert!(set.dictionaries().iter().all(|d| d.planes().is_none()));
+        let units = units(&pages);
+        let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
+        let twinned = set.with_twins(&units, 100_000);
+        let heap = Page::from_slice(&units[2][..PAGE_SIZE]).unwrap();
+        let text = Page::from_slice(&units[0][..PAGE_SIZE]).unwrap();
+        let of = |page: &Page| twinned.dictionary_for(&features::extract(page));
+        assert!(
+            of(&heap).planes().is_some(),
+            "the heap's cluster has a twin"
+        );
+        assert!(of(&text).planes().is_none(), "text does not pay for one");
+        // The twin takes the dictionary's id and keeps its primer.
+        let dict = of(&heap);
+        assert_eq!(dict.planes().unwrap().id(), dict.id());
+        assert!(dict.primer().is_some());
+        // A small store does not pay for one.
+        let small = set.with_twins(&units, 100);
+        assert!(small.dictionaries().iter().all(|d| d.planes().is_none()));
+    }
+
     #[test]
     fn a_trained_set_saves_loads_and_refuses_damage() {
         let pages = pages();
         let refs: Vec<&Page> = pages.iter().collect();
         let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
+        let units = units(&pages);
+        let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
+        let set = set.with_twins(&units, 100_000);
         assert!(set.memory_bytes() > 0);
         assert_eq!(set.dictionaries()[0].id(), 5);
         let bytes = set.to_bytes();
@@ -583,6 +786,12 @@ mod tests {
         for (a, b) in set.dictionaries().iter().zip(back.dictionaries()) {
             assert!(a.primer().is_some());
             assert_eq!(a.primer(), b.primer());
+            assert_eq!(a.planes().is_some(), b.planes().is_some());
+            if let (Some(twin), Some(back_twin)) = (a.planes(), b.planes()) {
+                assert_eq!(twin.id(), a.id());
+                assert_eq!(back_twin.id(), b.id());
+                assert_eq!(twin.bytes()[8..], back_twin.bytes()[8..]);
+            }
         }
         for bad in [
             bytes[..bytes.len() - 1].to_vec(),
@@ -607,12 +816,15 @@ mod tests {
     }
 
     /// Files of version 1 (before primers), 2 and 3 (earlier models' primers) load, their
-    /// dictionaries without primers.
+    /// dictionaries without primers; of version 4, with primers and without twins.
     #[test]
     fn a_file_without_usable_primers_loads() {
         let pages = pages();
         let refs: Vec<&Page> = pages.iter().collect();
         let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
+        let units = units(&pages);
+        let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
+        let set = set.with_twins(&units, 100_000);
         let old_primers = OLD_PRIMERS.map(|(version, len)| (version, Some(len)));
         for (version, primer) in [(FILE_VERSION_NO_PRIMERS, None)]
             .into_iter()
@@ -638,9 +850,55 @@ mod tests {
             assert_eq!(back.clusters(), set.clusters());
             assert!(back.dictionaries().iter().all(|d| d.primer().is_none()));
         }
+        let mut four = FILE_MAGIC.to_vec();
+        four.extend_from_slice(&4u32.to_le_bytes());
+        four.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());
+        for (centroid, dict) in set.clusters().centroids().iter().zip(set.dictionaries()) {
+            for x in centroid {
+                four.extend_from_slice(&x.to_le_bytes());
+            }
+            four.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
+            four.extend_from_slice(dict.bytes());
+            let primer = dict.primer().unwrap().to_bytes();
+            four.extend_from_slice(&(primer.len() as u32).to_le_bytes());
+            four.extend_from_slice(&primer);
+        }
+        let crc = crc32fast::hash(&four);
+        four.extend_from_slice(&crc.to_le_bytes());
+        let back = DictionarySet::from_bytes(&four, 9, 3).unwrap();
+        assert!(
+            back.dictionaries()
+                .iter()
+                .all(|d| d.primer().is_some() && d.planes().is_none())
+        );
+        // A twin's bytes damaged: refused, in one line, naming the twin.
+        let mut bad = set.to_bytes();
+        let (last, _) = set
+            .dictionaries()
+            .iter()
+            .enumerate()
+            .rfind(|(_, d)| d.planes().is_some())
+            .expect("the heap's cluster has a twin");
+        let twin = set.dictionaries()[last].planes().unwrap().bytes();
+        let at = (0..bad.len() - twin.len())
+            .find(|&at| bad[at + 8..at + twin.len()] == twin[8..])
+            .expect("the twin is in the file");
+        bad[at] ^= 0xff;
+        let body = bad.len() - 4;
+        let crc = crc32fast::hash(&bad[..body]);
+        bad[body..].copy_from_slice(&crc.to_le_bytes());
+        let err = DictionarySet::from_bytes(&bad, 1, 3).unwrap_err();
+        assert!(matches!(err, FormatError::Twin { .. }), "{err}");
+        assert!(!err.to_string().contains('\n'));
         // A primer of the wrong length is refused, in one line.
         let mut bad = set.to_bytes();
-        let at = bad.len() - 4 - PRIMER_BYTES - 4;
+        let twin = set
+            .dictionaries()
+            .last()
+            .unwrap()
+            .planes()
+            .map_or(0, |t| t.bytes().len());
+        let at = bad.len() - 4 - twin - 4 - PRIMER_BYTES - 4;
         bad[at..at + 4].copy_from_slice(&7u32.to_le_bytes());
         let body = bad.len() - 4;
         let crc = crc32fast::hash(&bad[..body]);

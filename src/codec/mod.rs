@@ -23,6 +23,7 @@ pub mod general;
 pub mod mixed;
 pub mod raw;
 pub mod same;
+pub mod shuffle;
 pub mod unit;
 pub mod words;
 pub mod zero;

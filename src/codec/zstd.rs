@@ -43,8 +43,12 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     zstd_exact(payload, out.bytes_mut()).map_err(|reason| DecodeError::corrupt(Class::Zstd, reason))
 }
 
+/// Compressors kept per thread, most recent first: a page's level, and a cold unit's
+/// probe and its own level, alternate within one pass.
+const COMPRESSORS_PER_THREAD: usize = 4;
+
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(Effort, Compressor<'static>)>> = const { RefCell::new(None) };
+    static COMPRESSORS: RefCell<Vec<(Effort, Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
@@ -100,17 +104,40 @@ fn new_compressor(level: i32, search: Option<Search>) -> Compressor<'static> {
 pub(crate) fn zstd_append(src: &[u8], level: i32, search: Option<Search>, out: &mut Vec<u8>) {
     let start = out.len();
     out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
-    let written = COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let key = (level, search);
-        if slot.as_ref().is_none_or(|(k, _)| *k != key) {
-            *slot = Some((key, new_compressor(level, search)));
-        }
-        let (_, c) = slot.as_mut().expect("set above");
-        c.compress_to_buffer(src, &mut out[start..])
-            .expect("output sized by compress_bound")
+    let written = COMPRESSORS.with(|cell| {
+        let mut compressors = cell.borrow_mut();
+        most_recent(
+            &mut compressors,
+            (level, search),
+            COMPRESSORS_PER_THREAD,
+            || new_compressor(level, search),
+        )
+        .compress_to_buffer(src, &mut out[start..])
+        .expect("output sized by compress_bound")
     });
     out.truncate(start + written);
+}
+
+/// The value of `key` in `list` (most recently used first, at most `capacity` long),
+/// moved to the front, or made by `make` there (the least recent dropped).
+pub(crate) fn most_recent<K: PartialEq, V>(
+    list: &mut Vec<(K, V)>,
+    key: K,
+    capacity: usize,
+    make: impl FnOnce() -> V,
+) -> &mut V {
+    match list.iter().position(|(k, _)| *k == key) {
+        Some(0) => {}
+        Some(at) => {
+            let entry = list.remove(at);
+            list.insert(0, entry);
+        }
+        None => {
+            list.truncate(capacity - 1);
+            list.insert(0, (key, make()));
+        }
+    }
+    &mut list[0].1
 }
 
 /// Decodes a magicless zstd frame that must fill `dst` exactly.

@@ -559,8 +559,10 @@ impl PageStore {
     /// none) that stores a held-out tenth of the sample smallest, counting the
     /// dictionaries' memory against what they save on the store's zstd pages; their
     /// total size is at most 1/16 of the compressed data (and 512 KiB), so a small store
-    /// gets small dictionaries or none. Returns the set installed, if any. No lock is
-    /// held while it trains; stores and reads go on meanwhile.
+    /// gets small dictionaries or none. A store that packs cold units also samples 64
+    /// runs of neighbouring pages and gives each dictionary a planes twin where they show
+    /// it pays ([`DictionarySet::with_twins`]). Returns the set installed, if any. No
+    /// lock is held while it trains; stores and reads go on meanwhile.
     pub fn train_dictionaries(&self) -> Result<Option<Arc<DictionarySet>>, StoreError> {
         // 6 MiB of samples: about a hundred times the dictionaries zstd's trainer makes.
         const SAMPLE: usize = 1536;
@@ -604,8 +606,38 @@ impl PageStore {
         let Some(set) = DictionarySet::train(&refs, target) else {
             return Ok(None);
         };
+        let set = match self.unit_pages {
+            pages if pages > 1 => {
+                let units = self.sample_units(&ids, pages)?;
+                let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
+                set.with_twins(&units, ids.len() as u64)
+            }
+            _ => set,
+        };
         self.dicts.install(set);
         Ok(self.dicts.current())
+    }
+
+    /// Runs of `pages` neighbouring pages (in id order, as the cold pass packs them) from
+    /// among `ids`, spread evenly, each as its concatenated pages: what planes twins are
+    /// judged on ([`DictionarySet::with_twins`]). Pages gone meanwhile are skipped.
+    fn sample_units(&self, ids: &[u64], pages: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        // 4 MiB of units: enough for a quarter of them to judge a twin.
+        const UNITS: usize = 64;
+        let step = ids.len().div_ceil(UNITS).max(pages);
+        let mut units = Vec::new();
+        for run in ids.chunks(step).filter_map(|chunk| chunk.get(..pages)) {
+            let mut unit = Vec::with_capacity(pages * crate::PAGE_SIZE);
+            for &id in run {
+                if let Some(page) = self.peek(id)? {
+                    unit.extend_from_slice(page.bytes());
+                }
+            }
+            if !unit.is_empty() {
+                units.push(unit);
+            }
+        }
+        Ok(units)
     }
 
     /// Encodes new zstd pages with `set` from now on (renamed to ids of this store's and

@@ -7,9 +7,9 @@
 
 use super::format::{Backend, Params, residual_count, split_prelude};
 use super::pack::unpack;
-use super::shuffle::unshuffle_bytes;
 use super::word::{Word, inverse};
 use crate::codec::general::lz4_exact;
+use crate::codec::shuffle::unshuffle_bytes;
 use crate::codec::zstd::zstd_exact;
 use crate::codec::{Class, DecodeError};
 use crate::page::Page;

@@ -38,7 +38,6 @@ mod encode;
 mod estimate;
 mod format;
 mod pack;
-mod shuffle;
 mod word;
 
 pub use decode::decode;

@@ -1,16 +1,40 @@
-//! Byte shuffling: the residuals' byte planes grouped (every byte 0, then every byte 1,
-//! ...) so an entropy coder sees the runs of zero high bytes.
+//! Byte shuffling: words' byte planes grouped (every byte 0, then every byte 1, ...), so
+//! that a compressor sees the runs a column of bytes makes: the zero high bytes of a
+//! delta form's residuals ([`super::delta`]), the high bytes of a heap's pointers and
+//! the zero bytes of its small numbers in a cold unit laid out as planes
+//! ([`super::unit`]). The transform of blosc's "shuffle" filter.
 //!
 //! Invariants: [`unshuffle_bytes`] inverts [`shuffle_bytes`] for widths 2, 4 and 8 and
-//! any length; the loops are written so the compiler vectorises them.
+//! any length; both touch only their two buffers; the loops are written so the compiler
+//! vectorises them.
+//!
+//! Hand-written, not a crate: the crates that offer it (blosc's and bitshuffle's
+//! bindings) wrap C libraries for a few lines of integer code.
 
 use bytemuck::Pod;
 
-/// Byte-transposes `src` (words of `width` bytes) into `dst`: every word's byte 0, then
-/// every byte 1, and so on; returns the filled part. Each width has its own loop, written
-/// so that the compiler vectorises it (a plain loop of byte moves became 16 byte inserts
-/// per vector register).
-pub(super) fn shuffle_bytes<'a>(src: &[u8], width: usize, dst: &'a mut [u8]) -> &'a [u8] {
+/// Byte-transposes `src` (words of `width` bytes: 2, 4, or else 8) into `dst`: every
+/// word's byte 0, then every byte 1, and so on; returns the filled part (the whole words
+/// of `src`). Each width has its own loop, written so that the compiler vectorises it (a
+/// plain loop of byte moves became 16 byte inserts per vector register).
+///
+/// # Panics
+/// If `dst` is shorter than `src`'s whole words.
+///
+/// # Examples
+/// ```
+/// use zpage::codec::shuffle::{shuffle_bytes, unshuffle_bytes};
+///
+/// let words: Vec<u8> = (0..8u64).flat_map(|i| (0x7f00_0000_1000 + i).to_le_bytes()).collect();
+/// let mut columns = vec![0; 64];
+/// shuffle_bytes(&words, 8, &mut columns);
+/// assert_eq!(columns[..8], [0, 1, 2, 3, 4, 5, 6, 7]); // the low bytes
+/// assert_eq!(columns[40..48], [0x7f; 8]); // byte 5 of every word
+/// let mut back = vec![0; 64];
+/// unshuffle_bytes(&columns, 8, &mut back);
+/// assert_eq!(back, words);
+/// ```
+pub fn shuffle_bytes<'a>(src: &[u8], width: usize, dst: &'a mut [u8]) -> &'a [u8] {
     let n = src.len() / width;
     let dst = &mut dst[..n * width];
     match width {
@@ -24,7 +48,7 @@ pub(super) fn shuffle_bytes<'a>(src: &[u8], width: usize, dst: &'a mut [u8]) -> 
 /// [`shuffle_bytes`] for 2-byte words: each 8 bytes (4 words) as one `u64`, its even
 /// and odd bytes gathered by shifts and masks (the compiler keeps this in vector
 /// registers; a byte-permutation written as array indexing became scalar byte moves).
-pub(super) fn shuffle2(src: &[u8], dst: &mut [u8]) {
+fn shuffle2(src: &[u8], dst: &mut [u8]) {
     let n = src.len() / 2;
     let (p0, p1) = dst.split_at_mut(n);
     let blocks = src
@@ -41,7 +65,7 @@ pub(super) fn shuffle2(src: &[u8], dst: &mut [u8]) {
 }
 
 /// The inverse of [`shuffle2`].
-pub(super) fn unshuffle2(src: &[u8], dst: &mut [u8]) {
+fn unshuffle2(src: &[u8], dst: &mut [u8]) {
     let n = src.len() / 2;
     let (p0, p1) = src.split_at(n);
     let blocks = dst
@@ -59,7 +83,7 @@ pub(super) fn unshuffle2(src: &[u8], dst: &mut [u8]) {
 
 /// Bytes 0, 2, 4 and 6 of `x`.
 #[inline(always)]
-pub(super) fn even_bytes(x: u64) -> u32 {
+fn even_bytes(x: u64) -> u32 {
     let x = x & 0x00ff_00ff_00ff_00ff;
     let x = (x | x >> 8) & 0x0000_ffff_0000_ffff;
     (x | x >> 16) as u32
@@ -67,14 +91,14 @@ pub(super) fn even_bytes(x: u64) -> u32 {
 
 /// The inverse of [`even_bytes`]: the bytes of `x` at bytes 0, 2, 4 and 6.
 #[inline(always)]
-pub(super) fn spread_bytes(x: u32) -> u64 {
+fn spread_bytes(x: u32) -> u64 {
     let x = x as u64;
     let x = (x | x << 16) & 0x0000_ffff_0000_ffff;
     (x | x << 8) & 0x00ff_00ff_00ff_00ff
 }
 
 /// An N x N byte matrix held as N little-endian rows: N words of N bytes.
-pub(super) trait ByteSquare: Pod {
+trait ByteSquare: Pod {
     const N: usize;
     /// Transposes the matrix in place (its own inverse).
     fn transpose(&mut self);
@@ -122,7 +146,7 @@ impl ByteSquare for [u64; 8] {
 /// matrix, transposed in registers (for 8-byte words: 8 loads, 24 mask-and-shift steps
 /// and 8 stores instead of 64 scattered byte stores). N is a constant, so every copy
 /// compiles to plain stores, not `memmove` calls.
-pub(super) fn shuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
+fn shuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
     let n = src.len() / M::N;
     for (block, chunk) in src.chunks_exact(M::N * M::N).enumerate() {
         let mut rows: M = bytemuck::pod_read_unaligned(chunk);
@@ -139,7 +163,7 @@ pub(super) fn shuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
 }
 
 /// The inverse of [`shuffle_square`].
-pub(super) fn unshuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
+fn unshuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
     let n = src.len() / M::N;
     for (block, chunk) in dst.chunks_exact_mut(M::N * M::N).enumerate() {
         let mut rows = M::zeroed();
@@ -159,8 +183,12 @@ pub(super) fn unshuffle_square<M: ByteSquare>(src: &[u8], dst: &mut [u8]) {
     }
 }
 
-/// The inverse of [`shuffle_bytes`].
-pub(super) fn unshuffle_bytes(src: &[u8], width: usize, dst: &mut [u8]) {
+/// The inverse of [`shuffle_bytes`]: `src`'s planes back into words of `width` bytes in
+/// `dst`.
+///
+/// # Panics
+/// If `dst` is shorter than `src`'s whole words.
+pub fn unshuffle_bytes(src: &[u8], width: usize, dst: &mut [u8]) {
     match width {
         2 => unshuffle2(src, dst),
         4 => unshuffle_square::<[u32; 4]>(src, dst),
