@@ -289,9 +289,8 @@ impl DictionarySet {
     /// whole pages), sampled evenly from a store of `served_pages`. A unit belongs to
     /// its first page's cluster, as in the cold pass; a quarter of each cluster's units
     /// judge the twins trained on the rest (by what they save beyond their memory, at
-    /// the probe level of [`unit::encode`]). Judged on neighbours, because that is where
-    /// a twin pays: pages sampled from all over a heap hide it (the README's "Cold
-    /// units").
+    /// the probe level of [`unit::encode`]), on runs of neighbours because those are
+    /// what the cold pass packs.
     pub fn with_twins(&self, units: &[&[u8]], served_pages: u64) -> DictionarySet {
         let cluster_of = |unit: &&[u8]| {
             Page::from_slice(&unit[..PAGE_SIZE.min(unit.len())])
