@@ -35,6 +35,9 @@ pub struct DictArgs {
 
 /// Pages sampled at most (spread evenly over the input), as a store samples itself.
 const SAMPLE: usize = 1536;
+/// Runs of neighbouring pages sampled (spread evenly) to judge planes twins on, as a
+/// store samples itself, each the store's default unit.
+const UNITS: u64 = 64;
 
 #[derive(Serialize)]
 struct Report {
@@ -45,6 +48,8 @@ struct Report {
     sampled_pages: u64,
     clusters: usize,
     dictionary_bytes: Vec<usize>,
+    /// Each cluster's planes twin for cold units (0: none paid for itself).
+    twin_bytes: Vec<usize>,
     memory_bytes: usize,
 }
 
@@ -58,6 +63,11 @@ pub fn run(args: DictArgs) -> Result<String, String> {
     let (mut sample, mut stride, mut zstd_pages) = (Vec::<Page>::new(), 1u64, 0u64);
     let mut chunk = Vec::with_capacity(CHUNK_PAGES);
     let mut plain_bytes = 0u64;
+    // Runs of neighbouring stored (not zero- or same-filled) pages, one starting every
+    // `run_stride` pages of the input.
+    let unit_pages = zpage::store::DEFAULT_UNIT_PAGES;
+    let run_stride = (total / UNITS).max(unit_pages as u64);
+    let (mut units, mut run, mut index, mut stored_pages) = (Vec::new(), None, 0u64, 0u64);
     let mut scratch = Vec::new();
     for source in sources.iter_mut() {
         while source
@@ -65,6 +75,20 @@ pub fn run(args: DictArgs) -> Result<String, String> {
             .map_err(|e| format!("{}: {e}", source.name()))?
         {
             for page in &chunk {
+                if index.is_multiple_of(run_stride) && run.is_none() {
+                    run = Some(Vec::with_capacity(unit_pages * zpage::PAGE_SIZE));
+                }
+                index += 1;
+                if page.same_filled_word().is_some() {
+                    continue;
+                }
+                stored_pages += 1;
+                if let Some(unit) = run.as_mut() {
+                    unit.extend_from_slice(page.bytes());
+                    if unit.len() == unit_pages * zpage::PAGE_SIZE {
+                        units.extend(run.take());
+                    }
+                }
                 if engine.classify(page).class != Class::Zstd {
                     continue;
                 }
@@ -102,6 +126,8 @@ pub fn run(args: DictArgs) -> Result<String, String> {
     let set = DictionarySet::train(&refs, target).ok_or(
         "no dictionary pays for its memory on these pages (too few, or too unlike each other)",
     )?;
+    let units: Vec<&[u8]> = units.iter().map(|u: &Vec<u8>| &u[..]).collect();
+    let set = set.with_twins(&units, stored_pages);
     set.save(&args.output).map_err(|e| e.to_string())?;
     let report = Report {
         schema: "zpage-dict/1",
@@ -110,17 +136,23 @@ pub fn run(args: DictArgs) -> Result<String, String> {
         sampled_pages: sample.len() as u64,
         clusters: set.dictionaries().len(),
         dictionary_bytes: set.dictionaries().iter().map(|d| d.bytes().len()).collect(),
+        twin_bytes: set
+            .dictionaries()
+            .iter()
+            .map(|d| d.planes().map_or(0, |t| t.bytes().len()))
+            .collect(),
         memory_bytes: set.memory_bytes(),
     };
     Ok(if args.json {
         super::json(&report)
     } else {
         format!(
-            "zpage dict: {} pages stored as zstd, {} sampled; {} cluster(s), dictionaries of {:?} bytes ({} bytes in memory), written to {}\n",
+            "zpage dict: {} pages stored as zstd, {} sampled; {} cluster(s), dictionaries of {:?} bytes, planes twins of {:?} ({} bytes in memory), written to {}\n",
             report.zstd_pages,
             report.sampled_pages,
             report.clusters,
             report.dictionary_bytes,
+            report.twin_bytes,
             report.memory_bytes,
             report.output
         )

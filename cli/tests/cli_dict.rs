@@ -26,6 +26,13 @@ fn dictionaries_trained_offline_are_used_by_sim() {
     assert_eq!(trained["schema"], "zpage-dict/1");
     assert!(trained["clusters"].as_u64().unwrap() >= 1, "{trained}");
     assert!(trained["zstd_pages"].as_u64().unwrap() > 0);
+    // A twin (or 0) per cluster, each at most the largest size tried.
+    let twins = trained["twin_bytes"].as_array().unwrap();
+    assert_eq!(twins.len() as u64, trained["clusters"].as_u64().unwrap());
+    assert!(
+        twins.iter().all(|t| t.as_u64().unwrap() <= 64 << 10),
+        "{trained}"
+    );
     let plain = json(&["sim", data, "--json", "--codecs", "lz4"]);
     let with = json(&[
         "sim",
