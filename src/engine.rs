@@ -7,7 +7,7 @@
 //! encodes exactly those and keeps the smaller. [`Engine::classify`] returns that same
 //! plan. The one form outside any plan is the cold tier's mixed form, which
 //! [`Engine::encode_cold`] tries beside the plan's and keeps only where it is smaller by
-//! [`MIXED_MARGIN`]. Whatever the plan says, the stored form decodes to the same page (a wrong class
+//! a margin ([`mixed_pays`]). Whatever the plan says, the stored form decodes to the same page (a wrong class
 //! costs bytes, never data). An `Engine` is immutable and `Send + Sync`.
 
 use crate::classify::features;
@@ -18,15 +18,15 @@ use crate::codec::dictset::DictionarySet;
 use crate::codec::{self, Class, CodecConfig, DecodeError, RAW_SIZE};
 use crate::page::Page;
 
-/// The mixed form replaces a cold page's dense form only if smaller by this fraction of it
-/// (1/32 of its bytes).
+/// Mixed forms replace a cold page's dense form, or a unit's frame, only if smaller by
+/// this fraction of their own size (1/32 of their bytes).
 pub const MIXED_MARGIN: usize = 32;
 
-/// Whether mixed forms of `mixed` bytes take the place of a unit's frame of `frame`
-/// bytes: smaller by the margin of their own size (the coldest pass's rule, which the
-/// trainer replays).
-pub fn mixed_pays(mixed: usize, frame: usize) -> bool {
-    mixed + mixed / MIXED_MARGIN < frame
+/// Whether mixed forms of `mixed` bytes take the place of `other` bytes (a cold page's
+/// dense form, a unit's frame): smaller by [`MIXED_MARGIN`] of their own size (the cold
+/// passes' one rule, which the trainer replays).
+pub fn mixed_pays(mixed: usize, other: usize) -> bool {
+    mixed + mixed / MIXED_MARGIN < other
 }
 
 crate::sync::thread_local! {
@@ -126,8 +126,8 @@ impl Engine {
     }
 
     /// A cold page's form: [`Engine::encode_at`] at `level`, or the mixed form from the
-    /// primer of the page's cluster where that is smaller by [`MIXED_MARGIN`] of it (the
-    /// mixed form decodes hundreds of times slower, so it must pay for that).
+    /// primer of the page's cluster where that is smaller by the margin ([`mixed_pays`]:
+    /// the mixed form decodes hundreds of times slower, so it must pay for that).
     pub fn encode_cold(
         &self,
         page: &Page,
@@ -143,7 +143,7 @@ impl Engine {
         SECOND_FORM.with(|form| {
             let form = &mut *form.borrow_mut();
             let mixed = codec::encode_mixed(page, dict, self.codec(), form);
-            if mixed == Class::Mixed && form.len() + out.len() / MIXED_MARGIN <= out.len() {
+            if mixed == Class::Mixed && mixed_pays(form.len(), out.len()) {
                 std::mem::swap(out, form);
                 mixed
             } else {

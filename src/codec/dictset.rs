@@ -45,6 +45,10 @@ const OLD_PRIMERS: [(u32, usize); 2] = [(2, 34_304), (3, 26_194)];
 const TWIN_BYTES: [usize; 3] = [16 << 10, 32 << 10, 64 << 10];
 /// Fewest held-out units a twin is judged on.
 const MIN_HELD_UNITS: usize = 4;
+/// Times its memory a twin must save at the probe's level, which overstates what the
+/// planes layout saves at a unit's level where it saves little (the README's "Cold
+/// units").
+const TWIN_MARGIN: f64 = 2.0;
 
 /// Most clusters a set (or a file) may hold.
 pub const MAX_CLUSTERS: usize = 64;
@@ -629,12 +633,12 @@ impl DictionarySet {
     }
 }
 
-/// The planes twin for `dict` that saves the most bytes beyond its own memory, among
-/// twins of [`TWIN_BYTES`] trained on the pages of the `train` units as byte planes;
-/// `None` if none saves more than it costs (or fewer than [`MIN_HELD_UNITS`] units
-/// judge it: a unit or two said a twin paid where it did not). Each
-/// `held` unit is judged as the cold pass lays it out: the smaller of its two layouts
-/// at the probe level ([`unit::probe`]), the bytes saved counted `scale` times.
+/// The planes twin for `dict` that saves the most bytes beyond [`TWIN_MARGIN`] times its
+/// own memory, among twins of [`TWIN_BYTES`] trained on the pages of the `train` units
+/// as byte planes; `None` if none does (or fewer than [`MIN_HELD_UNITS`] units judge it:
+/// a unit or two said a twin paid where it did not). Each `held` unit is judged as the
+/// cold pass lays it out: the smaller of its two layouts at the probe level
+/// ([`unit::probe`]), the bytes saved counted `scale` times.
 fn best_twin(train: &[&[u8]], held: &[&[u8]], dict: &Dictionary, scale: f64) -> Option<Dictionary> {
     if held.len() < MIN_HELD_UNITS {
         return None;
@@ -670,7 +674,7 @@ fn best_twin(train: &[&[u8]], held: &[&[u8]], dict: &Dictionary, scale: f64) -> 
             .iter()
             .map(|(in_order, columns)| in_order.saturating_sub(unit::probe(columns, Some(&twin))))
             .sum();
-        let pays = saved as f64 * scale - twin.memory_bytes() as f64;
+        let pays = saved as f64 * scale - TWIN_MARGIN * twin.memory_bytes() as f64;
         if pays > best.0 {
             best = (pays, Some(twin));
         }
