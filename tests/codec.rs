@@ -335,20 +335,10 @@ fn decoders_survive_corrupt_input() {
 #[test]
 fn the_unit_decoder_survives_corrupt_input() {
     use zpage::codec::dict::Dictionary;
-    use zpage::codec::shuffle::shuffle_bytes;
     use zpage::codec::unit;
     let pages = sample_pages();
     let samples: Vec<&[u8]> = pages.iter().step_by(3).map(|p| &p.bytes()[..]).collect();
-    let columns: Vec<Vec<u8>> = samples
-        .iter()
-        .map(|page| {
-            let mut c = vec![0; page.len()];
-            shuffle_bytes(page, 8, &mut c);
-            c
-        })
-        .collect();
-    let columns: Vec<&[u8]> = columns.iter().map(|c| &c[..]).collect();
-    let twin = Dictionary::train(&columns, 16 << 10, 5, 3).unwrap();
+    let twin = Dictionary::train_planes(&samples, 16 << 10, 5, 3).unwrap();
     let dict = Dictionary::train(&samples, 16 << 10, 5, 3)
         .unwrap()
         .with_planes(twin);

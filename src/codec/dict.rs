@@ -15,6 +15,8 @@
 //!   bytes checked by [`Dictionary::from_bytes`]); nothing here panics on bad bytes.
 
 use super::mixed::Primer;
+use super::shuffle::shuffle_bytes;
+use super::unit::PLANE_WORD;
 use super::zstd::{Search, most_recent};
 use super::{Class, DecodeError};
 use crate::page::PAGE_SIZE;
@@ -94,6 +96,31 @@ impl Dictionary {
         let bytes = ::zstd::dict::from_samples(samples, max_bytes.max(MIN_DICT_BYTES))
             .map_err(|e| DictError::Train(e.to_string()))?;
         Dictionary::from_bytes(bytes, id, level)
+    }
+
+    /// Trains a planes twin of at most `max_bytes` on `samples` (pages, or any whole
+    /// number of words) laid out as byte planes, as a unit in that layout is
+    /// ([`super::unit::Layout::Planes`]), named `id` (its dictionary's, for
+    /// [`Dictionary::with_planes`]).
+    ///
+    /// # Errors
+    /// As [`Dictionary::train`].
+    pub fn train_planes(
+        samples: &[&[u8]],
+        max_bytes: usize,
+        id: u32,
+        level: i32,
+    ) -> Result<Dictionary, DictError> {
+        let columns: Vec<Vec<u8>> = samples
+            .iter()
+            .map(|sample| {
+                let mut columns = vec![0; sample.len()];
+                shuffle_bytes(sample, PLANE_WORD, &mut columns);
+                columns
+            })
+            .collect();
+        let columns: Vec<&[u8]> = columns.iter().map(|c| &c[..]).collect();
+        Dictionary::train(&columns, max_bytes, id, level)
     }
 
     /// A dictionary from the bytes of a trained one (as [`Dictionary::bytes`] gives

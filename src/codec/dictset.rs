@@ -23,7 +23,7 @@
 use super::dict::{DictError, Dictionaries, Dictionary};
 use super::mixed::{PRIMER_BYTES, Primer};
 use super::shuffle::shuffle_bytes;
-use super::unit;
+use super::unit::{self, PLANE_WORD};
 use crate::classify::cluster::Clusters;
 use crate::classify::features::{self, COUNT, Features};
 use crate::page::{PAGE_SIZE, Page};
@@ -643,31 +643,28 @@ fn best_twin(train: &[&[u8]], held: &[&[u8]], dict: &Dictionary, scale: f64) -> 
     if held.len() < MIN_HELD_UNITS {
         return None;
     }
-    let columns = |pages: &[u8]| {
-        let mut columns = vec![0; pages.len()];
-        shuffle_bytes(pages, 8, &mut columns);
-        columns
-    };
     let step = train
         .iter()
         .map(|u| u.len() / PAGE_SIZE)
         .sum::<usize>()
         .div_ceil(MAX_SAMPLES)
         .max(1);
-    let samples: Vec<Vec<u8>> = train
+    let samples: Vec<&[u8]> = train
         .iter()
         .flat_map(|unit| unit.chunks_exact(PAGE_SIZE))
         .step_by(step)
-        .map(columns)
         .collect();
-    let samples: Vec<&[u8]> = samples.iter().map(|c| &c[..]).collect();
     let held: Vec<(usize, Vec<u8>)> = held
         .iter()
-        .map(|unit| (unit::probe(unit, Some(dict)), columns(unit)))
+        .map(|unit| {
+            let mut columns = vec![0; unit.len()];
+            shuffle_bytes(unit, PLANE_WORD, &mut columns);
+            (unit::probe(unit, Some(dict)), columns)
+        })
         .collect();
     let mut best = (0.0, None);
     for bytes in TWIN_BYTES {
-        let Ok(twin) = Dictionary::train(&samples, bytes, dict.id(), dict.level()) else {
+        let Ok(twin) = Dictionary::train_planes(&samples, bytes, dict.id(), dict.level()) else {
             continue;
         };
         let saved: usize = held

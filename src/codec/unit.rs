@@ -48,7 +48,7 @@ pub const LIMITED_FROM: i32 = 16;
 const PROBE_LEVEL: i32 = 1;
 
 /// The word the planes layout sees memory as: 8 bytes, a pointer's or a `u64`'s.
-const WORD: usize = 8;
+pub const PLANE_WORD: usize = 8;
 
 /// How a unit's pages lie in its frame: the frame's first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub fn encode(pages: &[u8], dict: Option<&Dictionary>, level: i32, out: &mut Vec
     COLUMNS.with(|cell| {
         let columns = &mut *cell.borrow_mut();
         columns.resize(pages.len(), 0);
-        shuffle_bytes(pages, WORD, columns);
+        shuffle_bytes(pages, PLANE_WORD, columns);
         let twin = dict.and_then(Dictionary::planes);
         if probe(columns, twin) < probe(pages, dict) {
             out.push(Layout::Planes as u8);
@@ -162,7 +162,7 @@ pub fn decode(
             let columns = &mut *cell.borrow_mut();
             columns.resize(out.len(), 0);
             dict::decode_frame(&frame[1..], &PlanesOf(dicts), columns)?;
-            unshuffle_bytes(columns, WORD, out);
+            unshuffle_bytes(columns, PLANE_WORD, out);
             Ok(())
         }),
         None => Err(corrupt("a unit's frame names no layout")),
@@ -202,16 +202,7 @@ mod tests {
 
     fn with_twin(src: &[u8], id: u32) -> Dictionary {
         let samples: Vec<&[u8]> = src.chunks(PAGE_SIZE / 4).collect();
-        let columns: Vec<Vec<u8>> = samples
-            .iter()
-            .map(|page| {
-                let mut c = vec![0; page.len()];
-                shuffle_bytes(page, 8, &mut c);
-                c
-            })
-            .collect();
-        let columns: Vec<&[u8]> = columns.iter().map(|c| &c[..]).collect();
-        let twin = Dictionary::train(&columns, 4096, id, 3).unwrap();
+        let twin = Dictionary::train_planes(&samples, 4096, id, 3).unwrap();
         Dictionary::train(&samples, 4096, id, 3)
             .unwrap()
             .with_planes(twin)
@@ -258,7 +249,7 @@ mod tests {
     fn only_the_levels_measured_are_limited() {
         let src = pages(16);
         let mut columns = vec![0; src.len()];
-        shuffle_bytes(&src, WORD, &mut columns);
+        shuffle_bytes(&src, PLANE_WORD, &mut columns);
         for level in [1, 3, LIMITED_FROM - 1, LIMITED_FROM, 19] {
             let mut frame = Vec::new();
             encode(&src, None, level, &mut frame);
