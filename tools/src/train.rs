@@ -886,7 +886,9 @@ mod tests {
         );
         // Each run of neighbours in units of the store's size.
         let per_run = |run: std::ops::Range<u64>| {
-            run.filter(|i| i % 7 != 3).count().div_ceil(DEFAULT_UNIT_PAGES)
+            run.filter(|i| i % 7 != 3)
+                .count()
+                .div_ceil(DEFAULT_UNIT_PAGES)
         };
         assert_eq!(units.len(), per_run(0..20) + per_run(20..40));
     }
