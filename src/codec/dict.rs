@@ -165,6 +165,21 @@ impl Dictionary {
         })
     }
 
+    /// A copy of this dictionary, its primer and its planes twin, named `id` and
+    /// prepared for `level` (a `Dictionary` is immutable and shared: what adds to one,
+    /// or renames it, starts from a copy).
+    ///
+    /// # Errors
+    /// [`DictError::ZeroId`] for id 0 (the bytes were checked when it was made).
+    pub fn renamed(&self, id: u32, level: i32) -> Result<Dictionary, DictError> {
+        let mut copy = Dictionary::from_bytes(self.bytes.to_vec(), id, level)?;
+        copy.primer = self.primer.clone();
+        if let Some(twin) = &self.planes {
+            copy.planes = Some(Box::new(twin.renamed(id, level)?));
+        }
+        Ok(copy)
+    }
+
     /// The dictionary with `primer` for the mixed form of the pages it serves.
     pub fn with_primer(mut self, primer: Primer) -> Dictionary {
         self.primer = Some(primer);

@@ -37,6 +37,8 @@ pub const FILE_VERSION: u32 = 5;
 const FILE_VERSION_TWINS: u32 = 5;
 /// The version before primers, still read.
 const FILE_VERSION_NO_PRIMERS: u32 = 1;
+/// The first version whose primers this coder reads.
+const FILE_VERSION_PRIMERS: u32 = 4;
 /// The versions whose primers were earlier models', still read (their primers dropped),
 /// with their primers' length.
 const OLD_PRIMERS: [(u32, usize); 2] = [(2, 34_304), (3, 26_194)];
@@ -277,7 +279,7 @@ impl DictionarySet {
                     .map(|(p, _)| &p.bytes()[..])
                     .collect();
                 let primer = Primer::train(&members);
-                Dictionary::from_bytes(dict.bytes().to_vec(), dict.id(), dict.level())
+                dict.renamed(dict.id(), dict.level())
                     .map(|d| Arc::new(d.with_primer(primer)))
                     .unwrap_or_else(|_| dict.clone())
             })
@@ -323,20 +325,12 @@ impl DictionarySet {
                 // What the held units save, for every page of the cluster's.
                 let scale = per_sampled * (pages_of(&held) + pages_of(&train)) as f64
                     / pages_of(&held).max(1) as f64;
-                match best_twin(&train, &held, dict, scale) {
-                    Some(twin) => {
-                        Dictionary::from_bytes(dict.bytes().to_vec(), dict.id(), dict.level())
-                            .map(|d| {
-                                let d = match dict.primer() {
-                                    Some(p) => d.with_primer(p.clone()),
-                                    None => d,
-                                };
-                                Arc::new(d.with_planes(twin))
-                            })
-                            .unwrap_or_else(|_| dict.clone())
-                    }
-                    None => dict.clone(),
-                }
+                best_twin(&train, &held, dict, scale)
+                    .and_then(|twin| {
+                        let copy = dict.renamed(dict.id(), dict.level()).ok()?;
+                        Some(Arc::new(copy.with_planes(twin)))
+                    })
+                    .unwrap_or_else(|| dict.clone())
             })
             .collect();
         DictionarySet {
@@ -412,21 +406,7 @@ impl DictionarySet {
             .dicts
             .iter()
             .zip(first_id..)
-            .map(|(d, id)| {
-                let renamed = Dictionary::from_bytes(d.bytes().to_vec(), id, level)?;
-                let renamed = match d.primer() {
-                    Some(p) => renamed.with_primer(p.clone()),
-                    None => renamed,
-                };
-                Ok(Arc::new(match d.planes() {
-                    Some(twin) => renamed.with_planes(Dictionary::from_bytes(
-                        twin.bytes().to_vec(),
-                        id,
-                        level,
-                    )?),
-                    None => renamed,
-                }))
-            })
+            .map(|(d, id)| d.renamed(id, level).map(Arc::new))
             .collect::<Result<_, _>>()?;
         Ok(DictionarySet {
             clusters: self.clusters.clone(),
@@ -537,7 +517,7 @@ impl DictionarySet {
                     });
                 }
                 let primer = take(len)?;
-                if len != 0 && version >= 4 {
+                if len != 0 && version >= FILE_VERSION_PRIMERS {
                     let primer = Primer::from_bytes(primer).expect("length checked");
                     dict = dict.with_primer(primer);
                 }
@@ -851,7 +831,7 @@ mod tests {
             assert!(back.dictionaries().iter().all(|d| d.primer().is_none()));
         }
         let mut four = FILE_MAGIC.to_vec();
-        four.extend_from_slice(&4u32.to_le_bytes());
+        four.extend_from_slice(&FILE_VERSION_PRIMERS.to_le_bytes());
         four.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());
         for (centroid, dict) in set.clusters().centroids().iter().zip(set.dictionaries()) {
             for x in centroid {
