@@ -17,7 +17,7 @@
 use super::mixed::Primer;
 use super::shuffle::shuffle_bytes;
 use super::unit::PLANE_WORD;
-use super::zstd::{Search, most_recent};
+use super::zstd::{Contexts, Search, contexts};
 use super::{Class, DecodeError};
 use crate::page::PAGE_SIZE;
 use crate::page::Page;
@@ -269,9 +269,9 @@ impl Dictionaries for Dictionary {
 }
 
 thread_local! {
-    /// Compression contexts with a dictionary loaded, most recent first, by serial, level
-    /// and the source size their tables are sized for.
-    static CCTXS: RefCell<Vec<(ContextKey, CCtx<'static>)>> = const { RefCell::new(Vec::new()) };
+    /// Compression contexts with a dictionary loaded (the least recently used dropped),
+    /// by serial, level and the source size their tables are sized for.
+    static CCTXS: RefCell<Contexts<ContextKey, CCtx<'static>>> = RefCell::new(contexts(CONTEXTS_PER_THREAD));
     static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
 }
 
@@ -329,13 +329,13 @@ pub fn encode_bytes(
     out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
     let key = (dict.serial, level, src.len(), search);
     let written = CCTXS.with(|cell| {
-        let mut contexts = cell.borrow_mut();
-        most_recent(&mut contexts, key, CONTEXTS_PER_THREAD, || {
-            new_context(&dict.bytes, level, src.len(), search)
-                .expect("the dictionary loaded when it was made")
-        })
-        .compress2(&mut out[start..], src)
-        .expect("output sized by compress_bound")
+        cell.borrow_mut()
+            .get_or_insert_mut(key, || {
+                new_context(&dict.bytes, level, src.len(), search)
+                    .expect("the dictionary loaded when it was made")
+            })
+            .compress2(&mut out[start..], src)
+            .expect("output sized by compress_bound")
     });
     out.truncate(start + written);
 }

@@ -43,12 +43,12 @@ pub fn decode(payload: &[u8], out: &mut Page) -> Result<(), DecodeError> {
     zstd_exact(payload, out.bytes_mut()).map_err(|reason| DecodeError::corrupt(Class::Zstd, reason))
 }
 
-/// Compressors kept per thread, most recent first: a page's level, and a cold unit's
-/// probe and its own level, alternate within one pass.
+/// Compressors kept per thread (the least recently used dropped): a page's level, and a
+/// cold unit's probe and its own level, alternate within one pass.
 const COMPRESSORS_PER_THREAD: usize = 4;
 
 thread_local! {
-    static COMPRESSORS: RefCell<Vec<(Effort, Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+    static COMPRESSORS: RefCell<Contexts<Effort, Compressor<'static>>> = RefCell::new(contexts(COMPRESSORS_PER_THREAD));
     static DECOMPRESSOR: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
@@ -106,38 +106,21 @@ pub(crate) fn zstd_append(src: &[u8], level: i32, search: Option<Search>, out: &
     out.resize(start + ::zstd::zstd_safe::compress_bound(src.len()), 0);
     let written = COMPRESSORS.with(|cell| {
         let mut compressors = cell.borrow_mut();
-        most_recent(
-            &mut compressors,
-            (level, search),
-            COMPRESSORS_PER_THREAD,
-            || new_compressor(level, search),
-        )
-        .compress_to_buffer(src, &mut out[start..])
-        .expect("output sized by compress_bound")
+        compressors
+            .get_or_insert_mut((level, search), || new_compressor(level, search))
+            .compress_to_buffer(src, &mut out[start..])
+            .expect("output sized by compress_bound")
     });
     out.truncate(start + written);
 }
 
-/// The value of `key` in `list` (most recently used first, at most `capacity` long),
-/// moved to the front, or made by `make` there (the least recent dropped).
-pub(crate) fn most_recent<K: PartialEq, V>(
-    list: &mut Vec<(K, V)>,
-    key: K,
-    capacity: usize,
-    make: impl FnOnce() -> V,
-) -> &mut V {
-    match list.iter().position(|(k, _)| *k == key) {
-        Some(0) => {}
-        Some(at) => {
-            let entry = list.remove(at);
-            list.insert(0, entry);
-        }
-        None => {
-            list.truncate(capacity - 1);
-            list.insert(0, (key, make()));
-        }
-    }
-    &mut list[0].1
+/// Per-thread zstd contexts by what they were made for, least recently used dropped
+/// beyond `capacity` (making one costs more than compressing a page).
+pub(crate) type Contexts<K, V> = lru::LruCache<K, V>;
+
+/// An empty [`Contexts`] of `capacity` (at least 1).
+pub(crate) fn contexts<K: std::hash::Hash + Eq, V>(capacity: usize) -> Contexts<K, V> {
+    lru::LruCache::new(std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN))
 }
 
 /// Decodes a magicless zstd frame that must fill `dst` exactly.
