@@ -805,11 +805,9 @@ mod tests {
         let units = units(&pages);
         let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
         let set = set.with_twins(&units, 100_000);
-        let old_primers = OLD_PRIMERS.map(|(version, len)| (version, Some(len)));
-        for (version, primer) in [(FILE_VERSION_NO_PRIMERS, None)]
-            .into_iter()
-            .chain(old_primers)
-        {
+        // A file of an older `version`: each dictionary with what `primer` gives for it
+        // (no primer field at all for `None`).
+        let old_file = |version: u32, primer: &dyn Fn(&Dictionary) -> Option<Vec<u8>>| {
             let mut old = FILE_MAGIC.to_vec();
             old.extend_from_slice(&version.to_le_bytes());
             old.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());
@@ -819,32 +817,24 @@ mod tests {
                 }
                 old.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
                 old.extend_from_slice(dict.bytes());
-                if let Some(len) = primer {
-                    old.extend_from_slice(&(len as u32).to_le_bytes());
-                    old.extend(std::iter::repeat_n(7u8, len));
+                if let Some(primer) = primer(dict) {
+                    old.extend_from_slice(&(primer.len() as u32).to_le_bytes());
+                    old.extend_from_slice(&primer);
                 }
             }
             let crc = crc32fast::hash(&old);
             old.extend_from_slice(&crc.to_le_bytes());
+            old
+        };
+        let no_primers = old_file(FILE_VERSION_NO_PRIMERS, &|_| None);
+        let old_primers =
+            OLD_PRIMERS.map(|(version, len)| old_file(version, &|_| Some(vec![7; len])));
+        for old in std::iter::once(no_primers).chain(old_primers) {
             let back = DictionarySet::from_bytes(&old, 9, 3).unwrap();
             assert_eq!(back.clusters(), set.clusters());
             assert!(back.dictionaries().iter().all(|d| d.primer().is_none()));
         }
-        let mut four = FILE_MAGIC.to_vec();
-        four.extend_from_slice(&FILE_VERSION_PRIMERS.to_le_bytes());
-        four.extend_from_slice(&(set.dictionaries().len() as u32).to_le_bytes());
-        for (centroid, dict) in set.clusters().centroids().iter().zip(set.dictionaries()) {
-            for x in centroid {
-                four.extend_from_slice(&x.to_le_bytes());
-            }
-            four.extend_from_slice(&(dict.bytes().len() as u32).to_le_bytes());
-            four.extend_from_slice(dict.bytes());
-            let primer = dict.primer().unwrap().to_bytes();
-            four.extend_from_slice(&(primer.len() as u32).to_le_bytes());
-            four.extend_from_slice(&primer);
-        }
-        let crc = crc32fast::hash(&four);
-        four.extend_from_slice(&crc.to_le_bytes());
+        let four = old_file(FILE_VERSION_PRIMERS, &|d| d.primer().map(Primer::to_bytes));
         let back = DictionarySet::from_bytes(&four, 9, 3).unwrap();
         assert!(
             back.dictionaries()
