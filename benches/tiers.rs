@@ -156,6 +156,22 @@ fn read_latency(c: &mut Criterion) {
         .filter(|&id| units.stored_class(id) == Some(zpage::Class::Zstd))
         .collect();
     assert!(units.stats().units.pages > 0, "the cold pass packs units");
+    // The whole life cycle: units, then the coldest pass mixing those where it pays. Its
+    // reads are what a cold page costs as the store keeps it (units and mixed pages).
+    let coldest = tiered(&pages, set.as_ref(), DEFAULT_UNIT_PAGES);
+    coldest.recompress_selected(Selection::all());
+    coldest.recompress_selected(Selection::all().level(16));
+    coldest.recompress_selected(Selection::all().mixed());
+    let mixed_share = all
+        .iter()
+        .filter(|&&id| coldest.stored_class(id) == Some(zpage::Class::Mixed))
+        .count() as f64
+        / all.len() as f64;
+    eprintln!(
+        "tiers-read/coldest: {:.0}% of the pages mixed, {} in units",
+        100.0 * mixed_share,
+        coldest.stats().units.pages
+    );
     let mut g = c.benchmark_group("tiers-read");
     // Reads jump 7919 pages (a unit decoded for every read), or scan in order.
     let (jump, scan) = (7919, 1);
@@ -170,6 +186,7 @@ fn read_latency(c: &mut Criterion) {
         ("mixed".to_string(), &cold, &mixed, 2_000, jump),
         ("unit".to_string(), &units, &in_units, 20_000, jump),
         ("unit-scan".to_string(), &units, &in_units, 20_000, scan),
+        ("coldest".to_string(), &coldest, &all, 20_000, jump),
     ];
     for (name, store) in &stores {
         cases.push((format!("written-back/{name}"), store, &all, 20_000, jump));
