@@ -78,8 +78,9 @@ impl Selection {
         self
     }
 
-    /// The coldest pass: the pages of each cold unit in the mixed form (context mixing from
-    /// their cluster's primer, [`crate::codec::mixed`]) where together they are smaller
+    /// The coldest pass: the pages of each cold unit alone, in the mixed form (context
+    /// mixing from their cluster's primer, [`crate::codec::mixed`]) or, where that would
+    /// pass the decoder's budget, in the idle pass's form, where together they are smaller
     /// than the unit by a margin ([`crate::engine::MIXED_MARGIN`]); the unit is freed as
     /// its pages leave it. Denser than a unit where a page's own context predicts it best,
     /// and far slower to encode and to read (the README's "Cold units" has both), so for
@@ -233,8 +234,8 @@ impl Background {
         self
     }
 
-    /// The cold units of pages untouched this long are weighed against their pages in
-    /// the mixed form (see [`Selection::mixed`]).
+    /// The cold units of pages untouched this long are weighed against their pages
+    /// alone, mixed (see [`Selection::mixed`]).
     pub fn mixed_after(mut self, age: Duration) -> Background {
         self.mixed_after = Some(age);
         self
@@ -550,7 +551,7 @@ impl PageStore {
     }
 
     /// The coldest pass ([`Selection::mixed`]): unit by unit, its members that the pass
-    /// takes in the mixed form, kept where together they are smaller than the unit.
+    /// takes alone (mixed), kept where together they are smaller than the unit.
     fn mix_units(&self, pass: &mut Pass, progress: &mut dyn FnMut(u64)) -> Recompressed {
         let mut ids: Vec<u64> = self.ids().collect();
         ids.sort_unstable();
@@ -593,10 +594,10 @@ impl PageStore {
         done
     }
 
-    /// Weighs the mixed form for the members of unit `index` the pass took: each decoded
-    /// and encoded mixed, all kept if smaller than the unit by the margin, else the unit
-    /// is marked tried (at once where a page has no mixed form within the decoder's
-    /// budget, as the frame could not be freed).
+    /// Weighs the members of unit `index` the pass took as pages alone: each decoded and
+    /// encoded mixed, or, where its mixed form would pass the decoder's budget, in the
+    /// idle pass's form; all kept if together smaller than the unit by the margin, else
+    /// the unit is marked tried.
     fn mix_unit(&self, index: Option<u32>, members: &mut [(u64, Meta)], done: &mut Recompressed) {
         let Some(index) = index.filter(|_| !members.is_empty()) else {
             return;
@@ -606,11 +607,10 @@ impl PageStore {
         for &(id, meta) in members.iter() {
             match self.read_page(id, &mut page, |_, now| now == meta) {
                 Ok(Some(_)) => {
-                    let form = self.encode(&page, Encoding::Mixed);
+                    let mut form = self.encode(&page, Encoding::Mixed);
                     done.examined += 1;
                     if form.class != Class::Mixed {
-                        self.with_live_unit(members, |units| units.mixed_tried(index));
-                        return;
+                        form = self.encode(&page, Encoding::Idle(None));
                     }
                     encoded.push((id, meta, form));
                 }
