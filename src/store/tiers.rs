@@ -597,13 +597,17 @@ impl PageStore {
     /// Weighs the members of unit `index` the pass took as pages alone: each decoded and
     /// encoded mixed, or, where its mixed form would pass the decoder's budget, in the
     /// idle pass's form; all kept if together smaller than the unit by the margin, else
-    /// the unit is marked tried.
+    /// the unit is marked tried (as soon as the forms so far are too large, without
+    /// encoding the rest).
     fn mix_unit(&self, index: Option<u32>, members: &mut [(u64, Meta)], done: &mut Recompressed) {
         let Some(index) = index.filter(|_| !members.is_empty()) else {
             return;
         };
+        let Some(frame) = self.with_live_unit(members, |units| units.get(index).frame_len()) else {
+            return;
+        };
         let mut page = Page::boxed();
-        let mut encoded = Vec::with_capacity(members.len());
+        let (mut encoded, mut alone) = (Vec::with_capacity(members.len()), 0);
         for &(id, meta) in members.iter() {
             match self.read_page(id, &mut page, |_, now| now == meta) {
                 Ok(Some(_)) => {
@@ -612,27 +616,24 @@ impl PageStore {
                     if form.class != Class::Mixed {
                         form = self.encode(&page, Encoding::Idle(None));
                     }
+                    alone += form.bytes.len() - 1;
+                    if !crate::engine::mixed_pays(alone, frame) {
+                        self.with_live_unit(members, |units| units.mixed_tried(index));
+                        return;
+                    }
                     encoded.push((id, meta, form));
                 }
                 Ok(None) => done.raced += 1,
                 Err(_) => done.failed += 1,
             }
         }
-        let mixed: usize = encoded.iter().map(|(_, _, e)| e.bytes.len() - 1).sum();
-        // Only if every page still in the unit is mixed is its frame freed.
-        let look = self.with_live_unit(members, |units| {
-            let unit = units.get(index);
-            (unit.live() == encoded.len()).then(|| unit.frame_len())
-        });
-        let Some(frame) = look.flatten() else {
+        // Only if every page still in the unit leaves it is its frame freed.
+        let whole = self.with_live_unit(members, |units| units.get(index).live() == encoded.len());
+        if whole != Some(true) {
             done.raced += encoded.len() as u64;
             return;
-        };
-        if !crate::engine::mixed_pays(mixed, frame) {
-            self.with_live_unit(members, |units| units.mixed_tried(index));
-            return;
         }
-        done.bytes_saved += (frame - mixed) as u64;
+        done.bytes_saved += (frame - alone) as u64;
         for (id, meta, encoded) in &encoded {
             let result =
                 self.recompressed(&mut self.slot(*id).shard.write(), *id, *meta, encoded, true);
