@@ -131,9 +131,9 @@ fn lz_bits(page: &Page) -> u32 {
 /// Words of the page that [`probe`] codes both ways.
 const PROBE_WORDS: usize = 64;
 /// The first of them: the middle of the page. Its start is where an allocator puts
-/// headers and a page ends one object and starts the next: probed from the start, perl's
-/// heap went 2.5% larger (it sent pages of words to LZ4) and no program measured was
-/// better for it.
+/// headers and a page ends one object and starts the next: probed there, a perl heap sent
+/// pages of words to LZ4, and no program measured was better for it (the README has the
+/// figures).
 const PROBE_AT: usize = (WORDS - PROBE_WORDS) / 2;
 
 /// The width [`probe`] picks.
