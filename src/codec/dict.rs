@@ -15,8 +15,7 @@
 //!   bytes checked by [`Dictionary::from_bytes`]); nothing here panics on bad bytes.
 
 use super::mixed::Primer;
-use super::shuffle::shuffle_bytes;
-use super::unit::PLANE_WORD;
+use super::unit::planes;
 use super::zstd::{Contexts, Search, contexts};
 use super::{Class, DecodeError};
 use crate::page::PAGE_SIZE;
@@ -111,14 +110,7 @@ impl Dictionary {
         id: u32,
         level: i32,
     ) -> Result<Dictionary, DictError> {
-        let columns: Vec<Vec<u8>> = samples
-            .iter()
-            .map(|sample| {
-                let mut columns = vec![0; sample.len()];
-                shuffle_bytes(sample, PLANE_WORD, &mut columns);
-                columns
-            })
-            .collect();
+        let columns: Vec<Vec<u8>> = samples.iter().map(|sample| planes(sample)).collect();
         let columns: Vec<&[u8]> = columns.iter().map(|c| &c[..]).collect();
         Dictionary::train(&columns, max_bytes, id, level)
     }

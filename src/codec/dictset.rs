@@ -22,8 +22,7 @@
 
 use super::dict::{DictError, Dictionaries, Dictionary};
 use super::mixed::{PRIMER_BYTES, Primer};
-use super::shuffle::shuffle_bytes;
-use super::unit::{self, PLANE_WORD};
+use super::unit;
 use crate::classify::cluster::Clusters;
 use crate::classify::features::{self, COUNT, Features};
 use crate::page::{PAGE_SIZE, Page};
@@ -629,22 +628,21 @@ fn best_twin(train: &[&[u8]], held: &[&[u8]], dict: &Dictionary, scale: f64) -> 
         .sum::<usize>()
         .div_ceil(MAX_SAMPLES)
         .max(1);
-    let samples: Vec<&[u8]> = train
+    // Laid out as planes once, for every size tried.
+    let samples: Vec<Vec<u8>> = train
         .iter()
         .flat_map(|unit| unit.chunks_exact(PAGE_SIZE))
         .step_by(step)
+        .map(unit::planes)
         .collect();
+    let samples: Vec<&[u8]> = samples.iter().map(|c| &c[..]).collect();
     let held: Vec<(usize, Vec<u8>)> = held
         .iter()
-        .map(|unit| {
-            let mut columns = vec![0; unit.len()];
-            shuffle_bytes(unit, PLANE_WORD, &mut columns);
-            (unit::probe(unit, Some(dict)), columns)
-        })
+        .map(|unit| (unit::probe(unit, Some(dict)), unit::planes(unit)))
         .collect();
     let mut best = (0.0, None);
     for bytes in TWIN_BYTES {
-        let Ok(twin) = Dictionary::train_planes(&samples, bytes, dict.id(), dict.level()) else {
+        let Ok(twin) = Dictionary::train(&samples, bytes, dict.id(), dict.level()) else {
             continue;
         };
         let saved: usize = held

@@ -51,6 +51,14 @@ const PROBE_LEVEL: i32 = 1;
 /// The word the planes layout sees memory as: 8 bytes, a pointer's or a `u64`'s.
 pub const PLANE_WORD: usize = 8;
 
+/// `bytes` (whole words) as the planes layout lays them out: byte 0 of every
+/// [`PLANE_WORD`]-byte word, then byte 1, and so on.
+pub fn planes(bytes: &[u8]) -> Vec<u8> {
+    let mut columns = vec![0; bytes.len()];
+    shuffle_bytes(bytes, PLANE_WORD, &mut columns);
+    columns
+}
+
 /// How a unit's pages lie in its frame: the frame's first byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -249,8 +257,7 @@ mod tests {
     #[test]
     fn only_the_levels_measured_are_limited() {
         let src = pages(16);
-        let mut columns = vec![0; src.len()];
-        shuffle_bytes(&src, PLANE_WORD, &mut columns);
+        let columns = planes(&src);
         for level in [1, 3, LIMITED_FROM - 1, LIMITED_FROM, 19] {
             let mut frame = Vec::new();
             encode(&src, None, level, &mut frame);
