@@ -53,38 +53,52 @@ fn ladder(report: &Report, area: &Area) -> DrawResult {
             f.stored.get("mixed").copied()
         }),
     ];
+    let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let series =
+        rungs.map(|(label, color, rung)| (label, color, rows.iter().map(|r| rung(r.1)).collect()));
+    grouped_bars(
+        area,
+        "From order-0 entropy to the stored bits",
+        &names,
+        &series,
+    )
+}
+
+/// Bars in bits per input byte, a group per name with a bar per series (a series
+/// without a value for a name leaves its place empty), labelled under each group.
+fn grouped_bars(
+    area: &Area,
+    caption: &str,
+    names: &[&str],
+    series: &[(&str, RGBColor, Vec<Option<f64>>)],
+) -> DrawResult {
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            "From order-0 entropy to the stored bits",
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d(0f64..rows.len() as f64, 0f64..8f64)?;
-    let names: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
+        .build_cartesian_2d(0f64..names.len() as f64, 0f64..8f64)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(rows.len() * 2 + 1)
+        .x_labels(names.len() * 2 + 1)
         .x_label_formatter(&|x| {
             let i = x.floor() as usize;
             if (x - x.floor() - 0.5).abs() < 0.01 && i < names.len() {
-                names[i].clone()
+                names[i].to_string()
             } else {
                 String::new()
             }
         })
         .y_desc("bits per input byte")
         .draw()?;
-    let width = 0.8 / rungs.len() as f64;
-    for (k, (label, color, rung)) in rungs.into_iter().enumerate() {
+    let width = 0.8 / series.len() as f64;
+    for (k, &(label, color, ref values)) in series.iter().enumerate() {
         chart
-            .draw_series(rows.iter().enumerate().filter_map(|(i, (_, f))| {
-                let value = rung(f)?;
+            .draw_series(values.iter().enumerate().filter_map(|(i, value)| {
                 let x = i as f64 + 0.1 + k as f64 * width;
                 Some(Rectangle::new(
-                    [(x, 0.0), (x + width, value)],
+                    [(x, 0.0), (x + width, (*value)?)],
                     color.filled(),
                 ))
             }))?
@@ -444,38 +458,16 @@ fn bars(report: &Report, area: &Area) -> DrawResult {
         .map(|(class, f)| (class.name(), f.input_entropy, f.output_entropy))
         .chain([("total", report.input_entropy, report.output_entropy)])
         .collect();
-    let mut chart = ChartBuilder::on(area)
-        .caption("Entropy by class", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..classes.len() as f64, 0f64..8f64)?;
-    let names: Vec<String> = classes.iter().map(|c| c.0.to_string()).collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(classes.len() * 2 + 1)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - x.floor() - 0.5).abs() < 0.01 && i < names.len() {
-                names[i].clone()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc("bits per input byte")
-        .draw()?;
-    for (offset, color, label) in [(0.1, BEFORE, "before"), (0.5, AFTER, "after")] {
-        chart
-            .draw_series(classes.iter().enumerate().map(|(i, c)| {
-                let value = if offset < 0.3 { c.1 } else { c.2 };
-                let x = i as f64 + offset;
-                Rectangle::new([(x, 0.0), (x + 0.4, value)], color.filled())
-            }))?
-            .label(label)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-    }
-    legend(&mut chart, SeriesLabelPosition::UpperRight)
+    let names: Vec<&str> = classes.iter().map(|c| c.0).collect();
+    let series = [
+        (
+            "before",
+            BEFORE,
+            classes.iter().map(|c| Some(c.1)).collect(),
+        ),
+        ("after", AFTER, classes.iter().map(|c| Some(c.2)).collect()),
+    ];
+    grouped_bars(area, "Entropy by class", &names, &series)
 }
 
 /// `zpage advise`'s frontier: each configuration's memory (MiB, after its life cycle)
