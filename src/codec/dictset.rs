@@ -721,6 +721,16 @@ mod tests {
             .collect()
     }
 
+    /// A set trained on the test pages, with the planes twins their units pay for.
+    fn twinned_set() -> DictionarySet {
+        let pages = pages();
+        let refs: Vec<&Page> = pages.iter().collect();
+        let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
+        let units = units(&pages);
+        let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
+        set.with_twins(&units, 100_000)
+    }
+
     #[test]
     fn twins_are_kept_where_the_units_of_neighbours_pay_for_them() {
         let pages = pages();
@@ -749,12 +759,7 @@ mod tests {
 
     #[test]
     fn a_trained_set_saves_loads_and_refuses_damage() {
-        let pages = pages();
-        let refs: Vec<&Page> = pages.iter().collect();
-        let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
-        let units = units(&pages);
-        let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
-        let set = set.with_twins(&units, 100_000);
+        let set = twinned_set();
         assert!(set.memory_bytes() > 0);
         assert_eq!(set.dictionaries()[0].id(), 5);
         let bytes = set.to_bytes();
@@ -797,12 +802,7 @@ mod tests {
     /// dictionaries without primers; of version 4, with primers and without twins.
     #[test]
     fn a_file_without_usable_primers_loads() {
-        let pages = pages();
-        let refs: Vec<&Page> = pages.iter().collect();
-        let set = DictionarySet::train(&refs, target(64 << 10)).expect("pays");
-        let units = units(&pages);
-        let units: Vec<&[u8]> = units.iter().map(|u| &u[..]).collect();
-        let set = set.with_twins(&units, 100_000);
+        let set = twinned_set();
         // A file of an older `version`: each dictionary with what `primer` gives for it
         // (no primer field at all for `None`).
         let old_file = |version: u32, primer: &dyn Fn(&Dictionary) -> Option<Vec<u8>>| {
