@@ -143,7 +143,9 @@ pub(super) enum Encoding {
     Filled(u64),
     /// The idle engine; at a cold zstd level (and with the mixed form) if given.
     Idle(Option<i32>),
-    /// The mixed form alone, from the primer of the page's cluster.
+    /// The coldest pass's form of a page alone: mixed, from the primer of the page's
+    /// cluster, or the idle engine's where the mixed form is not kept (its decoder would
+    /// pass the budget, or it is no smaller than the page).
     Mixed,
 }
 
@@ -218,7 +220,12 @@ impl PageStore {
                 let dict = dicts
                     .as_deref()
                     .map(|set| &**set.dictionary_for(&features::extract(page)));
-                codec::encode_mixed(page, dict, self.idle_engine().codec(), &mut bytes)
+                match codec::encode_mixed(page, dict, self.idle_engine().codec(), &mut bytes) {
+                    Class::Mixed => Class::Mixed,
+                    _ => self
+                        .idle_engine()
+                        .encode_at(page, dicts.as_deref(), None, &mut bytes),
+                }
             }
         };
         Encoded {

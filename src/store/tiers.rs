@@ -595,8 +595,8 @@ impl PageStore {
     }
 
     /// Weighs the members of unit `index` the pass took as pages alone: each decoded and
-    /// encoded mixed, or, where its mixed form would pass the decoder's budget, in the
-    /// idle pass's form; all kept if together smaller than the unit by the margin, else
+    /// encoded as [`Encoding::Mixed`] says (mixed, or the idle pass's form where the
+    /// mixed one is not kept); all kept if together smaller than the unit by the margin, else
     /// the unit is marked tried (as soon as the forms so far are too large, without
     /// encoding the rest).
     fn mix_unit(&self, index: Option<u32>, members: &mut [(u64, Meta)], done: &mut Recompressed) {
@@ -611,11 +611,8 @@ impl PageStore {
         for &(id, meta) in members.iter() {
             match self.read_page(id, &mut page, |_, now| now == meta) {
                 Ok(Some(_)) => {
-                    let mut form = self.encode(&page, Encoding::Mixed);
+                    let form = self.encode(&page, Encoding::Mixed);
                     done.examined += 1;
-                    if form.class != Class::Mixed {
-                        form = self.encode(&page, Encoding::Idle(None));
-                    }
                     alone += form.bytes.len() - 1;
                     if !crate::engine::mixed_pays(alone, frame) {
                         self.with_live_unit(members, |units| units.mixed_tried(index));
