@@ -29,6 +29,44 @@ pub fn mixed_pays(mixed: usize, other: usize) -> bool {
     mixed + mixed / MIXED_MARGIN < other
 }
 
+/// Pages of a unit the coldest pass weighs before it judges the unit by them.
+const MIXING_SAMPLE: usize = 4;
+
+/// The order in which the coldest pass weighs the `members` pages of a unit: their
+/// positions bit-reversed (0, 16, 8, 24, 4, … of 32), so that the first few are spread
+/// through the unit and stand for all of it (the trainer replays the same order).
+pub fn mixing_order(members: usize) -> impl Iterator<Item = usize> {
+    let bits = usize::BITS - members.saturating_sub(1).leading_zeros();
+    (0..1usize << bits)
+        .map(move |i| {
+            i.reverse_bits()
+                .checked_shr(usize::BITS - bits)
+                .unwrap_or(0)
+        })
+        .filter(move |&position| position < members)
+}
+
+/// Whether the coldest pass stops weighing a unit whose frame takes `frame` bytes, having
+/// weighed `weighed` of its `members` pages at `alone` bytes (in [`mixing_order`]): once
+/// they no longer pay ([`mixed_pays`]), or from [`MIXING_SAMPLE`] pages on when, scaled
+/// to the whole unit, they pass the frame by more than `1 / (2 * sqrt(weighed))` of it
+/// (a sample's error shrinks as it grows). Units the mixed form loses on are given up
+/// after a few pages instead of most of them, and a unit it wins is hardly ever lost
+/// (README, "Cold units").
+pub fn mixing_hopeless(alone: usize, weighed: usize, members: usize, frame: usize) -> bool {
+    if !mixed_pays(alone, frame) {
+        return true;
+    }
+    if weighed < MIXING_SAMPLE || weighed >= members {
+        return false;
+    }
+    let (weighed, estimate) = (
+        weighed as f64,
+        alone as f64 * members as f64 / weighed as f64,
+    );
+    estimate > frame as f64 * (1.0 + 0.5 / weighed.sqrt())
+}
+
 crate::sync::thread_local! {
     static SECOND_FORM: crate::sync::RefCell<Vec<u8>> = crate::sync::RefCell::new(Vec::with_capacity(RAW_SIZE));
 }
@@ -231,5 +269,37 @@ impl Engine {
 impl Default for Engine {
     fn default() -> Self {
         Engine::new(Profile::Dense)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mixing_order_spreads_a_unit_and_covers_it_once() {
+        assert_eq!(mixing_order(32).take(4).collect::<Vec<_>>(), [0, 16, 8, 24]);
+        assert_eq!(mixing_order(5).collect::<Vec<_>>(), [0, 4, 2, 1, 3]);
+        for members in 0..=crate::codec::unit::MAX_UNIT_PAGES {
+            let mut order: Vec<usize> = mixing_order(members).collect();
+            order.sort_unstable();
+            assert_eq!(order, (0..members).collect::<Vec<_>>(), "{members}");
+        }
+    }
+
+    #[test]
+    fn a_unit_is_given_up_on_its_sample_only_past_the_estimates_margin() {
+        // Not paying is hopeless at once; paying, too few pages to judge by.
+        assert!(mixing_hopeless(2000, 1, 32, 2000));
+        assert!(!mixing_hopeless(1900, 3, 32, 2000));
+        // Four of 32: the estimate must pass the frame by a quarter (2400 does not,
+        // 2560 does); sixteen: by an eighth.
+        assert!(!mixing_hopeless(300, 4, 32, 2000));
+        assert!(mixing_hopeless(320, 4, 32, 2000));
+        assert!(!mixing_hopeless(1120, 16, 32, 2000));
+        assert!(mixing_hopeless(1140, 16, 32, 2000));
+        // Every page weighed: the margin alone decides.
+        assert!(!mixing_hopeless(1900, 32, 32, 2000));
+        assert!(mixing_hopeless(1950, 32, 32, 2000));
     }
 }

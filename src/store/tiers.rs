@@ -23,6 +23,7 @@ use super::{PageStore, WrittenBack};
 use crate::classify::features;
 use crate::codec;
 use crate::codec::Class;
+use crate::engine;
 use crate::page::{PAGE_SIZE, Page};
 use std::time::{Duration, Instant};
 
@@ -113,7 +114,9 @@ impl Selection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Recompressed {
-    /// Pages decoded and encoded again.
+    /// Pages decoded and encoded again; for the coldest pass, the pages of the units it
+    /// weighed, each encoded or judged with its unit from the others
+    /// ([`crate::engine::mixing_hopeless`]).
     pub examined: u64,
     /// Of those, pages whose smaller new form took the old one's place.
     pub rewritten: u64,
@@ -596,9 +599,9 @@ impl PageStore {
 
     /// Weighs the members of unit `index` the pass took as pages alone: each decoded and
     /// encoded as [`Encoding::Mixed`] says (mixed, or the idle pass's form where the
-    /// mixed one is not kept); all kept if together smaller than the unit by the margin, else
-    /// the unit is marked tried (as soon as the forms so far are too large, without
-    /// encoding the rest).
+    /// mixed one is not kept), in [`engine::mixing_order`]; all kept if together smaller
+    /// than the unit by the margin, else the unit is marked tried (as soon as
+    /// [`engine::mixing_hopeless`] says so, without encoding the rest).
     fn mix_unit(&self, index: Option<u32>, members: &mut [(u64, Meta)], done: &mut Recompressed) {
         let Some(index) = index.filter(|_| !members.is_empty()) else {
             return;
@@ -606,15 +609,16 @@ impl PageStore {
         let Some(frame) = self.with_live_unit(members, |units| units.get(index).frame_len()) else {
             return;
         };
+        done.examined += members.len() as u64;
         let mut page = Page::boxed();
         let (mut encoded, mut alone) = (Vec::with_capacity(members.len()), 0);
-        for &(id, meta) in members.iter() {
+        for position in engine::mixing_order(members.len()) {
+            let (id, meta) = members[position];
             match self.read_page(id, &mut page, |_, now| now == meta) {
                 Ok(Some(_)) => {
                     let form = self.encode(&page, Encoding::Mixed);
-                    done.examined += 1;
                     alone += form.bytes.len() - 1;
-                    if !crate::engine::mixed_pays(alone, frame) {
+                    if engine::mixing_hopeless(alone, encoded.len() + 1, members.len(), frame) {
                         self.with_live_unit(members, |units| units.mixed_tried(index));
                         return;
                     }

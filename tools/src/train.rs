@@ -27,6 +27,7 @@ use zpage::classify::plan::Plan;
 use zpage::codec::delta::{self, Backend};
 use zpage::codec::dictset::DictionarySet;
 use zpage::codec::{self, Class, CodecConfig};
+use zpage::engine;
 use zpage::page::Page;
 use zpage::store::{COLD_LEVEL, DEFAULT_UNIT_PAGES};
 
@@ -323,8 +324,9 @@ pub struct Cycle {
     pub idle: u64,
     /// After the cold pass: a unit where its frame is smaller than its members' forms.
     pub cold: u64,
-    /// After the coldest pass: a unit's pages mixed where every one has a mixed form and
-    /// together they are smaller than the frame by the store's margin.
+    /// After the coldest pass: a unit's pages mixed (each in its own form where it has no
+    /// mixed one) where together they are smaller than the frame by the store's margin,
+    /// weighed as the store weighs them ([`engine::mixing_hopeless`]).
     pub coldest: u64,
 }
 
@@ -353,23 +355,31 @@ fn replay(
     let (mut cold, mut coldest) = (idle, idle);
     let (mut kept, mut mixed) = (0, 0);
     for unit in units {
-        let members = samples[unit.start..unit.end]
+        let members: Vec<&Sample> = samples[unit.start..unit.end]
             .iter()
-            .filter(|s| s.fixed.is_none());
-        let forms: u64 = members.clone().map(|s| s.size(choose(s))).sum();
+            .filter(|s| s.fixed.is_none())
+            .collect();
+        let forms: u64 = members.iter().map(|s| s.size(choose(s))).sum();
         let frame = u64::from(unit.frame);
         if frame >= forms {
             continue;
         }
         kept += 1;
         cold -= forms - frame;
-        let all_mixed: Option<u64> = members.map(|s| s.mixed.map(u64::from)).sum();
-        let after = match all_mixed {
-            Some(m) if zpage::engine::mixed_pays(m as usize, frame as usize) => {
-                mixed += 1;
-                m
-            }
-            _ => frame,
+        // Each page mixed, or in its own form where it has no mixed one, weighed in the
+        // store's order until the unit is hopeless.
+        let (mut alone, mut weighed) = (0, 0);
+        let hopeless = engine::mixing_order(members.len()).any(|position| {
+            let s = members[position];
+            alone += s.mixed.map_or_else(|| s.size(choose(s)), u64::from);
+            weighed += 1;
+            engine::mixing_hopeless(alone as usize, weighed, members.len(), frame as usize)
+        });
+        let after = if hopeless {
+            frame
+        } else {
+            mixed += 1;
+            alone
         };
         coldest -= forms - after;
     }
@@ -799,8 +809,9 @@ mod tests {
             ..priced(Class::Zstd, 0, None)
         };
         let samples = vec![
-            // A unit smaller than its forms (zero page inside), not mixed: one page has
-            // no mixed form within the budget.
+            // A unit smaller than its forms (zero page inside), mixed: one page has no
+            // mixed form within the budget and is weighed in its own (100 + 1000 and
+            // the margin under 1500), as the store does.
             priced(Class::Zstd, 1000, Some(100)),
             zero,
             priced(Class::Zstd, 1000, None),
@@ -838,8 +849,8 @@ mod tests {
         let (cycle, kept, mixed) = replay(&samples, &units, Sample::oracle);
         assert_eq!(cycle.idle, 2000 + 1800 + 400 + 1600);
         assert_eq!(cycle.cold, 1500 + 1000 + 400 + 630);
-        assert_eq!(cycle.coldest, 1500 + 600 + 400 + 630);
-        assert_eq!((kept, mixed), (3, 1));
+        assert_eq!(cycle.coldest, 1100 + 600 + 400 + 630);
+        assert_eq!((kept, mixed), (3, 2));
         // A tree that chose a dearer leaf for one page pays for it until its unit is kept.
         let (tree, _, _) = replay(&samples, &units, |s| {
             if s.mixed == Some(10) {
