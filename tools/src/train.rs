@@ -824,6 +824,15 @@ mod tests {
             priced(Class::Zstd, 800, Some(310)),
             priced(Class::Zstd, 800, Some(310)),
         ];
+        // A unit of eight given up on its sample, as the store gives it up: the first
+        // four weighed (positions 0, 4, 2, 6) take 800 bytes, which pays against its 1000
+        // but, scaled to eight pages, passes it by more than a quarter, though all eight
+        // together (848) would pay.
+        let samples: Vec<Sample> = (samples.into_iter())
+            .chain(
+                (0..8).map(|i| priced(Class::Zstd, 300, Some(if i % 2 == 0 { 200 } else { 12 }))),
+            )
+            .collect();
         let units = [
             UnitPrice {
                 start: 0,
@@ -845,12 +854,17 @@ mod tests {
                 end: 8,
                 frame: 630,
             },
+            UnitPrice {
+                start: 8,
+                end: 16,
+                frame: 1000,
+            },
         ];
         let (cycle, kept, mixed) = replay(&samples, &units, Sample::oracle);
-        assert_eq!(cycle.idle, 2000 + 1800 + 400 + 1600);
-        assert_eq!(cycle.cold, 1500 + 1000 + 400 + 630);
-        assert_eq!(cycle.coldest, 1100 + 600 + 400 + 630);
-        assert_eq!((kept, mixed), (3, 2));
+        assert_eq!(cycle.idle, 2000 + 1800 + 400 + 1600 + 2400);
+        assert_eq!(cycle.cold, 1500 + 1000 + 400 + 630 + 1000);
+        assert_eq!(cycle.coldest, 1100 + 600 + 400 + 630 + 1000);
+        assert_eq!((kept, mixed), (4, 2));
         // A tree that chose a dearer leaf for one page pays for it until its unit is kept.
         let (tree, _, _) = replay(&samples, &units, |s| {
             if s.mixed == Some(10) {
