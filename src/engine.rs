@@ -30,7 +30,7 @@ pub fn mixed_pays(mixed: usize, other: usize) -> bool {
 }
 
 /// Pages of a unit the coldest pass weighs before it judges the unit by them.
-const MIXING_SAMPLE: usize = 4;
+pub const MIXING_SAMPLE: usize = 4;
 
 /// The order in which the coldest pass weighs the `members` pages of a unit: their
 /// positions bit-reversed (0, 16, 8, 24, 4, … of 32), so that the first few are spread
