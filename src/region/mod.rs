@@ -389,7 +389,9 @@ impl Region {
     /// checksum). From then on every page that was not resident is poisoned: touching it
     /// raises SIGBUS (as a memory error would) and a system call given it fails with
     /// EFAULT; resident pages keep their content and stay usable. Nothing waits forever
-    /// and nothing reads wrong data; the process is not aborted.
+    /// and nothing reads wrong data; the process is not aborted. The reason is also
+    /// written to stderr once, when the handler stops, since an access to a poisoned page
+    /// usually ends the process before anyone asks.
     pub fn poisoned(&self) -> Option<String> {
         self.shared.poisoned.read().clone()
     }
@@ -432,7 +434,8 @@ impl Drop for Region {
 const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The handler thread: serves faults until `stop` fires. If serving fails, the region is
-/// poisoned (see [`Region::poisoned`]) and the thread waits for `stop`, so that the
+/// poisoned (see [`Region::poisoned`]; the reason also goes to stderr, one line) and the
+/// thread waits for `stop`, so that the
 /// region's `Drop` finds it as always. Only if the kernel refuses the poisoning too does
 /// the process stop, with the reason: waiting threads would otherwise hang.
 fn run_handler(mut handler: Handler<Uffd>, stop: OwnedFd) {
@@ -450,6 +453,12 @@ fn run_handler(mut handler: Handler<Uffd>, stop: OwnedFd) {
                 .unwrap_or_else(|| "the fault handler panicked".into()),
         },
     };
+    // Said once on stderr (past any test harness's capture), since the access that
+    // finds a poisoned page ends the process with SIGBUS before it can ask `poisoned`.
+    let _ = writeln!(
+        io::stderr(),
+        "zpage region: fault handler stopped ({reason}); pages not resident are poisoned"
+    );
     *handler.shared().poisoned.write() = Some(reason.clone());
     if let Err(e) = handler.kernel.poison_all() {
         eprintln!(
