@@ -461,8 +461,9 @@ fn run_handler(mut handler: Handler<Uffd>, stop: OwnedFd) {
     );
     *handler.shared().poisoned.write() = Some(reason.clone());
     if let Err(e) = handler.kernel.poison_all() {
-        eprintln!(
-            "zpage region: fault handler cannot continue ({reason}) and the region cannot be poisoned ({e})"
+        let _ = writeln!(
+            io::stderr(),
+            "zpage region: the region cannot be poisoned either ({e}); aborting"
         );
         std::process::abort();
     }
