@@ -700,6 +700,51 @@ fn eviction_of_a_unit_at_the_limit_against_an_overwrite() {
     });
 }
 
+/// The coldest pass weighs a page the cold pass left alone (a unit of it alone did not
+/// pay) while it is overwritten: the overwrite stays (the mixed form goes in only if the
+/// page is unchanged), and the overwrite, not cold, is not weighed.
+#[test]
+fn mixing_a_page_alone_against_an_overwrite() {
+    let dense = Engine::new(Profile::Dense);
+    // The shipped sample's first page (a postgres heap page): a unit of it alone does not
+    // pay at level 1, its mixed form does.
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/data/postgres.pages"))
+        .expect("the shipped sample");
+    let mut first = Page::zeroed();
+    first.bytes_mut().copy_from_slice(&sample[..PAGE_SIZE]);
+    model(move || {
+        let store = Arc::new(
+            PageStore::builder()
+                .shards(2)
+                .engine(dense.clone())
+                .cold_unit_pages(2)
+                .build(),
+        );
+        store.insert(0, &first).unwrap();
+        store.recompress_selected(Selection::all().level(1));
+        assert_eq!(store.stats().units.pages, 0, "the page is left alone");
+        let mixer = {
+            let store = store.clone();
+            spawn(move || store.recompress_selected(Selection::all().mixed()))
+        };
+        store.insert(0, &words_page(2)).unwrap();
+        let done = mixer.join().unwrap();
+        assert_eq!(done.failed, 0);
+        // Taken before the overwrite, the page was mixed, or found changed.
+        assert_eq!(done.rewritten + done.raced, done.examined, "{done}");
+        assert!(
+            *store.read(0).unwrap() == words_page(2),
+            "the overwrite stays"
+        );
+        let stats = store.stats();
+        assert_eq!(stats.mm.orig_data_size, PAGE_SIZE as u64);
+        assert_eq!(store.mm_stat(), stats.mm);
+        // The overwrite is not cold: no pass weighs it until a cold pass has been over it.
+        let again = store.recompress_selected(Selection::all().mixed());
+        assert_eq!(again.examined, 0, "{again}");
+    });
+}
+
 /// The coldest pass moves a unit's pages to the mixed form while one is overwritten: the
 /// overwrite stays (without the "only if unchanged" check the model finds it lost), the
 /// other page is mixed (or, raced, left in its unit), and the unit is freed with its

@@ -3,7 +3,7 @@
 //! A page's metadata is a `word` (the allocator handle, the backing slot and length of a
 //! written-back page, or the value of a same-filled page), a CRC-32 of its stored bytes,
 //! one `meta` byte (state bits and class) and an access stamp (the second of its last
-//! read or write, an idle mark and a cold mark), held as four arrays per block so no
+//! read or write, an idle, a cold and a mixed mark), held as four arrays per block so no
 //! padding is paid: 8 + 4 + 1 + 4 = 17 bytes a page. Blocks are
 //! found through a hash map keyed by the id's group (see [`Table::locate`]), which adds
 //! about 21 bytes per block
@@ -45,8 +45,11 @@ const COLD: u32 = 1 << 30;
 /// The access stamp's reference bit: read or rewritten since it entered the eviction
 /// hand's queue or the hand last passed it (CLOCK's bit).
 const REFERENCED: u32 = 1 << 29;
+/// The access stamp's mixed mark: the coldest pass has weighed the page's form alone
+/// (a page no cold unit took; a read or a write clears it with the cold mark).
+const MIXED: u32 = 1 << 28;
 /// The access stamp's second of the last access.
-const SECOND: u32 = REFERENCED - 1;
+const SECOND: u32 = MIXED - 1;
 
 /// A page's access stamp, unpacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub struct Access {
     pub idle: bool,
     pub cold: bool,
     pub referenced: bool,
+    /// The coldest pass has weighed the page alone since its last access.
+    pub mixed: bool,
 }
 const CLASS_BITS: u8 = 0x07;
 
@@ -167,6 +172,7 @@ impl Table {
                 idle: stamp & IDLE != 0,
                 cold: stamp & COLD != 0,
                 referenced: stamp & REFERENCED != 0,
+                mixed: stamp & MIXED != 0,
             }
         })
     }
@@ -179,7 +185,16 @@ impl Table {
         }
     }
 
-    /// Records an access to page `id` at second `now` (clearing its idle and cold marks,
+    /// Marks page `id` as weighed alone by the coldest pass. Needs only the shard's read
+    /// lock.
+    pub fn mark_mixed(&self, id: u64) {
+        let (key, slot) = self.locate(id);
+        if let Some(block) = self.blocks.get(&key) {
+            block.access[slot].fetch_or(MIXED, Relaxed);
+        }
+    }
+
+    /// Records an access to page `id` at second `now` (clearing its idle, cold and mixed marks,
     /// setting its reference bit); a no-op for an absent page. Needs only the shard's
     /// read lock.
     pub fn touch(&self, id: u64, now: u32) {
@@ -394,6 +409,7 @@ mod tests {
                 idle,
                 cold,
                 referenced: false,
+                mixed: false,
             })
         };
         assert_eq!(table.access(130), at(5, false, false));
@@ -401,12 +417,15 @@ mod tests {
         assert_eq!(table.mark_idle(5), 1);
         table.mark_cold(130);
         assert_eq!(table.access(130), at(5, true, true));
+        table.mark_mixed(130);
+        let mixed = at(5, true, true).map(|a| Access { mixed: true, ..a });
+        assert_eq!(table.access(130), mixed);
         table.touch(130, 9);
         let touched = at(9, false, false).map(|a| Access {
             referenced: true,
             ..a
         });
-        assert_eq!(table.access(130), touched, "an access clears both marks");
+        assert_eq!(table.access(130), touched, "an access clears the marks");
         table.unreference(130);
         assert_eq!(table.access(130), at(9, false, false));
         table.set(130, Meta { hot: false, ..meta }, None);

@@ -83,9 +83,11 @@ impl Selection {
     /// mixing from their cluster's primer, [`crate::codec::mixed`]) or, where that would
     /// pass the decoder's budget, in the idle pass's form, where together they are smaller
     /// than the unit by a margin ([`crate::engine::MIXED_MARGIN`]); the unit is freed as
-    /// its pages leave it. Denser than a unit where a page's own context predicts it best,
-    /// and far slower to encode and to read (the README's "Cold units" has both), so for
-    /// pages idle longer still. Each unit is weighed once.
+    /// its pages leave it. The pages the cold pass left alone (their unit did not pay) are
+    /// weighed too, each kept mixed where that is smaller than its form by the margin.
+    /// Denser than a unit where a page's own context predicts it best, and far slower to
+    /// encode and to read (the README's "Cold units" has both), so for pages idle longer
+    /// still. Each unit is weighed once, each page alone once while it stays cold.
     pub fn mixed(mut self) -> Selection {
         self.mixed = true;
         self
@@ -114,9 +116,9 @@ impl Selection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Recompressed {
-    /// Pages decoded and encoded again; for the coldest pass, the pages of the units it
-    /// weighed, each encoded or judged with its unit from the others
-    /// ([`crate::engine::mixing_hopeless`]).
+    /// Pages decoded and encoded again; for the coldest pass, the pages of the units and
+    /// of the runs of pages alone it weighed, each encoded or judged with its unit or run
+    /// from the others ([`crate::engine::mixing_hopeless`]).
     pub examined: u64,
     /// Of those, pages whose smaller new form took the old one's place.
     pub rewritten: u64,
@@ -346,6 +348,16 @@ impl Pass {
         meta.unit && self.qualifies(meta, access)
     }
 
+    /// Whether a page of this metadata and access stamp that no cold unit took qualifies
+    /// for the coldest pass: in memory, gone over by the cold pass and not weighed alone
+    /// since, and neither mixed already nor stored raw (noise no model predicts).
+    pub(super) fn takes_alone(&self, meta: Meta, access: Access) -> bool {
+        self.takes(meta, access)
+            && access.cold
+            && !access.mixed
+            && !matches!(meta.stored, Some(Class::Mixed | Class::Incompressible))
+    }
+
     fn qualifies(&self, meta: Meta, access: Access) -> bool {
         !meta.hot
             && (!self.select.idle || access.idle)
@@ -481,8 +493,15 @@ impl PageStore {
                 told = done.examined;
             }
             let encoded = self.encode(&page, Encoding::Idle(select.level));
-            let slot = self.slot(id);
-            let result = self.recompressed(&mut slot.shard.write(), id, old, &encoded, cold);
+            let result = {
+                let mut shard = self.slot(id).shard.write();
+                let result = self.recompressed(&mut shard, id, old, &encoded, cold);
+                if cold && matches!(result, Ok(Some(_))) {
+                    // The cold form of a page alone was weighed against its mixed form.
+                    shard.table.mark_mixed(id);
+                }
+                result
+            };
             match result {
                 Ok(None) => done.raced += 1,
                 Ok(Some(0)) => {}
@@ -554,47 +573,119 @@ impl PageStore {
     }
 
     /// The coldest pass ([`Selection::mixed`]): unit by unit, its members that the pass
-    /// takes alone (mixed), kept where together they are smaller than the unit.
+    /// takes alone (mixed), kept where together they are smaller than the unit; and the
+    /// pages the cold pass left alone (no unit paid for them), in runs of a unit's size in
+    /// id order (the groups the cold pass tried), each kept mixed where that pays for it.
     fn mix_units(&self, pass: &mut Pass, progress: &mut dyn FnMut(u64)) -> Recompressed {
         let mut ids: Vec<u64> = self.ids().collect();
         ids.sort_unstable();
         let mut done = Recompressed::default();
         let mut members: Vec<(u64, Meta)> = Vec::new();
         let mut unit = None;
+        let mut alone: Vec<(u64, Meta)> = Vec::new();
         for id in ids {
             if pass.spent() {
                 done.cut_short = true;
                 break;
             }
-            let member = {
+            let taken = {
                 let shard = self.slot(id).shard.read();
                 let (Some(meta), Some(access)) = (shard.table.get(id), shard.table.access(id))
                 else {
                     continue;
                 };
-                let index = member_of(meta.word).0;
-                (pass.takes_member(meta, access) && self.units.read().worth_mixing(index))
-                    .then_some((meta, index))
+                if pass.takes_member(meta, access) {
+                    let index = member_of(meta.word).0;
+                    self.units
+                        .read()
+                        .worth_mixing(index)
+                        .then_some((meta, Some(index)))
+                } else {
+                    pass.takes_alone(meta, access).then_some((meta, None))
+                }
             };
-            let Some((meta, index)) = member else {
+            let Some((meta, index)) = taken else {
                 continue;
             };
             pass.taken += 1;
-            if unit != Some(index) {
-                self.mix_unit(unit, &mut members, &mut done);
-                progress(members.len() as u64);
-                members.clear();
-                unit = Some(index);
+            // Members of a unit and runs of pages alone are gathered apart: a page written
+            // since its unit was packed may lie among its members.
+            match index {
+                Some(index) => {
+                    if unit != Some(index) {
+                        self.mix_unit(unit, &mut members, &mut done);
+                        progress(members.len() as u64);
+                        members.clear();
+                        unit = Some(index);
+                    }
+                    members.push((id, meta));
+                }
+                None => {
+                    if alone.len() == self.unit_pages {
+                        self.mix_alone(&alone, &mut done);
+                        progress(alone.len() as u64);
+                        alone.clear();
+                    }
+                    alone.push((id, meta));
+                }
             }
-            members.push((id, meta));
         }
         self.mix_unit(unit, &mut members, &mut done);
         progress(members.len() as u64);
+        self.mix_alone(&alone, &mut done);
+        progress(alone.len() as u64);
         self.units.write().shrink();
         if done.rewritten > 0 {
             done.pages_compacted = self.compact_slabs(PAGE_SIZE / 8);
         }
         done
+    }
+
+    /// Weighs a run of pages no cold unit took, each decoded and encoded as
+    /// [`Encoding::Mixed`] says, in [`engine::mixing_order`]: each kept mixed where that is
+    /// smaller than its form by the margin ([`engine::mixed_pays`]), unless the run is
+    /// given up first, as a unit is, when the mixed forms so far stop paying for the
+    /// run's forms ([`engine::mixing_hopeless`]). Every page of the run is marked weighed.
+    fn mix_alone(&self, run: &[(u64, Meta)], done: &mut Recompressed) {
+        if run.is_empty() {
+            return;
+        }
+        done.examined += run.len() as u64;
+        let forms: usize = run.iter().map(|&(_, meta)| stored_len(meta)).sum();
+        let mut page = Page::boxed();
+        let (mut weighed, mut mixed) = (0, 0);
+        for position in engine::mixing_order(run.len()) {
+            let (id, meta) = run[position];
+            match self.read_page(id, &mut page, |_, now| now == meta) {
+                Ok(Some(_)) => {
+                    let form = self.encode(&page, Encoding::Mixed);
+                    let size = codec::stored_size(form.class, form.bytes.len());
+                    (weighed, mixed) = (weighed + 1, mixed + size);
+                    if form.class == Class::Mixed && engine::mixed_pays(size, stored_len(meta)) {
+                        let mut shard = self.slot(id).shard.write();
+                        match self.recompressed(&mut shard, id, meta, &form, true) {
+                            Ok(Some(saved)) => {
+                                done.rewritten += 1;
+                                done.bytes_saved += saved as u64;
+                            }
+                            Ok(None) => done.raced += 1,
+                            Err(_) => done.refused += 1,
+                        }
+                    }
+                    if engine::mixing_hopeless(mixed, weighed, run.len(), forms) {
+                        break;
+                    }
+                }
+                Ok(None) => done.raced += 1,
+                Err(_) => done.failed += 1,
+            }
+        }
+        for &(id, meta) in run {
+            let shard = self.slot(id).shard.read();
+            if shard.table.get(id) == Some(meta) {
+                shard.table.mark_mixed(id);
+            }
+        }
     }
 
     /// Weighs the members of unit `index` the pass took as pages alone: each decoded and

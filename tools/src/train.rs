@@ -326,7 +326,9 @@ pub struct Cycle {
     pub cold: u64,
     /// After the coldest pass: a unit's pages mixed (each in its own form where it has no
     /// mixed one) where together they are smaller than the frame by the store's margin,
-    /// weighed as the store weighs them ([`engine::mixing_hopeless`]).
+    /// and each page of a unit the cold pass did not keep mixed where that is smaller than
+    /// its form by the margin, weighed as the store weighs them
+    /// ([`engine::mixing_hopeless`]).
     pub coldest: u64,
 }
 
@@ -362,6 +364,21 @@ fn replay(
         let forms: u64 = members.iter().map(|s| s.size(choose(s))).sum();
         let frame = u64::from(unit.frame);
         if frame >= forms {
+            // The pages stay alone, and the coldest pass weighs them so: each kept mixed
+            // where that pays for its form, until the run is hopeless.
+            let (mut alone, mut weighed) = (0, 0);
+            for position in engine::mixing_order(members.len()) {
+                let s = members[position];
+                let form = s.size(choose(s));
+                let mixed = s.mixed.map_or(form, u64::from);
+                (alone, weighed) = (alone + mixed, weighed + 1);
+                if s.mixed.is_some() && engine::mixed_pays(mixed as usize, form as usize) {
+                    coldest -= form - mixed;
+                }
+                if engine::mixing_hopeless(alone as usize, weighed, members.len(), forms as usize) {
+                    break;
+                }
+            }
             continue;
         }
         kept += 1;
@@ -818,7 +835,8 @@ mod tests {
             // A unit smaller than its forms, mixed smaller still by the margin.
             priced(Class::Zstd, 900, Some(300)),
             priced(Class::Delta, 900, Some(300)),
-            // A unit no smaller than its forms: the pages stay as they are.
+            // A unit no smaller than its forms: the page stays alone, and is then kept
+            // mixed, which pays for its form.
             priced(Class::Zstd, 400, Some(10)),
             // A unit whose mixed forms miss the margin: 620 + 620/32 = 639 > 630.
             priced(Class::Zstd, 800, Some(310)),
@@ -828,10 +846,14 @@ mod tests {
         // four weighed (positions 0, 4, 2, 6) take 800 bytes, which pays against its 1000
         // but, scaled to eight pages, passes it by more than a quarter, though all eight
         // together (848) would pay.
+        // Then a unit the cold pass does not keep, whose pages alone are given up on their
+        // sample too: positions 0, 4, 2 and 6 lose mixed (400 against 300 each), so the
+        // last page, which would pay mixed (12), is never weighed.
         let samples: Vec<Sample> = (samples.into_iter())
             .chain(
                 (0..8).map(|i| priced(Class::Zstd, 300, Some(if i % 2 == 0 { 200 } else { 12 }))),
             )
+            .chain((0..8).map(|i| priced(Class::Zstd, 300, Some(if i == 7 { 12 } else { 400 }))))
             .collect();
         let units = [
             UnitPrice {
@@ -859,11 +881,16 @@ mod tests {
                 end: 16,
                 frame: 1000,
             },
+            UnitPrice {
+                start: 16,
+                end: 24,
+                frame: 2400,
+            },
         ];
         let (cycle, kept, mixed) = replay(&samples, &units, Sample::oracle);
-        assert_eq!(cycle.idle, 2000 + 1800 + 400 + 1600 + 2400);
-        assert_eq!(cycle.cold, 1500 + 1000 + 400 + 630 + 1000);
-        assert_eq!(cycle.coldest, 1100 + 600 + 400 + 630 + 1000);
+        assert_eq!(cycle.idle, 2000 + 1800 + 400 + 1600 + 2400 + 2400);
+        assert_eq!(cycle.cold, 1500 + 1000 + 400 + 630 + 1000 + 2400);
+        assert_eq!(cycle.coldest, 1100 + 600 + 10 + 630 + 1000 + 2400);
         assert_eq!((kept, mixed), (4, 2));
         // A tree that chose a dearer leaf for one page pays for it until its unit is kept.
         let (tree, _, _) = replay(&samples, &units, |s| {
