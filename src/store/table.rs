@@ -10,6 +10,9 @@
 //! (key, box pointer, control byte, at the map's 7/8 load), 0.3 bytes a page when ids are
 //! dense (swap offsets, region page numbers); a sparse id costs its whole block (833
 //! bytes). [`Table::memory_bytes`] counts all of it from the live sizes and capacities.
+//! The map hashes with a fixed seed: passes and compaction walk pages in its order, so a
+//! seed drawn per process would lay the same pages out differently in every run (the
+//! ids are the embedder's own, so there is no untrusted input to randomise against).
 //!
 //! Invariants: a block exists only while it holds at least one present page; `meta == 0`
 //! means absent; a page with `STORED` set owns the allocator object its handle names
@@ -20,6 +23,7 @@
 
 use crate::codec::Class;
 use crate::sync::Hint;
+use foldhash::fast::FixedState as Fixed;
 use hashbrown::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -134,7 +138,7 @@ struct Block {
 }
 
 pub struct Table {
-    blocks: HashMap<u64, Box<Block>>,
+    blocks: HashMap<u64, Box<Block>, Fixed>,
     len: usize,
     shard_bits: u32,
 }
@@ -144,7 +148,7 @@ impl Table {
     pub fn new(shard_bits: u32) -> Table {
         assert!(shard_bits <= 6);
         Table {
-            blocks: HashMap::new(),
+            blocks: HashMap::with_hasher(Fixed::with_seed(0)),
             len: 0,
             shard_bits,
         }
