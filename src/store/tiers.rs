@@ -136,6 +136,22 @@ pub struct Recompressed {
     pub pages_compacted: u64,
 }
 
+impl Recompressed {
+    /// Counts what became of a page's new form ([`PageStore::recompressed`]'s result):
+    /// raced, kept (no smaller: nothing), installed, or refused at the memory limit.
+    fn tally(&mut self, result: Result<Option<usize>, super::StoreError>) {
+        match result {
+            Ok(None) => self.raced += 1,
+            Ok(Some(0)) => {}
+            Ok(Some(saved)) => {
+                self.rewritten += 1;
+                self.bytes_saved += saved as u64;
+            }
+            Err(_) => self.refused += 1,
+        }
+    }
+}
+
 impl std::fmt::Display for Recompressed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -502,15 +518,7 @@ impl PageStore {
                 }
                 result
             };
-            match result {
-                Ok(None) => done.raced += 1,
-                Ok(Some(0)) => {}
-                Ok(Some(saved)) => {
-                    done.rewritten += 1;
-                    done.bytes_saved += saved as u64;
-                }
-                Err(_) => done.refused += 1,
-            }
+            done.tally(result);
         }
         if done.examined > told {
             progress(done.examined - told);
@@ -663,14 +671,7 @@ impl PageStore {
                     (weighed, mixed) = (weighed + 1, mixed + size);
                     if form.class == Class::Mixed && engine::mixed_pays(size, stored_len(meta)) {
                         let mut shard = self.slot(id).shard.write();
-                        match self.recompressed(&mut shard, id, meta, &form, true) {
-                            Ok(Some(saved)) => {
-                                done.rewritten += 1;
-                                done.bytes_saved += saved as u64;
-                            }
-                            Ok(None) => done.raced += 1,
-                            Err(_) => done.refused += 1,
-                        }
+                        done.tally(self.recompressed(&mut shard, id, meta, &form, true));
                     }
                     if engine::mixing_hopeless(mixed, weighed, run.len(), forms) {
                         break;
