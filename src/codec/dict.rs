@@ -45,6 +45,17 @@ pub enum DictError {
     ZeroId,
 }
 
+self_cell::self_cell!(
+    /// A dictionary's bytes and zstd's decoding tables, which refer to those bytes
+    /// rather than hold a copy of their own (a copy would double a dictionary's memory;
+    /// `self_cell` rather than our own unsafe code for the borrow of a sibling field).
+    struct Prepared {
+        owner: Box<[u8]>,
+        #[covariant]
+        dependent: DDict,
+    }
+);
+
 /// A trained zstd dictionary, for encoding at one level and prepared for decoding.
 /// `Send + Sync`: shared by every thread of a store. Encoding digests it once per thread
 /// into a context sized for one page (kept per thread, as zstd's other contexts are),
@@ -55,8 +66,7 @@ pub struct Dictionary {
     /// Names this dictionary's per-thread compression contexts (ids can repeat across
     /// stores; serials cannot).
     serial: u64,
-    bytes: Box<[u8]>,
-    ddict: DDict<'static>,
+    prepared: Prepared,
     /// The mixed form's starting state for the pages this dictionary serves.
     primer: Option<Primer>,
     /// The dictionary of the same pages as byte planes, for cold units in that layout
@@ -71,7 +81,7 @@ impl std::fmt::Debug for Dictionary {
         f.debug_struct("Dictionary")
             .field("id", &self.id)
             .field("level", &self.level)
-            .field("bytes", &self.bytes.len())
+            .field("bytes", &self.bytes().len())
             .finish_non_exhaustive()
     }
 }
@@ -138,19 +148,20 @@ impl Dictionary {
             return Err(DictError::Invalid("no zstd dictionary header"));
         }
         bytes[4..8].copy_from_slice(&id.to_le_bytes());
-        let ddict = DDict::try_create(&bytes).ok_or(DictError::Invalid("zstd cannot load it"))?;
-        if ddict.get_dict_id().map(|id| id.get()) != Some(id) {
+        let prepared = Prepared::try_new(bytes, |bytes| {
+            DDict::try_create_by_reference(bytes).ok_or(DictError::Invalid("zstd cannot load it"))
+        })?;
+        if prepared.borrow_dependent().get_dict_id().map(|id| id.get()) != Some(id) {
             return Err(DictError::Invalid("its header does not parse"));
         }
         // The encoder must accept it too, before any page depends on that.
-        new_context(&bytes, level, PAGE_SIZE, None)
+        new_context(prepared.borrow_owner(), level, PAGE_SIZE, None)
             .ok_or(DictError::Invalid("zstd cannot load it"))?;
         Ok(Dictionary {
             id,
             level,
             serial: crate::sync::unique_serial(),
-            bytes,
-            ddict,
+            prepared,
             primer: None,
             planes: None,
             pages: AtomicU64::new(0),
@@ -164,7 +175,7 @@ impl Dictionary {
     /// # Errors
     /// [`DictError::ZeroId`] for id 0 (the bytes were checked when it was made).
     pub fn renamed(&self, id: u32, level: i32) -> Result<Dictionary, DictError> {
-        let mut copy = Dictionary::from_bytes(self.bytes.to_vec(), id, level)?;
+        let mut copy = Dictionary::from_bytes(self.bytes().to_vec(), id, level)?;
         copy.primer = self.primer.clone();
         if let Some(twin) = &self.planes {
             copy.planes = Some(Box::new(twin.renamed(id, level)?));
@@ -212,14 +223,14 @@ impl Dictionary {
 
     /// Its bytes (the id written into their header), as saved to a file.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.prepared.borrow_owner()
     }
 
-    /// Memory it takes: its bytes, zstd's decoding tables (with their copy of the
-    /// bytes), its primer and its planes' dictionary.
+    /// Memory it takes: its bytes, zstd's decoding tables (which refer to the bytes),
+    /// its primer and its planes' dictionary.
     pub fn memory_bytes(&self) -> usize {
-        self.bytes.len()
-            + self.ddict.sizeof()
+        self.bytes().len()
+            + self.prepared.borrow_dependent().sizeof()
             + self.primer.as_ref().map_or(0, Primer::memory_bytes)
             + self.planes.as_ref().map_or(0, |p| p.memory_bytes())
     }
@@ -323,7 +334,7 @@ pub fn encode_bytes(
     let written = CCTXS.with(|cell| {
         cell.borrow_mut()
             .get_or_insert_mut(key, || {
-                new_context(&dict.bytes, level, src.len(), search)
+                new_context(dict.bytes(), level, src.len(), search)
                     .expect("the dictionary loaded when it was made")
             })
             .compress2(&mut out[start..], src)
@@ -416,7 +427,7 @@ fn decode_bytes(payload: &[u8], dict: &Dictionary, out: &mut [u8]) -> Result<(),
             d
         });
         let len = out.len();
-        match dctx.decompress_using_ddict(out, payload, &dict.ddict) {
+        match dctx.decompress_using_ddict(out, payload, dict.prepared.borrow_dependent()) {
             Ok(n) if n == len => Ok(()),
             Ok(_) => Err("zstd frame decodes to fewer bytes than expected"),
             Err(_) => Err("invalid zstd frame for its dictionary"),
@@ -493,6 +504,31 @@ mod tests {
             Dictionary::train(&[&b"x"[..]], 4096, 1, 3),
             Err(DictError::Train(_))
         ));
+    }
+
+    #[test]
+    fn a_dictionary_is_counted_once() {
+        // zstd's decoding tables are the same size whatever the dictionary's: what its
+        // memory adds beyond its bytes does not grow with them (no copy of them).
+        let pages: Vec<Vec<u8>> = (0..512u64)
+            .map(|i| {
+                let words = (0..PAGE_SIZE as u64 / 8)
+                    .map(|j| ((i % 64) << 12 | j).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40);
+                words.flat_map(u64::to_le_bytes).collect()
+            })
+            .collect();
+        let samples: Vec<&[u8]> = pages.iter().map(|p| &p[..]).collect();
+        let [small, large] =
+            [4096, 32768].map(|max| Dictionary::train(&samples, max, 1, 3).unwrap());
+        assert!(
+            large.bytes().len() > small.bytes().len() + 8192,
+            "{} {}",
+            large.bytes().len(),
+            small.bytes().len()
+        );
+        let tables = |d: &Dictionary| d.memory_bytes() - d.bytes().len();
+        assert_eq!(tables(&small), tables(&large));
+        assert!(tables(&large) < large.bytes().len());
     }
 
     #[test]
