@@ -57,7 +57,10 @@ type Effort = (i32, Option<Search>);
 
 /// Limits on zstd's search below what its level would do, for frames compressed at a
 /// high level where the optimal parser's time, not the ratio, is what the level buys
-/// (units: the README's "Cold units" has the figures).
+/// (units: the README's "Cold units" has the figures). The parser (btultra) and the
+/// shortest match (3 bytes) are pinned too: zstd picks its level's parameters by the
+/// size of the input and dictionary together, and past 256 KiB its level 16 is btopt
+/// with 5-byte matches, a different trade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Search {
     /// Candidates compared per position, as a power of two.
@@ -73,8 +76,10 @@ pub struct Search {
 
 impl Search {
     /// The parameters to set after the level (which sets them all first).
-    pub(crate) fn parameters(self) -> [CParameter; 4] {
+    pub(crate) fn parameters(self) -> [CParameter; 6] {
         [
+            CParameter::Strategy(::zstd::zstd_safe::Strategy::ZSTD_btultra),
+            CParameter::MinMatch(3),
             CParameter::SearchLog(self.search_log),
             CParameter::TargetLength(self.target_length),
             CParameter::HashLog(self.hash_log),
