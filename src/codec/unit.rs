@@ -24,7 +24,7 @@ use crate::page::PAGE_SIZE;
 use crate::sync::RefCell;
 
 /// The most pages one unit holds (the store's unit size is at most this).
-pub const MAX_UNIT_PAGES: usize = 32;
+pub const MAX_UNIT_PAGES: usize = 64;
 
 /// zstd's search for units at [`LIMITED_FROM`] and above, limited: at level 16 (the
 /// optimal parser) a shallow search and a parse that takes a 32-byte match as it comes

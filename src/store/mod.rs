@@ -78,7 +78,7 @@ pub const COLD_LEVEL: i32 = 16;
 
 /// Pages a cold unit holds unless [`StoreBuilder::cold_unit_pages`] says otherwise,
 /// chosen by ratio against read cost (the README's "Cold units" has the measurements).
-pub const DEFAULT_UNIT_PAGES: usize = 32;
+pub const DEFAULT_UNIT_PAGES: usize = 64;
 
 /// The allocator under its write lock; dropping it publishes the allocator's totals to
 /// the store's counters, so every change is published, whichever path made it.

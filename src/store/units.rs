@@ -25,8 +25,8 @@
 use super::slab::{Handle, Slabs};
 use crate::codec::unit::MAX_UNIT_PAGES;
 
-// A unit's members are the bits of a `u32`.
-const _: () = assert!(MAX_UNIT_PAGES <= u32::BITS as usize);
+// A unit's members are the bits of a `u64`.
+const _: () = assert!(MAX_UNIT_PAGES <= u64::BITS as usize);
 
 /// Where a unit's frame lies: its pieces, in order.
 #[derive(Clone, Debug)]
@@ -48,7 +48,7 @@ pub(super) struct Unit {
     /// Pages the frame holds.
     pages: u8,
     /// Bit `i` set: the page at position `i` is still a member.
-    live: u32,
+    live: u64,
     packing: bool,
     /// The coldest pass has weighed the mixed form against the unit (and kept the unit).
     mixed_tried: bool,
@@ -406,6 +406,30 @@ mod tests {
     }
 
     #[test]
+    fn every_position_of_a_whole_unit_is_a_member_of_its_own() {
+        let mut slabs = Slabs::new(None);
+        let mut units = Units::default();
+        let last = MAX_UNIT_PAGES as u64 - 1;
+        let index = units.register(
+            frame(&mut slabs, 20_000),
+            MAX_UNIT_PAGES,
+            (0, last),
+            1,
+            None,
+        );
+        (0..MAX_UNIT_PAGES).for_each(|position| units.join(index, position));
+        assert!(units.packed(index).is_none());
+        assert_eq!(units.get(index).live(), MAX_UNIT_PAGES);
+        // Members leave from the top down: the unit goes with the last, not before.
+        for position in (1..MAX_UNIT_PAGES).rev() {
+            assert!(units.leave(index, position).is_none(), "{position}");
+            assert_eq!(units.get(index).live(), position);
+        }
+        assert!(units.leave(index, 0).is_some());
+        assert_eq!(units.stats().units, 0);
+    }
+
+    #[test]
     fn freed_indexes_cost_a_pointer_and_those_at_the_end_are_given_back() {
         let mut slabs = Slabs::new(None);
         let mut units = Units::default();
@@ -439,7 +463,7 @@ mod tests {
 
     #[test]
     fn member_words_round_trip() {
-        for (index, position) in [(0, 0), (7, 31), (u32::MAX, 5)] {
+        for (index, position) in [(0, 0), (7, MAX_UNIT_PAGES - 1), (u32::MAX, 5)] {
             assert_eq!(member_of(member_word(index, position)), (index, position));
         }
     }
