@@ -49,11 +49,7 @@ const MIN_HELD_UNITS: usize = 4;
 /// Times its memory a twin must save at the probe's level, which overstates what the
 /// planes layout saves at a unit's level where it saves little (the README's "Cold
 /// units").
-const TWIN_MARGIN: f64 = 4.0;
-/// Times its memory a set of dictionaries must save on the held-out pages: they are
-/// judged at the idle pass's level, page by page, which overstates what they save once
-/// the cold pass has packed the pages into units (the README's "Cold units").
-const DICT_MARGIN: f64 = 2.0;
+const TWIN_MARGIN: f64 = 2.0;
 
 /// Most clusters a set (or a file) may hold.
 pub const MAX_CLUSTERS: usize = 64;
@@ -255,7 +251,7 @@ impl DictionarySet {
                         scratch.len()
                     })
                     .sum();
-                let cost = bytes as f64 * scale + DICT_MARGIN * set.memory_bytes() as f64;
+                let cost = bytes as f64 * scale + set.memory_bytes() as f64;
                 if cost < best.0 {
                     best = (cost, Some(set));
                 }
