@@ -538,20 +538,60 @@ mod tests {
     /// access that needed the page fails cleanly (a system call gets EFAULT; a CPU
     /// access would get SIGBUS), the reason is reported, resident pages keep their
     /// content, and the region drops as usual.
-    #[test]
-    fn a_refused_fault_poisons_the_region() {
-        let mut region = match Region::builder(64 * PAGE_SIZE).resident_pages(8).build() {
+    /// Held by the tests that inject a failure into the one real kernel (the switches are
+    /// global: a region of another test would take the failure).
+    static INJECTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// A region of 64 pages, 8 resident, with kernel-side faults handled; `None` (the
+    /// test is skipped) where userfaultfd cannot do that here.
+    fn small_region() -> Option<Region> {
+        let region = match Region::builder(64 * PAGE_SIZE).resident_pages(8).build() {
             Ok(region) => region,
             Err(RegionError::Unavailable(e)) => {
                 eprintln!("skipped: no userfaultfd here ({e})");
-                return;
+                return None;
             }
             Err(e) => panic!("{e}"),
         };
         if region.access() != Access::Full {
             eprintln!("skipped: kernel-side faults are not handled here");
-            return;
+            return None;
         }
+        Some(region)
+    }
+
+    /// A staging slot found occupied (as the kernel has once reported) is dropped with
+    /// the others and the move tried again: eviction goes on and no page is lost.
+    #[test]
+    fn an_occupied_staging_slot_is_dropped_and_the_move_retried() {
+        let _one = INJECTING.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut region) = small_region() else {
+            return;
+        };
+        let fill = |memory: &mut [u8], round: u64| {
+            for (i, page) in memory.chunks_exact_mut(PAGE_SIZE).enumerate() {
+                page[..8].copy_from_slice(&(i as u64 * 1000 + round).to_le_bytes());
+            }
+        };
+        fill(region.as_mut_slice(), 1);
+        kernel::FORGET_NEXT_STAGED.store(true, std::sync::atomic::Ordering::Relaxed);
+        for round in 2..5 {
+            fill(region.as_mut_slice(), round);
+        }
+        assert!(!kernel::FORGET_NEXT_STAGED.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(region.poisoned(), None);
+        for (i, page) in region.as_mut_slice().chunks_exact(PAGE_SIZE).enumerate() {
+            assert_eq!(page[..8], (i as u64 * 1000 + 4).to_le_bytes(), "page {i}");
+        }
+        assert!(region.stats().evictions > 3 * 56, "{:?}", region.stats());
+    }
+
+    #[test]
+    fn a_refused_fault_poisons_the_region() {
+        let _one = INJECTING.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut region) = small_region() else {
+            return;
+        };
         let memory = region.as_mut_slice();
         for (i, page) in memory.chunks_exact_mut(PAGE_SIZE).enumerate() {
             page[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
