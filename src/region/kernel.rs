@@ -67,6 +67,14 @@ impl Uffd {
         }
     }
 
+    /// Drops every staging slot's page; the next move fills slot 0. Only between
+    /// evictions: every page staged so far is stored or moved back.
+    fn drop_staging(&mut self) -> io::Result<()> {
+        self.pages.discard_staging()?;
+        self.staged = 0;
+        Ok(())
+    }
+
     /// Makes the region safe to use without a handler: every missing page is poisoned
     /// (an access raises SIGBUS, a system call on it fails with EFAULT) and every present
     /// one unprotected, waking whoever waits on either, so no access ever waits for a
@@ -124,8 +132,7 @@ impl Kernel for Uffd {
 
     fn move_out(&mut self, index: usize) -> io::Result<bool> {
         if self.staged == STAGING_PAGES {
-            self.pages.discard_staging()?;
-            self.staged = 0;
+            self.drop_staging()?;
         }
         let (src, dst) = (self.pages.address(index), self.pages.staging(self.staged));
         let moved = match self.uffd.move_page(src, dst) {
@@ -135,8 +142,7 @@ impl Kernel for Uffd {
             // nothing needed: they are dropped and the move tried once more (a refused
             // move moved nothing).
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                self.pages.discard_staging()?;
-                self.staged = 0;
+                self.drop_staging()?;
                 self.uffd.move_page(src, self.pages.staging(0))?
             }
             result => result?,
