@@ -27,13 +27,13 @@ use crate::sync::RefCell;
 pub const MAX_UNIT_PAGES: usize = 64;
 
 /// zstd's search for units at [`LIMITED_FROM`] and above, limited: at level 16 (the
-/// optimal parser) a shallow search and a parse that takes a 32-byte match as it comes
+/// optimal parser) a shallow search and a parse that takes a 64-byte match as it comes
 /// cost little ratio for much speed, and beat a lower level at the same speed; tables
 /// sized for a unit of 16 pages and its dictionary, and as good for 32 and 64 (the
 /// README's "Cold units").
 pub const SEARCH: Search = Search {
     search_log: 2,
-    target_length: 32,
+    target_length: 64,
     hash_log: 15,
     chain_log: 16,
 };

@@ -57,10 +57,11 @@ type Effort = (i32, Option<Search>);
 
 /// Limits on zstd's search below what its level would do, for frames compressed at a
 /// high level where the optimal parser's time, not the ratio, is what the level buys
-/// (units: the README's "Cold units" has the figures). The parser (btultra) and the
-/// shortest match (3 bytes) are pinned too: zstd picks its level's parameters by the
-/// size of the input and dictionary together, and past 256 KiB its level 16 is btopt
-/// with 5-byte matches, a different trade.
+/// (units: the README's "Cold units" has the figures). The parser and the shortest match
+/// are pinned too (btopt, 3 bytes): zstd picks its level's parameters by the size of the
+/// input and dictionary together (past 256 KiB its level 16 is btopt with 5-byte
+/// matches), and btopt, which prices in whole bits and skips positions a literal
+/// already reaches cheaply, buys a longer target length for btultra's time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Search {
     /// Candidates compared per position, as a power of two.
@@ -78,7 +79,7 @@ impl Search {
     /// The parameters to set after the level (which sets them all first).
     pub(crate) fn parameters(self) -> [CParameter; 6] {
         [
-            CParameter::Strategy(::zstd::zstd_safe::Strategy::ZSTD_btultra),
+            CParameter::Strategy(::zstd::zstd_safe::Strategy::ZSTD_btopt),
             CParameter::MinMatch(3),
             CParameter::SearchLog(self.search_log),
             CParameter::TargetLength(self.target_length),
